@@ -1,0 +1,395 @@
+//! The planner: a pure function of (desired servers, snapshot, observation)
+//! that returns the ordered actions of design §4, each with its reason.
+//!
+//! **Architecture invariant:** nothing here does I/O or reads the clock. The
+//! caller passes `now` and the observation in; the same inputs always give the
+//! same plan, byte for byte, in text and in JSON.
+
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use render::{PlanJson, render_json, render_text};
+
+use crate::runtime::{Observation, Probe, Unit, UnitState};
+use crate::spec::{Canonical, SecretDigests, Server, SpecHash};
+use crate::state::{Instance, InstanceId, Snapshot, Status};
+use crate::time::{Timestamp, short_duration};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A server as the planner needs it: counts, hash and canonical text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub name: String,
+    pub replicas: u32,
+    pub canonical: Canonical,
+    pub external: bool,
+    pub readiness_timeout: Duration,
+}
+
+impl Desired {
+    pub fn from_servers(servers: &[Server], digests: &SecretDigests) -> Vec<Desired> {
+        servers
+            .iter()
+            .map(|s| Desired {
+                name: s.name.clone(),
+                replicas: s.spec.replicas,
+                canonical: Canonical::of(&s.spec, digests),
+                external: s.spec.workload.is_external(),
+                readiness_timeout: s.spec.readiness.timeout,
+            })
+            .collect()
+    }
+
+    /// External servers have at most one instance: there is one URL.
+    fn target(&self) -> usize {
+        if self.external { self.replicas.min(1) as usize } else { self.replicas as usize }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    // The order here is the order of execution within a server: learn what
+    // exists, settle statuses, clear space, then replace and add.
+    Adopt,
+    Promote,
+    Demote,
+    Fail,
+    Remove,
+    Replace,
+    Start,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 7] = [
+        ActionKind::Start,
+        ActionKind::Remove,
+        ActionKind::Replace,
+        ActionKind::Promote,
+        ActionKind::Demote,
+        ActionKind::Fail,
+        ActionKind::Adopt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Adopt => "adopt",
+            ActionKind::Promote => "promote",
+            ActionKind::Demote => "demote",
+            ActionKind::Fail => "fail",
+            ActionKind::Remove => "remove",
+            ActionKind::Replace => "replace",
+            ActionKind::Start => "start",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    #[serde(rename = "action")]
+    pub kind: ActionKind,
+    pub server: String,
+    /// The instance acted on; `None` for a start, whose id is chosen by apply.
+    pub instance: Option<InstanceId>,
+    pub reason: String,
+    /// For a replace: the unified diff of the canonical spec, when the old one is known.
+    pub diff: Option<String>,
+}
+
+/// An ordered list of actions, and how many servers need none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Desired servers with no action.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanError {
+    /// Safety rule: a source that yields nothing must not delete the fleet.
+    #[error("the source has no servers, but the state has {known} ({names}); refusing to remove them all")]
+    #[diagnostic(help(
+        "check the path or git ref; if you really mean to remove every server, pass --allow-empty"
+    ))]
+    EmptySource { known: usize, names: String },
+}
+
+/// Everything the planner reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub desired: &'a [Desired],
+    pub snapshot: &'a Snapshot,
+    /// `None` plans from the snapshot alone (`--refresh=false`): recorded
+    /// statuses are taken as true and no status changes are planned.
+    pub observation: Option<&'a Observation>,
+    pub now: Timestamp,
+    pub allow_empty: bool,
+}
+
+/// Back-off before replacing failed instances: 10 s doubling to 5 min.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(10u64.saturating_mul(1 << exp)).min(Duration::from_secs(300))
+}
+
+/// An instance as it will be once this plan's status actions are applied.
+struct Live<'a> {
+    id: &'a InstanceId,
+    status: Status,
+    created_at: Timestamp,
+    hash: &'a SpecHash,
+}
+
+pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
+    let Inputs { desired, snapshot, observation, now, allow_empty } = input;
+    if desired.is_empty() && !allow_empty {
+        let mut known: Vec<&str> = snapshot.servers.keys().map(String::as_str).collect();
+        known.extend(snapshot.instances.values().map(|i| i.server.as_str()));
+        known.sort_unstable();
+        known.dedup();
+        if !known.is_empty() {
+            let names = summarize_names(&known);
+            return Err(PlanError::EmptySource { known: known.len(), names });
+        }
+    }
+
+    let wanted: BTreeMap<&str, &Desired> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut actions: Vec<Action> = Vec::new();
+    let mut live: BTreeMap<&str, Vec<Live<'_>>> = BTreeMap::new();
+    let mut failed_now: BTreeMap<&str, bool> = BTreeMap::new();
+
+    for inst in snapshot.instances.values() {
+        let Some(d) = wanted.get(inst.server.as_str()) else {
+            actions.push(act(ActionKind::Remove, &inst.server, Some(&inst.id), format!("server {} removed from source", inst.server)));
+            continue;
+        };
+        let mut status = inst.status;
+        if let Some(obs) = observation {
+            if let Some((kind, reason)) = transition(inst, d, obs, now) {
+                status = match kind {
+                    ActionKind::Promote => Status::Running,
+                    ActionKind::Demote => Status::Starting,
+                    _ => {
+                        failed_now.insert(d.name.as_str(), true);
+                        Status::Error
+                    }
+                };
+                actions.push(act(kind, &inst.server, Some(&inst.id), reason));
+            }
+        }
+        live.entry(d.name.as_str()).or_default().push(Live {
+            id: &inst.id,
+            status,
+            created_at: inst.created_at,
+            hash: &inst.spec_hash,
+        });
+    }
+
+    // Labelled units the snapshot does not know: ours if an intent says we
+    // were creating them (a crash between create and record), else orphans.
+    if let Some(obs) = observation {
+        for unit in obs.units.values() {
+            if snapshot.instances.contains_key(&unit.instance) {
+                continue;
+            }
+            let intended = snapshot.intents.get(&unit.instance).is_some_and(|i| {
+                i.op == crate::state::IntentOp::Create && i.server == unit.server && i.spec_hash == unit.spec_hash
+            });
+            match wanted.get(unit.server.as_str()) {
+                Some(d) if intended && adoptable(unit) => {
+                    actions.push(act(ActionKind::Adopt, &unit.server, Some(&unit.instance), "created by an interrupted apply".into()));
+                    live.entry(d.name.as_str()).or_default().push(Live {
+                        id: &unit.instance,
+                        status: Status::Starting,
+                        // Adopted units are the newest we know of.
+                        created_at: now,
+                        hash: &unit.spec_hash,
+                    });
+                }
+                _ => {
+                    let why = if intended { "left by an interrupted apply, not needed" } else { "orphan: not in the state" };
+                    actions.push(act(ActionKind::Remove, &unit.server, Some(&unit.instance), format!("{why} ({})", unit.state.describe())));
+                }
+            }
+        }
+    }
+
+    for d in desired {
+        let mut insts = live.remove(d.name.as_str()).unwrap_or_default();
+        plan_server(d, &mut insts, snapshot, now, failed_now.contains_key(d.name.as_str()), &mut actions);
+    }
+
+    actions.sort_by(|a, b| {
+        (a.server.as_str(), a.kind, a.instance.as_ref()).cmp(&(b.server.as_str(), b.kind, b.instance.as_ref()))
+    });
+    let touched: std::collections::BTreeSet<&str> = actions.iter().map(|a| a.server.as_str()).collect();
+    let unchanged = desired.iter().filter(|d| !touched.contains(d.name.as_str())).count();
+    Ok(Plan { actions, unchanged })
+}
+
+/// Count rules for one server: clean up failures, trim surplus, replace
+/// outdated instances, start missing ones.
+fn plan_server(d: &Desired, insts: &mut [Live<'_>], snapshot: &Snapshot, now: Timestamp, failed_now: bool, actions: &mut Vec<Action>) {
+    let name = d.name.as_str();
+    let target = d.target();
+    let backoff = snapshot.backoff.get(name).filter(|b| now < b.until);
+    // A failure seen in this very pass starts a back-off that apply records.
+    let waiting = failed_now || backoff.is_some();
+
+    let (errors, mut active): (Vec<&Live<'_>>, Vec<&Live<'_>>) = insts.iter().partition(|l| l.status == Status::Error);
+    let mut cleaned_up = 0;
+    for e in &errors {
+        if !waiting || target == 0 {
+            actions.push(act(ActionKind::Remove, name, Some(e.id), "clean up failed instance".into()));
+            cleaned_up += 1;
+        }
+    }
+
+    if active.len() > target {
+        // Outdated first, then not-yet-ready, then oldest: the cheapest to lose.
+        active.sort_by(|a, b| {
+            let key = |l: &Live<'_>| (l.hash == &d.canonical.hash, l.status == Status::Running, l.created_at, l.id.clone());
+            key(a).cmp(&key(b))
+        });
+        let surplus = active.len() - target;
+        for l in active.drain(..surplus) {
+            actions.push(act(ActionKind::Remove, name, Some(l.id), format!("scale down {} -> {}", insts_len(insts), target)));
+        }
+    }
+
+    let applied = snapshot.servers.get(name);
+    for l in active.iter().filter(|l| l.hash != &d.canonical.hash) {
+        let (reason, diff) = match applied.filter(|a| &a.hash == l.hash) {
+            Some(old) => ("spec changed".to_owned(), Some(unified_diff(name, &old.canonical, &d.canonical.yaml))),
+            None => (format!("spec hash {} -> {}", l.hash, d.canonical.hash), None),
+        };
+        actions.push(Action { kind: ActionKind::Replace, server: name.to_owned(), instance: Some(l.id.clone()), reason, diff });
+    }
+
+    let missing = target.saturating_sub(active.len());
+    if missing == 0 {
+        return;
+    }
+    if waiting {
+        // No action: the start waits for the back-off, and `get` shows it.
+        return;
+    }
+    let reason = if applied.is_none() && insts.is_empty() {
+        "new server".to_owned()
+    } else if cleaned_up > 0 {
+        "replace failed instance".to_owned()
+    } else {
+        format!("scale up {} -> {}", active.len(), target)
+    };
+    for _ in 0..missing {
+        actions.push(act(ActionKind::Start, name, None, reason.clone()));
+    }
+}
+
+fn insts_len(insts: &[Live<'_>]) -> usize {
+    insts.iter().filter(|l| l.status != Status::Error).count()
+}
+
+/// The status change that the observation implies for one instance, if any.
+fn transition(inst: &Instance, d: &Desired, obs: &Observation, now: Timestamp) -> Option<(ActionKind, String)> {
+    use ActionKind::{Demote, Fail, Promote};
+    if inst.status == Status::Error {
+        return None;
+    }
+    let probe = obs.probes.get(&inst.id);
+    let timed_out = inst.status == Status::Starting && now.since(inst.transitioned_at) > d.readiness_timeout;
+    let not_ready = |cause: String| (Fail, format!("not ready after {}: {cause}", short_duration(d.readiness_timeout)));
+
+    if d.external {
+        return match (inst.status, probe) {
+            (Status::Starting, Some(Probe::Ready(how))) => Some((Promote, format!("ready: {how}"))),
+            (Status::Running, Some(Probe::NotReady(why))) => Some((Demote, format!("probe failing: {why}"))),
+            (Status::Starting, p) if timed_out => Some(not_ready(probe_cause(p))),
+            _ => None,
+        };
+    }
+
+    let Some(unit) = obs.units.get(&inst.id) else {
+        return Some((Fail, "container not found".into()));
+    };
+    match (inst.status, unit.state) {
+        (_, UnitState::Exited(_) | UnitState::Dead) => Some((Fail, format!("{}{}", unit.state.describe(), last_log(unit)))),
+        (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit))),
+        (Status::Running, _) if unit.restarts > inst.restarts => {
+            Some((Demote, format!("restarted (restarts {}){}", unit.restarts, last_log(unit))))
+        }
+        (Status::Running, _) => match probe {
+            Some(Probe::NotReady(why)) => Some((Demote, format!("probe failing: {why}"))),
+            _ => None,
+        },
+        (Status::Starting, UnitState::Running) if matches!(probe, Some(Probe::Ready(_))) => {
+            let Some(Probe::Ready(how)) = probe else { return None };
+            Some((Promote, format!("ready: {how}")))
+        }
+        (Status::Starting, UnitState::Restarting) if timed_out => Some(not_ready(restarting(unit))),
+        (Status::Starting, UnitState::Created) if timed_out => Some(not_ready("container created but never started".into())),
+        (Status::Starting, _) if timed_out => Some(not_ready(probe_cause(probe))),
+        _ => None,
+    }
+}
+
+fn probe_cause(p: Option<&Probe>) -> String {
+    match p {
+        Some(Probe::NotReady(why)) => why.clone(),
+        Some(Probe::Ready(_)) => "probe passed too late".into(),
+        None => "no probe result yet".into(),
+    }
+}
+
+fn restarting(unit: &Unit) -> String {
+    let exit = unit.exit_code.map(|c| format!("exit {c}, ")).unwrap_or_default();
+    format!("restarting ({exit}restarts {}){}", unit.restarts, last_log(unit))
+}
+
+fn last_log(unit: &Unit) -> String {
+    match &unit.last_log {
+        Some(l) if !l.trim().is_empty() => format!(": {}", l.trim()),
+        _ => String::new(),
+    }
+}
+
+/// A unit from an interrupted apply is worth keeping only if it can still become ready.
+fn adoptable(unit: &Unit) -> bool {
+    matches!(unit.state, UnitState::Created | UnitState::Running | UnitState::Restarting)
+}
+
+fn act(kind: ActionKind, server: &str, instance: Option<&InstanceId>, reason: String) -> Action {
+    Action { kind, server: server.to_owned(), instance: instance.cloned(), reason, diff: None }
+}
+
+fn summarize_names(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+/// The unified diff between two canonical specs, three lines of context.
+pub fn unified_diff(server: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{server} (applied)"), &format!("{server} (desired)"))
+        .to_string()
+}

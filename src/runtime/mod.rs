@@ -1,0 +1,163 @@
+//! Runtimes run instances and report what exists. This module owns the
+//! [`Runtime`] trait that Docker and Kubernetes implement, the
+//! [`Observation`] the planner reads, and [`fake::FakeRuntime`], the
+//! in-memory world that planner and apply tests run against.
+//!
+//! # The runtime contract
+//!
+//! **Expected flow.** A pass calls [`Runtime::observe`] once, plans, then calls
+//! [`Runtime::create`] and [`Runtime::remove`] for the plan's actions.
+//!
+//! **Guarantees the implementations give.**
+//! - `observe` lists every unit carrying mcpctl's labels in one call, whoever
+//!   created it, so a half-finished create from a crashed apply is seen.
+//! - `create` labels the unit with server, instance and spec hash *before* it
+//!   can start, so a crash between create and start leaves a unit `observe` finds.
+//! - `remove` is idempotent: removing a unit that is already gone succeeds.
+//!
+//! **Assumptions.** Instance ids are unique; callers never create the same id twice.
+//!
+//! **Caveats.** `observe` is a point-in-time view: a unit may die right after.
+//! The planner therefore never trusts it beyond one pass.
+//!
+//! **Errors.** [`RuntimeError`] says which unit and which operation failed, with the
+//! engine's own message.
+
+pub mod fake;
+
+use crate::spec::{SpecHash, Transport};
+use crate::state::InstanceId;
+use crate::time::Timestamp;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// What the runtime says one unit (container or pod) is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnitState {
+    /// Created but not started (or a pull in progress).
+    Created,
+    Running,
+    /// The runtime is restarting it under its restart policy.
+    Restarting,
+    /// Stopped with this exit code, and will not be restarted.
+    Exited(i64),
+    /// The runtime gave up on it (Docker `dead`, a pod that failed).
+    Dead,
+}
+
+impl UnitState {
+    pub fn describe(self) -> String {
+        match self {
+            UnitState::Created => "created".into(),
+            UnitState::Running => "running".into(),
+            UnitState::Restarting => "restarting".into(),
+            UnitState::Exited(code) => format!("exited ({code})"),
+            UnitState::Dead => "dead".into(),
+        }
+    }
+}
+
+/// One labelled unit as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unit {
+    pub instance: InstanceId,
+    pub server: String,
+    pub spec_hash: SpecHash,
+    /// Container id or pod name.
+    pub handle: String,
+    pub state: UnitState,
+    pub restarts: u32,
+    /// The exit code of the last run, when it has exited at least once.
+    pub exit_code: Option<i64>,
+    /// The last non-empty log line (stderr first), for error reasons.
+    pub last_log: Option<String>,
+    /// Where the probe connects, once known.
+    pub endpoint: Option<String>,
+}
+
+/// The outcome of the latest readiness probe of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// It answered; the text says how (era, version, server name).
+    Ready(String),
+    /// It did not; the text says why.
+    NotReady(String),
+}
+
+/// What the runtime and the probes say exists now. Gathering it is I/O, done in
+/// the refresh step; the planner only reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// When it was gathered; the planner's notion of "now".
+    pub at: Timestamp,
+    pub units: BTreeMap<InstanceId, Unit>,
+    /// Probe results for instances not yet RUNNING, and liveness results for RUNNING ones.
+    pub probes: BTreeMap<InstanceId, Probe>,
+}
+
+impl Observation {
+    /// A short digest of what was observed, recorded in saved plans so that
+    /// `apply PLANFILE` can tell when the world changed after `plan`. The time
+    /// of observation is left out: only the facts count.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (id, u) in &self.units {
+            h.update(format!("{id}\0{}\0{}\0{:?}\0{}\n", u.server, u.spec_hash, u.state, u.restarts));
+        }
+        for (id, p) in &self.probes {
+            let ok = matches!(p, Probe::Ready(_));
+            h.update(format!("{id}\0{ok}\n"));
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
+/// Everything a runtime needs to start one instance. Secret values are
+/// already resolved; this never goes to disk.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub instance: InstanceId,
+    pub server: String,
+    pub spec_hash: SpecHash,
+    pub image: String,
+    /// Arguments after the image entrypoint.
+    pub command: Vec<String>,
+    pub transport: Transport,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub env: Vec<(String, crate::secrets::SecretValue)>,
+    pub memory_bytes: Option<u64>,
+    pub millicpus: Option<u32>,
+}
+
+/// What `create` hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub handle: String,
+    pub endpoint: String,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RuntimeError {
+    /// The runtime cannot be reached at all.
+    #[error("cannot reach the {runtime} runtime: {message}")]
+    #[diagnostic(help("is the daemon running? for docker try `docker info`; or plan with --refresh=false"))]
+    Unavailable { runtime: &'static str, message: String },
+    /// One operation on one unit failed; `message` is the engine's own.
+    #[error("{op} {instance}: {message}")]
+    Operation { op: &'static str, instance: String, message: String },
+}
+
+/// A container runtime, as mcpctl needs it. Implementations must make every
+/// method idempotent: apply retries after crashes and cancellation.
+pub trait Runtime {
+    /// Every unit that carries mcpctl's labels, in one list call plus inspects where needed.
+    fn observe(&self) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
+    /// Creates and starts one instance, labelled before it can run.
+    fn create(&self, req: &CreateRequest) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
+    /// Stops and removes one unit; a unit that is already gone is success.
+    fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The last `tail` lines of a unit's logs.
+    fn logs(&self, handle: &str, tail: usize) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+}

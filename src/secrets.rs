@@ -1,0 +1,263 @@
+//! Secret references, resolved at plan time through a chain of providers
+//! (design §2): a file `DIR/NAME/KEY`, then the environment variable
+//! `MCPCTL_SECRET_<NAME>_<KEY>`. Values are held in [`SecretValue`], which
+//! never prints its content; everything that leaves this module for output or
+//! state is a keyed digest.
+
+use crate::spec::{EnvValue, SecretDigests, SecretRef, Server};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A secret's value. Its `Debug` and `Display` are redacted, so a stray log
+/// line or `{:?}` cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// The plaintext, for handing to a runtime and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+
+impl std::fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+
+/// A secret that no provider could supply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("server {server}: env {env_var}: secret {secret} not found (looked in {})", tried.join(", "))]
+#[diagnostic(
+    code(mcpctl::secret::missing),
+    help("create the file or set the environment variable, or fix the secretRef in {origin}")
+)]
+pub struct MissingSecret {
+    pub server: String,
+    pub env_var: String,
+    pub secret: SecretRef,
+    /// The places looked at, in order.
+    pub tried: Vec<String>,
+    /// Where the server was declared, `file:line:column`.
+    pub origin: String,
+}
+
+/// Errors resolving secrets: all the missing ones, so a user fixes them in one go.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{} secret reference(s) could not be resolved; nothing was planned", missing.len())]
+pub struct SecretErrors {
+    #[related]
+    pub missing: Vec<MissingSecret>,
+}
+
+/// The provider chain.
+pub struct Resolver<E = fn(&str) -> Option<String>> {
+    dir: Option<PathBuf>,
+    env: E,
+}
+
+impl Resolver {
+    /// Files under `dir` (if any), then the process environment.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Resolver {
+            dir,
+            env: |k| std::env::var(k).ok(),
+        }
+    }
+}
+
+impl<E: Fn(&str) -> Option<String>> Resolver<E> {
+    /// With an injected environment, for tests.
+    pub fn with_env(dir: Option<PathBuf>, env: E) -> Self {
+        Resolver { dir, env }
+    }
+
+    /// The environment variable that supplies `r`.
+    pub fn env_name(r: &SecretRef) -> String {
+        let clean = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+        format!("MCPCTL_SECRET_{}_{}", clean(&r.name), clean(&r.key))
+    }
+
+    fn lookup(&self, r: &SecretRef) -> Result<SecretValue, Vec<String>> {
+        let mut tried = Vec::new();
+        if let Some(dir) = &self.dir {
+            let path = dir.join(&r.name).join(&r.key);
+            // A ref like `../x` must not escape the secrets directory.
+            if is_plain_component(&r.name) && is_plain_component(&r.key) {
+                if let Ok(v) = std::fs::read_to_string(&path) {
+                    // Mounted secrets often end in a newline the author never meant.
+                    return Ok(SecretValue(v.strip_suffix('\n').unwrap_or(&v).to_owned()));
+                }
+            }
+            tried.push(format!("file {}", path.display()));
+        }
+        let var = Self::env_name(r);
+        if let Some(v) = (self.env)(&var) {
+            return Ok(SecretValue(v));
+        }
+        tried.push(format!("env {var}"));
+        Err(tried)
+    }
+
+    /// Resolves every secret of every server. All failures are reported at once.
+    pub fn resolve(&self, servers: &[Server]) -> Result<Secrets, SecretErrors> {
+        let mut values = BTreeMap::new();
+        let mut missing = Vec::new();
+        for server in servers {
+            for (var, value) in &server.spec.env {
+                let EnvValue::Secret(r) = value else { continue };
+                if values.contains_key(r) {
+                    continue;
+                }
+                match self.lookup(r) {
+                    Ok(v) => {
+                        values.insert(r.clone(), v);
+                    }
+                    Err(tried) => missing.push(MissingSecret {
+                        server: server.name.clone(),
+                        env_var: var.clone(),
+                        secret: r.clone(),
+                        tried,
+                        origin: server.origin.to_string(),
+                    }),
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(Secrets { values })
+        } else {
+            Err(SecretErrors { missing })
+        }
+    }
+}
+
+fn is_plain_component(s: &str) -> bool {
+    let p = Path::new(s);
+    !s.is_empty() && p.components().count() == 1 && !matches!(s, "." | "..") && !s.contains('/')
+}
+
+/// Resolved secret values.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    values: BTreeMap<SecretRef, SecretValue>,
+}
+
+impl Secrets {
+    pub fn get(&self, r: &SecretRef) -> Option<&SecretValue> {
+        self.values.get(r)
+    }
+
+    /// HMAC-SHA256 of each value under `key`, shortened to 16 hex digits: enough
+    /// to notice a rotation, useless for guessing the value without the key.
+    pub fn digests(&self, key: &[u8; 32]) -> SecretDigests {
+        self.values
+            .iter()
+            .map(|(r, v)| {
+                // HMAC accepts keys of any length, so this cannot fail.
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac takes any key length");
+                mac.update(v.expose().as_bytes());
+                let out = mac.finalize().into_bytes();
+                (r.clone(), hex::encode(&out[..8]))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Origin, Readiness, Resources, ServerSpec, Transport, Workload};
+
+    fn server(env: &[(&str, &str, &str)]) -> Server {
+        Server {
+            name: "github".into(),
+            labels: Default::default(),
+            spec: ServerSpec {
+                replicas: 1,
+                workload: Workload::Image("img".into()),
+                command: vec![],
+                transport: Transport::Stdio,
+                port: None,
+                path: None,
+                env: env
+                    .iter()
+                    .map(|(var, name, key)| {
+                        (
+                            var.to_string(),
+                            EnvValue::Secret(SecretRef { name: name.to_string(), key: key.to_string() }),
+                        )
+                    })
+                    .collect(),
+                resources: Resources::default(),
+                readiness: Readiness::default(),
+            },
+            origin: Origin { file: "fleet/github.yaml".into(), line: 4, column: 9 },
+        }
+    }
+
+    #[test]
+    fn files_win_over_env_and_trailing_newline_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("github")).unwrap();
+        std::fs::write(dir.path().join("github/token"), "from-file\n").unwrap();
+        let r = Resolver::with_env(Some(dir.path().into()), |_| Some("from-env".to_owned()));
+        let s = r.resolve(&[server(&[("GITHUB_TOKEN", "github", "token")])]).unwrap();
+        let key = SecretRef { name: "github".into(), key: "token".into() };
+        assert_eq!(s.get(&key).unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn env_names_are_upper_cased_with_dashes_and_dots_replaced() {
+        let r = SecretRef { name: "my-app.prod".into(), key: "api.key".into() };
+        assert_eq!(Resolver::<fn(&str) -> Option<String>>::env_name(&r), "MCPCTL_SECRET_MY_APP_PROD_API_KEY");
+        let res = Resolver::with_env(None, |k| (k == "MCPCTL_SECRET_MY_APP_PROD_API_KEY").then(|| "v".to_owned()));
+        let s = res.resolve(&[server(&[("X", "my-app.prod", "api.key")])]).unwrap();
+        assert_eq!(s.get(&r).unwrap().expose(), "v");
+    }
+
+    #[test]
+    fn missing_secrets_name_server_var_and_secret_and_never_the_value() {
+        let res = Resolver::with_env(Some("/nonexistent".into()), |_| None);
+        let err = res
+            .resolve(&[server(&[("GITHUB_TOKEN", "github", "token"), ("OTHER", "x", "y")])])
+            .unwrap_err();
+        assert_eq!(err.missing.len(), 2);
+        let msg = err.missing[0].to_string();
+        assert!(msg.contains("server github"), "{msg}");
+        assert!(msg.contains("env GITHUB_TOKEN"), "{msg}");
+        assert!(msg.contains("secret github/token"), "{msg}");
+        assert!(msg.contains("MCPCTL_SECRET_GITHUB_TOKEN"), "{msg}");
+    }
+
+    #[test]
+    fn refs_cannot_escape_the_secrets_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("outside"), "leak").unwrap();
+        let inner = dir.path().join("secrets");
+        std::fs::create_dir_all(&inner).unwrap();
+        let res = Resolver::with_env(Some(inner), |_| None);
+        assert!(res.resolve(&[server(&[("X", "..", "outside")])]).is_err());
+    }
+
+    #[test]
+    fn values_are_redacted_and_digests_are_keyed() {
+        let v = SecretValue("hunter2".into());
+        assert_eq!(format!("{v:?} {v}"), "(sensitive) (sensitive)");
+        let r = SecretRef { name: "a".into(), key: "b".into() };
+        let s = Secrets { values: BTreeMap::from([(r.clone(), v)]) };
+        let d1 = s.digests(&[1; 32]);
+        let d2 = s.digests(&[2; 32]);
+        assert_ne!(d1[&r], d2[&r]);
+        assert_eq!(d1[&r].len(), 16);
+        assert!(!d1[&r].contains("hunter2"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The validated, defaulted server model that the rest of mcpctl consumes.
+//! Parsing (with spans and diagnostics) lives in `parse`; nothing here can be
+//! invalid, so downstream code never re-checks a field.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One desired MCP server: a validated `McpServer` document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    /// Free-form; not part of the spec hash and changes nothing that runs.
+    pub labels: BTreeMap<String, String>,
+    pub spec: ServerSpec,
+    /// Where the document was declared, for error messages.
+    pub origin: Origin,
+}
+
+/// A place in a source file. `line` and `column` are 1-based and relative to
+/// the file (not to the document within it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// The `spec:` block with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// 0 keeps the definition with no instances.
+    pub replicas: u32,
+    pub workload: Workload,
+    /// Arguments after the image entrypoint (or after the package runner's command).
+    pub command: Vec<String>,
+    pub transport: Transport,
+    /// Container port; always set for HTTP transports of container workloads.
+    pub port: Option<u16>,
+    /// HTTP endpoint path; `None` for stdio. Defaults: `/mcp`, or `/sse` for SSE.
+    pub path: Option<String>,
+    pub env: BTreeMap<String, EnvValue>,
+    pub resources: Resources,
+    pub readiness: Readiness,
+}
+
+/// What runs: exactly one of image, package and external.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Workload {
+    Image(String),
+    Package(Package),
+    External(External),
+}
+
+impl Workload {
+    /// External servers have no container.
+    pub fn is_external(&self) -> bool {
+        matches!(self, Workload::External(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub runtime: PackageRuntime,
+    /// `None` means "latest", which we resolve at run time (npx/uvx semantics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageRuntime {
+    Node,
+    Python,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct External {
+    /// A parsed, absolute http(s) URL.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    #[default]
+    Stdio,
+    Sse,
+    StreamableHttp,
+}
+
+impl Transport {
+    pub fn is_http(self) -> bool {
+        !matches!(self, Transport::Stdio)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Stdio => "stdio",
+            Transport::Sse => "sse",
+            Transport::StreamableHttp => "streamable-http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+/// A reference to a secret; the value is looked up at plan time by `secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SecretRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.name, self.key)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes, parsed from quantities like `512Mi` or `1G`.
+    pub memory_bytes: Option<u64>,
+    /// The memory quantity as written, for the canonical form.
+    pub memory: Option<String>,
+    /// CPU limit in thousandths of a CPU (`0.5` is 500), so it can be compared exactly.
+    pub millicpus: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// How long STARTING may last before the instance is an error. Default 60 s.
+    pub timeout: Duration,
+    /// Liveness probe period once RUNNING. Default 15 s.
+    pub period: Duration,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            timeout: Duration::from_secs(60),
+            period: Duration::from_secs(15),
+        }
+    }
+}
