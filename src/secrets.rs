@@ -163,7 +163,8 @@ impl Secrets {
             .iter()
             .map(|(r, v)| {
                 // HMAC accepts keys of any length, so this cannot fail.
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac takes any key length");
+                let mut mac =
+                    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac takes any key length");
                 mac.update(v.expose().as_bytes());
                 let out = mac.finalize().into_bytes();
                 (r.clone(), hex::encode(&out[..8]))
@@ -193,14 +194,21 @@ mod tests {
                     .map(|(var, name, key)| {
                         (
                             var.to_string(),
-                            EnvValue::Secret(SecretRef { name: name.to_string(), key: key.to_string() }),
+                            EnvValue::Secret(SecretRef {
+                                name: name.to_string(),
+                                key: key.to_string(),
+                            }),
                         )
                     })
                     .collect(),
                 resources: Resources::default(),
                 readiness: Readiness::default(),
             },
-            origin: Origin { file: "fleet/github.yaml".into(), line: 4, column: 9 },
+            origin: Origin {
+                file: "fleet/github.yaml".into(),
+                line: 4,
+                column: 9,
+            },
         }
     }
 
@@ -210,17 +218,32 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("github")).unwrap();
         std::fs::write(dir.path().join("github/token"), "from-file\n").unwrap();
         let r = Resolver::with_env(Some(dir.path().into()), |_| Some("from-env".to_owned()));
-        let s = r.resolve(&[server(&[("GITHUB_TOKEN", "github", "token")])]).unwrap();
-        let key = SecretRef { name: "github".into(), key: "token".into() };
+        let s = r
+            .resolve(&[server(&[("GITHUB_TOKEN", "github", "token")])])
+            .unwrap();
+        let key = SecretRef {
+            name: "github".into(),
+            key: "token".into(),
+        };
         assert_eq!(s.get(&key).unwrap().expose(), "from-file");
     }
 
     #[test]
     fn env_names_are_upper_cased_with_dashes_and_dots_replaced() {
-        let r = SecretRef { name: "my-app.prod".into(), key: "api.key".into() };
-        assert_eq!(Resolver::<fn(&str) -> Option<String>>::env_name(&r), "MCPCTL_SECRET_MY_APP_PROD_API_KEY");
-        let res = Resolver::with_env(None, |k| (k == "MCPCTL_SECRET_MY_APP_PROD_API_KEY").then(|| "v".to_owned()));
-        let s = res.resolve(&[server(&[("X", "my-app.prod", "api.key")])]).unwrap();
+        let r = SecretRef {
+            name: "my-app.prod".into(),
+            key: "api.key".into(),
+        };
+        assert_eq!(
+            Resolver::<fn(&str) -> Option<String>>::env_name(&r),
+            "MCPCTL_SECRET_MY_APP_PROD_API_KEY"
+        );
+        let res = Resolver::with_env(None, |k| {
+            (k == "MCPCTL_SECRET_MY_APP_PROD_API_KEY").then(|| "v".to_owned())
+        });
+        let s = res
+            .resolve(&[server(&[("X", "my-app.prod", "api.key")])])
+            .unwrap();
         assert_eq!(s.get(&r).unwrap().expose(), "v");
     }
 
@@ -228,7 +251,10 @@ mod tests {
     fn missing_secrets_name_server_var_and_secret_and_never_the_value() {
         let res = Resolver::with_env(Some("/nonexistent".into()), |_| None);
         let err = res
-            .resolve(&[server(&[("GITHUB_TOKEN", "github", "token"), ("OTHER", "x", "y")])])
+            .resolve(&[server(&[
+                ("GITHUB_TOKEN", "github", "token"),
+                ("OTHER", "x", "y"),
+            ])])
             .unwrap_err();
         assert_eq!(err.missing.len(), 2);
         let msg = err.missing[0].to_string();
@@ -252,8 +278,13 @@ mod tests {
     fn values_are_redacted_and_digests_are_keyed() {
         let v = SecretValue("hunter2".into());
         assert_eq!(format!("{v:?} {v}"), "(sensitive) (sensitive)");
-        let r = SecretRef { name: "a".into(), key: "b".into() };
-        let s = Secrets { values: BTreeMap::from([(r.clone(), v)]) };
+        let r = SecretRef {
+            name: "a".into(),
+            key: "b".into(),
+        };
+        let s = Secrets {
+            values: BTreeMap::from([(r.clone(), v)]),
+        };
         let d1 = s.digests(&[1; 32]);
         let d2 = s.digests(&[2; 32]);
         assert_ne!(d1[&r], d2[&r]);

@@ -45,7 +45,11 @@ impl Desired {
 
     /// External servers have at most one instance: there is one URL.
     fn target(&self) -> usize {
-        if self.external { self.replicas.min(1) as usize } else { self.replicas as usize }
+        if self.external {
+            self.replicas.min(1) as usize
+        } else {
+            self.replicas as usize
+        }
     }
 }
 
@@ -121,7 +125,9 @@ impl Plan {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
     /// Safety rule: a source that yields nothing must not delete the fleet.
-    #[error("the source has no servers, but the state has {known} ({names}); refusing to remove them all")]
+    #[error(
+        "the source has no servers, but the state has {known} ({names}); refusing to remove them all"
+    )]
     #[diagnostic(help(
         "check the path or git ref; if you really mean to remove every server, pass --allow-empty"
     ))]
@@ -155,7 +161,13 @@ struct Live<'a> {
 }
 
 pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
-    let Inputs { desired, snapshot, observation, now, allow_empty } = input;
+    let Inputs {
+        desired,
+        snapshot,
+        observation,
+        now,
+        allow_empty,
+    } = input;
     if desired.is_empty() && !allow_empty {
         let mut known: Vec<&str> = snapshot.servers.keys().map(String::as_str).collect();
         known.extend(snapshot.instances.values().map(|i| i.server.as_str()));
@@ -163,7 +175,10 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         known.dedup();
         if !known.is_empty() {
             let names = summarize_names(&known);
-            return Err(PlanError::EmptySource { known: known.len(), names });
+            return Err(PlanError::EmptySource {
+                known: known.len(),
+                names,
+            });
         }
     }
 
@@ -174,7 +189,12 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
 
     for inst in snapshot.instances.values() {
         let Some(d) = wanted.get(inst.server.as_str()) else {
-            actions.push(act(ActionKind::Remove, &inst.server, Some(&inst.id), format!("server {} removed from source", inst.server)));
+            actions.push(act(
+                ActionKind::Remove,
+                &inst.server,
+                Some(&inst.id),
+                format!("server {} removed from source", inst.server),
+            ));
             continue;
         };
         let mut status = inst.status;
@@ -207,11 +227,18 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                 continue;
             }
             let intended = snapshot.intents.get(&unit.instance).is_some_and(|i| {
-                i.op == crate::state::IntentOp::Create && i.server == unit.server && i.spec_hash == unit.spec_hash
+                i.op == crate::state::IntentOp::Create
+                    && i.server == unit.server
+                    && i.spec_hash == unit.spec_hash
             });
             match wanted.get(unit.server.as_str()) {
                 Some(d) if intended && adoptable(unit) => {
-                    actions.push(act(ActionKind::Adopt, &unit.server, Some(&unit.instance), "created by an interrupted apply".into()));
+                    actions.push(act(
+                        ActionKind::Adopt,
+                        &unit.server,
+                        Some(&unit.instance),
+                        "created by an interrupted apply".into(),
+                    ));
                     live.entry(d.name.as_str()).or_default().push(Live {
                         id: &unit.instance,
                         status: Status::Starting,
@@ -221,8 +248,17 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                     });
                 }
                 _ => {
-                    let why = if intended { "left by an interrupted apply, not needed" } else { "orphan: not in the state" };
-                    actions.push(act(ActionKind::Remove, &unit.server, Some(&unit.instance), format!("{why} ({})", unit.state.describe())));
+                    let why = if intended {
+                        "left by an interrupted apply, not needed"
+                    } else {
+                        "orphan: not in the state"
+                    };
+                    actions.push(act(
+                        ActionKind::Remove,
+                        &unit.server,
+                        Some(&unit.instance),
+                        format!("{why} ({})", unit.state.describe()),
+                    ));
                 }
             }
         }
@@ -230,31 +266,59 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
 
     for d in desired {
         let mut insts = live.remove(d.name.as_str()).unwrap_or_default();
-        plan_server(d, &mut insts, snapshot, now, failed_now.contains_key(d.name.as_str()), &mut actions);
+        plan_server(
+            d,
+            &mut insts,
+            snapshot,
+            now,
+            failed_now.contains_key(d.name.as_str()),
+            &mut actions,
+        );
     }
 
     actions.sort_by(|a, b| {
-        (a.server.as_str(), a.kind, a.instance.as_ref()).cmp(&(b.server.as_str(), b.kind, b.instance.as_ref()))
+        (a.server.as_str(), a.kind, a.instance.as_ref()).cmp(&(
+            b.server.as_str(),
+            b.kind,
+            b.instance.as_ref(),
+        ))
     });
-    let touched: std::collections::BTreeSet<&str> = actions.iter().map(|a| a.server.as_str()).collect();
-    let unchanged = desired.iter().filter(|d| !touched.contains(d.name.as_str())).count();
+    let touched: std::collections::BTreeSet<&str> =
+        actions.iter().map(|a| a.server.as_str()).collect();
+    let unchanged = desired
+        .iter()
+        .filter(|d| !touched.contains(d.name.as_str()))
+        .count();
     Ok(Plan { actions, unchanged })
 }
 
 /// Count rules for one server: clean up failures, trim surplus, replace
 /// outdated instances, start missing ones.
-fn plan_server(d: &Desired, insts: &mut [Live<'_>], snapshot: &Snapshot, now: Timestamp, failed_now: bool, actions: &mut Vec<Action>) {
+fn plan_server(
+    d: &Desired,
+    insts: &mut [Live<'_>],
+    snapshot: &Snapshot,
+    now: Timestamp,
+    failed_now: bool,
+    actions: &mut Vec<Action>,
+) {
     let name = d.name.as_str();
     let target = d.target();
     let backoff = snapshot.backoff.get(name).filter(|b| now < b.until);
     // A failure seen in this very pass starts a back-off that apply records.
     let waiting = failed_now || backoff.is_some();
 
-    let (errors, mut active): (Vec<&Live<'_>>, Vec<&Live<'_>>) = insts.iter().partition(|l| l.status == Status::Error);
+    let (errors, mut active): (Vec<&Live<'_>>, Vec<&Live<'_>>) =
+        insts.iter().partition(|l| l.status == Status::Error);
     let mut cleaned_up = 0;
     for e in &errors {
         if !waiting || target == 0 {
-            actions.push(act(ActionKind::Remove, name, Some(e.id), "clean up failed instance".into()));
+            actions.push(act(
+                ActionKind::Remove,
+                name,
+                Some(e.id),
+                "clean up failed instance".into(),
+            ));
             cleaned_up += 1;
         }
     }
@@ -262,22 +326,46 @@ fn plan_server(d: &Desired, insts: &mut [Live<'_>], snapshot: &Snapshot, now: Ti
     if active.len() > target {
         // Outdated first, then not-yet-ready, then oldest: the cheapest to lose.
         active.sort_by(|a, b| {
-            let key = |l: &Live<'_>| (l.hash == &d.canonical.hash, l.status == Status::Running, l.created_at, l.id.clone());
+            let key = |l: &Live<'_>| {
+                (
+                    l.hash == &d.canonical.hash,
+                    l.status == Status::Running,
+                    l.created_at,
+                    l.id.clone(),
+                )
+            };
             key(a).cmp(&key(b))
         });
         let surplus = active.len() - target;
         for l in active.drain(..surplus) {
-            actions.push(act(ActionKind::Remove, name, Some(l.id), format!("scale down {} -> {}", insts_len(insts), target)));
+            actions.push(act(
+                ActionKind::Remove,
+                name,
+                Some(l.id),
+                format!("scale down {} -> {}", insts_len(insts), target),
+            ));
         }
     }
 
     let applied = snapshot.servers.get(name);
     for l in active.iter().filter(|l| l.hash != &d.canonical.hash) {
         let (reason, diff) = match applied.filter(|a| &a.hash == l.hash) {
-            Some(old) => ("spec changed".to_owned(), Some(unified_diff(name, &old.canonical, &d.canonical.yaml))),
-            None => (format!("spec hash {} -> {}", l.hash, d.canonical.hash), None),
+            Some(old) => (
+                "spec changed".to_owned(),
+                Some(unified_diff(name, &old.canonical, &d.canonical.yaml)),
+            ),
+            None => (
+                format!("spec hash {} -> {}", l.hash, d.canonical.hash),
+                None,
+            ),
         };
-        actions.push(Action { kind: ActionKind::Replace, server: name.to_owned(), instance: Some(l.id.clone()), reason, diff });
+        actions.push(Action {
+            kind: ActionKind::Replace,
+            server: name.to_owned(),
+            instance: Some(l.id.clone()),
+            reason,
+            diff,
+        });
     }
 
     let missing = target.saturating_sub(active.len());
@@ -305,19 +393,35 @@ fn insts_len(insts: &[Live<'_>]) -> usize {
 }
 
 /// The status change that the observation implies for one instance, if any.
-fn transition(inst: &Instance, d: &Desired, obs: &Observation, now: Timestamp) -> Option<(ActionKind, String)> {
+fn transition(
+    inst: &Instance,
+    d: &Desired,
+    obs: &Observation,
+    now: Timestamp,
+) -> Option<(ActionKind, String)> {
     use ActionKind::{Demote, Fail, Promote};
     if inst.status == Status::Error {
         return None;
     }
     let probe = obs.probes.get(&inst.id);
-    let timed_out = inst.status == Status::Starting && now.since(inst.transitioned_at) > d.readiness_timeout;
-    let not_ready = |cause: String| (Fail, format!("not ready after {}: {cause}", short_duration(d.readiness_timeout)));
+    let timed_out =
+        inst.status == Status::Starting && now.since(inst.transitioned_at) > d.readiness_timeout;
+    let not_ready = |cause: String| {
+        (
+            Fail,
+            format!(
+                "not ready after {}: {cause}",
+                short_duration(d.readiness_timeout)
+            ),
+        )
+    };
 
     if d.external {
         return match (inst.status, probe) {
             (Status::Starting, Some(Probe::Ready(how))) => Some((Promote, format!("ready: {how}"))),
-            (Status::Running, Some(Probe::NotReady(why))) => Some((Demote, format!("probe failing: {why}"))),
+            (Status::Running, Some(Probe::NotReady(why))) => {
+                Some((Demote, format!("probe failing: {why}")))
+            }
             (Status::Starting, p) if timed_out => Some(not_ready(probe_cause(p))),
             _ => None,
         };
@@ -327,21 +431,28 @@ fn transition(inst: &Instance, d: &Desired, obs: &Observation, now: Timestamp) -
         return Some((Fail, "container not found".into()));
     };
     match (inst.status, unit.state) {
-        (_, UnitState::Exited(_) | UnitState::Dead) => Some((Fail, format!("{}{}", unit.state.describe(), last_log(unit)))),
-        (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit))),
-        (Status::Running, _) if unit.restarts > inst.restarts => {
-            Some((Demote, format!("restarted (restarts {}){}", unit.restarts, last_log(unit))))
+        (_, UnitState::Exited(_) | UnitState::Dead) => {
+            Some((Fail, format!("{}{}", unit.state.describe(), last_log(unit))))
         }
+        (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit))),
+        (Status::Running, _) if unit.restarts > inst.restarts => Some((
+            Demote,
+            format!("restarted (restarts {}){}", unit.restarts, last_log(unit)),
+        )),
         (Status::Running, _) => match probe {
             Some(Probe::NotReady(why)) => Some((Demote, format!("probe failing: {why}"))),
             _ => None,
         },
         (Status::Starting, UnitState::Running) if matches!(probe, Some(Probe::Ready(_))) => {
-            let Some(Probe::Ready(how)) = probe else { return None };
+            let Some(Probe::Ready(how)) = probe else {
+                return None;
+            };
             Some((Promote, format!("ready: {how}")))
         }
         (Status::Starting, UnitState::Restarting) if timed_out => Some(not_ready(restarting(unit))),
-        (Status::Starting, UnitState::Created) if timed_out => Some(not_ready("container created but never started".into())),
+        (Status::Starting, UnitState::Created) if timed_out => {
+            Some(not_ready("container created but never started".into()))
+        }
         (Status::Starting, _) if timed_out => Some(not_ready(probe_cause(probe))),
         _ => None,
     }
@@ -356,8 +467,15 @@ fn probe_cause(p: Option<&Probe>) -> String {
 }
 
 fn restarting(unit: &Unit) -> String {
-    let exit = unit.exit_code.map(|c| format!("exit {c}, ")).unwrap_or_default();
-    format!("restarting ({exit}restarts {}){}", unit.restarts, last_log(unit))
+    let exit = unit
+        .exit_code
+        .map(|c| format!("exit {c}, "))
+        .unwrap_or_default();
+    format!(
+        "restarting ({exit}restarts {}){}",
+        unit.restarts,
+        last_log(unit)
+    )
 }
 
 fn last_log(unit: &Unit) -> String {
@@ -369,16 +487,30 @@ fn last_log(unit: &Unit) -> String {
 
 /// A unit from an interrupted apply is worth keeping only if it can still become ready.
 fn adoptable(unit: &Unit) -> bool {
-    matches!(unit.state, UnitState::Created | UnitState::Running | UnitState::Restarting)
+    matches!(
+        unit.state,
+        UnitState::Created | UnitState::Running | UnitState::Restarting
+    )
 }
 
 fn act(kind: ActionKind, server: &str, instance: Option<&InstanceId>, reason: String) -> Action {
-    Action { kind, server: server.to_owned(), instance: instance.cloned(), reason, diff: None }
+    Action {
+        kind,
+        server: server.to_owned(),
+        instance: instance.cloned(),
+        reason,
+        diff: None,
+    }
 }
 
 fn summarize_names(names: &[&str]) -> String {
     const SHOWN: usize = 5;
-    let mut s = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         s.push_str(&format!(", and {} more", names.len() - SHOWN));
     }
@@ -390,6 +522,9 @@ pub fn unified_diff(server: &str, old: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("{server} (applied)"), &format!("{server} (desired)"))
+        .header(
+            &format!("{server} (applied)"),
+            &format!("{server} (desired)"),
+        )
         .to_string()
 }

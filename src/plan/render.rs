@@ -33,11 +33,25 @@ const RESET: &str = "\x1b[0m";
 /// replace of each server, and a summary line.
 pub fn render_text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
-    let server_w = plan.actions.iter().map(|a| a.server.chars().count()).max().unwrap_or(0);
-    let inst_w = plan.actions.iter().map(|a| instance_text(a).len()).max().unwrap_or(0);
+    let server_w = plan
+        .actions
+        .iter()
+        .map(|a| a.server.chars().count())
+        .max()
+        .unwrap_or(0);
+    let inst_w = plan
+        .actions
+        .iter()
+        .map(|a| instance_text(a).len())
+        .max()
+        .unwrap_or(0);
     let mut diffed = std::collections::BTreeSet::new();
     for a in &plan.actions {
-        let (on, off) = if color { (colour(a.kind), RESET) } else { ("", "") };
+        let (on, off) = if color {
+            (colour(a.kind), RESET)
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             out,
             "  {on}{} {:<7}{off} {:<server_w$}  {:<inst_w$}  {}",
@@ -115,8 +129,10 @@ pub struct PlanJson {
 }
 
 pub fn render_json(plan: &Plan, source: &SourceInfo) -> PlanJson {
-    let mut summary: BTreeMap<String, usize> =
-        ActionKind::ALL.iter().map(|k| (k.as_str().to_owned(), plan.count(*k))).collect();
+    let mut summary: BTreeMap<String, usize> = ActionKind::ALL
+        .iter()
+        .map(|k| (k.as_str().to_owned(), plan.count(*k)))
+        .collect();
     summary.insert("unchanged".to_owned(), plan.unchanged);
     PlanJson {
         format_version: "1".to_owned(),

@@ -3,9 +3,11 @@
 
 use super::*;
 use crate::runtime::{Observation, Probe, Unit, UnitState};
-use crate::spec::{Canonical, SpecHash};
-use crate::state::{AppliedSpec, Backoff, Instance, InstanceId, Intent, IntentOp, Snapshot, Status};
 use crate::source::SourceInfo;
+use crate::spec::{Canonical, SpecHash};
+use crate::state::{
+    AppliedSpec, Backoff, Instance, InstanceId, Intent, IntentOp, Snapshot, Status,
+};
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -22,15 +24,21 @@ fn desired(name: &str, replicas: u32, image: &str) -> Desired {
 }
 
 fn external(name: &str) -> Desired {
-    Desired { external: true, ..desired(name, 1, "url") }
+    Desired {
+        external: true,
+        ..desired(name, 1, "url")
+    }
 }
 
 fn canonical(image: &str) -> Canonical {
-    Canonical { yaml: format!("image: {image}\ntransport: stdio\n"), hash: SpecHash(format!("h-{image}")) }
+    Canonical {
+        yaml: format!("image: {image}\ntransport: stdio\n"),
+        hash: SpecHash(format!("h-{image}")),
+    }
 }
 
 /// A world: what is wanted, what the snapshot says, what the runtime says.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct World {
     desired: Vec<Desired>,
     snapshot: Snapshot,
@@ -48,9 +56,15 @@ impl World {
     /// A server whose last applied spec was `image`.
     fn applied(mut self, name: &str, image: &str, replicas: u32) -> Self {
         let c = canonical(image);
-        self.snapshot
-            .servers
-            .insert(name.into(), AppliedSpec { hash: c.hash, canonical: c.yaml, replicas, applied_at: Timestamp(0) });
+        self.snapshot.servers.insert(
+            name.into(),
+            AppliedSpec {
+                hash: c.hash,
+                canonical: c.yaml,
+                replicas,
+                applied_at: Timestamp(0),
+            },
+        );
         self
     }
 
@@ -96,7 +110,11 @@ impl World {
     }
 
     fn with_unit(mut self, id: &str, f: impl FnOnce(&mut Unit)) -> Self {
-        f(self.obs.units.get_mut(&InstanceId(id.into())).expect("unit exists"));
+        f(self
+            .obs
+            .units
+            .get_mut(&InstanceId(id.into()))
+            .expect("unit exists"));
         self
     }
 
@@ -107,7 +125,12 @@ impl World {
 
     /// Instance `id` plus a running unit for it: the common healthy case.
     fn running(self, id: &str, server: &str, image: &str, age: i64) -> Self {
-        self.inst(id, server, image, Status::Running, age).unit(id, server, image, UnitState::Running)
+        self.inst(id, server, image, Status::Running, age).unit(
+            id,
+            server,
+            image,
+            UnitState::Running,
+        )
     }
 
     fn intent(mut self, id: &str, server: &str, image: &str) -> Self {
@@ -127,7 +150,11 @@ impl World {
     fn backoff(mut self, server: &str, until_in_secs: i64) -> Self {
         self.snapshot.backoff.insert(
             server.into(),
-            Backoff { failures: 1, until: Timestamp(NOW.0 + until_in_secs * 1000), reason: "crashed".into() },
+            Backoff {
+                failures: 1,
+                until: Timestamp(NOW.0 + until_in_secs * 1000),
+                reason: "crashed".into(),
+            },
         );
         self
     }
@@ -159,12 +186,18 @@ fn check(world: World, expected: &[&str]) {
 
 #[test]
 fn new_server_starts_replicas() {
-    check(World::default().want(desired("gh", 2, "v1")), &["start gh - new server", "start gh - new server"]);
+    check(
+        World::default().want(desired("gh", 2, "v1")),
+        &["start gh - new server", "start gh - new server"],
+    );
 }
 
 #[test]
 fn converged_fleet_plans_nothing() {
-    let w = World::default().want(desired("gh", 1, "v1")).applied("gh", "v1", 1).running("a", "gh", "v1", 100);
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100);
     let plan = w.run().unwrap();
     assert!(plan.is_empty());
     assert_eq!(plan.unchanged, 1);
@@ -201,12 +234,18 @@ fn restarting_running_instance_is_demoted_with_exit_and_log() {
             u.restarts = 4;
             u.last_log = Some("panic: boom\n".into());
         });
-    check(w, &["demote gh a restarting (exit 3, restarts 4): panic: boom"]);
+    check(
+        w,
+        &["demote gh a restarting (exit 3, restarts 4): panic: boom"],
+    );
 }
 
 #[test]
 fn a_restart_between_observations_demotes() {
-    let w = World::default().want(desired("gh", 1, "v1")).running("a", "gh", "v1", 100).with_unit("a", |u| u.restarts = 1);
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .running("a", "gh", "v1", 100)
+        .with_unit("a", |u| u.restarts = 1);
     check(w, &["demote gh a restarted (restarts 1)"]);
 }
 
@@ -233,18 +272,19 @@ fn exited_instance_fails_with_last_log_line_and_waits_for_backoff() {
 
 #[test]
 fn dead_starting_instance_fails() {
-    let w = World::default().want(desired("gh", 1, "v1")).inst("a", "gh", "v1", Status::Starting, 5).unit(
-        "a",
-        "gh",
-        "v1",
-        UnitState::Dead,
-    );
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .inst("a", "gh", "v1", Status::Starting, 5)
+        .unit("a", "gh", "v1", UnitState::Dead);
     check(w, &["fail gh a dead"]);
 }
 
 #[test]
 fn vanished_container_fails_as_not_found() {
-    let w = World::default().want(desired("gh", 1, "v1")).inst("a", "gh", "v1", Status::Running, 100);
+    let w =
+        World::default()
+            .want(desired("gh", 1, "v1"))
+            .inst("a", "gh", "v1", Status::Running, 100);
     check(w, &["fail gh a container not found"]);
 }
 
@@ -269,7 +309,10 @@ fn crash_looping_starting_instance_times_out_with_exit_and_log() {
             u.restarts = 7;
             u.last_log = Some("cannot bind".into());
         });
-    check(w, &["fail gh a not ready after 1m: restarting (exit 2, restarts 7): cannot bind"]);
+    check(
+        w,
+        &["fail gh a not ready after 1m: restarting (exit 2, restarts 7): cannot bind"],
+    );
 }
 
 #[test]
@@ -291,7 +334,13 @@ fn error_instance_is_removed_and_replaced_after_backoff() {
         .inst("a", "gh", "v1", Status::Error, 100)
         .unit("a", "gh", "v1", UnitState::Exited(1))
         .backoff("gh", -1);
-    check(w, &["remove gh a clean up failed instance", "start gh - replace failed instance"]);
+    check(
+        w,
+        &[
+            "remove gh a clean up failed instance",
+            "start gh - replace failed instance",
+        ],
+    );
 }
 
 #[test]
@@ -306,8 +355,14 @@ fn error_instance_of_a_server_scaled_to_zero_is_removed_even_in_backoff() {
 
 #[test]
 fn fewer_active_than_replicas_starts_the_missing() {
-    let w = World::default().want(desired("gh", 3, "v1")).applied("gh", "v1", 1).running("a", "gh", "v1", 100);
-    check(w, &["start gh - scale up 1 -> 3", "start gh - scale up 1 -> 3"]);
+    let w = World::default()
+        .want(desired("gh", 3, "v1"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100);
+    check(
+        w,
+        &["start gh - scale up 1 -> 3", "start gh - scale up 1 -> 3"],
+    );
 }
 
 #[test]
@@ -320,7 +375,14 @@ fn surplus_removes_starting_before_running_then_oldest() {
         .running("new", "gh", "v1", 100)
         .inst("starting", "gh", "v1", Status::Starting, 10)
         .unit("starting", "gh", "v1", UnitState::Running);
-    check(w, &["remove gh mid scale down 4 -> 1", "remove gh old scale down 4 -> 1", "remove gh starting scale down 4 -> 1"]);
+    check(
+        w,
+        &[
+            "remove gh mid scale down 4 -> 1",
+            "remove gh old scale down 4 -> 1",
+            "remove gh starting scale down 4 -> 1",
+        ],
+    );
 }
 
 #[test]
@@ -332,14 +394,25 @@ fn changed_spec_replaces_every_instance_with_a_diff() {
         .running("b", "gh", "v1", 100);
     let plan = w.run().unwrap();
     assert_eq!(plan.count(ActionKind::Replace), 2);
-    let diff = plan.actions[0].diff.as_deref().expect("replace carries a diff");
-    assert!(diff.contains("-image: v1") && diff.contains("+image: v2"), "{diff}");
-    check(w, &["replace gh a spec changed", "replace gh b spec changed"]);
+    let diff = plan.actions[0]
+        .diff
+        .as_deref()
+        .expect("replace carries a diff");
+    assert!(
+        diff.contains("-image: v1") && diff.contains("+image: v2"),
+        "{diff}"
+    );
+    check(
+        w,
+        &["replace gh a spec changed", "replace gh b spec changed"],
+    );
 }
 
 #[test]
 fn replace_without_known_old_spec_names_hashes() {
-    let w = World::default().want(desired("gh", 1, "v2")).running("a", "gh", "v1", 100);
+    let w = World::default()
+        .want(desired("gh", 1, "v2"))
+        .running("a", "gh", "v1", 100);
     check(w, &["replace gh a spec hash h-v1 -> h-v2"]);
 }
 
@@ -362,12 +435,21 @@ fn server_deleted_from_source_is_pruned() {
         .applied("gone", "v1", 2)
         .running("g1", "gone", "v1", 100)
         .inst("g2", "gone", "v1", Status::Error, 100);
-    check(w, &["remove gone g1 server gone removed from source", "remove gone g2 server gone removed from source"]);
+    check(
+        w,
+        &[
+            "remove gone g1 server gone removed from source",
+            "remove gone g2 server gone removed from source",
+        ],
+    );
 }
 
 #[test]
 fn replicas_zero_removes_every_instance() {
-    let w = World::default().want(desired("gh", 0, "v1")).applied("gh", "v1", 1).running("a", "gh", "v1", 100);
+    let w = World::default()
+        .want(desired("gh", 0, "v1"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100);
     check(w, &["remove gh a scale down 1 -> 0"]);
 }
 
@@ -401,12 +483,24 @@ fn adopted_surplus_is_removed_not_kept() {
         .running("a", "gh", "v1", 100)
         .unit("x", "gh", "v1", UnitState::Running)
         .intent("x", "gh", "v1");
-    check(w, &["adopt gh x created by an interrupted apply", "remove gh x scale down 2 -> 1"]);
+    check(
+        w,
+        &[
+            "adopt gh x created by an interrupted apply",
+            "remove gh x scale down 2 -> 1",
+        ],
+    );
 }
 
 #[test]
 fn external_server_starts_one_instance_and_promotes_on_probe() {
-    check(World::default().want(Desired { replicas: 3, ..external("linear") }), &["start linear - new server"]);
+    check(
+        World::default().want(Desired {
+            replicas: 3,
+            ..external("linear")
+        }),
+        &["start linear - new server"],
+    );
     let w = World::default()
         .want(external("linear"))
         .applied("linear", "url", 1)
@@ -417,22 +511,33 @@ fn external_server_starts_one_instance_and_promotes_on_probe() {
 
 #[test]
 fn external_server_has_no_container_to_lose() {
-    let w = World::default().want(external("linear")).applied("linear", "url", 1).inst("e", "linear", "url", Status::Running, 100);
+    let w = World::default()
+        .want(external("linear"))
+        .applied("linear", "url", 1)
+        .inst("e", "linear", "url", Status::Running, 100);
     check(w, &[]);
 }
 
 #[test]
 fn refresh_off_trusts_the_snapshot() {
-    let mut w = World::default().want(desired("gh", 2, "v1")).applied("gh", "v1", 1).inst("a", "gh", "v1", Status::Running, 100);
+    let mut w = World::default()
+        .want(desired("gh", 2, "v1"))
+        .applied("gh", "v1", 1)
+        .inst("a", "gh", "v1", Status::Running, 100);
     w.refresh_off = true;
     check(w, &["start gh - scale up 1 -> 2"]);
 }
 
 #[test]
 fn empty_source_facing_a_fleet_is_refused_unless_allowed() {
-    let w = World::default().applied("gh", "v1", 1).running("a", "gh", "v1", 100);
+    let w = World::default()
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100);
     let err = w.run().unwrap_err();
-    assert!(err.to_string().contains("refusing to remove them all"), "{err}");
+    assert!(
+        err.to_string().contains("refusing to remove them all"),
+        "{err}"
+    );
     let mut w = w;
     w.allow_empty = true;
     check(w, &["remove gh a server gh removed from source"]);
@@ -452,7 +557,14 @@ fn actions_are_ordered_by_server_then_kind() {
         .want(desired("a", 2, "v2"))
         .applied("a", "v1", 1)
         .running("a1", "a", "v1", 100);
-    check(w, &["replace a a1 spec changed", "start a - scale up 1 -> 2", "start b - new server"]);
+    check(
+        w,
+        &[
+            "replace a a1 spec changed",
+            "start a - scale up 1 -> 2",
+            "start b - new server",
+        ],
+    );
 }
 
 #[test]
@@ -471,16 +583,34 @@ fn mixed_plan_renders_as_text_and_json() {
         .running("01jfe0000000000000000000b2", "fetch", "v1", 400)
         .running("01jfe0000000000000000000b3", "fetch", "v1", 300)
         .applied("notes", "v1", 1)
-        .inst("01jno0000000000000000000c1", "notes", "v1", Status::Starting, 5)
-        .unit("01jno0000000000000000000c1", "notes", "v1", UnitState::Running)
-        .probe("01jno0000000000000000000c1", Probe::Ready("2025-11-25 notes 0.3.1".into()))
+        .inst(
+            "01jno0000000000000000000c1",
+            "notes",
+            "v1",
+            Status::Starting,
+            5,
+        )
+        .unit(
+            "01jno0000000000000000000c1",
+            "notes",
+            "v1",
+            UnitState::Running,
+        )
+        .probe(
+            "01jno0000000000000000000c1",
+            Probe::Ready("2025-11-25 notes 0.3.1".into()),
+        )
         .applied("quiet", "v1", 1)
         .running("01jqu0000000000000000000d1", "quiet", "v1", 100)
         .applied("old", "v1", 1)
         .running("01jol0000000000000000000e1", "old", "v1", 100);
     let plan = w.run().unwrap();
     insta::assert_snapshot!("mixed_plan_text", render_text(&plan, false));
-    let source = SourceInfo { kind: "dir".into(), location: "fleet/".into(), revision: "sha256:0123456789abcdef".into() };
+    let source = SourceInfo {
+        kind: "dir".into(),
+        location: "fleet/".into(),
+        revision: "sha256:0123456789abcdef".into(),
+    };
     insta::assert_json_snapshot!("mixed_plan_json", render_json(&plan, &source));
 }
 
@@ -500,3 +630,249 @@ fn planning_is_deterministic() {
     assert_eq!(render_text(&p1, false), render_text(&p2, false));
 }
 
+/// Property tests: random fleets, snapshots and observations.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Applies a plan to a fake world the way `apply --wait` would: starts are
+    /// healthy and become RUNNING, replaces are rolling, fails start a
+    /// back-off, and at the end every STARTING instance whose unit runs and
+    /// answers the probe is promoted. Ids come from a counter, so runs repeat.
+    fn apply(w: &mut World, plan: &Plan, now: Timestamp, next_id: &mut u32) {
+        let wanted: BTreeMap<String, Desired> = w
+            .desired
+            .iter()
+            .map(|d| (d.name.clone(), d.clone()))
+            .collect();
+        let mut start = |w: &mut World, server: &str| {
+            let d = &wanted[server];
+            *next_id += 1;
+            let id = InstanceId(format!("n{next_id:04}"));
+            let img = d.canonical.hash.0.trim_start_matches("h-").to_owned();
+            let image = img.as_str();
+            let mut nw = std::mem::take(w).inst(
+                &id.0,
+                server,
+                image,
+                Status::Running,
+                (NOW.0 - now.0) / 1000,
+            );
+            if !d.external {
+                nw = nw.unit(&id.0, server, image, UnitState::Running);
+            }
+            *w = nw.probe(&id.0, Probe::Ready("fake".into()));
+        };
+        for a in &plan.actions {
+            let id = a.instance.clone();
+            match a.kind {
+                ActionKind::Start => start(w, &a.server),
+                ActionKind::Remove => {
+                    let id = id.expect("remove names an instance");
+                    w.snapshot.instances.remove(&id);
+                    w.obs.units.remove(&id);
+                    w.obs.probes.remove(&id);
+                }
+                ActionKind::Replace => {
+                    start(w, &a.server);
+                    let id = id.expect("replace names an instance");
+                    w.snapshot.instances.remove(&id);
+                    w.obs.units.remove(&id);
+                }
+                ActionKind::Promote | ActionKind::Demote | ActionKind::Fail => {
+                    let id = id.expect("status actions name an instance");
+                    let restarts = w.obs.units.get(&id).map(|u| u.restarts);
+                    let inst = w.snapshot.instances.get_mut(&id).expect("instance exists");
+                    let status = match a.kind {
+                        ActionKind::Promote => Status::Running,
+                        ActionKind::Demote => Status::Starting,
+                        _ => Status::Error,
+                    };
+                    inst.transition(status, a.reason.clone(), now);
+                    inst.restarts = restarts.unwrap_or(inst.restarts);
+                    if status == Status::Error {
+                        let failures =
+                            w.snapshot.backoff.get(&a.server).map_or(0, |b| b.failures) + 1;
+                        let until = now.add(backoff_delay(failures));
+                        w.snapshot.backoff.insert(
+                            a.server.clone(),
+                            Backoff {
+                                failures,
+                                until,
+                                reason: a.reason.clone(),
+                            },
+                        );
+                    }
+                }
+                ActionKind::Adopt => {
+                    let id = id.expect("adopt names an instance");
+                    let unit = w.obs.units[&id].clone();
+                    let mut nw =
+                        std::mem::take(w).inst(&id.0, &unit.server, "x", Status::Starting, 0);
+                    let inst = nw.snapshot.instances.get_mut(&id).expect("just added");
+                    inst.spec_hash = unit.spec_hash.clone();
+                    inst.created_at = now;
+                    inst.transitioned_at = now;
+                    inst.restarts = unit.restarts;
+                    nw.snapshot.intents.remove(&id);
+                    *w = nw;
+                }
+            }
+        }
+        // --wait: promote what is ready.
+        for inst in w.snapshot.instances.values_mut() {
+            let ready = matches!(w.obs.probes.get(&inst.id), Some(Probe::Ready(_)));
+            let runs = wanted.get(&inst.server).is_some_and(|d| d.external)
+                || w.obs
+                    .units
+                    .get(&inst.id)
+                    .is_some_and(|u| u.state == UnitState::Running);
+            if inst.status == Status::Starting && ready && runs {
+                inst.transition(Status::Running, "ready", now);
+                inst.restarts = w.obs.units.get(&inst.id).map_or(0, |u| u.restarts);
+            }
+        }
+        for d in wanted.values() {
+            w.snapshot.servers.insert(
+                d.name.clone(),
+                AppliedSpec {
+                    hash: d.canonical.hash.clone(),
+                    canonical: d.canonical.yaml.clone(),
+                    replicas: d.replicas,
+                    applied_at: now,
+                },
+            );
+        }
+        w.snapshot
+            .servers
+            .retain(|name, _| wanted.contains_key(name));
+    }
+
+    fn plan_at(w: &World, now: Timestamp) -> Plan {
+        let mut obs = w.obs.clone();
+        obs.at = now;
+        plan(Inputs {
+            desired: &w.desired,
+            snapshot: &w.snapshot,
+            observation: Some(&obs),
+            now,
+            allow_empty: true,
+        })
+        .expect("allow_empty plans never fail")
+    }
+
+    fn unit_state() -> impl Strategy<Value = UnitState> {
+        prop_oneof![
+            1 => Just(UnitState::Created),
+            4 => Just(UnitState::Running),
+            1 => Just(UnitState::Restarting),
+            1 => (0i64..3).prop_map(UnitState::Exited),
+            1 => Just(UnitState::Dead),
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = Status> {
+        prop_oneof![1 => Just(Status::Starting), 3 => Just(Status::Running), 1 => Just(Status::Error)]
+    }
+
+    prop_compose! {
+        fn world()(
+            servers in proptest::collection::vec((0u32..4, 0usize..2, proptest::bool::weighted(0.15)), 0..5),
+            insts in proptest::collection::vec(
+                (0usize..6, 0usize..2, status(), 0i64..200, proptest::option::weighted(0.8, unit_state()), 0u32..3,
+                 proptest::option::of(proptest::bool::ANY)),
+                0..12),
+            strays in proptest::collection::vec((0usize..6, 0usize..2, unit_state(), proptest::bool::ANY), 0..3),
+            applied in proptest::collection::vec((0usize..6, 0usize..2), 0..4),
+            backoffs in proptest::collection::vec((0usize..6, -30i64..30), 0..3),
+        ) -> World {
+            let names = ["a", "b", "c", "d", "e", "gone"];
+            let images = ["v1", "v2"];
+            let mut w = World::default();
+            for (i, (replicas, img, ext)) in servers.iter().enumerate() {
+                let d = desired(names[i], *replicas, images[*img]);
+                w = w.want(Desired { external: *ext, ..d });
+            }
+            for (s, img) in applied {
+                w = w.applied(names[s], images[img], 1);
+            }
+            for (n, (s, img, st, age, unit, restarts, probe)) in insts.into_iter().enumerate() {
+                let id = format!("i{n:02}");
+                w = w.inst(&id, names[s], images[img], st, age);
+                if let Some(state) = unit {
+                    w = w.unit(&id, names[s], images[img], state).with_unit(&id, |u| u.restarts = restarts);
+                }
+                if let Some(ok) = probe {
+                    w = w.probe(&id, if ok { Probe::Ready("ok".into()) } else { Probe::NotReady("refused".into()) });
+                }
+            }
+            for (n, (s, img, state, intent)) in strays.into_iter().enumerate() {
+                let id = format!("s{n:02}");
+                w = w.unit(&id, names[s], images[img], state);
+                if intent {
+                    w = w.intent(&id, names[s], images[img]);
+                }
+            }
+            for (s, secs) in backoffs {
+                w = w.backoff(names[s], secs);
+            }
+            w
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Applying a plan to the fake world leaves nothing more to do at the same moment.
+        #[test]
+        fn applying_a_plan_makes_the_next_plan_empty(mut w in world()) {
+            let mut next_id = 0;
+            let p1 = plan_at(&w, NOW);
+            apply(&mut w, &p1, NOW, &mut next_id);
+            let p2 = plan_at(&w, NOW);
+            prop_assert!(p2.is_empty(), "second plan not empty:\n{}\nafter:\n{}", render_text(&p2, false), render_text(&p1, false));
+        }
+
+        /// Same inputs, same plan, same text.
+        #[test]
+        fn planning_twice_gives_identical_output(w in world()) {
+            let (a, b) = (plan_at(&w, NOW), plan_at(&w, NOW));
+            prop_assert_eq!(render_text(&a, false), render_text(&b, false));
+            prop_assert_eq!(a, b);
+        }
+
+        /// Once the world heals and back-offs expire, the fleet converges to
+        /// exactly the wanted replicas, all RUNNING, with nothing stray.
+        #[test]
+        fn a_healed_world_converges_to_exact_replicas(mut w in world()) {
+            let mut next_id = 0;
+            let p = plan_at(&w, NOW);
+            apply(&mut w, &p, NOW, &mut next_id);
+            for u in w.obs.units.values_mut() {
+                u.state = UnitState::Running;
+            }
+            let ids: Vec<InstanceId> = w.snapshot.instances.keys().cloned().collect();
+            for id in ids {
+                w.obs.probes.insert(id, Probe::Ready("healed".into()));
+            }
+            let later = NOW.add(Duration::from_secs(600));
+            let mut rounds = 0;
+            loop {
+                let p = plan_at(&w, later);
+                if p.is_empty() { break; }
+                rounds += 1;
+                prop_assert!(rounds <= 3, "no convergence after 3 rounds:\n{}", render_text(&p, false));
+                apply(&mut w, &p, later, &mut next_id);
+            }
+            for d in &w.desired {
+                let insts: Vec<&Instance> = w.snapshot.instances.values().filter(|i| i.server == d.name).collect();
+                prop_assert_eq!(insts.len(), d.target(), "server {}", d.name);
+                prop_assert!(insts.iter().all(|i| i.status == Status::Running && i.spec_hash == d.canonical.hash));
+            }
+            let wanted: Vec<&str> = w.desired.iter().map(|d| d.name.as_str()).collect();
+            prop_assert!(w.snapshot.instances.values().all(|i| wanted.contains(&i.server.as_str())));
+            prop_assert!(w.obs.units.keys().all(|id| w.snapshot.instances.contains_key(id)), "stray units remain");
+        }
+    }
+}

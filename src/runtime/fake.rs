@@ -40,7 +40,10 @@ impl Runtime for FakeRuntime {
     async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
         let handle = format!("fake-{}", req.instance);
         let endpoint = match req.port {
-            Some(p) => format!("http://127.0.0.1:{p}{}", req.path.as_deref().unwrap_or("/mcp")),
+            Some(p) => format!(
+                "http://127.0.0.1:{p}{}",
+                req.path.as_deref().unwrap_or("/mcp")
+            ),
             None => "stdio".to_owned(),
         };
         self.units().insert(

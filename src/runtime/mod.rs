@@ -103,7 +103,10 @@ impl Observation {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for (id, u) in &self.units {
-            h.update(format!("{id}\0{}\0{}\0{:?}\0{}\n", u.server, u.spec_hash, u.state, u.restarts));
+            h.update(format!(
+                "{id}\0{}\0{}\0{:?}\0{}\n",
+                u.server, u.spec_hash, u.state, u.restarts
+            ));
         }
         for (id, p) in &self.probes {
             let ok = matches!(p, Probe::Ready(_));
@@ -142,11 +145,20 @@ pub struct Created {
 pub enum RuntimeError {
     /// The runtime cannot be reached at all.
     #[error("cannot reach the {runtime} runtime: {message}")]
-    #[diagnostic(help("is the daemon running? for docker try `docker info`; or plan with --refresh=false"))]
-    Unavailable { runtime: &'static str, message: String },
+    #[diagnostic(help(
+        "is the daemon running? for docker try `docker info`; or plan with --refresh=false"
+    ))]
+    Unavailable {
+        runtime: &'static str,
+        message: String,
+    },
     /// One operation on one unit failed; `message` is the engine's own.
     #[error("{op} {instance}: {message}")]
-    Operation { op: &'static str, instance: String, message: String },
+    Operation {
+        op: &'static str,
+        instance: String,
+        message: String,
+    },
 }
 
 /// A container runtime, as mcpctl needs it. Implementations must make every
@@ -155,9 +167,16 @@ pub trait Runtime {
     /// Every unit that carries mcpctl's labels, in one list call plus inspects where needed.
     fn observe(&self) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
     /// Creates and starts one instance, labelled before it can run.
-    fn create(&self, req: &CreateRequest) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
+    fn create(
+        &self,
+        req: &CreateRequest,
+    ) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
     /// Stops and removes one unit; a unit that is already gone is success.
     fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// The last `tail` lines of a unit's logs.
-    fn logs(&self, handle: &str, tail: usize) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    fn logs(
+        &self,
+        handle: &str,
+        tail: usize,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 }

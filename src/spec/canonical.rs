@@ -101,11 +101,12 @@ impl Canonical {
                 (k.as_str(), v)
             })
             .collect();
-        let resources = (spec.resources.memory_bytes.is_some() || spec.resources.millicpus.is_some())
-            .then(|| FormResources {
-                memory: spec.resources.memory_bytes.map(memory_quantity),
-                cpus: spec.resources.millicpus.map(cpus_quantity),
-            });
+        let resources = (spec.resources.memory_bytes.is_some()
+            || spec.resources.millicpus.is_some())
+        .then(|| FormResources {
+            memory: spec.resources.memory_bytes.map(memory_quantity),
+            cpus: spec.resources.millicpus.map(cpus_quantity),
+        });
         let form = Form {
             image,
             package,
@@ -129,7 +130,12 @@ impl Canonical {
 /// `536870912` → `512Mi`: one spelling per byte count, so `512Mi` and
 /// `536870912` hash alike.
 fn memory_quantity(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (unit, size) in UNITS {
         if bytes >= size && bytes % size == 0 {
             return format!("{}{unit}", bytes / size);
@@ -172,13 +178,19 @@ mod tests {
         let mut b = spec();
         b.replicas = 5;
         b.readiness.timeout = std::time::Duration::from_secs(1);
-        assert_eq!(Canonical::of(&a, &BTreeMap::new()), Canonical::of(&b, &BTreeMap::new()));
+        assert_eq!(
+            Canonical::of(&a, &BTreeMap::new()),
+            Canonical::of(&b, &BTreeMap::new())
+        );
     }
 
     #[test]
     fn a_rotated_secret_changes_the_hash_but_not_the_plaintext() {
         let mut s = spec();
-        let r = SecretRef { name: "gh".into(), key: "token".into() };
+        let r = SecretRef {
+            name: "gh".into(),
+            key: "token".into(),
+        };
         s.env.insert("TOKEN".into(), EnvValue::Secret(r.clone()));
         let a = Canonical::of(&s, &BTreeMap::from([(r.clone(), "aaaa".to_owned())]));
         let b = Canonical::of(&s, &BTreeMap::from([(r, "bbbb".to_owned())]));
