@@ -6,10 +6,12 @@
 //! same plan, byte for byte, in text and in JSON.
 
 mod render;
+mod saved;
 #[cfg(test)]
 mod tests;
 
-pub use render::{PlanJson, render_json, render_text};
+pub use render::{PlanJson, render_json, render_text, summary_line};
+pub use saved::SavedPlan;
 
 use crate::runtime::{Observation, Probe, Unit, UnitState};
 use crate::spec::{Canonical, SecretDigests, Server, SpecHash};

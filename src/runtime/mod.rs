@@ -23,6 +23,7 @@
 //! **Errors.** [`RuntimeError`] says which unit and which operation failed, with the
 //! engine's own message.
 
+pub mod docker;
 pub mod fake;
 
 use crate::spec::{SpecHash, Transport};

@@ -1,0 +1,109 @@
+//! The command line: clap types here, one module per subcommand. Flags stay
+//! close to argv in these types; each subcommand resolves them into what the
+//! library needs, so no clap type leaks below this module.
+
+mod plan;
+mod refresh;
+mod schema;
+mod validate;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Declarative GitOps reconciler for MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "mcpctl", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl plan fleet/ --detailed-exitcode\n  mcpctl schema > mcpserver.schema.json")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The state file [default: $XDG_STATE_HOME/mcpctl/state.redb]
+    #[arg(long, global = true, env = "MCPCTL_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Where instances run.
+    #[arg(long, global = true, env = "MCPCTL_RUNTIME", value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
+    /// Directory of mounted secrets, laid out as NAME/KEY.
+    #[arg(long, global = true, env = "MCPCTL_SECRETS_DIR", value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Docker,
+    Kubernetes,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check spec files; exit 0 if valid, 1 if not (diagnostics on stderr).
+    #[command(after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl validate github.yaml tools.yaml")]
+    Validate(validate::Args),
+    /// Show what apply would do to make the runtime match the source.
+    #[command(after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json")]
+    Plan(plan::Args),
+    /// Print the JSON Schema of McpServer documents.
+    #[command(after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json")]
+    Schema,
+}
+
+/// Outcomes that map to exit codes (design §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        match o {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Changes => ExitCode::from(2),
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> miette::Result<Outcome> {
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(&cli.global, args).await,
+        Command::Schema => schema::run(),
+    }
+}
+
+impl Global {
+    /// The state file path, defaulting per the XDG base directory spec.
+    pub fn state_path(&self) -> PathBuf {
+        if let Some(p) = &self.state {
+            return p.clone();
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("mcpctl").join("state.redb")
+    }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set.
+pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Reads and validates the specs of a source: the shared first half of
+/// `validate`, `plan` and `apply`.
+pub fn load_source(paths: &[PathBuf]) -> miette::Result<(crate::source::Snapshot, Vec<crate::spec::Server>)> {
+    let snapshot = crate::source::dir::read(paths)?;
+    let servers = crate::spec::load(&snapshot.files)?;
+    Ok((snapshot, servers))
+}

@@ -1,0 +1,89 @@
+//! `mcpctl plan`: read the source, resolve secrets, refresh the observation,
+//! and print (or save) the plan.
+
+use super::{Global, Outcome};
+use crate::plan::{self, Desired, Inputs, SavedPlan};
+use crate::runtime::Observation;
+use crate::secrets::Resolver;
+use crate::state::Store;
+use crate::time::Timestamp;
+use miette::{Context, IntoDiagnostic};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Spec files or directories (walked for *.yaml and *.yml).
+    #[arg(default_value = ".")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also save the plan here, for `apply PLANFILE`.
+    #[arg(long, value_name = "PLANFILE")]
+    pub out: Option<PathBuf>,
+    /// Ask the runtime what exists; `--refresh=false` plans from the state alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
+    /// Plan even when the source has no servers and the state has some (removes them all).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+/// Everything a plan was made from, for `plan` and `apply` alike.
+pub struct Planned {
+    pub source: crate::source::Snapshot,
+    pub servers: Vec<crate::spec::Server>,
+    pub secrets: crate::secrets::Secrets,
+    pub desired: Vec<Desired>,
+    pub snapshot: crate::state::Snapshot,
+    pub observation: Option<Observation>,
+    pub plan: plan::Plan,
+}
+
+/// Reads, validates, resolves and plans. Any invalid document or missing
+/// secret refuses the whole plan before anything else is looked at.
+pub async fn make(global: &Global, paths: &[PathBuf], refresh: bool, allow_empty: bool) -> miette::Result<Planned> {
+    let (source, servers) = super::load_source(paths)?;
+    let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
+    let store = Store::new(global.state_path());
+    let key = store.digest_key()?;
+    let desired = Desired::from_servers(&servers, &secrets.digests(&key));
+    let snapshot = store.load()?;
+    let observation = if refresh { Some(super::refresh::observe(global, &snapshot).await?) } else { None };
+    let now = observation.as_ref().map_or_else(Timestamp::now, |o| o.at);
+    let plan = plan::plan(Inputs { desired: &desired, snapshot: &snapshot, observation: observation.as_ref(), now, allow_empty })?;
+    Ok(Planned { source, servers, secrets, desired, snapshot, observation, plan })
+}
+
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let p = make(global, &args.paths, args.refresh, args.allow_empty).await?;
+    let json = plan::render_json(&p.plan, &p.source.info);
+    match args.output {
+        Format::Text => print!("{}", plan::render_text(&p.plan, super::use_color(&std::io::stdout()))),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json).into_diagnostic()?),
+    }
+    if let Some(out) = &args.out {
+        let saved = SavedPlan {
+            saved_format: SavedPlan::FORMAT.to_owned(),
+            state_serial: p.snapshot.serial,
+            observation: p.observation.as_ref().map(Observation::fingerprint),
+            desired: p.desired.iter().map(|d| (d.name.clone(), d.canonical.hash.clone())).collect(),
+            plan: json,
+        };
+        let text = serde_json::to_string_pretty(&saved).into_diagnostic()?;
+        fs_err::write(out, text + "\n").into_diagnostic().wrap_err("cannot save the plan")?;
+        if args.output == Format::Text {
+            println!("Saved the plan to {}; run `mcpctl apply {}` to carry it out.", out.display(), out.display());
+        }
+    }
+    Ok(if args.detailed_exitcode && !p.plan.is_empty() { Outcome::Changes } else { Outcome::Success })
+}

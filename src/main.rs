@@ -1,0 +1,45 @@
+//! The `mcpctl` binary: parse flags, set up tracing and diagnostics, run,
+//! report the error once, and exit with the code of design §3.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = mcpctl::cli::Cli::parse();
+    let color = mcpctl::cli::use_color(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MCPCTL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .init();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .unicode(color)
+                .terminal_links(false)
+                .build(),
+        )
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mcpctl::cli::run(cli)) {
+        Ok(outcome) => {
+            // A closed pipe (`mcpctl plan | head`) is not an error worth reporting.
+            let _ = std::io::stdout().flush();
+            outcome.into()
+        }
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
+}

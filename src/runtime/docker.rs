@@ -1,0 +1,442 @@
+//! The Docker runtime (bollard): containers labelled with mcpctl's labels,
+//! named `mcpctl-<server>-<instance>`, on the `mcpctl` network, restarted by
+//! Docker itself (`unless-stopped`) so they survive a host reboot without us.
+//!
+//! Observation is one filtered list call; only containers that are not
+//! running are inspected (for the exit code and restart count) and have their
+//! logs read (for the last line). A converged fleet therefore costs one call.
+
+use super::{CreateRequest, Created, Runtime, RuntimeError, Unit, UnitState};
+use crate::spec::{SpecHash, Transport};
+use crate::state::InstanceId;
+use crate::time::Timestamp;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use tokio::sync::OnceCell;
+
+pub const LABEL_MANAGED: &str = "io.mcpctl.managed";
+pub const LABEL_SCOPE: &str = "io.mcpctl.scope";
+pub const LABEL_SERVER: &str = "io.mcpctl.server";
+pub const LABEL_INSTANCE: &str = "io.mcpctl.instance";
+pub const LABEL_SPEC_HASH: &str = "io.mcpctl.spec-hash";
+/// The container port and path, so an observer can rebuild the endpoint
+/// from the list call alone.
+const LABEL_PORT: &str = "io.mcpctl.port";
+const LABEL_PATH: &str = "io.mcpctl.path";
+
+/// Where and how containers are made.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The network containers join; created if missing.
+    pub network: String,
+    /// Separates fleets sharing one engine (and parallel tests): units of
+    /// another scope are neither observed nor ever removed.
+    pub scope: String,
+}
+
+impl DockerConfig {
+    /// `MCPCTL_NETWORK` (default `mcpctl`) and the given scope.
+    pub fn from_env(scope: &str) -> Self {
+        DockerConfig {
+            network: std::env::var("MCPCTL_NETWORK").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "mcpctl".into()),
+            scope: scope.to_owned(),
+        }
+    }
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    config: DockerConfig,
+    network_ready: OnceCell<()>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Unavailable { runtime: "docker", message: e.to_string() }
+}
+
+/// The engine's own words, without bollard's wrapping.
+fn engine_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.trim().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn op_error(op: &'static str, instance: &str, e: &DockerError) -> RuntimeError {
+    RuntimeError::Operation { op, instance: instance.to_owned(), message: engine_message(e) }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerRuntime {
+    /// Connects through `DOCKER_HOST` or the local socket, and negotiates the
+    /// API version so old engines (API 1.41) and new ones both work.
+    pub async fn connect(config: DockerConfig) -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        Ok(DockerRuntime { docker, config, network_ready: OnceCell::new() })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// The label filter that selects this scope's units.
+    pub fn label_filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_SCOPE}={}", self.config.scope)],
+        )])
+    }
+
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        self.network_ready
+            .get_or_try_init(|| async {
+                let name = &self.config.network;
+                match self.docker.inspect_network(name, None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_not_found(&e) => {
+                        let req = NetworkCreateRequest { name: name.clone(), ..Default::default() };
+                        match self.docker.create_network(req).await {
+                            Ok(_) => Ok(()),
+                            // Another applier (or a parallel test) made it first.
+                            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+                            Err(e) => Err(op_error("create network", name, &e)),
+                        }
+                    }
+                    Err(e) => Err(op_error("inspect network", name, &e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Pulls `image` only if the engine does not have it, so locally built
+    /// images work with no registry at all.
+    async fn ensure_image(&self, image: &str, instance: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(op_error("inspect image", instance, &e)),
+        }
+        let (repo, tag) = split_image(image);
+        let mut opts = CreateImageOptionsBuilder::default().from_image(repo);
+        if let Some(tag) = tag {
+            opts = opts.tag(tag);
+        }
+        let mut pull = self.docker.create_image(Some(opts.build()), None, None);
+        while let Some(progress) = pull.next().await {
+            match progress {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::Operation { op: "pull", instance: instance.to_owned(), message: detail });
+                    }
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Operation {
+                        op: "pull",
+                        instance: instance.to_owned(),
+                        message: format!("{image}: {}", engine_message(&e)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Exit code, restart count and start time, from one inspect.
+    async fn inspect_detail(&self, handle: &str) -> Result<Option<Detail>, RuntimeError> {
+        match self.docker.inspect_container(handle, None::<InspectContainerOptions>).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let unit_state = if state.restarting == Some(true) {
+                    // A restarting container also reports running=true: restarting wins.
+                    UnitState::Restarting
+                } else if state.running == Some(true) {
+                    UnitState::Running
+                } else if state.dead == Some(true) {
+                    UnitState::Dead
+                } else if state.started_at.as_deref().is_some_and(|s| !s.starts_with("0001-")) {
+                    UnitState::Exited(state.exit_code.unwrap_or(-1))
+                } else {
+                    UnitState::Created
+                };
+                let started_at = state
+                    .started_at
+                    .as_deref()
+                    .filter(|s| !s.starts_with("0001-"))
+                    .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| Timestamp(d.as_millis() as i64));
+                Ok(Some(Detail {
+                    state: unit_state,
+                    exit_code: state.exit_code,
+                    restarts: info.restart_count.unwrap_or(0).max(0) as u32,
+                    started_at,
+                    error: state.error.filter(|e| !e.is_empty()),
+                }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(op_error("inspect", handle, &e)),
+        }
+    }
+
+    /// Inspects one unit fully: state, restarts, exit code and start time.
+    /// Used for instances not yet RUNNING, where readiness needs the detail.
+    pub async fn inspect(&self, unit: &mut Unit) -> Result<Option<Timestamp>, RuntimeError> {
+        match self.inspect_detail(&unit.handle).await? {
+            Some(d) => {
+                unit.state = d.state;
+                unit.restarts = d.restarts;
+                if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
+                    unit.exit_code = d.exit_code;
+                }
+                Ok(d.started_at)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The last non-empty line the unit wrote, stderr first: for stdio servers
+    /// stdout is the protocol, and errors go to stderr anyway.
+    pub async fn last_log_line(&self, handle: &str) -> Result<Option<String>, RuntimeError> {
+        for (stdout, stderr) in [(false, true), (true, false)] {
+            let opts = LogsOptionsBuilder::default().stdout(stdout).stderr(stderr).tail("20").build();
+            let mut stream = self.docker.logs(handle, Some(opts));
+            let mut last = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(out) => {
+                        let bytes = out.into_bytes();
+                        for line in String::from_utf8_lossy(&bytes).lines() {
+                            if !line.trim().is_empty() {
+                                last = Some(line.trim().to_owned());
+                            }
+                        }
+                    }
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(op_error("logs", handle, &e)),
+                }
+            }
+            if last.is_some() {
+                return Ok(last);
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct Detail {
+    state: UnitState,
+    exit_code: Option<i64>,
+    restarts: u32,
+    started_at: Option<Timestamp>,
+    error: Option<String>,
+}
+
+/// `repo[:tag]` → (`repo`, tag). Without a tag the engine would pull every
+/// tag, so "latest" is made explicit; digests stay in the reference.
+fn split_image(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], Some(&image[last_slash + i + 1..])),
+        None => (image, Some("latest")),
+    }
+}
+
+/// Container name: `mcpctl-<server>-<instance>`.
+pub fn container_name(server: &str, instance: &InstanceId) -> String {
+    format!("mcpctl-{server}-{instance}")
+}
+
+impl Runtime for DockerRuntime {
+    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&self.label_filters()).build();
+        let list = self.docker.list_containers(Some(opts)).await.map_err(unavailable)?;
+        let mut units = Vec::with_capacity(list.len());
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let (Some(instance), Some(server), Some(hash), Some(handle)) = (
+                labels.get(LABEL_INSTANCE),
+                labels.get(LABEL_SERVER),
+                labels.get(LABEL_SPEC_HASH),
+                c.id.clone(),
+            ) else {
+                // Labelled managed but incomplete: not something we made.
+                continue;
+            };
+            let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
+            let endpoint = match port {
+                None => Some("stdio".to_owned()),
+                Some(port) => c
+                    .ports
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|p| p.private_port == port && p.public_port.is_some())
+                    .and_then(|p| p.public_port)
+                    .map(|public| {
+                        format!("http://127.0.0.1:{public}{}", labels.get(LABEL_PATH).map_or("/mcp", String::as_str))
+                    }),
+            };
+            let state = match c.state {
+                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED) => UnitState::Running,
+                Some(ContainerSummaryStateEnum::RESTARTING) => UnitState::Restarting,
+                Some(ContainerSummaryStateEnum::CREATED) => UnitState::Created,
+                Some(ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING) => UnitState::Dead,
+                _ => UnitState::Exited(-1),
+            };
+            let mut unit = Unit {
+                instance: InstanceId(instance.clone()),
+                server: server.clone(),
+                spec_hash: SpecHash(hash.clone()),
+                handle,
+                state,
+                restarts: 0,
+                exit_code: None,
+                last_log: None,
+                endpoint,
+            };
+            if !matches!(state, UnitState::Running) {
+                // Only the unhealthy need detail: that keeps a converged fleet at one call.
+                if let Some(d) = self.inspect_detail(&unit.handle).await? {
+                    unit.state = d.state;
+                    unit.restarts = d.restarts;
+                    unit.exit_code = d.exit_code;
+                    unit.last_log = self.last_log_line(&unit.handle).await?.or(d.error);
+                }
+            }
+            units.push(unit);
+        }
+        Ok(units)
+    }
+
+    async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
+        let instance = req.instance.to_string();
+        self.ensure_network().await?;
+        self.ensure_image(&req.image, &instance).await?;
+
+        let mut labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_SCOPE.to_owned(), self.config.scope.clone()),
+            (LABEL_SERVER.to_owned(), req.server.clone()),
+            (LABEL_INSTANCE.to_owned(), instance.clone()),
+            (LABEL_SPEC_HASH.to_owned(), req.spec_hash.to_string()),
+        ]);
+        let http_port = req.port.filter(|_| req.transport.is_http());
+        let (exposed, bindings) = match http_port {
+            Some(port) => {
+                labels.insert(LABEL_PORT.to_owned(), port.to_string());
+                labels.insert(LABEL_PATH.to_owned(), req.path.clone().unwrap_or_else(|| "/mcp".into()));
+                let key = format!("{port}/tcp");
+                // Loopback only, ephemeral host port: nothing is exposed beyond this host.
+                let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) };
+                (Some(vec![key.clone()]), Some(HashMap::from([(key, Some(vec![binding]))])))
+            }
+            None => (None, None),
+        };
+        let stdio = req.transport == Transport::Stdio;
+        let body = ContainerCreateBody {
+            image: Some(req.image.clone()),
+            cmd: (!req.command.is_empty()).then(|| req.command.clone()),
+            env: Some(req.env.iter().map(|(k, v)| format!("{k}={}", v.expose())).collect()),
+            labels: Some(labels),
+            exposed_ports: exposed,
+            // stdio servers must not see EOF between probes: keep stdin open, never once.
+            open_stdin: Some(stdio),
+            stdin_once: Some(false),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                port_bindings: bindings,
+                memory: req.memory_bytes.map(|b| b as i64),
+                nano_cpus: req.millicpus.map(|m| i64::from(m) * 1_000_000),
+                network_mode: Some(self.config.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = container_name(&req.server, &req.instance);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| op_error("create", &instance, &e))?;
+        self.docker.start_container(&created.id, None).await.map_err(|e| op_error("start", &instance, &e))?;
+
+        let endpoint = match http_port {
+            None => "stdio".to_owned(),
+            Some(port) => {
+                let info = self
+                    .docker
+                    .inspect_container(&created.id, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| op_error("inspect", &instance, &e))?;
+                let public = info
+                    .network_settings
+                    .and_then(|n| n.ports)
+                    .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
+                    .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+                    .unwrap_or_default();
+                format!("http://127.0.0.1:{public}{}", req.path.as_deref().unwrap_or("/mcp"))
+            }
+        };
+        Ok(Created { handle: created.id, endpoint })
+    }
+
+    async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(handle, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // "removal already in progress": another remover got there first.
+            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(op_error("remove", handle, &e)),
+        }
+    }
+
+    async fn logs(&self, handle: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&tail.to_string()).build();
+        let mut stream = self.docker.logs(handle, Some(opts));
+        let mut lines = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let out = chunk.map_err(|e| op_error("logs", handle, &e))?;
+            lines.extend(String::from_utf8_lossy(&out.into_bytes()).lines().map(str::to_owned));
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_repo_and_tag() {
+        assert_eq!(split_image("ghcr.io/a/b:v1"), ("ghcr.io/a/b", Some("v1")));
+        assert_eq!(split_image("localhost:5000/a/b"), ("localhost:5000/a/b", Some("latest")));
+        assert_eq!(split_image("localhost:5000/a/b:2"), ("localhost:5000/a/b", Some("2")));
+        assert_eq!(split_image("busybox"), ("busybox", Some("latest")));
+        assert_eq!(split_image("a/b@sha256:abc"), ("a/b@sha256:abc", None));
+    }
+}
