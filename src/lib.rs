@@ -14,8 +14,10 @@
 //! - [`plan`]: the pure planner and its text/JSON renderings.
 //! - [`cli`]: clap types and one module per subcommand.
 
+pub mod apply;
 pub mod cli;
 pub mod plan;
+pub mod probe;
 pub mod runtime;
 pub mod secrets;
 pub mod source;

@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 pub struct SecretValue(String);
 
 impl SecretValue {
+    /// A non-secret value carried the same way, so env lists have one type.
+    pub fn plain(s: &str) -> Self {
+        SecretValue(s.to_owned())
+    }
+
     /// The plaintext, for handing to a runtime and nothing else.
     pub fn expose(&self) -> &str {
         &self.0

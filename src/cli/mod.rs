@@ -2,6 +2,11 @@
 //! close to argv in these types; each subcommand resolves them into what the
 //! library needs, so no clap type leaks below this module.
 
+mod apply;
+mod connect;
+mod describe;
+mod get;
+mod logs;
 mod plan;
 mod refresh;
 mod schema;
@@ -31,6 +36,10 @@ pub struct Global {
     /// Where instances run.
     #[arg(long, global = true, env = "MCPCTL_RUNTIME", value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
+    /// Separates fleets (and test runs) sharing one engine: mcpctl only sees
+    /// and touches units of its own scope.
+    #[arg(long, global = true, env = "MCPCTL_SCOPE", default_value = "default", value_name = "NAME")]
+    pub scope: String,
     /// Directory of mounted secrets, laid out as NAME/KEY.
     #[arg(long, global = true, env = "MCPCTL_SECRETS_DIR", value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -50,6 +59,18 @@ pub enum Command {
     /// Show what apply would do to make the runtime match the source.
     #[command(after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json")]
     Plan(plan::Args),
+    /// Make the runtime match the source, and (by default) wait until it does.
+    #[command(after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16")]
+    Apply(apply::Args),
+    /// List servers or instances, from the state.
+    #[command(after_help = "Examples:\n  mcpctl get instances\n  mcpctl get servers -o json\n  mcpctl get instances -o yaml")]
+    Get(get::Args),
+    /// Show one instance in detail: status history, container state, last error.
+    #[command(after_help = "Examples:\n  mcpctl describe instance 01jd8x2k5v3m9q7r4t6w8y0z1a")]
+    Describe(describe::Args),
+    /// Print the logs of an instance, or of every instance of a server.
+    #[command(after_help = "Examples:\n  mcpctl logs github --tail 50\n  mcpctl logs 01jd8x2k5v3m9q7r4t6w8y0z1a -f")]
+    Logs(logs::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json")]
     Schema,
@@ -59,6 +80,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
+    /// The command ran but did not reach its goal (apply not converged).
+    Failure,
     /// `plan --detailed-exitcode` found changes.
     Changes,
 }
@@ -67,6 +90,7 @@ impl From<Outcome> for ExitCode {
     fn from(o: Outcome) -> ExitCode {
         match o {
             Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Failure => ExitCode::FAILURE,
             Outcome::Changes => ExitCode::from(2),
         }
     }
@@ -76,6 +100,10 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(&cli.global, args).await,
+        Command::Apply(args) => apply::run(&cli.global, args).await,
+        Command::Get(args) => get::run(&cli.global, args),
+        Command::Describe(args) => describe::run(&cli.global, args).await,
+        Command::Logs(args) => logs::run(&cli.global, args).await,
         Command::Schema => schema::run(),
     }
 }

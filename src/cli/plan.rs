@@ -47,6 +47,9 @@ pub struct Planned {
     pub snapshot: crate::state::Snapshot,
     pub observation: Option<Observation>,
     pub plan: plan::Plan,
+    /// The runtime that was observed, kept for apply.
+    pub runtime: Option<crate::runtime::AnyRuntime>,
+    pub store: Store,
 }
 
 /// Reads, validates, resolves and plans. Any invalid document or missing
@@ -58,10 +61,15 @@ pub async fn make(global: &Global, paths: &[PathBuf], refresh: bool, allow_empty
     let key = store.digest_key()?;
     let desired = Desired::from_servers(&servers, &secrets.digests(&key));
     let snapshot = store.load()?;
-    let observation = if refresh { Some(super::refresh::observe(global, &snapshot).await?) } else { None };
+    let (runtime, observation) = if refresh {
+        let (rt, obs) = super::refresh::observe(global, &snapshot, &desired).await?;
+        (Some(rt), Some(obs))
+    } else {
+        (None, None)
+    };
     let now = observation.as_ref().map_or_else(Timestamp::now, |o| o.at);
     let plan = plan::plan(Inputs { desired: &desired, snapshot: &snapshot, observation: observation.as_ref(), now, allow_empty })?;
-    Ok(Planned { source, servers, secrets, desired, snapshot, observation, plan })
+    Ok(Planned { source, servers, secrets, desired, snapshot, observation, plan, runtime, store })
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
@@ -74,6 +82,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             saved_format: SavedPlan::FORMAT.to_owned(),
+            paths: args.paths.clone(),
             state_serial: p.snapshot.serial,
             observation: p.observation.as_ref().map(Observation::fingerprint),
             desired: p.desired.iter().map(|d| (d.name.clone(), d.canonical.hash.clone())).collect(),

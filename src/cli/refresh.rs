@@ -1,17 +1,12 @@
-//! The refresh step: ask the runtime (and the probes) what exists now. This
-//! is the only I/O between reading the state and planning.
+//! The refresh step as the CLI runs it: connect, then observe.
 
-use super::{Global, RuntimeKind};
-use crate::runtime::{Observation, RuntimeError};
+use super::Global;
+use crate::plan::Desired;
+use crate::runtime::{AnyRuntime, Observation};
 use crate::state::Snapshot;
 
-pub async fn observe(global: &Global, snapshot: &Snapshot) -> miette::Result<Observation> {
-    let _ = snapshot;
-    match global.runtime {
-        RuntimeKind::Docker | RuntimeKind::Kubernetes => Err(RuntimeError::Unavailable {
-            runtime: if global.runtime == RuntimeKind::Docker { "docker" } else { "kubernetes" },
-            message: "this runtime is not implemented yet".into(),
-        }
-        .into()),
-    }
+pub async fn observe(global: &Global, snapshot: &Snapshot, desired: &[Desired]) -> miette::Result<(AnyRuntime, Observation)> {
+    let rt = super::connect::runtime(global).await?;
+    let obs = crate::runtime::refresh(&rt, snapshot, desired).await?;
+    Ok((rt, obs))
 }

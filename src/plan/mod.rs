@@ -199,6 +199,11 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             ));
             continue;
         };
+        if snapshot.intents.get(&inst.id).is_some_and(|i| i.op == crate::state::IntentOp::Remove) {
+            // A removal was under way when an apply died; removal is idempotent, so finish it.
+            actions.push(act(ActionKind::Remove, &inst.server, Some(&inst.id), "finish interrupted removal".into()));
+            continue;
+        }
         let mut status = inst.status;
         if let Some(obs) = observation {
             if let Some((kind, reason)) = transition(inst, d, obs, now) {

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 pub struct SavedPlan {
     /// Changes only on purpose; `apply` refuses versions it does not know.
     pub saved_format: String,
+    /// The source paths, so `apply PLANFILE` reads the same files again.
+    pub paths: Vec<std::path::PathBuf>,
     /// The snapshot serial the plan was made against.
     pub state_serial: u64,
     /// [`Observation::fingerprint`](crate::runtime::Observation::fingerprint), or `None` for `--refresh=false`.

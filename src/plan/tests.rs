@@ -104,6 +104,7 @@ impl World {
                 exit_code: None,
                 last_log: None,
                 endpoint: None,
+                started_at: None,
             },
         );
         self
@@ -471,6 +472,16 @@ fn unknown_unit_without_intent_is_removed_as_orphan() {
         .running("a", "gh", "v1", 100)
         .unit("x", "gh", "v1", UnitState::Running);
     check(w, &["remove gh x orphan: not in the state (running)"]);
+}
+
+#[test]
+fn interrupted_removal_is_finished() {
+    let mut w = World::default().want(desired("gh", 2, "v1")).applied("gh", "v1", 2).running("a", "gh", "v1", 100);
+    w.snapshot.intents.insert(
+        InstanceId("a".into()),
+        Intent { instance: InstanceId("a".into()), server: "gh".into(), spec_hash: canonical("v1").hash, op: IntentOp::Remove, at: NOW },
+    );
+    check(w, &["remove gh a finish interrupted removal", "start gh - scale up 0 -> 2", "start gh - scale up 0 -> 2"]);
 }
 
 #[test]

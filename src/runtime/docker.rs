@@ -197,22 +197,6 @@ impl DockerRuntime {
         }
     }
 
-    /// Inspects one unit fully: state, restarts, exit code and start time.
-    /// Used for instances not yet RUNNING, where readiness needs the detail.
-    pub async fn inspect(&self, unit: &mut Unit) -> Result<Option<Timestamp>, RuntimeError> {
-        match self.inspect_detail(&unit.handle).await? {
-            Some(d) => {
-                unit.state = d.state;
-                unit.restarts = d.restarts;
-                if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
-                    unit.exit_code = d.exit_code;
-                }
-                Ok(d.started_at)
-            }
-            None => Ok(None),
-        }
-    }
-
     /// The last non-empty line the unit wrote, stderr first: for stdio servers
     /// stdout is the protocol, and errors go to stderr anyway.
     pub async fn last_log_line(&self, handle: &str) -> Result<Option<String>, RuntimeError> {
@@ -315,15 +299,11 @@ impl Runtime for DockerRuntime {
                 exit_code: None,
                 last_log: None,
                 endpoint,
+                started_at: None,
             };
             if !matches!(state, UnitState::Running) {
                 // Only the unhealthy need detail: that keeps a converged fleet at one call.
-                if let Some(d) = self.inspect_detail(&unit.handle).await? {
-                    unit.state = d.state;
-                    unit.restarts = d.restarts;
-                    unit.exit_code = d.exit_code;
-                    unit.last_log = self.last_log_line(&unit.handle).await?.or(d.error);
-                }
+                self.inspect(&mut unit).await?;
             }
             units.push(unit);
         }
@@ -404,6 +384,22 @@ impl Runtime for DockerRuntime {
         Ok(Created { handle: created.id, endpoint })
     }
 
+    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
+        let Some(d) = self.inspect_detail(&unit.handle).await? else {
+            return Ok(false);
+        };
+        unit.state = d.state;
+        unit.restarts = d.restarts;
+        unit.started_at = d.started_at;
+        if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
+            unit.exit_code = d.exit_code;
+        }
+        if !matches!(d.state, UnitState::Running | UnitState::Created) {
+            unit.last_log = self.last_log_line(&unit.handle).await?.or(d.error);
+        }
+        Ok(true)
+    }
+
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match self.docker.remove_container(handle, Some(opts)).await {
@@ -415,15 +411,27 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn logs(&self, handle: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
-        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&tail.to_string()).build();
+    async fn logs(
+        &self,
+        handle: &str,
+        tail: usize,
+        follow: bool,
+        on_line: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), RuntimeError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.to_string())
+            .build();
         let mut stream = self.docker.logs(handle, Some(opts));
-        let mut lines = Vec::new();
         while let Some(chunk) = stream.next().await {
             let out = chunk.map_err(|e| op_error("logs", handle, &e))?;
-            lines.extend(String::from_utf8_lossy(&out.into_bytes()).lines().map(str::to_owned));
+            for line in String::from_utf8_lossy(&out.into_bytes()).lines() {
+                on_line(line.to_owned());
+            }
         }
-        Ok(lines)
+        Ok(())
     }
 }
 

@@ -58,9 +58,20 @@ impl Runtime for FakeRuntime {
                 exit_code: None,
                 last_log: None,
                 endpoint: Some(endpoint.clone()),
+                started_at: Some(crate::time::Timestamp::now()),
             },
         );
         Ok(Created { handle, endpoint })
+    }
+
+    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
+        match self.units().get(&unit.instance) {
+            Some(u) => {
+                *unit = u.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
@@ -68,13 +79,18 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn logs(&self, handle: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
-        let units = self.units();
-        let lines: Vec<String> = units
-            .values()
-            .filter(|u| u.handle == handle)
-            .filter_map(|u| u.last_log.clone())
-            .collect();
-        Ok(lines.into_iter().rev().take(tail).rev().collect())
+    async fn logs(
+        &self,
+        handle: &str,
+        tail: usize,
+        _follow: bool,
+        on_line: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), RuntimeError> {
+        let lines: Vec<String> =
+            self.units().values().filter(|u| u.handle == handle).filter_map(|u| u.last_log.clone()).collect();
+        for line in lines.into_iter().rev().take(tail).rev() {
+            on_line(line);
+        }
+        Ok(())
     }
 }

@@ -25,6 +25,9 @@
 
 pub mod docker;
 pub mod fake;
+mod refresh;
+
+pub use refresh::refresh;
 
 use crate::spec::{SpecHash, Transport};
 use crate::state::InstanceId;
@@ -74,6 +77,8 @@ pub struct Unit {
     pub last_log: Option<String>,
     /// Where the probe connects, once known.
     pub endpoint: Option<String>,
+    /// When the current run began; filled in by [`Runtime::inspect`].
+    pub started_at: Option<Timestamp>,
 }
 
 /// The outcome of the latest readiness probe of an instance.
@@ -172,12 +177,63 @@ pub trait Runtime {
         &self,
         req: &CreateRequest,
     ) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
+    /// Fills in the detail a list call lacks (restart count, exit code, start
+    /// time). Returns `false` if the unit is gone.
+    fn inspect(&self, unit: &mut Unit) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Stops and removes one unit; a unit that is already gone is success.
     fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// The last `tail` lines of a unit's logs.
+    /// The last `tail` lines of a unit's logs, stdout and stderr, each passed
+    /// to `on_line`; with `follow`, keeps passing new lines until the unit stops.
     fn logs(
         &self,
         handle: &str,
         tail: usize,
-    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+        follow: bool,
+        on_line: &mut (dyn FnMut(String) + Send),
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// The closed set of runtimes, dispatched by `match`: no boxing, no async-trait.
+pub enum AnyRuntime {
+    Docker(docker::DockerRuntime),
+    Fake(fake::FakeRuntime),
+}
+
+impl Runtime for AnyRuntime {
+    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.observe().await,
+            AnyRuntime::Fake(r) => r.observe().await,
+        }
+    }
+    async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.create(req).await,
+            AnyRuntime::Fake(r) => r.create(req).await,
+        }
+    }
+    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.inspect(unit).await,
+            AnyRuntime::Fake(r) => r.inspect(unit).await,
+        }
+    }
+    async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.remove(handle).await,
+            AnyRuntime::Fake(r) => r.remove(handle).await,
+        }
+    }
+    async fn logs(
+        &self,
+        handle: &str,
+        tail: usize,
+        follow: bool,
+        on_line: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.logs(handle, tail, follow, on_line).await,
+            AnyRuntime::Fake(r) => r.logs(handle, tail, follow, on_line).await,
+        }
+    }
 }

@@ -1,0 +1,596 @@
+//! The executor: carries a plan out against a runtime and records every step
+//! in the state, then (with `--wait`) keeps refreshing, planning and acting
+//! until every wanted instance is RUNNING or the timeout passes.
+//!
+//! **Crash safety.** Before each side effect an [`Intent`] is written, and
+//! after it the result, in one transaction. A process killed at any point
+//! leaves either an intent with no unit (dropped at the next start), a unit
+//! with an intent (adopted or removed by the next plan), or a consistent
+//! record. The planner does the recovering; this module only keeps the
+//! records honest.
+//!
+//! **Rolling replace.** A replace starts the new instance, waits for it to be
+//! RUNNING, and only then removes the old one, one instance at a time per
+//! server, so a server never has fewer RUNNING instances than before.
+
+mod create;
+
+use crate::plan::{self, Action, ActionKind, Desired, Inputs, Plan, backoff_delay};
+use crate::probe::{self, Target};
+use crate::runtime::{Observation, Probe, Runtime, RuntimeError, Unit, UnitState, refresh};
+use crate::secrets::Secrets;
+use crate::source::SourceInfo;
+use crate::spec::Server;
+use crate::state::{
+    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot, StateError, Status, Store,
+};
+use crate::time::Timestamp;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What the executor needs besides the plan: the specs to build containers
+/// from, and resolved secrets for their environment.
+pub struct Context<'a> {
+    pub servers: &'a [Server],
+    pub secrets: &'a Secrets,
+    pub desired: &'a [Desired],
+    pub source: &'a SourceInfo,
+    /// The command line, for the history.
+    pub command: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Runtime calls in flight at once.
+    pub parallelism: usize,
+    /// Keep going until converged (or the timeout).
+    pub wait: bool,
+    pub timeout: Duration,
+    pub allow_empty: bool,
+    /// Pause between convergence passes.
+    pub poll: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallelism: 8,
+            wait: true,
+            timeout: Duration::from_secs(300),
+            allow_empty: false,
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Something that happened during an apply, for progress displays.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A pass planned these actions.
+    Planned { pass: usize, actions: usize },
+    Started { action: Action },
+    Finished { action: Action, instance: Option<InstanceId>, error: Option<String>, elapsed: Duration },
+    /// Waiting for convergence: RUNNING instances out of wanted.
+    Waiting { running: usize, wanted: usize },
+}
+
+/// The result of an apply.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub actions: Vec<Done>,
+    pub passes: usize,
+    pub converged: bool,
+    pub elapsed: Duration,
+    /// Per server: (RUNNING, wanted), at the end.
+    pub servers: BTreeMap<String, (usize, usize)>,
+}
+
+/// One executed action and how it ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Done {
+    #[serde(flatten)]
+    pub action: Action,
+    /// The instance made by a start or replace.
+    pub created: Option<InstanceId>,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ApplyError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] plan::PlanError),
+}
+
+/// Serialises this process's state writes: redb admits one open handle per
+/// file, and writers in one process should queue, not spin on retries.
+struct Recorder<'a> {
+    store: &'a Store,
+    lock: Mutex<()>,
+}
+
+impl Recorder<'_> {
+    fn update<T>(&self, f: impl FnOnce(&mut crate::state::Txn<'_>) -> Result<T, StateError>) -> Result<T, StateError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.store.update(f)
+    }
+
+    fn load(&self) -> Result<Snapshot, StateError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.store.load()
+    }
+}
+
+/// Applies `first` (or a fresh plan when `None`), then, with `wait`, keeps
+/// planning and acting until converged or `timeout`.
+pub async fn apply<R: Runtime + Sync>(
+    rt: &R,
+    store: &Store,
+    ctx: &Context<'_>,
+    first: Option<Plan>,
+    opts: &Options,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Report, ApplyError> {
+    let started = Instant::now();
+    let rec = Recorder { store, lock: Mutex::new(()) };
+    let sem = Semaphore::new(opts.parallelism.max(1));
+    let mut report = Report::default();
+    let mut first = first;
+    drop_stale_intents(rt, &rec).await?;
+    loop {
+        report.passes += 1;
+        let snapshot = rec.load()?;
+        let obs = refresh(rt, &snapshot, ctx.desired).await?;
+        let plan = match first.take() {
+            Some(p) => p,
+            None => plan::plan(Inputs {
+                desired: ctx.desired,
+                snapshot: &snapshot,
+                observation: Some(&obs),
+                now: obs.at,
+                allow_empty: opts.allow_empty,
+            })?,
+        };
+        on_event(Event::Planned { pass: report.passes, actions: plan.actions.len() });
+        let done = execute(rt, &rec, &sem, ctx, &plan, &snapshot, &obs, on_event).await?;
+        report.actions.extend(done);
+        if report.passes == 1 {
+            record_applied(&rec, ctx, plan.actions.len(), started)?;
+        }
+        let snapshot = rec.load()?;
+        report.servers = tally(ctx.desired, &snapshot);
+        report.converged = plan.is_empty() && report.servers.values().all(|(running, wanted)| running == wanted);
+        if !opts.wait || report.converged {
+            break;
+        }
+        let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+        on_event(Event::Waiting { running, wanted });
+        if started.elapsed() >= opts.timeout {
+            break;
+        }
+        // The pace of a control loop, not synchronisation: each pass re-reads the world.
+        tokio::time::sleep(opts.poll.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// RUNNING instances with the wanted hash, per server, against replicas.
+pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize)> = desired
+        .iter()
+        .map(|d| (d.name.clone(), (0, if d.external { d.replicas.min(1) as usize } else { d.replicas as usize })))
+        .collect();
+    for i in snapshot.instances.values() {
+        if let (Some(entry), Some(d)) = (out.get_mut(&i.server), desired.iter().find(|d| d.name == i.server)) {
+            if i.status == Status::Running && i.spec_hash == d.canonical.hash {
+                entry.0 += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Intents whose unit never appeared: the process died before the runtime
+/// call. Nothing exists to adopt or remove, so the intent is simply dropped.
+async fn drop_stale_intents<R: Runtime>(rt: &R, rec: &Recorder<'_>) -> Result<(), ApplyError> {
+    let snapshot = rec.load()?;
+    if snapshot.intents.is_empty() {
+        return Ok(());
+    }
+    let units = rt.observe().await?;
+    let stale: Vec<InstanceId> = snapshot
+        .intents
+        .values()
+        .filter(|i| i.op == IntentOp::Create)
+        .filter(|i| !snapshot.instances.contains_key(&i.instance) && !units.iter().any(|u| u.instance == i.instance))
+        .map(|i| i.instance.clone())
+        .collect();
+    if !stale.is_empty() {
+        rec.update(|tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))?;
+    }
+    Ok(())
+}
+
+fn record_applied(rec: &Recorder<'_>, ctx: &Context<'_>, actions: usize, started: Instant) -> Result<(), StateError> {
+    let now = Timestamp::now();
+    rec.update(|tx| {
+        for d in ctx.desired {
+            tx.put_server(
+                &d.name,
+                &AppliedSpec {
+                    hash: d.canonical.hash.clone(),
+                    canonical: d.canonical.yaml.clone(),
+                    replicas: d.replicas,
+                    applied_at: now,
+                },
+            )?;
+        }
+        tx.set_revision(&ctx.source.revision)?;
+        tx.push_history(&HistoryEntry {
+            at: now,
+            revision: ctx.source.revision.clone(),
+            source: ctx.source.location.clone(),
+            actions,
+            outcome: format!("{} ({} ms)", ctx.command, started.elapsed().as_millis()),
+        })
+    })?;
+    // Servers gone from the source: forget their record once nothing of theirs is left.
+    let snapshot = rec.load()?;
+    let gone: Vec<String> = snapshot
+        .servers
+        .keys()
+        .filter(|name| !ctx.desired.iter().any(|d| &d.name == *name))
+        .filter(|name| !snapshot.instances.values().any(|i| &i.server == *name))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        rec.update(|tx| gone.iter().try_for_each(|n| tx.remove_server(n)))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute<R: Runtime + Sync>(
+    rt: &R,
+    rec: &Recorder<'_>,
+    sem: &Semaphore,
+    ctx: &Context<'_>,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    obs: &Observation,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<Done>, ApplyError> {
+    let mut by_server: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+    for a in &plan.actions {
+        by_server.entry(a.server.as_str()).or_default().push(a);
+    }
+    let exec = Exec { rt, rec, sem, ctx, snapshot, obs, on_event };
+    let per_server = by_server.into_values().map(|actions| exec.server(actions));
+    let results = futures_util::future::join_all(per_server).await;
+    let mut done = Vec::new();
+    for r in results {
+        done.extend(r?);
+    }
+    Ok(done)
+}
+
+struct Exec<'a, 'c, R> {
+    rt: &'a R,
+    rec: &'a Recorder<'a>,
+    sem: &'a Semaphore,
+    ctx: &'a Context<'c>,
+    snapshot: &'a Snapshot,
+    obs: &'a Observation,
+    on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+impl<R: Runtime + Sync> Exec<'_, '_, R> {
+    /// One server's actions: statuses first, then removals and starts in
+    /// parallel, then replaces one at a time. A state error aborts; a runtime
+    /// error is recorded on its action and the rest carry on.
+    async fn server(&self, actions: Vec<&Action>) -> Result<Vec<Done>, ApplyError> {
+        let mut done = Vec::new();
+        for a in actions.iter().filter(|a| matches!(a.kind, ActionKind::Adopt | ActionKind::Promote | ActionKind::Demote | ActionKind::Fail)) {
+            done.push(self.timed(a, self.status(a)).await?);
+        }
+        for kind in [ActionKind::Remove, ActionKind::Start] {
+            let batch = actions.iter().filter(|a| a.kind == kind).map(|a| self.timed(a, self.one(a)));
+            for r in futures_util::future::join_all(batch).await {
+                done.push(r?);
+            }
+        }
+        for a in actions.iter().filter(|a| a.kind == ActionKind::Replace) {
+            done.push(self.timed(a, self.replace(a)).await?);
+        }
+        Ok(done)
+    }
+
+    async fn timed(
+        &self,
+        a: &Action,
+        f: impl std::future::Future<Output = Result<Result<Option<InstanceId>, String>, StateError>>,
+    ) -> Result<Done, ApplyError> {
+        (self.on_event)(Event::Started { action: a.clone() });
+        let t = Instant::now();
+        let r = f.await?;
+        let (created, error) = match r {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e)),
+        };
+        let elapsed = t.elapsed();
+        (self.on_event)(Event::Finished { action: a.clone(), instance: created.clone(), error: error.clone(), elapsed });
+        Ok(Done { action: a.clone(), created, error, elapsed_ms: elapsed.as_millis() as u64 })
+    }
+
+    async fn one(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+        match a.kind {
+            ActionKind::Start => self.start(&a.server).await,
+            _ => self.remove(a).await.map(|r| r.map(|()| None)),
+        }
+    }
+
+    /// Status changes touch only the state.
+    async fn status(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+        let Some(id) = &a.instance else { return Ok(Ok(None)) };
+        let now = Timestamp::now();
+        let unit = self.obs.units.get(id);
+        if a.kind == ActionKind::Adopt {
+            let Some(unit) = unit else { return Ok(Err("unit vanished before adoption".into())) };
+            let inst = Instance {
+                id: id.clone(),
+                server: unit.server.clone(),
+                status: Status::Starting,
+                handle: unit.handle.clone(),
+                endpoint: unit.endpoint.clone().unwrap_or_default(),
+                spec_hash: unit.spec_hash.clone(),
+                created_at: now,
+                transitioned_at: now,
+                restarts: unit.restarts,
+                reason: String::new(),
+                history: vec![],
+            };
+            let mut inst = inst;
+            inst.transition(Status::Starting, a.reason.clone(), now);
+            self.rec.update(|tx| {
+                tx.put_instance(&inst)?;
+                tx.clear_intent(id)
+            })?;
+            return Ok(Ok(None));
+        }
+        let Some(mut inst) = self.snapshot.instances.get(id).cloned() else {
+            return Ok(Err("instance vanished from the state".into()));
+        };
+        let status = match a.kind {
+            ActionKind::Promote => Status::Running,
+            ActionKind::Demote => Status::Starting,
+            _ => Status::Error,
+        };
+        inst.transition(status, a.reason.clone(), now);
+        if let Some(u) = unit {
+            inst.restarts = u.restarts;
+        }
+        let backoff = (status == Status::Error).then(|| {
+            let failures = self.snapshot.backoff.get(&a.server).map_or(0, |b| b.failures) + 1;
+            Backoff { failures, until: now.add(backoff_delay(failures)), reason: a.reason.clone() }
+        });
+        self.rec.update(|tx| {
+            tx.put_instance(&inst)?;
+            match &backoff {
+                Some(b) => tx.put_backoff(&a.server, b),
+                // A promotion proves the server can run: forgive past failures.
+                None if status == Status::Running => tx.clear_backoff(&a.server),
+                None => Ok(()),
+            }
+        })?;
+        Ok(Ok(None))
+    }
+
+    async fn remove(&self, a: &Action) -> Result<Result<(), String>, StateError> {
+        let Some(id) = &a.instance else { return Ok(Ok(())) };
+        let known = self.snapshot.instances.get(id);
+        let handle = known.map(|i| i.handle.clone()).or_else(|| self.obs.units.get(id).map(|u| u.handle.clone()));
+        let hash = known.map(|i| i.spec_hash.clone()).or_else(|| self.obs.units.get(id).map(|u| u.spec_hash.clone()));
+        if let (Some(i), Some(hash)) = (known, &hash) {
+            self.rec.update(|tx| {
+                tx.put_intent(&Intent {
+                    instance: id.clone(),
+                    server: i.server.clone(),
+                    spec_hash: hash.clone(),
+                    op: IntentOp::Remove,
+                    at: Timestamp::now(),
+                })
+            })?;
+        }
+        if let Some(handle) = handle.filter(|h| !h.is_empty()) {
+            let _permit = self.sem.acquire().await;
+            if let Err(e) = self.rt.remove(&handle).await {
+                return Ok(Err(e.to_string()));
+            }
+        }
+        self.rec.update(|tx| {
+            tx.remove_instance(id)?;
+            tx.clear_intent(id)
+        })?;
+        Ok(Ok(()))
+    }
+
+    /// Starts one instance of `server`. A runtime failure becomes an ERROR
+    /// instance carrying the engine's message, and starts the back-off.
+    async fn start(&self, server: &str) -> Result<Result<Option<InstanceId>, String>, StateError> {
+        let Some((spec, d)) = self.spec(server) else {
+            return Ok(Err(format!("server {server} is not in the source")));
+        };
+        let id = InstanceId::generate();
+        let now = Timestamp::now();
+        let mut inst = Instance {
+            id: id.clone(),
+            server: server.to_owned(),
+            status: Status::Starting,
+            handle: String::new(),
+            endpoint: String::new(),
+            spec_hash: d.canonical.hash.clone(),
+            created_at: now,
+            transitioned_at: now,
+            restarts: 0,
+            reason: String::new(),
+            history: vec![],
+        };
+        if let crate::spec::Workload::External(e) = &spec.spec.workload {
+            inst.endpoint = e.url.clone();
+            inst.transition(Status::Starting, "external server", now);
+            self.rec.update(|tx| tx.put_instance(&inst))?;
+            return Ok(Ok(Some(id)));
+        }
+        let req = create::request(spec, &d.canonical.hash, &id, self.ctx.secrets);
+        self.rec.update(|tx| {
+            tx.put_intent(&Intent {
+                instance: id.clone(),
+                server: server.to_owned(),
+                spec_hash: d.canonical.hash.clone(),
+                op: IntentOp::Create,
+                at: now,
+            })
+        })?;
+        let created = {
+            let _permit = self.sem.acquire().await;
+            self.rt.create(&req).await
+        };
+        let now = Timestamp::now();
+        match created {
+            Ok(c) => {
+                inst.handle = c.handle;
+                inst.endpoint = c.endpoint;
+                inst.transition(Status::Starting, "created", now);
+                self.rec.update(|tx| {
+                    tx.put_instance(&inst)?;
+                    tx.clear_intent(&id)
+                })?;
+                Ok(Ok(Some(id)))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                inst.transition(Status::Error, reason.clone(), now);
+                let failures = self.snapshot.backoff.get(server).map_or(0, |b| b.failures) + 1;
+                let backoff = Backoff { failures, until: now.add(backoff_delay(failures)), reason: reason.clone() };
+                self.rec.update(|tx| {
+                    tx.put_instance(&inst)?;
+                    tx.put_backoff(server, &backoff)?;
+                    tx.clear_intent(&id)
+                })?;
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    /// Rolling: the new instance must be RUNNING before the old one goes.
+    async fn replace(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+        let new = match self.start(&a.server).await? {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(Err("no instance was started".into())),
+            Err(e) => return Ok(Err(format!("new instance failed, old one kept: {e}"))),
+        };
+        let timeout = self.spec(&a.server).map_or(Duration::from_secs(60), |(_, d)| d.readiness_timeout);
+        match self.await_ready(&new, timeout).await? {
+            Ok(()) => {}
+            Err(why) => return Ok(Err(format!("new instance {new} not ready, old one kept: {why}"))),
+        }
+        match self.remove(a).await? {
+            Ok(()) => Ok(Ok(Some(new))),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Polls the new instance's readiness until it passes (promote) or fails.
+    async fn await_ready(&self, id: &InstanceId, timeout: Duration) -> Result<Result<(), String>, StateError> {
+        let snapshot = self.rec.load()?;
+        let Some(mut inst) = snapshot.instances.get(id).cloned() else {
+            return Ok(Err("instance vanished".into()));
+        };
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(100);
+        let mut last: String;
+        loop {
+            let mut unit = Unit {
+                instance: id.clone(),
+                server: inst.server.clone(),
+                spec_hash: inst.spec_hash.clone(),
+                handle: inst.handle.clone(),
+                state: UnitState::Created,
+                restarts: 0,
+                exit_code: None,
+                last_log: None,
+                endpoint: Some(inst.endpoint.clone()),
+                started_at: None,
+            };
+            let probe = if inst.handle.is_empty() {
+                probe::readiness(Target::External(&inst.endpoint), Timestamp::now()).await
+            } else {
+                let exists = match self.rt.inspect(&mut unit).await {
+                    Ok(e) => e,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                if !exists {
+                    Probe::NotReady("container not found".into())
+                } else if matches!(unit.state, UnitState::Exited(_) | UnitState::Dead) {
+                    let why = format!(
+                        "{}{}",
+                        unit.state.describe(),
+                        unit.last_log.as_deref().map(|l| format!(": {l}")).unwrap_or_default()
+                    );
+                    return self.fail_new(&mut inst, why).await;
+                } else {
+                    probe::readiness(Target::Unit(&unit), Timestamp::now()).await
+                }
+            };
+            match probe {
+                Probe::Ready(how) => {
+                    inst.transition(Status::Running, format!("ready: {how}"), Timestamp::now());
+                    inst.restarts = unit.restarts;
+                    let server = inst.server.clone();
+                    self.rec.update(|tx| {
+                        tx.put_instance(&inst)?;
+                        tx.clear_backoff(&server)
+                    })?;
+                    return Ok(Ok(()));
+                }
+                Probe::NotReady(why) => last = why,
+            }
+            if Instant::now() >= deadline {
+                let why = format!("not ready after {}: {last}", crate::time::short_duration(timeout));
+                return self.fail_new(&mut inst, why).await;
+            }
+            // Readiness polling with back-off, bounded by the readiness timeout.
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn fail_new(&self, inst: &mut Instance, why: String) -> Result<Result<(), String>, StateError> {
+        let now = Timestamp::now();
+        inst.transition(Status::Error, why.clone(), now);
+        let failures = self.snapshot.backoff.get(&inst.server).map_or(0, |b| b.failures) + 1;
+        let b = Backoff { failures, until: now.add(backoff_delay(failures)), reason: why.clone() };
+        let server = inst.server.clone();
+        self.rec.update(|tx| {
+            tx.put_instance(inst)?;
+            tx.put_backoff(&server, &b)
+        })?;
+        Ok(Err(why))
+    }
+
+    fn spec(&self, server: &str) -> Option<(&Server, &Desired)> {
+        let s = self.ctx.servers.iter().find(|s| s.name == server)?;
+        let d = self.ctx.desired.iter().find(|d| d.name == server)?;
+        Some((s, d))
+    }
+}

@@ -1,0 +1,265 @@
+//! `mcpctl apply`: plan (or load a saved plan), take the applier lock, carry
+//! the plan out, and by default wait for convergence.
+
+use super::{Global, Outcome};
+use crate::apply::{self, Context, Event, Options, Report};
+use crate::plan::{ActionKind, SavedPlan};
+use crate::time::short_duration;
+use miette::{IntoDiagnostic, miette};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Spec files or directories, or one saved plan file from `plan --out`.
+    #[arg(default_value = ".")]
+    pub paths: Vec<PathBuf>,
+    /// Wait until every wanted instance is RUNNING (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return once the actions are carried out, without waiting for readiness.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this long (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Runtime calls in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Output format of the result.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Apply even when the source has no servers and the state has some (removes them all).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+/// A saved plan is a single file that is not YAML and parses as one.
+fn saved_plan(paths: &[PathBuf]) -> miette::Result<Option<SavedPlan>> {
+    let [path] = paths else { return Ok(None) };
+    let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    if is_yaml || !path.is_file() {
+        return Ok(None);
+    }
+    let text = fs_err::read_to_string(path).into_diagnostic()?;
+    let saved: SavedPlan = serde_json::from_str(&text)
+        .map_err(|e| miette!("{} is neither a YAML spec nor a saved plan: {e}", path.display()))?;
+    if saved.saved_format != SavedPlan::FORMAT {
+        return Err(miette!(
+            "{} is a saved plan of format {}, this mcpctl reads format {}",
+            path.display(),
+            saved.saved_format,
+            SavedPlan::FORMAT
+        ));
+    }
+    Ok(Some(saved))
+}
+
+/// What changed since a saved plan was made, if anything.
+fn staleness(saved: &SavedPlan, p: &super::plan::Planned) -> Vec<String> {
+    let mut changed = Vec::new();
+    if saved.plan.source.revision != p.source.info.revision {
+        changed.push(format!("the source changed ({} -> {})", saved.plan.source.revision, p.source.info.revision));
+    }
+    if saved.state_serial != p.snapshot.serial {
+        changed.push(format!("the state changed (serial {} -> {})", saved.state_serial, p.snapshot.serial));
+    }
+    let now: std::collections::BTreeMap<_, _> =
+        p.desired.iter().map(|d| (d.name.clone(), d.canonical.hash.clone())).collect();
+    if saved.desired != now {
+        changed.push("a resolved spec changed (a secret value, or a runner image setting)".into());
+    }
+    let fp = p.observation.as_ref().map(crate::runtime::Observation::fingerprint);
+    if saved.observation.is_some() && saved.observation != fp {
+        changed.push("the runtime changed (containers started, stopped or restarted outside this plan)".into());
+    }
+    changed
+}
+
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let saved = saved_plan(&args.paths)?;
+    let paths: &[PathBuf] = saved.as_ref().map_or(&args.paths, |s| &s.paths);
+    let store = crate::state::Store::new(global.state_path());
+    // Lock before planning, so the plan we act on is not raced by another applier.
+    let _lock = store.lock_applier(&command_line())?;
+    let p = super::plan::make(global, paths, true, args.allow_empty).await?;
+    if let Some(saved) = &saved {
+        let changed = staleness(saved, &p);
+        if !changed.is_empty() {
+            return Err(miette!(
+                help = "run `mcpctl plan --out` again, review it, and apply the new plan",
+                "the saved plan is stale: {}",
+                changed.join("; ")
+            ));
+        }
+    }
+    let Some(rt) = &p.runtime else { return Err(miette!("no runtime was connected")) };
+    let ctx = Context {
+        servers: &p.servers,
+        secrets: &p.secrets,
+        desired: &p.desired,
+        source: &p.source.info,
+        command: "apply",
+    };
+    let opts = Options {
+        parallelism: args.parallelism,
+        wait: !args.no_wait,
+        timeout: args.timeout,
+        allow_empty: args.allow_empty,
+        ..Options::default()
+    };
+    let progress = Progress::new(args.output == Format::Text);
+    let report = apply::apply(rt, &p.store, &ctx, Some(p.plan.clone()), &opts, &|e| progress.event(e)).await?;
+    progress.finish();
+    let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
+    let snapshot = p.store.load()?;
+    match args.output {
+        Format::Json => {
+            let servers: serde_json::Map<String, serde_json::Value> = report
+                .servers
+                .iter()
+                .map(|(n, (r, w))| (n.clone(), serde_json::json!({"running": r, "wanted": w})))
+                .collect();
+            let out = serde_json::json!({
+                "format_version": "1",
+                "converged": report.converged,
+                "elapsed_ms": report.elapsed.as_millis() as u64,
+                "passes": report.passes,
+                "actions": report.actions,
+                "servers": servers,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
+        }
+        Format::Text => println!("{}", summary(&report, opts.wait)),
+    }
+    let ok = if opts.wait { report.converged } else { failed == 0 };
+    if !ok {
+        eprintln!("error: {}", not_converged(&report, &snapshot, opts.wait, args.timeout));
+        return Ok(Outcome::Failure);
+    }
+    Ok(Outcome::Success)
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let mut s = args.join(" ");
+    s.truncate(120);
+    s
+}
+
+fn summary(report: &Report, wait: bool) -> String {
+    let count = |k: ActionKind| report.actions.iter().filter(|d| d.action.kind == k && d.error.is_none()).count();
+    let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
+    let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+    let mut s = format!(
+        "Apply: {} started, {} replaced, {} removed, {} promoted, {} demoted, {} failed over",
+        count(ActionKind::Start),
+        count(ActionKind::Replace),
+        count(ActionKind::Remove),
+        count(ActionKind::Promote),
+        count(ActionKind::Demote),
+        count(ActionKind::Fail),
+    );
+    if failed > 0 {
+        s.push_str(&format!("; {failed} action(s) failed"));
+    }
+    s.push_str(&format!(". {running}/{wanted} instances RUNNING"));
+    if wait {
+        s.push_str(if report.converged { ", converged" } else { ", not converged" });
+    }
+    s.push_str(&format!(" in {:.1}s.", report.elapsed.as_secs_f64()));
+    s
+}
+
+fn not_converged(report: &Report, snapshot: &crate::state::Snapshot, wait: bool, timeout: Duration) -> String {
+    let mut parts = Vec::new();
+    for (name, (running, wanted)) in &report.servers {
+        if running == wanted {
+            continue;
+        }
+        let mut why = format!("{name} {running}/{wanted} RUNNING");
+        let now = crate::time::Timestamp::now();
+        if let Some(b) = snapshot.backoff.get(name).filter(|b| b.until > now) {
+            why.push_str(&format!(" (back-off {}: {})", short_duration(b.until.since(now)), b.reason));
+        } else if let Some(i) = snapshot.instances.values().find(|i| &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running) {
+            why.push_str(&format!(" ({}: {})", i.status.as_str(), i.reason));
+        }
+        parts.push(why);
+    }
+    let failures: Vec<String> = report
+        .actions
+        .iter()
+        .filter_map(|d| d.error.as_ref().map(|e| format!("{} {}: {e}", d.action.kind.as_str(), d.action.server)))
+        .collect();
+    let head = if wait { format!("not converged after {}", short_duration(timeout)) } else { "some actions failed".into() };
+    let mut all = parts;
+    all.extend(failures);
+    format!("{head}: {}", all.join("; "))
+}
+
+/// Progress: a spinner with a live line on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        let tty = super::use_color(&std::io::stderr());
+        let bar = (enabled && tty).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, enabled }
+    }
+
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn event(&self, e: Event) {
+        if !self.enabled {
+            return;
+        }
+        match e {
+            Event::Planned { pass, actions } if actions > 0 && pass > 1 => {
+                self.line(format!("pass {pass}: {actions} action(s)"));
+            }
+            Event::Planned { .. } => {}
+            Event::Started { action } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("{} {}", action.kind.as_str(), action.server));
+                }
+            }
+            Event::Finished { action, instance, error, elapsed } => {
+                let inst = instance.or(action.instance).map(|i| i.to_string()).unwrap_or_default();
+                let result = match error {
+                    None => format!("ok ({:.1}s)", elapsed.as_secs_f64()),
+                    Some(e) => format!("FAILED: {e}"),
+                };
+                self.line(format!("  {:<7} {} {inst}  {}  {result}", action.kind.as_str(), action.server, action.reason));
+            }
+            Event::Waiting { running, wanted } => match &self.bar {
+                Some(bar) => bar.set_message(format!("waiting: {running}/{wanted} RUNNING")),
+                None => {}
+            },
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+

@@ -1,0 +1,80 @@
+//! `mcpctl describe instance ID`: everything known about one instance.
+
+use super::{Global, Outcome};
+use crate::runtime::Runtime;
+use crate::state::Store;
+use crate::time::{Timestamp, short_duration};
+
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    Instance,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub what: What,
+    /// The instance id (a unique prefix is enough).
+    pub id: String,
+}
+
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let snapshot = Store::new(global.state_path()).load()?;
+    let inst = super::logs::find_instance(&snapshot, &args.id)?;
+    let now = Timestamp::now();
+    let mut out = String::new();
+    let field = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
+    field(&mut out, "Instance", &inst.id.to_string());
+    field(&mut out, "Server", &inst.server);
+    field(&mut out, "Status", &format!("{} for {}", inst.status.as_str(), short_duration(now.since(inst.transitioned_at))));
+    field(&mut out, "Reason", super::get::reason(inst, &snapshot, now).as_deref().unwrap_or("-"));
+    field(&mut out, "Endpoint", if inst.endpoint.is_empty() { "-" } else { &inst.endpoint });
+    field(&mut out, "Handle", if inst.handle.is_empty() { "- (no container)" } else { &inst.handle });
+    field(&mut out, "Spec hash", &inst.spec_hash.to_string());
+    field(&mut out, "Created", &format!("{} ({} ago)", inst.created_at.rfc3339(), short_duration(now.since(inst.created_at))));
+    field(&mut out, "Restarts", &inst.restarts.to_string());
+    if !inst.handle.is_empty() {
+        // The container's own view, when the runtime answers; the state alone is still worth showing.
+        let container = match super::connect::runtime(global).await {
+            Ok(rt) => container_state(&rt, inst).await,
+            Err(e) => format!("unknown ({e})"),
+        };
+        field(&mut out, "Container", &container);
+    }
+    out.push_str("History:\n");
+    for t in &inst.history {
+        out.push_str(&format!("  {}  {:<8}  {}\n", t.at.rfc3339(), t.status.as_str(), t.reason));
+    }
+    print!("{out}");
+    Ok(Outcome::Success)
+}
+
+async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::state::Instance) -> String {
+    let mut unit = crate::runtime::Unit {
+        instance: inst.id.clone(),
+        server: inst.server.clone(),
+        spec_hash: inst.spec_hash.clone(),
+        handle: inst.handle.clone(),
+        state: crate::runtime::UnitState::Created,
+        restarts: 0,
+        exit_code: None,
+        last_log: None,
+        endpoint: None,
+        started_at: None,
+    };
+    match rt.inspect(&mut unit).await {
+        Ok(true) => {
+            let mut s = format!("{}, restarts {}", unit.state.describe(), unit.restarts);
+            if let Some(c) = unit.exit_code {
+                s.push_str(&format!(", last exit {c}"));
+            }
+            if let Some(l) = unit.last_log {
+                s.push_str(&format!(", last log: {l}"));
+            }
+            s
+        }
+        Ok(false) => "not found".into(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
