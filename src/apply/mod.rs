@@ -177,8 +177,13 @@ pub async fn apply<R: Runtime + Sync>(
         if started.elapsed() >= opts.timeout {
             break;
         }
-        // The pace of a control loop, not synchronisation: each pass re-reads the world.
-        tokio::time::sleep(opts.poll.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+        // After a pass that acted without errors, look again at once: the
+        // next pass is usually the empty one that confirms convergence.
+        // Otherwise pause, at a control loop's pace; each pass re-reads the world.
+        let clean = !plan.is_empty() && report.actions.iter().rev().take(plan.actions.len()).all(|d| d.error.is_none());
+        if !clean {
+            tokio::time::sleep(opts.poll.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+        }
     }
     report.elapsed = started.elapsed();
     Ok(report)

@@ -154,53 +154,70 @@ fn command_line() -> String {
 }
 
 fn summary(report: &Report, wait: bool) -> String {
-    let count = |k: ActionKind| report.actions.iter().filter(|d| d.action.kind == k && d.error.is_none()).count();
+    let mut parts: Vec<String> = [
+        (ActionKind::Start, "started"),
+        (ActionKind::Replace, "replaced"),
+        (ActionKind::Remove, "removed"),
+        (ActionKind::Promote, "promoted"),
+        (ActionKind::Demote, "demoted"),
+        (ActionKind::Fail, "marked failed"),
+        (ActionKind::Adopt, "adopted"),
+    ]
+    .into_iter()
+    .filter_map(|(k, what)| {
+        let n = report.actions.iter().filter(|d| d.action.kind == k && d.error.is_none()).count();
+        (n > 0).then(|| format!("{n} {what}"))
+    })
+    .collect();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
-    let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
-    let mut s = format!(
-        "Apply: {} started, {} replaced, {} removed, {} promoted, {} demoted, {} failed over",
-        count(ActionKind::Start),
-        count(ActionKind::Replace),
-        count(ActionKind::Remove),
-        count(ActionKind::Promote),
-        count(ActionKind::Demote),
-        count(ActionKind::Fail),
-    );
     if failed > 0 {
-        s.push_str(&format!("; {failed} action(s) failed"));
+        parts.push(format!("{failed} failed"));
     }
-    s.push_str(&format!(". {running}/{wanted} instances RUNNING"));
-    if wait {
-        s.push_str(if report.converged { ", converged" } else { ", not converged" });
+    if parts.is_empty() {
+        parts.push("no changes".into());
     }
-    s.push_str(&format!(" in {:.1}s.", report.elapsed.as_secs_f64()));
-    s
+    let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+    let state = match (wait, report.converged) {
+        (false, _) => "",
+        (true, true) => ", converged",
+        (true, false) => ", not converged",
+    };
+    format!(
+        "Apply: {}. {running}/{wanted} instances RUNNING{state} in {:.1}s.",
+        parts.join(", "),
+        report.elapsed.as_secs_f64()
+    )
 }
 
 fn not_converged(report: &Report, snapshot: &crate::state::Snapshot, wait: bool, timeout: Duration) -> String {
+    let now = crate::time::Timestamp::now();
     let mut parts = Vec::new();
     for (name, (running, wanted)) in &report.servers {
         if running == wanted {
             continue;
         }
         let mut why = format!("{name} {running}/{wanted} RUNNING");
-        let now = crate::time::Timestamp::now();
         if let Some(b) = snapshot.backoff.get(name).filter(|b| b.until > now) {
             why.push_str(&format!(" (back-off {}: {})", short_duration(b.until.since(now)), b.reason));
-        } else if let Some(i) = snapshot.instances.values().find(|i| &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running) {
+        } else if let Some(i) = snapshot
+            .instances
+            .values()
+            .find(|i| &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running)
+        {
             why.push_str(&format!(" ({}: {})", i.status.as_str(), i.reason));
         }
         parts.push(why);
     }
-    let failures: Vec<String> = report
-        .actions
-        .iter()
-        .filter_map(|d| d.error.as_ref().map(|e| format!("{} {}: {e}", d.action.kind.as_str(), d.action.server)))
-        .collect();
+    if parts.is_empty() {
+        // Every server is whole; only individual actions went wrong.
+        parts = report
+            .actions
+            .iter()
+            .filter_map(|d| d.error.as_ref().map(|e| format!("{} {}: {e}", d.action.kind.as_str(), d.action.server)))
+            .collect();
+    }
     let head = if wait { format!("not converged after {}", short_duration(timeout)) } else { "some actions failed".into() };
-    let mut all = parts;
-    all.extend(failures);
-    format!("{head}: {}", all.join("; "))
+    format!("{head}: {}", parts.join("; "))
 }
 
 /// Progress: a spinner with a live line on a terminal, plain lines otherwise.

@@ -145,14 +145,14 @@ impl DockerRuntime {
             match progress {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::Operation { op: "pull", instance: instance.to_owned(), message: detail });
+                        return Err(RuntimeError::Operation { op: "pull", instance: image.to_owned(), message: detail });
                     }
                 }
                 Err(e) => {
                     return Err(RuntimeError::Operation {
                         op: "pull",
-                        instance: instance.to_owned(),
-                        message: format!("{image}: {}", engine_message(&e)),
+                        instance: image.to_owned(),
+                        message: engine_message(&e),
                     });
                 }
             }

@@ -41,7 +41,9 @@ pub struct Snapshot {
 pub enum SourceError {
     /// A path given on the command line does not exist.
     #[error("source path {path} does not exist")]
-    #[diagnostic(help("check the path; mcpctl reads *.yaml and *.yml files from files or directories"))]
+    #[diagnostic(help(
+        "check the path; mcpctl reads *.yaml and *.yml files from files or directories"
+    ))]
     NotFound { path: PathBuf },
     /// Reading a file or directory failed.
     #[error("cannot read {path}")]
