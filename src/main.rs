@@ -8,6 +8,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = mcpctl::cli::Cli::parse();
     let color = mcpctl::cli::use_color(&std::io::stderr());
+    // Wrapped lines help on a terminal; in logs and CI they split paths in two.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MCPCTL_LOG").unwrap_or_else(|_| "warn".into()),
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
                 .color(color)
                 .unicode(color)
                 .terminal_links(false)
+                .wrap_lines(tty)
                 .build(),
         )
     }));

@@ -1,0 +1,318 @@
+//! The CLI as users run it: the built binary, its exit codes, stdout and
+//! stderr, snapshotted through one helper so each test reads like a spec.
+//! Nothing here needs a container runtime: plans use `--refresh=false`.
+
+use mcpctl::plan::Desired;
+use mcpctl::secrets::Resolver;
+use mcpctl::source::dir;
+use mcpctl::state::{Instance, InstanceId, Status, Store};
+use mcpctl::time::Timestamp;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A temporary workspace: spec files, a state file, a secrets dir.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+        self
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path().join("state/state.redb")
+    }
+
+    /// Runs mcpctl in the workspace with a clean, colourless environment.
+    fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+            .args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .env("MCPCTL_STATE", self.state())
+            .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
+            .env("COLUMNS", "100")
+            .output()
+            .expect("run mcpctl");
+        let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&self.path().display().to_string(), "[TMP]");
+        Run { code: out.status.code().unwrap_or(-1), stdout: clean(&out.stdout), stderr: clean(&out.stderr) }
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit: {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+const GITHUB: &str = "apiVersion: mcpctl.io/v1
+kind: McpServer
+metadata: {name: github}
+spec:
+  replicas: 2
+  image: ghcr.io/github/github-mcp-server:v0.20.1
+  transport: streamable-http
+  port: 8080
+  env:
+    LOG_LEVEL: info
+    TOKEN:
+      secretRef: {name: github, key: token}
+";
+
+const FETCH: &str = "apiVersion: mcpctl.io/v1
+kind: McpServer
+metadata: {name: fetch}
+spec:
+  package: {name: mcp-server-fetch, runtime: python, version: \"2025.4.7\"}
+";
+
+fn fleet() -> Env {
+    let env = Env::new();
+    env.file("fleet/github.yaml", GITHUB)
+        .file("fleet/tools/fetch.yaml", FETCH)
+        .file("fleet/README.md", "not a spec")
+        .file("secrets/github/token", "s3cr3t-value\n");
+    env
+}
+
+/// Records instances as if an apply had converged the fleet, using the same
+/// hashing the binary uses.
+fn converge_state(env: &Env) {
+    let src = dir::read(&[env.path().join("fleet")]).expect("read");
+    let servers = mcpctl::spec::load(&src.files).expect("valid");
+    let secrets = Resolver::new(Some(env.path().join("secrets"))).resolve(&servers).expect("secrets");
+    let store = Store::new(env.state());
+    let key = store.digest_key().expect("key");
+    let desired = Desired::from_servers(&servers, &secrets.digests(&key));
+    store
+        .update(|tx| {
+            for (n, d) in desired.iter().enumerate() {
+                tx.put_server(
+                    &d.name,
+                    &mcpctl::state::AppliedSpec {
+                        hash: d.canonical.hash.clone(),
+                        canonical: d.canonical.yaml.clone(),
+                        replicas: d.replicas,
+                        applied_at: Timestamp(0),
+                    },
+                )?;
+                for r in 0..d.replicas {
+                    let id = InstanceId(format!("01test{n}{r}"));
+                    tx.put_instance(&Instance {
+                        id: id.clone(),
+                        server: d.name.clone(),
+                        status: Status::Running,
+                        handle: format!("c-{id}"),
+                        endpoint: "stdio".into(),
+                        spec_hash: d.canonical.hash.clone(),
+                        created_at: Timestamp(0),
+                        transitioned_at: Timestamp(0),
+                        restarts: 0,
+                        reason: String::new(),
+                        history: vec![],
+                    })?;
+                }
+            }
+            Ok(())
+        })
+        .expect("update");
+}
+
+#[test]
+fn validate_accepts_a_valid_fleet_and_ignores_other_files() {
+    let env = fleet();
+    let r = env.run(&["validate", "fleet"]);
+    assert_eq!(r.code, 0, "{r}");
+    insta::assert_snapshot!(r.to_string());
+}
+
+#[test]
+fn validate_rejects_an_invalid_file_with_its_location() {
+    let env = fleet();
+    env.file("fleet/bad.yaml", "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: bad}\nspec:\n  image: x\n  replica: 2\n");
+    let r = env.run(&["validate", "fleet"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("fleet/bad.yaml:6:3"), "{r}");
+    insta::assert_snapshot!(r.to_string());
+}
+
+#[test]
+fn plan_of_a_new_fleet_starts_everything() {
+    let env = fleet();
+    let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(!r.stdout.contains("s3cr3t"), "secret leaked: {r}");
+    insta::assert_snapshot!(r.to_string());
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let env = fleet();
+    let r = env.run(&["plan", "fleet", "--refresh=false", "-o", "json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["format_version"], "1");
+    assert_eq!(v["source"]["kind"], "dir");
+    assert!(v["source"]["revision"].as_str().is_some_and(|s| s.starts_with("sha256:")));
+    assert_eq!(v["summary"]["start"], 3);
+    assert_eq!(v["actions"][0]["action"], "start");
+    assert!(v["actions"][0]["instance"].is_null());
+    for key in ["start", "remove", "replace", "promote", "demote", "fail", "adopt", "unchanged"] {
+        assert!(v["summary"][key].is_number(), "summary.{key} missing");
+    }
+}
+
+#[test]
+fn detailed_exitcode_is_2_with_changes_and_0_without() {
+    let env = fleet();
+    let r = env.run(&["plan", "fleet", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{r}");
+    converge_state(&env);
+    let r = env.run(&["plan", "fleet", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{r}");
+    insta::assert_snapshot!(r.to_string());
+}
+
+#[test]
+fn a_rotated_secret_replaces_with_a_sensitive_diff() {
+    let env = fleet();
+    converge_state(&env);
+    env.file("secrets/github/token", "rotated-value\n");
+    let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(!r.stdout.contains("rotated-value") && !r.stdout.contains("s3cr3t"), "secret leaked: {r}");
+    // The digest is keyed by a random per-state key, so mask it.
+    let masked = regex_lite_mask(&r.to_string());
+    insta::assert_snapshot!(masked);
+}
+
+/// Replaces `(sensitive <16 hex>)` digests with a placeholder.
+fn regex_lite_mask(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("(sensitive ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "(sensitive ".len()..];
+        let end = after.find(')').unwrap_or(after.len());
+        out.push_str("(sensitive [DIGEST])");
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn a_missing_secret_refuses_the_plan_naming_server_var_and_secret() {
+    let env = fleet();
+    std::fs::remove_file(env.path().join("secrets/github/token")).expect("rm");
+    let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 1, "{r}");
+    for needle in ["server github", "env TOKEN", "secret github/token", "MCPCTL_SECRET_GITHUB_TOKEN"] {
+        assert!(r.stderr.contains(needle), "missing {needle:?}: {r}");
+    }
+    insta::assert_snapshot!(r.to_string());
+}
+
+#[test]
+fn an_invalid_document_anywhere_refuses_the_whole_plan() {
+    let env = fleet();
+    converge_state(&env);
+    env.file("fleet/broken.yaml", "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: Broken}\nspec: {image: x}\n");
+    std::fs::remove_file(env.path().join("fleet/tools/fetch.yaml")).expect("rm");
+    let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.is_empty(), "no plan may be printed: {r}");
+    assert!(r.stderr.contains("fleet/broken.yaml:3"), "{r}");
+}
+
+#[test]
+fn an_empty_source_facing_a_fleet_is_refused_unless_allowed() {
+    let env = fleet();
+    converge_state(&env);
+    env.file("empty/.keep.yaml", "# nothing here\n");
+    let r = env.run(&["plan", "empty", "--refresh=false"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("--allow-empty"), "{r}");
+    insta::assert_snapshot!(r.to_string());
+    let r = env.run(&["plan", "empty", "--refresh=false", "--allow-empty"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("Plan: 3 to remove."), "{r}");
+}
+
+#[test]
+fn out_saves_a_plan_with_what_it_was_made_from() {
+    let env = fleet();
+    let r = env.run(&["plan", "fleet", "--refresh=false", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let saved: mcpctl::plan::SavedPlan =
+        serde_json::from_str(&std::fs::read_to_string(env.path().join("plan.json")).expect("saved")).expect("parses");
+    assert_eq!(saved.saved_format, "1");
+    assert_eq!(saved.observation, None);
+    assert_eq!(saved.plan.actions.len(), 3);
+    assert_eq!(saved.desired.len(), 2);
+    let text = std::fs::read_to_string(env.path().join("plan.json")).expect("saved");
+    assert!(!text.contains("s3cr3t"), "secret in saved plan");
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let env = Env::new();
+    let r = env.run(&["schema"]);
+    assert_eq!(r.code, 0, "{r}");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/mcpserver.schema.json"))
+        .expect("committed schema");
+    let a: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let b: serde_json::Value = serde_json::from_str(&committed).expect("json");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn global_flags_work_after_the_subcommand() {
+    let env = fleet();
+    let other = env.path().join("other.redb");
+    let r = env.run(&["plan", "fleet", "--refresh=false", "--state", other.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(other.exists(), "the --state given after the subcommand was not used");
+}
+
+#[test]
+fn every_help_has_an_example() {
+    let env = Env::new();
+    for cmd in [&["--help"][..], &["validate", "--help"], &["plan", "--help"], &["schema", "--help"], &["apply", "--help"], &["get", "--help"], &["describe", "--help"], &["logs", "--help"]] {
+        let r = env.run(cmd);
+        assert_eq!(r.code, 0, "{cmd:?}: {r}");
+        assert!(r.stdout.contains("Examples:"), "{cmd:?} has no example:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn state_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = fleet();
+    let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 0, "{r}");
+    let mode = std::fs::metadata(env.state()).expect("state exists").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let bytes = std::fs::read(env.state()).expect("read state");
+    assert!(!bytes.windows(12).any(|w| w == b"s3cr3t-value"), "secret stored in the state");
+}
