@@ -31,7 +31,9 @@ pub async fn readiness(target: Target<'_>, now: Timestamp) -> Probe {
                 Some(at) if now.since(at) >= SETTLE => {
                     Probe::Ready(format!("running for {}", short_duration(now.since(at))))
                 }
-                Some(at) => Probe::NotReady(format!("up for only {} ms", now.since(at).as_millis())),
+                Some(at) => {
+                    Probe::NotReady(format!("up for only {} ms", now.since(at).as_millis()))
+                }
             }
         }
     }

@@ -17,7 +17,9 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Env { dir: tempfile::tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -48,8 +50,14 @@ impl Env {
             .env("COLUMNS", "100")
             .output()
             .expect("run mcpctl");
-        let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&self.path().display().to_string(), "[TMP]");
-        Run { code: out.status.code().unwrap_or(-1), stdout: clean(&out.stdout), stderr: clean(&out.stderr) }
+        let clean = |b: &[u8]| {
+            String::from_utf8_lossy(b).replace(&self.path().display().to_string(), "[TMP]")
+        };
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: clean(&out.stdout),
+            stderr: clean(&out.stderr),
+        }
     }
 }
 
@@ -61,7 +69,11 @@ struct Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit: {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -100,7 +112,9 @@ fn fleet() -> Env {
 fn converge_state(env: &Env) {
     let src = dir::read(&[env.path().join("fleet")]).expect("read");
     let servers = mcpctl::spec::load(&src.files).expect("valid");
-    let secrets = Resolver::new(Some(env.path().join("secrets"))).resolve(&servers).expect("secrets");
+    let secrets = Resolver::new(Some(env.path().join("secrets")))
+        .resolve(&servers)
+        .expect("secrets");
     let store = Store::new(env.state());
     let key = store.digest_key().expect("key");
     let desired = Desired::from_servers(&servers, &secrets.digests(&key));
@@ -173,11 +187,24 @@ fn plan_json_has_the_documented_shape() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["format_version"], "1");
     assert_eq!(v["source"]["kind"], "dir");
-    assert!(v["source"]["revision"].as_str().is_some_and(|s| s.starts_with("sha256:")));
+    assert!(
+        v["source"]["revision"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:"))
+    );
     assert_eq!(v["summary"]["start"], 3);
     assert_eq!(v["actions"][0]["action"], "start");
     assert!(v["actions"][0]["instance"].is_null());
-    for key in ["start", "remove", "replace", "promote", "demote", "fail", "adopt", "unchanged"] {
+    for key in [
+        "start",
+        "remove",
+        "replace",
+        "promote",
+        "demote",
+        "fail",
+        "adopt",
+        "unchanged",
+    ] {
         assert!(v["summary"][key].is_number(), "summary.{key} missing");
     }
 }
@@ -200,7 +227,10 @@ fn a_rotated_secret_replaces_with_a_sensitive_diff() {
     env.file("secrets/github/token", "rotated-value\n");
     let r = env.run(&["plan", "fleet", "--refresh=false"]);
     assert_eq!(r.code, 0, "{r}");
-    assert!(!r.stdout.contains("rotated-value") && !r.stdout.contains("s3cr3t"), "secret leaked: {r}");
+    assert!(
+        !r.stdout.contains("rotated-value") && !r.stdout.contains("s3cr3t"),
+        "secret leaked: {r}"
+    );
     // The digest is keyed by a random per-state key, so mask it.
     let masked = regex_lite_mask(&r.to_string());
     insta::assert_snapshot!(masked);
@@ -227,7 +257,12 @@ fn a_missing_secret_refuses_the_plan_naming_server_var_and_secret() {
     std::fs::remove_file(env.path().join("secrets/github/token")).expect("rm");
     let r = env.run(&["plan", "fleet", "--refresh=false"]);
     assert_eq!(r.code, 1, "{r}");
-    for needle in ["server github", "env TOKEN", "secret github/token", "MCPCTL_SECRET_GITHUB_TOKEN"] {
+    for needle in [
+        "server github",
+        "env TOKEN",
+        "secret github/token",
+        "MCPCTL_SECRET_GITHUB_TOKEN",
+    ] {
         assert!(r.stderr.contains(needle), "missing {needle:?}: {r}");
     }
     insta::assert_snapshot!(r.to_string());
@@ -237,7 +272,10 @@ fn a_missing_secret_refuses_the_plan_naming_server_var_and_secret() {
 fn an_invalid_document_anywhere_refuses_the_whole_plan() {
     let env = fleet();
     converge_state(&env);
-    env.file("fleet/broken.yaml", "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: Broken}\nspec: {image: x}\n");
+    env.file(
+        "fleet/broken.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: Broken}\nspec: {image: x}\n",
+    );
     std::fs::remove_file(env.path().join("fleet/tools/fetch.yaml")).expect("rm");
     let r = env.run(&["plan", "fleet", "--refresh=false"]);
     assert_eq!(r.code, 1, "{r}");
@@ -264,8 +302,10 @@ fn out_saves_a_plan_with_what_it_was_made_from() {
     let env = fleet();
     let r = env.run(&["plan", "fleet", "--refresh=false", "--out", "plan.json"]);
     assert_eq!(r.code, 0, "{r}");
-    let saved: mcpctl::plan::SavedPlan =
-        serde_json::from_str(&std::fs::read_to_string(env.path().join("plan.json")).expect("saved")).expect("parses");
+    let saved: mcpctl::plan::SavedPlan = serde_json::from_str(
+        &std::fs::read_to_string(env.path().join("plan.json")).expect("saved"),
+    )
+    .expect("parses");
     assert_eq!(saved.saved_format, "1");
     assert_eq!(saved.observation, None);
     assert_eq!(saved.plan.actions.len(), 3);
@@ -279,8 +319,11 @@ fn schema_prints_the_committed_schema() {
     let env = Env::new();
     let r = env.run(&["schema"]);
     assert_eq!(r.code, 0, "{r}");
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/mcpserver.schema.json"))
-        .expect("committed schema");
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/mcpserver.schema.json"
+    ))
+    .expect("committed schema");
     let a: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     let b: serde_json::Value = serde_json::from_str(&committed).expect("json");
     assert_eq!(a, b);
@@ -290,18 +333,40 @@ fn schema_prints_the_committed_schema() {
 fn global_flags_work_after_the_subcommand() {
     let env = fleet();
     let other = env.path().join("other.redb");
-    let r = env.run(&["plan", "fleet", "--refresh=false", "--state", other.to_str().expect("utf8")]);
+    let r = env.run(&[
+        "plan",
+        "fleet",
+        "--refresh=false",
+        "--state",
+        other.to_str().expect("utf8"),
+    ]);
     assert_eq!(r.code, 0, "{r}");
-    assert!(other.exists(), "the --state given after the subcommand was not used");
+    assert!(
+        other.exists(),
+        "the --state given after the subcommand was not used"
+    );
 }
 
 #[test]
 fn every_help_has_an_example() {
     let env = Env::new();
-    for cmd in [&["--help"][..], &["validate", "--help"], &["plan", "--help"], &["schema", "--help"], &["apply", "--help"], &["get", "--help"], &["describe", "--help"], &["logs", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["validate", "--help"],
+        &["plan", "--help"],
+        &["schema", "--help"],
+        &["apply", "--help"],
+        &["get", "--help"],
+        &["describe", "--help"],
+        &["logs", "--help"],
+    ] {
         let r = env.run(cmd);
         assert_eq!(r.code, 0, "{cmd:?}: {r}");
-        assert!(r.stdout.contains("Examples:"), "{cmd:?} has no example:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains("Examples:"),
+            "{cmd:?} has no example:\n{}",
+            r.stdout
+        );
     }
 }
 
@@ -311,8 +376,14 @@ fn state_file_is_private() {
     let env = fleet();
     let r = env.run(&["plan", "fleet", "--refresh=false"]);
     assert_eq!(r.code, 0, "{r}");
-    let mode = std::fs::metadata(env.state()).expect("state exists").permissions().mode();
+    let mode = std::fs::metadata(env.state())
+        .expect("state exists")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let bytes = std::fs::read(env.state()).expect("read state");
-    assert!(!bytes.windows(12).any(|w| w == b"s3cr3t-value"), "secret stored in the state");
+    assert!(
+        !bytes.windows(12).any(|w| w == b"s3cr3t-value"),
+        "secret stored in the state"
+    );
 }

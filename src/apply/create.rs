@@ -15,21 +15,35 @@ pub fn runner_image(runtime: PackageRuntime) -> String {
         PackageRuntime::Node => ("MCPCTL_NODE_RUNNER_IMAGE", NODE_RUNNER),
         PackageRuntime::Python => ("MCPCTL_PYTHON_RUNNER_IMAGE", PYTHON_RUNNER),
     };
-    std::env::var(var).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
-pub fn request(server: &Server, hash: &SpecHash, id: &InstanceId, secrets: &Secrets) -> CreateRequest {
+pub fn request(
+    server: &Server,
+    hash: &SpecHash,
+    id: &InstanceId,
+    secrets: &Secrets,
+) -> CreateRequest {
     let spec = &server.spec;
     let (image, command) = match &spec.workload {
         Workload::Image(image) => (image.clone(), spec.command.clone()),
         Workload::Package(p) => {
             let mut cmd = match p.runtime {
                 PackageRuntime::Node => {
-                    let pkg = p.version.as_ref().map_or(p.name.clone(), |v| format!("{}@{v}", p.name));
+                    let pkg = p
+                        .version
+                        .as_ref()
+                        .map_or(p.name.clone(), |v| format!("{}@{v}", p.name));
                     vec!["npx".to_owned(), "-y".to_owned(), pkg]
                 }
                 PackageRuntime::Python => {
-                    let pkg = p.version.as_ref().map_or(p.name.clone(), |v| format!("{}=={v}", p.name));
+                    let pkg = p
+                        .version
+                        .as_ref()
+                        .map_or(p.name.clone(), |v| format!("{}=={v}", p.name));
                     vec!["uvx".to_owned(), pkg]
                 }
             };

@@ -22,7 +22,8 @@ use crate::secrets::Secrets;
 use crate::source::SourceInfo;
 use crate::spec::Server;
 use crate::state::{
-    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot, StateError, Status, Store,
+    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
+    StateError, Status, Store,
 };
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
@@ -69,11 +70,24 @@ impl Default for Options {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A pass planned these actions.
-    Planned { pass: usize, actions: usize },
-    Started { action: Action },
-    Finished { action: Action, instance: Option<InstanceId>, error: Option<String>, elapsed: Duration },
+    Planned {
+        pass: usize,
+        actions: usize,
+    },
+    Started {
+        action: Action,
+    },
+    Finished {
+        action: Action,
+        instance: Option<InstanceId>,
+        error: Option<String>,
+        elapsed: Duration,
+    },
     /// Waiting for convergence: RUNNING instances out of wanted.
-    Waiting { running: usize, wanted: usize },
+    Waiting {
+        running: usize,
+        wanted: usize,
+    },
 }
 
 /// The result of an apply.
@@ -119,7 +133,10 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn update<T>(&self, f: impl FnOnce(&mut crate::state::Txn<'_>) -> Result<T, StateError>) -> Result<T, StateError> {
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut crate::state::Txn<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.store.update(f)
     }
@@ -141,7 +158,10 @@ pub async fn apply<R: Runtime + Sync>(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, ApplyError> {
     let started = Instant::now();
-    let rec = Recorder { store, lock: Mutex::new(()) };
+    let rec = Recorder {
+        store,
+        lock: Mutex::new(()),
+    };
     let sem = Semaphore::new(opts.parallelism.max(1));
     let mut report = Report::default();
     let mut first = first;
@@ -160,7 +180,10 @@ pub async fn apply<R: Runtime + Sync>(
                 allow_empty: opts.allow_empty,
             })?,
         };
-        on_event(Event::Planned { pass: report.passes, actions: plan.actions.len() });
+        on_event(Event::Planned {
+            pass: report.passes,
+            actions: plan.actions.len(),
+        });
         let done = execute(rt, &rec, &sem, ctx, &plan, &snapshot, &obs, on_event).await?;
         report.actions.extend(done);
         if report.passes == 1 {
@@ -168,11 +191,18 @@ pub async fn apply<R: Runtime + Sync>(
         }
         let snapshot = rec.load()?;
         report.servers = tally(ctx.desired, &snapshot);
-        report.converged = plan.is_empty() && report.servers.values().all(|(running, wanted)| running == wanted);
+        report.converged = plan.is_empty()
+            && report
+                .servers
+                .values()
+                .all(|(running, wanted)| running == wanted);
         if !opts.wait || report.converged {
             break;
         }
-        let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+        let (running, wanted) = report
+            .servers
+            .values()
+            .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
         on_event(Event::Waiting { running, wanted });
         if started.elapsed() >= opts.timeout {
             break;
@@ -180,9 +210,19 @@ pub async fn apply<R: Runtime + Sync>(
         // After a pass that acted without errors, look again at once: the
         // next pass is usually the empty one that confirms convergence.
         // Otherwise pause, at a control loop's pace; each pass re-reads the world.
-        let clean = !plan.is_empty() && report.actions.iter().rev().take(plan.actions.len()).all(|d| d.error.is_none());
+        let clean = !plan.is_empty()
+            && report
+                .actions
+                .iter()
+                .rev()
+                .take(plan.actions.len())
+                .all(|d| d.error.is_none());
         if !clean {
-            tokio::time::sleep(opts.poll.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+            tokio::time::sleep(
+                opts.poll
+                    .min(opts.timeout.saturating_sub(started.elapsed())),
+            )
+            .await;
         }
     }
     report.elapsed = started.elapsed();
@@ -193,10 +233,25 @@ pub async fn apply<R: Runtime + Sync>(
 pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usize, usize)> {
     let mut out: BTreeMap<String, (usize, usize)> = desired
         .iter()
-        .map(|d| (d.name.clone(), (0, if d.external { d.replicas.min(1) as usize } else { d.replicas as usize })))
+        .map(|d| {
+            (
+                d.name.clone(),
+                (
+                    0,
+                    if d.external {
+                        d.replicas.min(1) as usize
+                    } else {
+                        d.replicas as usize
+                    },
+                ),
+            )
+        })
         .collect();
     for i in snapshot.instances.values() {
-        if let (Some(entry), Some(d)) = (out.get_mut(&i.server), desired.iter().find(|d| d.name == i.server)) {
+        if let (Some(entry), Some(d)) = (
+            out.get_mut(&i.server),
+            desired.iter().find(|d| d.name == i.server),
+        ) {
             if i.status == Status::Running && i.spec_hash == d.canonical.hash {
                 entry.0 += 1;
             }
@@ -217,7 +272,10 @@ async fn drop_stale_intents<R: Runtime>(rt: &R, rec: &Recorder<'_>) -> Result<()
         .intents
         .values()
         .filter(|i| i.op == IntentOp::Create)
-        .filter(|i| !snapshot.instances.contains_key(&i.instance) && !units.iter().any(|u| u.instance == i.instance))
+        .filter(|i| {
+            !snapshot.instances.contains_key(&i.instance)
+                && !units.iter().any(|u| u.instance == i.instance)
+        })
         .map(|i| i.instance.clone())
         .collect();
     if !stale.is_empty() {
@@ -226,7 +284,12 @@ async fn drop_stale_intents<R: Runtime>(rt: &R, rec: &Recorder<'_>) -> Result<()
     Ok(())
 }
 
-fn record_applied(rec: &Recorder<'_>, ctx: &Context<'_>, actions: usize, started: Instant) -> Result<(), StateError> {
+fn record_applied(
+    rec: &Recorder<'_>,
+    ctx: &Context<'_>,
+    actions: usize,
+    started: Instant,
+) -> Result<(), StateError> {
     let now = Timestamp::now();
     rec.update(|tx| {
         for d in ctx.desired {
@@ -279,7 +342,15 @@ async fn execute<R: Runtime + Sync>(
     for a in &plan.actions {
         by_server.entry(a.server.as_str()).or_default().push(a);
     }
-    let exec = Exec { rt, rec, sem, ctx, snapshot, obs, on_event };
+    let exec = Exec {
+        rt,
+        rec,
+        sem,
+        ctx,
+        snapshot,
+        obs,
+        on_event,
+    };
     let per_server = by_server.into_values().map(|actions| exec.server(actions));
     let results = futures_util::future::join_all(per_server).await;
     let mut done = Vec::new();
@@ -305,11 +376,19 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     /// error is recorded on its action and the rest carry on.
     async fn server(&self, actions: Vec<&Action>) -> Result<Vec<Done>, ApplyError> {
         let mut done = Vec::new();
-        for a in actions.iter().filter(|a| matches!(a.kind, ActionKind::Adopt | ActionKind::Promote | ActionKind::Demote | ActionKind::Fail)) {
+        for a in actions.iter().filter(|a| {
+            matches!(
+                a.kind,
+                ActionKind::Adopt | ActionKind::Promote | ActionKind::Demote | ActionKind::Fail
+            )
+        }) {
             done.push(self.timed(a, self.status(a)).await?);
         }
         for kind in [ActionKind::Remove, ActionKind::Start] {
-            let batch = actions.iter().filter(|a| a.kind == kind).map(|a| self.timed(a, self.one(a)));
+            let batch = actions
+                .iter()
+                .filter(|a| a.kind == kind)
+                .map(|a| self.timed(a, self.one(a)));
             for r in futures_util::future::join_all(batch).await {
                 done.push(r?);
             }
@@ -333,8 +412,18 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             Err(e) => (None, Some(e)),
         };
         let elapsed = t.elapsed();
-        (self.on_event)(Event::Finished { action: a.clone(), instance: created.clone(), error: error.clone(), elapsed });
-        Ok(Done { action: a.clone(), created, error, elapsed_ms: elapsed.as_millis() as u64 })
+        (self.on_event)(Event::Finished {
+            action: a.clone(),
+            instance: created.clone(),
+            error: error.clone(),
+            elapsed,
+        });
+        Ok(Done {
+            action: a.clone(),
+            created,
+            error,
+            elapsed_ms: elapsed.as_millis() as u64,
+        })
     }
 
     async fn one(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
@@ -346,11 +435,15 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
 
     /// Status changes touch only the state.
     async fn status(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
-        let Some(id) = &a.instance else { return Ok(Ok(None)) };
+        let Some(id) = &a.instance else {
+            return Ok(Ok(None));
+        };
         let now = Timestamp::now();
         let unit = self.obs.units.get(id);
         if a.kind == ActionKind::Adopt {
-            let Some(unit) = unit else { return Ok(Err("unit vanished before adoption".into())) };
+            let Some(unit) = unit else {
+                return Ok(Err("unit vanished before adoption".into()));
+            };
             let inst = Instance {
                 id: id.clone(),
                 server: unit.server.clone(),
@@ -384,9 +477,21 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         if let Some(u) = unit {
             inst.restarts = u.restarts;
         }
-        let backoff = (status == Status::Error).then(|| {
-            let failures = self.snapshot.backoff.get(&a.server).map_or(0, |b| b.failures) + 1;
-            Backoff { failures, until: now.add(backoff_delay(failures)), reason: a.reason.clone() }
+        // Only a crash starts a back-off; a unit removed out of band is
+        // replaced at once (the plan already holds the replacement).
+        let crashed = unit.is_some() || inst.handle.is_empty();
+        let backoff = (status == Status::Error && crashed).then(|| {
+            let failures = self
+                .snapshot
+                .backoff
+                .get(&a.server)
+                .map_or(0, |b| b.failures)
+                + 1;
+            Backoff {
+                failures,
+                until: now.add(backoff_delay(failures)),
+                reason: a.reason.clone(),
+            }
         });
         self.rec.update(|tx| {
             tx.put_instance(&inst)?;
@@ -401,10 +506,16 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     }
 
     async fn remove(&self, a: &Action) -> Result<Result<(), String>, StateError> {
-        let Some(id) = &a.instance else { return Ok(Ok(())) };
+        let Some(id) = &a.instance else {
+            return Ok(Ok(()));
+        };
         let known = self.snapshot.instances.get(id);
-        let handle = known.map(|i| i.handle.clone()).or_else(|| self.obs.units.get(id).map(|u| u.handle.clone()));
-        let hash = known.map(|i| i.spec_hash.clone()).or_else(|| self.obs.units.get(id).map(|u| u.spec_hash.clone()));
+        let handle = known
+            .map(|i| i.handle.clone())
+            .or_else(|| self.obs.units.get(id).map(|u| u.handle.clone()));
+        let hash = known
+            .map(|i| i.spec_hash.clone())
+            .or_else(|| self.obs.units.get(id).map(|u| u.spec_hash.clone()));
         if let (Some(i), Some(hash)) = (known, &hash) {
             self.rec.update(|tx| {
                 tx.put_intent(&Intent {
@@ -486,7 +597,11 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 let reason = e.to_string();
                 inst.transition(Status::Error, reason.clone(), now);
                 let failures = self.snapshot.backoff.get(server).map_or(0, |b| b.failures) + 1;
-                let backoff = Backoff { failures, until: now.add(backoff_delay(failures)), reason: reason.clone() };
+                let backoff = Backoff {
+                    failures,
+                    until: now.add(backoff_delay(failures)),
+                    reason: reason.clone(),
+                };
                 self.rec.update(|tx| {
                     tx.put_instance(&inst)?;
                     tx.put_backoff(server, &backoff)?;
@@ -504,10 +619,16 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             Ok(None) => return Ok(Err("no instance was started".into())),
             Err(e) => return Ok(Err(format!("new instance failed, old one kept: {e}"))),
         };
-        let timeout = self.spec(&a.server).map_or(Duration::from_secs(60), |(_, d)| d.readiness_timeout);
+        let timeout = self
+            .spec(&a.server)
+            .map_or(Duration::from_secs(60), |(_, d)| d.readiness_timeout);
         match self.await_ready(&new, timeout).await? {
             Ok(()) => {}
-            Err(why) => return Ok(Err(format!("new instance {new} not ready, old one kept: {why}"))),
+            Err(why) => {
+                return Ok(Err(format!(
+                    "new instance {new} not ready, old one kept: {why}"
+                )));
+            }
         }
         match self.remove(a).await? {
             Ok(()) => Ok(Ok(Some(new))),
@@ -516,7 +637,11 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     }
 
     /// Polls the new instance's readiness until it passes (promote) or fails.
-    async fn await_ready(&self, id: &InstanceId, timeout: Duration) -> Result<Result<(), String>, StateError> {
+    async fn await_ready(
+        &self,
+        id: &InstanceId,
+        timeout: Duration,
+    ) -> Result<Result<(), String>, StateError> {
         let snapshot = self.rec.load()?;
         let Some(mut inst) = snapshot.instances.get(id).cloned() else {
             return Ok(Err("instance vanished".into()));
@@ -550,7 +675,10 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                     let why = format!(
                         "{}{}",
                         unit.state.describe(),
-                        unit.last_log.as_deref().map(|l| format!(": {l}")).unwrap_or_default()
+                        unit.last_log
+                            .as_deref()
+                            .map(|l| format!(": {l}"))
+                            .unwrap_or_default()
                     );
                     return self.fail_new(&mut inst, why).await;
                 } else {
@@ -571,7 +699,10 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 Probe::NotReady(why) => last = why,
             }
             if Instant::now() >= deadline {
-                let why = format!("not ready after {}: {last}", crate::time::short_duration(timeout));
+                let why = format!(
+                    "not ready after {}: {last}",
+                    crate::time::short_duration(timeout)
+                );
                 return self.fail_new(&mut inst, why).await;
             }
             // Readiness polling with back-off, bounded by the readiness timeout.
@@ -580,11 +711,24 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         }
     }
 
-    async fn fail_new(&self, inst: &mut Instance, why: String) -> Result<Result<(), String>, StateError> {
+    async fn fail_new(
+        &self,
+        inst: &mut Instance,
+        why: String,
+    ) -> Result<Result<(), String>, StateError> {
         let now = Timestamp::now();
         inst.transition(Status::Error, why.clone(), now);
-        let failures = self.snapshot.backoff.get(&inst.server).map_or(0, |b| b.failures) + 1;
-        let b = Backoff { failures, until: now.add(backoff_delay(failures)), reason: why.clone() };
+        let failures = self
+            .snapshot
+            .backoff
+            .get(&inst.server)
+            .map_or(0, |b| b.failures)
+            + 1;
+        let b = Backoff {
+            failures,
+            until: now.add(backoff_delay(failures)),
+            reason: why.clone(),
+        };
         let server = inst.server.clone();
         self.rec.update(|tx| {
             tx.put_instance(inst)?;

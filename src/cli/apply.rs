@@ -43,13 +43,20 @@ pub struct Args {
 /// A saved plan is a single file that is not YAML and parses as one.
 fn saved_plan(paths: &[PathBuf]) -> miette::Result<Option<SavedPlan>> {
     let [path] = paths else { return Ok(None) };
-    let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let is_yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
     if is_yaml || !path.is_file() {
         return Ok(None);
     }
     let text = fs_err::read_to_string(path).into_diagnostic()?;
-    let saved: SavedPlan = serde_json::from_str(&text)
-        .map_err(|e| miette!("{} is neither a YAML spec nor a saved plan: {e}", path.display()))?;
+    let saved: SavedPlan = serde_json::from_str(&text).map_err(|e| {
+        miette!(
+            "{} is neither a YAML spec nor a saved plan: {e}",
+            path.display()
+        )
+    })?;
     if saved.saved_format != SavedPlan::FORMAT {
         return Err(miette!(
             "{} is a saved plan of format {}, this mcpctl reads format {}",
@@ -65,19 +72,34 @@ fn saved_plan(paths: &[PathBuf]) -> miette::Result<Option<SavedPlan>> {
 fn staleness(saved: &SavedPlan, p: &super::plan::Planned) -> Vec<String> {
     let mut changed = Vec::new();
     if saved.plan.source.revision != p.source.info.revision {
-        changed.push(format!("the source changed ({} -> {})", saved.plan.source.revision, p.source.info.revision));
+        changed.push(format!(
+            "the source changed ({} -> {})",
+            saved.plan.source.revision, p.source.info.revision
+        ));
     }
     if saved.state_serial != p.snapshot.serial {
-        changed.push(format!("the state changed (serial {} -> {})", saved.state_serial, p.snapshot.serial));
+        changed.push(format!(
+            "the state changed (serial {} -> {})",
+            saved.state_serial, p.snapshot.serial
+        ));
     }
-    let now: std::collections::BTreeMap<_, _> =
-        p.desired.iter().map(|d| (d.name.clone(), d.canonical.hash.clone())).collect();
+    let now: std::collections::BTreeMap<_, _> = p
+        .desired
+        .iter()
+        .map(|d| (d.name.clone(), d.canonical.hash.clone()))
+        .collect();
     if saved.desired != now {
         changed.push("a resolved spec changed (a secret value, or a runner image setting)".into());
     }
-    let fp = p.observation.as_ref().map(crate::runtime::Observation::fingerprint);
+    let fp = p
+        .observation
+        .as_ref()
+        .map(crate::runtime::Observation::fingerprint);
     if saved.observation.is_some() && saved.observation != fp {
-        changed.push("the runtime changed (containers started, stopped or restarted outside this plan)".into());
+        changed.push(
+            "the runtime changed (containers started, stopped or restarted outside this plan)"
+                .into(),
+        );
     }
     changed
 }
@@ -99,7 +121,9 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             ));
         }
     }
-    let Some(rt) = &p.runtime else { return Err(miette!("no runtime was connected")) };
+    let Some(rt) = &p.runtime else {
+        return Err(miette!("no runtime was connected"));
+    };
     let ctx = Context {
         servers: &p.servers,
         secrets: &p.secrets,
@@ -115,7 +139,10 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         ..Options::default()
     };
     let progress = Progress::new(args.output == Format::Text);
-    let report = apply::apply(rt, &p.store, &ctx, Some(p.plan.clone()), &opts, &|e| progress.event(e)).await?;
+    let report = apply::apply(rt, &p.store, &ctx, Some(p.plan.clone()), &opts, &|e| {
+        progress.event(e)
+    })
+    .await?;
     progress.finish();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
     let snapshot = p.store.load()?;
@@ -138,9 +165,16 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         }
         Format::Text => println!("{}", summary(&report, opts.wait)),
     }
-    let ok = if opts.wait { report.converged } else { failed == 0 };
+    let ok = if opts.wait {
+        report.converged
+    } else {
+        failed == 0
+    };
     if !ok {
-        eprintln!("error: {}", not_converged(&report, &snapshot, opts.wait, args.timeout));
+        eprintln!(
+            "error: {}",
+            not_converged(&report, &snapshot, opts.wait, args.timeout)
+        );
         return Ok(Outcome::Failure);
     }
     Ok(Outcome::Success)
@@ -165,7 +199,11 @@ fn summary(report: &Report, wait: bool) -> String {
     ]
     .into_iter()
     .filter_map(|(k, what)| {
-        let n = report.actions.iter().filter(|d| d.action.kind == k && d.error.is_none()).count();
+        let n = report
+            .actions
+            .iter()
+            .filter(|d| d.action.kind == k && d.error.is_none())
+            .count();
         (n > 0).then(|| format!("{n} {what}"))
     })
     .collect();
@@ -176,7 +214,10 @@ fn summary(report: &Report, wait: bool) -> String {
     if parts.is_empty() {
         parts.push("no changes".into());
     }
-    let (running, wanted) = report.servers.values().fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+    let (running, wanted) = report
+        .servers
+        .values()
+        .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
     let state = match (wait, report.converged) {
         (false, _) => "",
         (true, true) => ", converged",
@@ -189,7 +230,12 @@ fn summary(report: &Report, wait: bool) -> String {
     )
 }
 
-fn not_converged(report: &Report, snapshot: &crate::state::Snapshot, wait: bool, timeout: Duration) -> String {
+fn not_converged(
+    report: &Report,
+    snapshot: &crate::state::Snapshot,
+    wait: bool,
+    timeout: Duration,
+) -> String {
     let now = crate::time::Timestamp::now();
     let mut parts = Vec::new();
     for (name, (running, wanted)) in &report.servers {
@@ -198,12 +244,14 @@ fn not_converged(report: &Report, snapshot: &crate::state::Snapshot, wait: bool,
         }
         let mut why = format!("{name} {running}/{wanted} RUNNING");
         if let Some(b) = snapshot.backoff.get(name).filter(|b| b.until > now) {
-            why.push_str(&format!(" (back-off {}: {})", short_duration(b.until.since(now)), b.reason));
-        } else if let Some(i) = snapshot
-            .instances
-            .values()
-            .find(|i| &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running)
-        {
+            why.push_str(&format!(
+                " (back-off {}: {})",
+                short_duration(b.until.since(now)),
+                b.reason
+            ));
+        } else if let Some(i) = snapshot.instances.values().find(|i| {
+            &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running
+        }) {
             why.push_str(&format!(" ({}: {})", i.status.as_str(), i.reason));
         }
         parts.push(why);
@@ -213,10 +261,18 @@ fn not_converged(report: &Report, snapshot: &crate::state::Snapshot, wait: bool,
         parts = report
             .actions
             .iter()
-            .filter_map(|d| d.error.as_ref().map(|e| format!("{} {}: {e}", d.action.kind.as_str(), d.action.server)))
+            .filter_map(|d| {
+                d.error
+                    .as_ref()
+                    .map(|e| format!("{} {}: {e}", d.action.kind.as_str(), d.action.server))
+            })
             .collect();
     }
-    let head = if wait { format!("not converged after {}", short_duration(timeout)) } else { "some actions failed".into() };
+    let head = if wait {
+        format!("not converged after {}", short_duration(timeout))
+    } else {
+        "some actions failed".into()
+    };
     format!("{head}: {}", parts.join("; "))
 }
 
@@ -258,13 +314,26 @@ impl Progress {
                     bar.set_message(format!("{} {}", action.kind.as_str(), action.server));
                 }
             }
-            Event::Finished { action, instance, error, elapsed } => {
-                let inst = instance.or(action.instance).map(|i| i.to_string()).unwrap_or_default();
+            Event::Finished {
+                action,
+                instance,
+                error,
+                elapsed,
+            } => {
+                let inst = instance
+                    .or(action.instance)
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
                 let result = match error {
                     None => format!("ok ({:.1}s)", elapsed.as_secs_f64()),
                     Some(e) => format!("FAILED: {e}"),
                 };
-                self.line(format!("  {:<7} {} {inst}  {}  {result}", action.kind.as_str(), action.server, action.reason));
+                self.line(format!(
+                    "  {:<7} {} {inst}  {}  {result}",
+                    action.kind.as_str(),
+                    action.server,
+                    action.reason
+                ));
             }
             Event::Waiting { running, wanted } => match &self.bar {
                 Some(bar) => bar.set_message(format!("waiting: {running}/{wanted} RUNNING")),
@@ -279,4 +348,3 @@ impl Progress {
         }
     }
 }
-

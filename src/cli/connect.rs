@@ -6,7 +6,9 @@ use crate::runtime::{AnyRuntime, RuntimeError};
 
 pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
     match global.runtime {
-        RuntimeKind::Docker => Ok(AnyRuntime::Docker(DockerRuntime::connect(DockerConfig::from_env(&global.scope)).await?)),
+        RuntimeKind::Docker => Ok(AnyRuntime::Docker(
+            DockerRuntime::connect(DockerConfig::from_env(&global.scope)).await?,
+        )),
         RuntimeKind::Kubernetes => Err(RuntimeError::Unavailable {
             runtime: "kubernetes",
             message: "the Kubernetes runtime is not available in this build yet".into(),

@@ -5,7 +5,6 @@ use crate::runtime::Runtime;
 use crate::state::Store;
 use crate::time::{Timestamp, short_duration};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum What {
     Instance,
@@ -23,15 +22,54 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let inst = super::logs::find_instance(&snapshot, &args.id)?;
     let now = Timestamp::now();
     let mut out = String::new();
-    let field = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
+    let field =
+        |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
     field(&mut out, "Instance", &inst.id.to_string());
     field(&mut out, "Server", &inst.server);
-    field(&mut out, "Status", &format!("{} for {}", inst.status.as_str(), short_duration(now.since(inst.transitioned_at))));
-    field(&mut out, "Reason", super::get::reason(inst, &snapshot, now).as_deref().unwrap_or("-"));
-    field(&mut out, "Endpoint", if inst.endpoint.is_empty() { "-" } else { &inst.endpoint });
-    field(&mut out, "Handle", if inst.handle.is_empty() { "- (no container)" } else { &inst.handle });
+    field(
+        &mut out,
+        "Status",
+        &format!(
+            "{} for {}",
+            inst.status.as_str(),
+            short_duration(now.since(inst.transitioned_at))
+        ),
+    );
+    field(
+        &mut out,
+        "Reason",
+        super::get::reason(inst, &snapshot, now)
+            .as_deref()
+            .unwrap_or("-"),
+    );
+    field(
+        &mut out,
+        "Endpoint",
+        if inst.endpoint.is_empty() {
+            "-"
+        } else {
+            &inst.endpoint
+        },
+    );
+    field(
+        &mut out,
+        "Handle",
+        if inst.handle.is_empty() {
+            "- (no container)"
+        } else {
+            &inst.handle
+        },
+    );
     field(&mut out, "Spec hash", &inst.spec_hash.to_string());
-    field(&mut out, "Created", &format!("{} ({} ago)", inst.created_at.rfc3339(), short_duration(now.since(inst.created_at))));
+    field(
+        &mut out,
+        "Created",
+        &format!(
+            "{} ({} ago)",
+            inst.created_at.rfc3339(),
+            short_duration(now.since(inst.created_at))
+        ),
+    );
     field(&mut out, "Restarts", &inst.restarts.to_string());
     if !inst.handle.is_empty() {
         // The container's own view, when the runtime answers; the state alone is still worth showing.
@@ -43,7 +81,12 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     }
     out.push_str("History:\n");
     for t in &inst.history {
-        out.push_str(&format!("  {}  {:<8}  {}\n", t.at.rfc3339(), t.status.as_str(), t.reason));
+        out.push_str(&format!(
+            "  {}  {:<8}  {}\n",
+            t.at.rfc3339(),
+            t.status.as_str(),
+            t.reason
+        ));
     }
     print!("{out}");
     Ok(Outcome::Success)
@@ -77,4 +120,3 @@ async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::state::I
         Err(e) => format!("unknown ({e})"),
     }
 }
-

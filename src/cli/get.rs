@@ -55,7 +55,11 @@ pub struct ServerRow {
 pub fn reason(i: &Instance, snapshot: &Snapshot, now: Timestamp) -> Option<String> {
     if i.status == Status::Error {
         if let Some(b) = snapshot.backoff.get(&i.server).filter(|b| b.until > now) {
-            return Some(format!("back-off {}: {}", short_duration(b.until.since(now)), i.reason));
+            return Some(format!(
+                "back-off {}: {}",
+                short_duration(b.until.since(now)),
+                i.reason
+            ));
         }
     }
     (!i.reason.is_empty()).then(|| i.reason.clone())
@@ -89,13 +93,21 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
             ready: snapshot
                 .instances
                 .values()
-                .filter(|i| &i.server == name && i.status == Status::Running && i.spec_hash == applied.hash)
+                .filter(|i| {
+                    &i.server == name && i.status == Status::Running && i.spec_hash == applied.hash
+                })
                 .count(),
             status: snapshot
                 .backoff
                 .get(name)
                 .filter(|b| b.until > now)
-                .map(|b| format!("back-off {}: {}", short_duration(b.until.since(now)), b.reason)),
+                .map(|b| {
+                    format!(
+                        "back-off {}: {}",
+                        short_duration(b.until.since(now)),
+                        b.reason
+                    )
+                }),
         })
         .collect()
 }
@@ -172,13 +184,24 @@ fn instances_table(snapshot: &Snapshot, rows: &[InstanceRow], now: Timestamp) ->
             ]
         })
         .collect();
-    table(&["SERVER", "INSTANCE", "STATUS", "AGE", "RESTARTS", "ENDPOINT", "REASON"], &body)
+    table(
+        &[
+            "SERVER", "INSTANCE", "STATUS", "AGE", "RESTARTS", "ENDPOINT", "REASON",
+        ],
+        &body,
+    )
 }
 
 fn servers_table(rows: &[ServerRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.name.clone(), format!("{}/{}", r.ready, r.desired), r.status.clone().unwrap_or_default()])
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{}/{}", r.ready, r.desired),
+                r.status.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
     table(&["NAME", "READY", "STATUS"], &body)
 }

@@ -20,10 +20,17 @@ pub struct Args {
 
 /// An instance by id or unique id prefix.
 pub fn find_instance<'a>(snapshot: &'a Snapshot, id: &str) -> miette::Result<&'a Instance> {
-    let matches: Vec<&Instance> = snapshot.instances.values().filter(|i| i.id.0.starts_with(id)).collect();
+    let matches: Vec<&Instance> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.id.0.starts_with(id))
+        .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(miette!(help = "list instances with `mcpctl get instances`", "no instance {id} in the state")),
+        [] => Err(miette!(
+            help = "list instances with `mcpctl get instances`",
+            "no instance {id} in the state"
+        )),
         many => Err(miette!(
             "{id} is ambiguous: it starts {} instance ids; give more characters",
             many.len()
@@ -33,16 +40,29 @@ pub fn find_instance<'a>(snapshot: &'a Snapshot, id: &str) -> miette::Result<&'a
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let snapshot = Store::new(global.state_path()).load()?;
-    let by_server: Vec<&Instance> = snapshot.instances.values().filter(|i| i.server == args.target).collect();
-    let targets = if by_server.is_empty() { vec![find_instance(&snapshot, &args.target)?] } else { by_server };
+    let by_server: Vec<&Instance> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.server == args.target)
+        .collect();
+    let targets = if by_server.is_empty() {
+        vec![find_instance(&snapshot, &args.target)?]
+    } else {
+        by_server
+    };
     let rt = super::connect::runtime(global).await?;
     let prefix = targets.len() > 1;
     let follows = targets.iter().filter(|i| !i.handle.is_empty()).map(|inst| {
         let rt = &rt;
         async move {
-            let tag = if prefix { format!("[{}] ", inst.id) } else { String::new() };
+            let tag = if prefix {
+                format!("[{}] ", inst.id)
+            } else {
+                String::new()
+            };
             let mut print = |line: String| println!("{tag}{line}");
-            rt.logs(&inst.handle, args.tail, args.follow, &mut print).await
+            rt.logs(&inst.handle, args.tail, args.follow, &mut print)
+                .await
         }
     });
     for r in futures_util::future::join_all(follows).await {

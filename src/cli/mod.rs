@@ -19,7 +19,9 @@ use std::process::ExitCode;
 /// Declarative GitOps reconciler for MCP servers.
 #[derive(Debug, Parser)]
 #[command(name = "mcpctl", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl plan fleet/ --detailed-exitcode\n  mcpctl schema > mcpserver.schema.json")]
+#[command(
+    after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl plan fleet/ --detailed-exitcode\n  mcpctl schema > mcpserver.schema.json"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -38,7 +40,13 @@ pub struct Global {
     pub runtime: RuntimeKind,
     /// Separates fleets (and test runs) sharing one engine: mcpctl only sees
     /// and touches units of its own scope.
-    #[arg(long, global = true, env = "MCPCTL_SCOPE", default_value = "default", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "MCPCTL_SCOPE",
+        default_value = "default",
+        value_name = "NAME"
+    )]
     pub scope: String,
     /// Directory of mounted secrets, laid out as NAME/KEY.
     #[arg(long, global = true, env = "MCPCTL_SECRETS_DIR", value_name = "DIR")]
@@ -54,25 +62,37 @@ pub enum RuntimeKind {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check spec files; exit 0 if valid, 1 if not (diagnostics on stderr).
-    #[command(after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl validate github.yaml tools.yaml")]
+    #[command(
+        after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl validate github.yaml tools.yaml"
+    )]
     Validate(validate::Args),
     /// Show what apply would do to make the runtime match the source.
-    #[command(after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json")]
+    #[command(
+        after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json"
+    )]
     Plan(plan::Args),
     /// Make the runtime match the source, and (by default) wait until it does.
-    #[command(after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16")]
+    #[command(
+        after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16"
+    )]
     Apply(apply::Args),
     /// List servers or instances, from the state.
-    #[command(after_help = "Examples:\n  mcpctl get instances\n  mcpctl get servers -o json\n  mcpctl get instances -o yaml")]
+    #[command(
+        after_help = "Examples:\n  mcpctl get instances\n  mcpctl get servers -o json\n  mcpctl get instances -o yaml"
+    )]
     Get(get::Args),
     /// Show one instance in detail: status history, container state, last error.
     #[command(after_help = "Examples:\n  mcpctl describe instance 01jd8x2k5v3m9q7r4t6w8y0z1a")]
     Describe(describe::Args),
     /// Print the logs of an instance, or of every instance of a server.
-    #[command(after_help = "Examples:\n  mcpctl logs github --tail 50\n  mcpctl logs 01jd8x2k5v3m9q7r4t6w8y0z1a -f")]
+    #[command(
+        after_help = "Examples:\n  mcpctl logs github --tail 50\n  mcpctl logs 01jd8x2k5v3m9q7r4t6w8y0z1a -f"
+    )]
     Logs(logs::Args),
     /// Print the JSON Schema of McpServer documents.
-    #[command(after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json")]
+    #[command(
+        after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
+    )]
     Schema,
 }
 
@@ -130,7 +150,9 @@ pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
 
 /// Reads and validates the specs of a source: the shared first half of
 /// `validate`, `plan` and `apply`.
-pub fn load_source(paths: &[PathBuf]) -> miette::Result<(crate::source::Snapshot, Vec<crate::spec::Server>)> {
+pub fn load_source(
+    paths: &[PathBuf],
+) -> miette::Result<(crate::source::Snapshot, Vec<crate::spec::Server>)> {
     let snapshot = crate::source::dir::read(paths)?;
     let servers = crate::spec::load(&snapshot.files)?;
     Ok((snapshot, servers))

@@ -54,7 +54,12 @@ pub struct Planned {
 
 /// Reads, validates, resolves and plans. Any invalid document or missing
 /// secret refuses the whole plan before anything else is looked at.
-pub async fn make(global: &Global, paths: &[PathBuf], refresh: bool, allow_empty: bool) -> miette::Result<Planned> {
+pub async fn make(
+    global: &Global,
+    paths: &[PathBuf],
+    refresh: bool,
+    allow_empty: bool,
+) -> miette::Result<Planned> {
     let (source, servers) = super::load_source(paths)?;
     let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
     let store = Store::new(global.state_path());
@@ -68,15 +73,34 @@ pub async fn make(global: &Global, paths: &[PathBuf], refresh: bool, allow_empty
         (None, None)
     };
     let now = observation.as_ref().map_or_else(Timestamp::now, |o| o.at);
-    let plan = plan::plan(Inputs { desired: &desired, snapshot: &snapshot, observation: observation.as_ref(), now, allow_empty })?;
-    Ok(Planned { source, servers, secrets, desired, snapshot, observation, plan, runtime, store })
+    let plan = plan::plan(Inputs {
+        desired: &desired,
+        snapshot: &snapshot,
+        observation: observation.as_ref(),
+        now,
+        allow_empty,
+    })?;
+    Ok(Planned {
+        source,
+        servers,
+        secrets,
+        desired,
+        snapshot,
+        observation,
+        plan,
+        runtime,
+        store,
+    })
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let p = make(global, &args.paths, args.refresh, args.allow_empty).await?;
     let json = plan::render_json(&p.plan, &p.source.info);
     match args.output {
-        Format::Text => print!("{}", plan::render_text(&p.plan, super::use_color(&std::io::stdout()))),
+        Format::Text => print!(
+            "{}",
+            plan::render_text(&p.plan, super::use_color(&std::io::stdout()))
+        ),
         Format::Json => println!("{}", serde_json::to_string_pretty(&json).into_diagnostic()?),
     }
     if let Some(out) = &args.out {
@@ -85,14 +109,28 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             paths: args.paths.clone(),
             state_serial: p.snapshot.serial,
             observation: p.observation.as_ref().map(Observation::fingerprint),
-            desired: p.desired.iter().map(|d| (d.name.clone(), d.canonical.hash.clone())).collect(),
+            desired: p
+                .desired
+                .iter()
+                .map(|d| (d.name.clone(), d.canonical.hash.clone()))
+                .collect(),
             plan: json,
         };
         let text = serde_json::to_string_pretty(&saved).into_diagnostic()?;
-        fs_err::write(out, text + "\n").into_diagnostic().wrap_err("cannot save the plan")?;
+        fs_err::write(out, text + "\n")
+            .into_diagnostic()
+            .wrap_err("cannot save the plan")?;
         if args.output == Format::Text {
-            println!("Saved the plan to {}; run `mcpctl apply {}` to carry it out.", out.display(), out.display());
+            println!(
+                "Saved the plan to {}; run `mcpctl apply {}` to carry it out.",
+                out.display(),
+                out.display()
+            );
         }
     }
-    Ok(if args.detailed_exitcode && !p.plan.is_empty() { Outcome::Changes } else { Outcome::Success })
+    Ok(if args.detailed_exitcode && !p.plan.is_empty() {
+        Outcome::Changes
+    } else {
+        Outcome::Success
+    })
 }

@@ -5,7 +5,11 @@ use crate::plan::Desired;
 use crate::runtime::{AnyRuntime, Observation};
 use crate::state::Snapshot;
 
-pub async fn observe(global: &Global, snapshot: &Snapshot, desired: &[Desired]) -> miette::Result<(AnyRuntime, Observation)> {
+pub async fn observe(
+    global: &Global,
+    snapshot: &Snapshot,
+    desired: &[Desired],
+) -> miette::Result<(AnyRuntime, Observation)> {
     let rt = super::connect::runtime(global).await?;
     let obs = crate::runtime::refresh(&rt, snapshot, desired).await?;
     Ok((rt, obs))

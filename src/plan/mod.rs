@@ -199,9 +199,18 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             ));
             continue;
         };
-        if snapshot.intents.get(&inst.id).is_some_and(|i| i.op == crate::state::IntentOp::Remove) {
+        if snapshot
+            .intents
+            .get(&inst.id)
+            .is_some_and(|i| i.op == crate::state::IntentOp::Remove)
+        {
             // A removal was under way when an apply died; removal is idempotent, so finish it.
-            actions.push(act(ActionKind::Remove, &inst.server, Some(&inst.id), "finish interrupted removal".into()));
+            actions.push(act(
+                ActionKind::Remove,
+                &inst.server,
+                Some(&inst.id),
+                "finish interrupted removal".into(),
+            ));
             continue;
         }
         let mut status = inst.status;
@@ -211,7 +220,11 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                     ActionKind::Promote => Status::Running,
                     ActionKind::Demote => Status::Starting,
                     _ => {
-                        failed_now.insert(d.name.as_str(), true);
+                        // A crash starts a back-off; a container removed out of band
+                        // is not a crash, and is replaced at once.
+                        if d.external || obs.units.contains_key(&inst.id) {
+                            failed_now.insert(d.name.as_str(), true);
+                        }
                         Status::Error
                     }
                 };

@@ -281,12 +281,19 @@ fn dead_starting_instance_fails() {
 }
 
 #[test]
-fn vanished_container_fails_as_not_found() {
-    let w =
-        World::default()
-            .want(desired("gh", 1, "v1"))
-            .inst("a", "gh", "v1", Status::Running, 100);
-    check(w, &["fail gh a container not found"]);
+fn vanished_container_fails_as_not_found_and_is_replaced_at_once() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .applied("gh", "v1", 1)
+        .inst("a", "gh", "v1", Status::Running, 100);
+    check(
+        w,
+        &[
+            "fail gh a container not found",
+            "remove gh a clean up failed instance",
+            "start gh - replace failed instance",
+        ],
+    );
 }
 
 #[test]
@@ -476,12 +483,28 @@ fn unknown_unit_without_intent_is_removed_as_orphan() {
 
 #[test]
 fn interrupted_removal_is_finished() {
-    let mut w = World::default().want(desired("gh", 2, "v1")).applied("gh", "v1", 2).running("a", "gh", "v1", 100);
+    let mut w = World::default()
+        .want(desired("gh", 2, "v1"))
+        .applied("gh", "v1", 2)
+        .running("a", "gh", "v1", 100);
     w.snapshot.intents.insert(
         InstanceId("a".into()),
-        Intent { instance: InstanceId("a".into()), server: "gh".into(), spec_hash: canonical("v1").hash, op: IntentOp::Remove, at: NOW },
+        Intent {
+            instance: InstanceId("a".into()),
+            server: "gh".into(),
+            spec_hash: canonical("v1").hash,
+            op: IntentOp::Remove,
+            at: NOW,
+        },
     );
-    check(w, &["remove gh a finish interrupted removal", "start gh - scale up 0 -> 2", "start gh - scale up 0 -> 2"]);
+    check(
+        w,
+        &[
+            "remove gh a finish interrupted removal",
+            "start gh - scale up 0 -> 2",
+            "start gh - scale up 0 -> 2",
+        ],
+    );
 }
 
 #[test]
@@ -702,7 +725,9 @@ mod props {
                     };
                     inst.transition(status, a.reason.clone(), now);
                     inst.restarts = restarts.unwrap_or(inst.restarts);
-                    if status == Status::Error {
+                    if status == Status::Error
+                        && (w.obs.units.contains_key(&id) || wanted[&a.server].external)
+                    {
                         let failures =
                             w.snapshot.backoff.get(&a.server).map_or(0, |b| b.failures) + 1;
                         let until = now.add(backoff_delay(failures));

@@ -13,12 +13,12 @@ use crate::time::Timestamp;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -48,7 +48,10 @@ impl DockerConfig {
     /// `MCPCTL_NETWORK` (default `mcpctl`) and the given scope.
     pub fn from_env(scope: &str) -> Self {
         DockerConfig {
-            network: std::env::var("MCPCTL_NETWORK").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "mcpctl".into()),
+            network: std::env::var("MCPCTL_NETWORK")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "mcpctl".into()),
             scope: scope.to_owned(),
         }
     }
@@ -61,7 +64,10 @@ pub struct DockerRuntime {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Unavailable { runtime: "docker", message: e.to_string() }
+    RuntimeError::Unavailable {
+        runtime: "docker",
+        message: e.to_string(),
+    }
 }
 
 /// The engine's own words, without bollard's wrapping.
@@ -73,11 +79,21 @@ fn engine_message(e: &DockerError) -> String {
 }
 
 fn op_error(op: &'static str, instance: &str, e: &DockerError) -> RuntimeError {
-    RuntimeError::Operation { op, instance: instance.to_owned(), message: engine_message(e) }
+    RuntimeError::Operation {
+        op,
+        instance: instance.to_owned(),
+        message: engine_message(e),
+    }
 }
 
 fn is_not_found(e: &DockerError) -> bool {
-    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 impl DockerRuntime {
@@ -86,7 +102,11 @@ impl DockerRuntime {
     pub async fn connect(config: DockerConfig) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
-        Ok(DockerRuntime { docker, config, network_ready: OnceCell::new() })
+        Ok(DockerRuntime {
+            docker,
+            config,
+            network_ready: OnceCell::new(),
+        })
     }
 
     pub fn client(&self) -> &Docker {
@@ -101,7 +121,10 @@ impl DockerRuntime {
     pub fn label_filters(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_SCOPE}={}", self.config.scope)],
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_SCOPE}={}", self.config.scope),
+            ],
         )])
     }
 
@@ -112,11 +135,17 @@ impl DockerRuntime {
                 match self.docker.inspect_network(name, None).await {
                     Ok(_) => Ok(()),
                     Err(e) if is_not_found(&e) => {
-                        let req = NetworkCreateRequest { name: name.clone(), ..Default::default() };
+                        let req = NetworkCreateRequest {
+                            name: name.clone(),
+                            ..Default::default()
+                        };
                         match self.docker.create_network(req).await {
                             Ok(_) => Ok(()),
                             // Another applier (or a parallel test) made it first.
-                            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+                            Err(DockerError::DockerResponseServerError {
+                                status_code: 409,
+                                ..
+                            }) => Ok(()),
                             Err(e) => Err(op_error("create network", name, &e)),
                         }
                     }
@@ -145,7 +174,11 @@ impl DockerRuntime {
             match progress {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::Operation { op: "pull", instance: image.to_owned(), message: detail });
+                        return Err(RuntimeError::Operation {
+                            op: "pull",
+                            instance: image.to_owned(),
+                            message: detail,
+                        });
                     }
                 }
                 Err(e) => {
@@ -162,7 +195,11 @@ impl DockerRuntime {
 
     /// Exit code, restart count and start time, from one inspect.
     async fn inspect_detail(&self, handle: &str) -> Result<Option<Detail>, RuntimeError> {
-        match self.docker.inspect_container(handle, None::<InspectContainerOptions>).await {
+        match self
+            .docker
+            .inspect_container(handle, None::<InspectContainerOptions>)
+            .await
+        {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
                 let unit_state = if state.restarting == Some(true) {
@@ -172,7 +209,11 @@ impl DockerRuntime {
                     UnitState::Running
                 } else if state.dead == Some(true) {
                     UnitState::Dead
-                } else if state.started_at.as_deref().is_some_and(|s| !s.starts_with("0001-")) {
+                } else if state
+                    .started_at
+                    .as_deref()
+                    .is_some_and(|s| !s.starts_with("0001-"))
+                {
                     UnitState::Exited(state.exit_code.unwrap_or(-1))
                 } else {
                     UnitState::Created
@@ -201,7 +242,11 @@ impl DockerRuntime {
     /// stdout is the protocol, and errors go to stderr anyway.
     pub async fn last_log_line(&self, handle: &str) -> Result<Option<String>, RuntimeError> {
         for (stdout, stderr) in [(false, true), (true, false)] {
-            let opts = LogsOptionsBuilder::default().stdout(stdout).stderr(stderr).tail("20").build();
+            let opts = LogsOptionsBuilder::default()
+                .stdout(stdout)
+                .stderr(stderr)
+                .tail("20")
+                .build();
             let mut stream = self.docker.logs(handle, Some(opts));
             let mut last = None;
             while let Some(chunk) = stream.next().await {
@@ -254,8 +299,15 @@ pub fn container_name(server: &str, instance: &InstanceId) -> String {
 
 impl Runtime for DockerRuntime {
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&self.label_filters()).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(unavailable)?;
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.label_filters())
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(unavailable)?;
         let mut units = Vec::with_capacity(list.len());
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -279,14 +331,21 @@ impl Runtime for DockerRuntime {
                     .find(|p| p.private_port == port && p.public_port.is_some())
                     .and_then(|p| p.public_port)
                     .map(|public| {
-                        format!("http://127.0.0.1:{public}{}", labels.get(LABEL_PATH).map_or("/mcp", String::as_str))
+                        format!(
+                            "http://127.0.0.1:{public}{}",
+                            labels.get(LABEL_PATH).map_or("/mcp", String::as_str)
+                        )
                     }),
             };
             let state = match c.state {
-                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED) => UnitState::Running,
+                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED) => {
+                    UnitState::Running
+                }
                 Some(ContainerSummaryStateEnum::RESTARTING) => UnitState::Restarting,
                 Some(ContainerSummaryStateEnum::CREATED) => UnitState::Created,
-                Some(ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING) => UnitState::Dead,
+                Some(ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING) => {
+                    UnitState::Dead
+                }
                 _ => UnitState::Exited(-1),
             };
             let mut unit = Unit {
@@ -326,11 +385,20 @@ impl Runtime for DockerRuntime {
         let (exposed, bindings) = match http_port {
             Some(port) => {
                 labels.insert(LABEL_PORT.to_owned(), port.to_string());
-                labels.insert(LABEL_PATH.to_owned(), req.path.clone().unwrap_or_else(|| "/mcp".into()));
+                labels.insert(
+                    LABEL_PATH.to_owned(),
+                    req.path.clone().unwrap_or_else(|| "/mcp".into()),
+                );
                 let key = format!("{port}/tcp");
                 // Loopback only, ephemeral host port: nothing is exposed beyond this host.
-                let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) };
-                (Some(vec![key.clone()]), Some(HashMap::from([(key, Some(vec![binding]))])))
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                };
+                (
+                    Some(vec![key.clone()]),
+                    Some(HashMap::from([(key, Some(vec![binding]))])),
+                )
             }
             None => (None, None),
         };
@@ -338,7 +406,12 @@ impl Runtime for DockerRuntime {
         let body = ContainerCreateBody {
             image: Some(req.image.clone()),
             cmd: (!req.command.is_empty()).then(|| req.command.clone()),
-            env: Some(req.env.iter().map(|(k, v)| format!("{k}={}", v.expose())).collect()),
+            env: Some(
+                req.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.expose()))
+                    .collect(),
+            ),
             labels: Some(labels),
             exposed_ports: exposed,
             // stdio servers must not see EOF between probes: keep stdin open, never once.
@@ -361,8 +434,15 @@ impl Runtime for DockerRuntime {
         };
         let name = container_name(&req.server, &req.instance);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| op_error("create", &instance, &e))?;
-        self.docker.start_container(&created.id, None).await.map_err(|e| op_error("start", &instance, &e))?;
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| op_error("create", &instance, &e))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| op_error("start", &instance, &e))?;
 
         let endpoint = match http_port {
             None => "stdio".to_owned(),
@@ -378,10 +458,16 @@ impl Runtime for DockerRuntime {
                     .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
                     .and_then(|b| b.into_iter().find_map(|b| b.host_port))
                     .unwrap_or_default();
-                format!("http://127.0.0.1:{public}{}", req.path.as_deref().unwrap_or("/mcp"))
+                format!(
+                    "http://127.0.0.1:{public}{}",
+                    req.path.as_deref().unwrap_or("/mcp")
+                )
             }
         };
-        Ok(Created { handle: created.id, endpoint })
+        Ok(Created {
+            handle: created.id,
+            endpoint,
+        })
     }
 
     async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
@@ -401,12 +487,17 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(handle, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // "removal already in progress": another remover got there first.
-            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(e) => Err(op_error("remove", handle, &e)),
         }
     }
@@ -442,8 +533,14 @@ mod tests {
     #[test]
     fn image_references_split_into_repo_and_tag() {
         assert_eq!(split_image("ghcr.io/a/b:v1"), ("ghcr.io/a/b", Some("v1")));
-        assert_eq!(split_image("localhost:5000/a/b"), ("localhost:5000/a/b", Some("latest")));
-        assert_eq!(split_image("localhost:5000/a/b:2"), ("localhost:5000/a/b", Some("2")));
+        assert_eq!(
+            split_image("localhost:5000/a/b"),
+            ("localhost:5000/a/b", Some("latest"))
+        );
+        assert_eq!(
+            split_image("localhost:5000/a/b:2"),
+            ("localhost:5000/a/b", Some("2"))
+        );
         assert_eq!(split_image("busybox"), ("busybox", Some("latest")));
         assert_eq!(split_image("a/b@sha256:abc"), ("a/b@sha256:abc", None));
     }

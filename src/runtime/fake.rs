@@ -86,8 +86,12 @@ impl Runtime for FakeRuntime {
         _follow: bool,
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<(), RuntimeError> {
-        let lines: Vec<String> =
-            self.units().values().filter(|u| u.handle == handle).filter_map(|u| u.last_log.clone()).collect();
+        let lines: Vec<String> = self
+            .units()
+            .values()
+            .filter(|u| u.handle == handle)
+            .filter_map(|u| u.last_log.clone())
+            .collect();
         for line in lines.into_iter().rev().take(tail).rev() {
             on_line(line);
         }

@@ -10,11 +10,22 @@ use crate::state::{Snapshot, Status};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 
-pub async fn refresh<R: Runtime>(rt: &R, snapshot: &Snapshot, desired: &[Desired]) -> Result<Observation, RuntimeError> {
+pub async fn refresh<R: Runtime>(
+    rt: &R,
+    snapshot: &Snapshot,
+    desired: &[Desired],
+) -> Result<Observation, RuntimeError> {
     let units = rt.observe().await?;
     let now = Timestamp::now();
-    let external: BTreeMap<&str, bool> = desired.iter().map(|d| (d.name.as_str(), d.external)).collect();
-    let mut obs = Observation { at: now, units: BTreeMap::new(), probes: BTreeMap::new() };
+    let external: BTreeMap<&str, bool> = desired
+        .iter()
+        .map(|d| (d.name.as_str(), d.external))
+        .collect();
+    let mut obs = Observation {
+        at: now,
+        units: BTreeMap::new(),
+        probes: BTreeMap::new(),
+    };
     for mut unit in units {
         let known = snapshot.instances.get(&unit.instance);
         let in_question = match known {
@@ -31,13 +42,19 @@ pub async fn refresh<R: Runtime>(rt: &R, snapshot: &Snapshot, desired: &[Desired
             unit.restarts = i.restarts;
         }
         if in_question {
-            obs.probes.insert(unit.instance.clone(), probe::readiness(Target::Unit(&unit), now).await);
+            obs.probes.insert(
+                unit.instance.clone(),
+                probe::readiness(Target::Unit(&unit), now).await,
+            );
         }
         obs.units.insert(unit.instance.clone(), unit);
     }
     for inst in snapshot.instances.values() {
         if inst.status == Status::Starting && external.get(inst.server.as_str()) == Some(&true) {
-            obs.probes.insert(inst.id.clone(), probe::readiness(Target::External(&inst.endpoint), now).await);
+            obs.probes.insert(
+                inst.id.clone(),
+                probe::readiness(Target::External(&inst.endpoint), now).await,
+            );
         }
     }
     Ok(obs)

@@ -46,7 +46,11 @@ pub fn read(paths: &[PathBuf]) -> Result<Snapshot, SourceError> {
         }
     }
     let digest = hasher.finalize();
-    let location = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+    let location = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(Snapshot {
         info: SourceInfo {
             kind: "dir".into(),
@@ -108,22 +112,36 @@ fn shown_path(arg: &Path, path: &Path, relative: &Path, is_dir: bool) -> PathBuf
         return path.to_owned();
     }
     let bare = arg.components().all(|c| c == Component::CurDir);
-    if bare { relative.to_owned() } else { arg.join(relative) }
+    if bare {
+        relative.to_owned()
+    } else {
+        arg.join(relative)
+    }
 }
 
 fn slash_path(path: &Path) -> String {
-    path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn read_text(path: &Path, shown: &Path) -> Result<String, SourceError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(shown, e))?;
-    String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: shown.to_owned() })
+    String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 {
+        path: shown.to_owned(),
+    })
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> SourceError {
     match source.kind() {
-        ErrorKind::NotFound => SourceError::NotFound { path: path.to_owned() },
-        _ => SourceError::Io { path: path.to_owned(), source },
+        ErrorKind::NotFound => SourceError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => SourceError::Io {
+            path: path.to_owned(),
+            source,
+        },
     }
 }
 
@@ -163,7 +181,10 @@ mod tests {
             ("sub/.cache/x.yaml", "hidden"),
         ]);
         let snapshot = read(&[dir.path().to_owned()]).expect("read");
-        assert_eq!(shown(&snapshot, dir.path()), ["a.yml", "b.yaml", "sub/deeper/c.yaml", "sub/z.yaml"]);
+        assert_eq!(
+            shown(&snapshot, dir.path()),
+            ["a.yml", "b.yaml", "sub/deeper/c.yaml", "sub/z.yaml"]
+        );
         assert_eq!(snapshot.files[0].text, "a");
         assert_eq!(snapshot.info.kind, "dir");
         assert_eq!(snapshot.info.location, dir.path().display().to_string());
@@ -178,8 +199,24 @@ mod tests {
         let paths: Vec<_> = snapshot.files.iter().map(|f| f.path.clone()).collect();
         // A file given explicitly is read whatever its extension.
         assert_eq!(paths, [specs.join("team/github.yaml"), file]);
-        assert_eq!(shown_path(Path::new("."), Path::new("./a.yaml"), Path::new("a.yaml"), true), Path::new("a.yaml"));
-        assert_eq!(shown_path(Path::new("specs/"), Path::new("specs/a.yaml"), Path::new("a.yaml"), true), Path::new("specs/a.yaml"));
+        assert_eq!(
+            shown_path(
+                Path::new("."),
+                Path::new("./a.yaml"),
+                Path::new("a.yaml"),
+                true
+            ),
+            Path::new("a.yaml")
+        );
+        assert_eq!(
+            shown_path(
+                Path::new("specs/"),
+                Path::new("specs/a.yaml"),
+                Path::new("a.yaml"),
+                true
+            ),
+            Path::new("specs/a.yaml")
+        );
     }
 
     #[test]
@@ -195,7 +232,10 @@ mod tests {
         let two = tree(&[("a.yaml", "a"), ("sub/b.yaml", "b")]);
         let rev = |d: &Path| read(&[d.to_owned()]).expect("read").info.revision;
         let base = rev(one.path());
-        assert!(base.starts_with("sha256:") && base.len() == "sha256:".len() + 16, "{base}");
+        assert!(
+            base.starts_with("sha256:") && base.len() == "sha256:".len() + 16,
+            "{base}"
+        );
         assert_eq!(base, rev(two.path()));
         fs::write(two.path().join("sub/b.yaml"), "changed").expect("write");
         assert_ne!(base, rev(two.path()));
@@ -209,7 +249,9 @@ mod tests {
         let dir = tree(&[("bad.yaml", "")]);
         fs::write(dir.path().join("bad.yaml"), [0x61, 0xff, 0xfe]).expect("write");
         let missing = dir.path().join("missing");
-        assert!(matches!(read(&[missing.clone()]), Err(SourceError::NotFound { path }) if path == missing));
+        assert!(
+            matches!(read(&[missing.clone()]), Err(SourceError::NotFound { path }) if path == missing)
+        );
         match read(&[dir.path().to_owned()]) {
             Err(SourceError::NotUtf8 { path }) => assert_eq!(path, dir.path().join("bad.yaml")),
             other => panic!("{other:?}"),
@@ -220,9 +262,12 @@ mod tests {
     #[test]
     fn symlinks_are_followed_without_looping() {
         let dir = tree(&[("real/a.yaml", "a"), ("..data/b.yaml", "b")]);
-        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("real/loop")).expect("symlink");
-        std::os::unix::fs::symlink(dir.path().join("..data/b.yaml"), dir.path().join("b.yaml")).expect("symlink");
-        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.yaml")).expect("symlink");
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("real/loop"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(dir.path().join("..data/b.yaml"), dir.path().join("b.yaml"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.yaml"))
+            .expect("symlink");
         let snapshot = read(&[dir.path().to_owned()]).expect("read");
         assert_eq!(shown(&snapshot, dir.path()), ["b.yaml", "real/a.yaml"]);
     }

@@ -264,7 +264,10 @@ impl Store {
         self.read(&db, |txn| {
             let mut entries = Vec::new();
             if let Some(table) = open_read(txn, HISTORY, &self.path)? {
-                for item in table.iter().map_err(db_err(&self.path, "read the history"))? {
+                for item in table
+                    .iter()
+                    .map_err(db_err(&self.path, "read the history"))?
+                {
                     let (seq, value) = item.map_err(db_err(&self.path, "read the history"))?;
                     let seq = seq.value().to_string();
                     entries.push(decode(&self.path, "history", &seq, value.value())?);
@@ -491,9 +494,10 @@ impl<'a> Txn<'a> {
     ) -> Result<(), StateError> {
         let bytes = encode(self.path, &format!("{} entry {key:?}", def.name()), value)?;
         let mut table = self.open(def)?;
-        table
-            .insert(key, bytes.as_slice())
-            .map_err(db_err(self.path, &format!("write {} entry {key:?}", def.name())))?;
+        table.insert(key, bytes.as_slice()).map_err(db_err(
+            self.path,
+            &format!("write {} entry {key:?}", def.name()),
+        ))?;
         Ok(())
     }
 
@@ -504,9 +508,10 @@ impl<'a> Txn<'a> {
         key: &str,
     ) -> Result<(), StateError> {
         let mut table = self.open(def)?;
-        table
-            .remove(key)
-            .map_err(db_err(self.path, &format!("remove {} entry {key:?}", def.name())))?;
+        table.remove(key).map_err(db_err(
+            self.path,
+            &format!("remove {} entry {key:?}", def.name()),
+        ))?;
         Ok(())
     }
 }
@@ -726,7 +731,14 @@ mod tests {
             store.digest_key().unwrap_err(),
             store.history().unwrap_err(),
         ] {
-            assert!(matches!(err, StateError::NewerSchema { found: 7, known: 1, .. }));
+            assert!(matches!(
+                err,
+                StateError::NewerSchema {
+                    found: 7,
+                    known: 1,
+                    ..
+                }
+            ));
             assert_eq!(err.to_string(), expected);
         }
     }
@@ -762,7 +774,10 @@ mod tests {
                 store.path().display()
             )
         );
-        assert!(matches!(store.update(|_| Ok(())), Err(StateError::Busy { .. })));
+        assert!(matches!(
+            store.update(|_| Ok(())),
+            Err(StateError::Busy { .. })
+        ));
 
         drop(held);
         assert_eq!(store.load().unwrap().serial, 1);
@@ -785,7 +800,10 @@ mod tests {
             matches!(&err, StateError::Decode { table, key, .. } if table == "meta" && key == SERIAL),
             "{err:?}"
         );
-        assert!(err.to_string().contains("expected 8 bytes, found 3"), "{err}");
+        assert!(
+            err.to_string().contains("expected 8 bytes, found 3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -803,8 +821,10 @@ mod tests {
 
         let err = store.load().unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with(&format!("state file {}: cannot read servers entry \"web\": ", store.path().display())),
+            err.to_string().starts_with(&format!(
+                "state file {}: cannot read servers entry \"web\": ",
+                store.path().display()
+            )),
             "{err}"
         );
     }

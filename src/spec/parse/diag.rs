@@ -70,7 +70,14 @@ impl fmt::Display for SpecError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -79,7 +86,10 @@ impl fmt::Display for SpecError {
 impl fmt::Debug for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpecError")
-            .field("at", &format_args!("{}:{}:{}", self.file.display(), self.line, self.column))
+            .field(
+                "at",
+                &format_args!("{}:{}:{}", self.file.display(), self.line, self.column),
+            )
             .field("code", &self.code)
             .field("message", &self.message)
             .field("help", &self.help)
@@ -100,7 +110,9 @@ impl Diagnostic for SpecError {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -112,7 +124,9 @@ impl Diagnostic for SpecError {
         let primary = self
             .span
             .map(|span| LabeledSpan::new_primary_with_span(self.label.clone(), span));
-        Some(Box::new(primary.into_iter().chain(self.more_labels.iter().cloned())))
+        Some(Box::new(
+            primary.into_iter().chain(self.more_labels.iter().cloned()),
+        ))
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
@@ -185,7 +199,14 @@ pub(crate) struct Issue {
 
 impl Issue {
     pub(crate) fn new(code: &'static str, pos: Pos, message: impl Into<String>) -> Issue {
-        Issue { code, pos, message: message.into(), label: None, help: None, also: Vec::new() }
+        Issue {
+            code,
+            pos,
+            message: message.into(),
+            label: None,
+            help: None,
+            also: Vec::new(),
+        }
     }
 
     pub(crate) fn label(mut self, label: impl Into<String>) -> Issue {
@@ -196,6 +217,14 @@ impl Issue {
     pub(crate) fn help(mut self, help: impl Into<String>) -> Issue {
         self.help = Some(help.into());
         self
+    }
+
+    /// The last line this issue shows.
+    pub(crate) fn last_line(&self) -> u32 {
+        self.also
+            .iter()
+            .map(|(p, _)| p.line)
+            .fold(self.pos.line, u32::max)
     }
 
     pub(crate) fn also(mut self, pos: Pos, label: impl Into<String>) -> Issue {
@@ -211,7 +240,10 @@ impl Issue {
 
         let mut inner = err.without_snippet();
         let mut defined = None;
-        while let E::AliasError { error, locations, .. } = inner {
+        while let E::AliasError {
+            error, locations, ..
+        } = inner
+        {
             if locations.defined_location != locations.reference_location {
                 defined = Some(Pos::of(&locations.defined_location));
             }
@@ -276,7 +308,10 @@ fn breach_reason(breach: &serde_saphyr::budget::BudgetBreach) -> String {
         B::Depth { .. } => format!("it nests more than {} levels deep", limits.max_depth),
         B::Aliases { .. } | B::AliasAnchorRatio { .. } => "it uses too many aliases".into(),
         B::Anchors { .. } => "it defines too many anchors".into(),
-        B::ScalarBytes { .. } => format!("its text exceeds {} MiB", limits.max_total_scalar_bytes >> 20),
+        B::ScalarBytes { .. } => format!(
+            "its text exceeds {} MiB",
+            limits.max_total_scalar_bytes >> 20
+        ),
         _ => "it exceeds one of the parser's size limits".into(),
     }
 }
@@ -320,7 +355,9 @@ pub(crate) fn unclosed_opener(text: &str, until: Pos) -> Option<Pos> {
 /// serde-saphyr's messages can quote input; keep them on one line and free of
 /// terminal control sequences.
 fn sanitize_message(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// User text quoted in a message: control characters escaped, long values cut,
@@ -361,7 +398,12 @@ pub(crate) fn show_leaf(leaf: &Leaf) -> String {
 pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     // Case, `_` and `-` differences are always typos of the same name
     // (`secret_ref`, `apiversion`).
-    let fold = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect::<String>();
+    let fold = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
     let folded = fold(word);
     if let Some(c) = candidates.iter().find(|c| fold(c) == folded) {
         return Some(c);
@@ -392,16 +434,30 @@ pub(crate) struct LineIndex {
 
 impl LineIndex {
     pub(crate) fn new(text: &str) -> LineIndex {
+        LineIndex::up_to(text, usize::MAX)
+    }
+
+    /// Indexes only the first `lines` lines: a 20 MB file whose error is on
+    /// line 65 should not be scanned to the end to show it.
+    pub(crate) fn up_to(text: &str, lines: usize) -> LineIndex {
         let bytes = text.as_bytes();
         let mut starts = vec![0];
-        for (i, b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() && starts.len() <= lines {
             // YAML breaks lines at LF, CRLF and a lone CR, as serde-saphyr counts them.
-            let is_break = *b == b'\n' || (*b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
-            if is_break {
-                starts.push(i + 1);
+            match bytes[i] {
+                b'\n' => starts.push(i + 1),
+                b'\r' if bytes.get(i + 1) != Some(&b'\n') => starts.push(i + 1),
+                _ => {}
             }
+            i += 1;
         }
         LineIndex { starts }
+    }
+
+    /// The byte offset where line `line` (1-based) ends, or the text's end.
+    fn end_of(&self, text: &str, line: usize) -> usize {
+        self.starts.get(line).copied().unwrap_or(text.len())
     }
 
     /// The byte span of `pos` in `text`, clamped to the text.
@@ -434,12 +490,20 @@ pub(crate) struct FileText {
 }
 
 impl FileText {
-    pub(crate) fn new(path: &Path, text: &str) -> FileText {
-        let shown = sanitize_for_terminal(text);
+    /// `last_line` is the last line any diagnostic of this file points at;
+    /// the text kept for snippets stops a few lines after it.
+    pub(crate) fn new(path: &Path, text: &str, last_line: u32) -> FileText {
+        const CONTEXT: usize = 8;
+        let needed = (last_line as usize).saturating_add(CONTEXT);
+        let index = LineIndex::up_to(text, needed);
+        let end = index.end_of(text, needed);
         FileText {
             path: path.to_owned(),
-            index: LineIndex::new(text),
-            text: Arc::new(NamedSource::new(path.display().to_string(), shown)),
+            index,
+            text: Arc::new(NamedSource::new(
+                path.display().to_string(),
+                sanitize_for_terminal(&text[..end]),
+            )),
         }
     }
 
@@ -449,7 +513,12 @@ impl FileText {
         let more_labels = issue
             .also
             .into_iter()
-            .filter_map(|(pos, label)| Some(LabeledSpan::new_with_span(Some(label), self.index.span(text, pos)?)))
+            .filter_map(|(pos, label)| {
+                Some(LabeledSpan::new_with_span(
+                    Some(label),
+                    self.index.span(text, pos)?,
+                ))
+            })
             .collect();
         SpecError {
             file: self.path.clone(),
@@ -483,17 +552,33 @@ impl SpecError {
 }
 
 /// The text shown in snippets, with control characters (other than tab and
-/// line breaks) replaced byte for byte, so spans stay valid and a spec file
-/// cannot send escape sequences to the terminal that renders its errors.
+/// line breaks) replaced, so a spec file cannot send escape sequences to the
+/// terminal that renders its errors.
 fn sanitize_for_terminal(text: &str) -> Arc<str> {
-    let unsafe_char = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
-    if !text.contains(unsafe_char) {
+    // Scanned as bytes: control characters are ASCII or the two-byte C1
+    // range `C2 80`..`C2 9F`, and a byte loop stays fast in debug builds.
+    let bytes = text.as_bytes();
+    let mut clean = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let c1 = b == 0xC2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n));
+        if (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F || c1 {
+            clean = false;
+            break;
+        }
+        i += 1;
+    }
+    if clean {
         return Arc::from(text);
     }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if unsafe_char(c) {
-            out.extend(std::iter::repeat_n('?', c.len_utf8()));
+        // Control characters are U+0000..U+001F and U+007F..U+009F: one or two
+        // bytes. Their stand-ins have the same length in bytes and in
+        // characters, so spans computed on the original text still fit.
+        if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+            out.push(if c.len_utf8() == 1 { '?' } else { '\u{bf}' });
         } else {
             out.push(c);
         }
@@ -509,11 +594,39 @@ mod tests {
     fn spans_count_characters_not_bytes() {
         let text = "a: é€x\r\nb: 1\rc: 2\n";
         let index = LineIndex::new(text);
-        let span = index.span(text, Pos { line: 1, col: 4, len: 3 }).map(|s| (s.offset(), s.len()));
+        let span = index
+            .span(
+                text,
+                Pos {
+                    line: 1,
+                    col: 4,
+                    len: 3,
+                },
+            )
+            .map(|s| (s.offset(), s.len()));
         assert_eq!(span, Some((3, 6)));
-        let span = index.span(text, Pos { line: 3, col: 4, len: 1 }).map(|s| (s.offset(), s.len()));
+        let span = index
+            .span(
+                text,
+                Pos {
+                    line: 3,
+                    col: 4,
+                    len: 1,
+                },
+            )
+            .map(|s| (s.offset(), s.len()));
         assert_eq!(span, Some((19, 1)));
-        assert_eq!(index.span(text, Pos { line: 9, col: 1, len: 1 }), None);
+        assert_eq!(
+            index.span(
+                text,
+                Pos {
+                    line: 9,
+                    col: 1,
+                    len: 1
+                }
+            ),
+            None
+        );
     }
 
     #[test]
@@ -524,6 +637,27 @@ mod tests {
         assert_eq!(did_you_mean("secret_ref", &fields), Some("secretRef"));
         assert_eq!(did_you_mean("apiversion", &fields), Some("apiVersion"));
         assert_eq!(did_you_mean("volumes", &fields), None);
+    }
+
+    #[test]
+    fn snippet_text_is_inert_and_keeps_byte_offsets() {
+        let text = "a: \u{1b}[31m\u{9b}x\n";
+        let shown = sanitize_for_terminal(text);
+        assert_eq!(&*shown, "a: ?[31m\u{bf}x\n");
+        assert_eq!(
+            (shown.len(), shown.chars().count()),
+            (text.len(), text.chars().count())
+        );
+        let file = FileText::new(Path::new("f.yaml"), "a\nb\nc\n", 1);
+        assert_eq!(file.text.inner().len(), 6);
+        let long = "x\n".repeat(100);
+        assert_eq!(
+            FileText::new(Path::new("f.yaml"), &long, 2)
+                .text
+                .inner()
+                .len(),
+            20
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
         let text = content(file);
         let mut checker = validate::Checker::new(&file.path, text);
         let mut input = text.as_bytes();
-        for doc in serde_saphyr::read_with_options::<_, At<MapOf<RawServer>>>(&mut input, options()) {
+        for doc in serde_saphyr::read_with_options::<_, At<MapOf<RawServer>>>(&mut input, options())
+        {
             match doc {
                 Ok(doc) => {
                     let outcome = checker.document(doc);
@@ -60,7 +61,9 @@ pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
             None => {
                 first.insert(name, (*file, *pos));
             }
-            Some(&(first_file, first_pos)) => duplicates.push((name.as_str(), *file, *pos, first_file, first_pos)),
+            Some(&(first_file, first_pos)) => {
+                duplicates.push((name.as_str(), *file, *pos, first_file, first_pos))
+            }
         }
     }
 
@@ -69,31 +72,47 @@ pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
         return Ok(servers);
     }
 
-    // Only files that have something to show get their text indexed and shared.
+    // Only files that have something to show get their text indexed and
+    // shared, and only as far as their last diagnostic.
+    let mut last_line: Vec<u32> = issues
+        .iter()
+        .map(|i| i.iter().map(Issue::last_line).max().unwrap_or(0))
+        .collect();
+    for &(_, file, pos, first_file, first_pos) in &duplicates {
+        last_line[file] = last_line[file].max(pos.line);
+        last_line[first_file] = last_line[first_file].max(first_pos.line);
+    }
     let mut texts: Vec<Option<FileText>> = files.iter().map(|_| None).collect();
     let mut errors: Vec<Vec<(Pos, SpecError)>> = files.iter().map(|_| Vec::new()).collect();
     for (name, file, pos, first_file, first_pos) in duplicates {
-        let first_at = format!("{}:{}:{}", files[first_file].path.display(), first_pos.line, first_pos.col);
+        let first_at = format!(
+            "{}:{}:{}",
+            files[first_file].path.display(),
+            first_pos.line,
+            first_pos.col
+        );
         let mut issue = Issue::new(code::DUPLICATE_NAME, pos, format!("server name `{name}` is already used at {first_at}"))
             .label("second definition")
             .help("server names must be unique within a source: rename one of the two, or delete the copy");
         let error = if first_file == file {
             issue = issue.also(first_pos, "first defined here");
-            text_of(&mut texts, files, file).error(issue)
+            text_of(&mut texts, files, &last_line, file).error(issue)
         } else {
-            let note = text_of(&mut texts, files, first_file).note(
+            let note = text_of(&mut texts, files, &last_line, first_file).note(
                 first_pos,
                 format!("`{name}` is first defined here"),
                 "first definition",
             );
-            text_of(&mut texts, files, file).error(issue).with_related(note)
+            text_of(&mut texts, files, &last_line, file)
+                .error(issue)
+                .with_related(note)
         };
         errors[file].push((pos, error));
     }
     for (i, file_issues) in issues.into_iter().enumerate() {
         for issue in file_issues {
             let pos = issue.pos;
-            let error = text_of(&mut texts, files, i).error(issue);
+            let error = text_of(&mut texts, files, &last_line, i).error(issue);
             errors[i].push((pos, error));
         }
     }
@@ -109,8 +128,13 @@ pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
 }
 
 /// The file's text for diagnostics, made on first use: valid files never pay for it.
-fn text_of<'t>(texts: &'t mut [Option<FileText>], files: &[SourceFile], i: usize) -> &'t FileText {
-    texts[i].get_or_insert_with(|| FileText::new(&files[i].path, content(&files[i])))
+fn text_of<'t>(
+    texts: &'t mut [Option<FileText>],
+    files: &[SourceFile],
+    last_line: &[u32],
+    i: usize,
+) -> &'t FileText {
+    texts[i].get_or_insert_with(|| FileText::new(&files[i].path, content(&files[i]), last_line[i]))
 }
 
 /// The text that positions are counted in: a byte-order mark is encoding,
@@ -138,7 +162,10 @@ fn options() -> serde_saphyr::Options {
 pub fn json_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let mut schema = generator.into_root_schema_for::<RawServer>();
-    schema.insert("$id".into(), "https://mcpctl.io/schemas/mcpserver.schema.json".into());
+    schema.insert(
+        "$id".into(),
+        "https://mcpctl.io/schemas/mcpserver.schema.json".into(),
+    );
     schema.to_value()
 }
 
@@ -150,11 +177,16 @@ mod tests {
     use std::time::Duration;
 
     fn file(path: &str, text: &str) -> SourceFile {
-        SourceFile { path: PathBuf::from(path), text: text.to_owned() }
+        SourceFile {
+            path: PathBuf::from(path),
+            text: text.to_owned(),
+        }
     }
 
     fn one(spec: &str) -> Server {
-        let text = format!("apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: s}}\nspec:\n{spec}");
+        let text = format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: s}}\nspec:\n{spec}"
+        );
         match load(&[file("t.yaml", &text)]) {
             Ok(mut servers) if servers.len() == 1 => servers.remove(0),
             other => panic!("expected one server from\n{text}\ngot {other:?}"),
@@ -175,7 +207,13 @@ mod tests {
         assert_eq!(s.spec.transport, Transport::Stdio);
         assert_eq!(s.spec.path, None);
         assert_eq!(s.spec.port, None);
-        assert_eq!(s.spec.readiness, Readiness { timeout: Duration::from_secs(60), period: Duration::from_secs(15) });
+        assert_eq!(
+            s.spec.readiness,
+            Readiness {
+                timeout: Duration::from_secs(60),
+                period: Duration::from_secs(15)
+            }
+        );
         assert!(s.spec.env.is_empty() && s.spec.command.is_empty());
 
         let s = one("  image: srv:1\n  transport: streamable-http\n  port: 8080\n");
@@ -188,7 +226,12 @@ mod tests {
         let s = one("  external: {url: https://mcp.example.com/mcp}\n");
         assert_eq!(s.spec.transport, Transport::StreamableHttp);
         assert_eq!((s.spec.port, s.spec.path), (None, None));
-        assert_eq!(s.spec.workload, Workload::External(crate::spec::External { url: "https://mcp.example.com/mcp".into() }));
+        assert_eq!(
+            s.spec.workload,
+            Workload::External(crate::spec::External {
+                url: "https://mcp.example.com/mcp".into()
+            })
+        );
     }
 
     #[test]
@@ -202,12 +245,23 @@ mod tests {
             "  readiness: {timeout: 5m, period: 30s}\n",
         ));
         assert_eq!(s.spec.replicas, 0);
-        let Workload::Package(p) = &s.spec.workload else { panic!("{:?}", s.spec.workload) };
-        assert_eq!((p.name.as_str(), p.runtime, p.version.as_deref()), ("mcp-server-fetch", PackageRuntime::Python, Some("2025.4.7")));
+        let Workload::Package(p) = &s.spec.workload else {
+            panic!("{:?}", s.spec.workload)
+        };
+        assert_eq!(
+            (p.name.as_str(), p.runtime, p.version.as_deref()),
+            ("mcp-server-fetch", PackageRuntime::Python, Some("2025.4.7"))
+        );
         assert_eq!(s.spec.command, ["--verbose"]);
         assert_eq!(s.spec.env["LOG"], EnvValue::Plain("info".into()));
         assert_eq!(s.spec.env["DEBUG"], EnvValue::Plain("true".into()));
-        assert_eq!(s.spec.env["TOKEN"], EnvValue::Secret(SecretRef { name: "gh".into(), key: "token".into() }));
+        assert_eq!(
+            s.spec.env["TOKEN"],
+            EnvValue::Secret(SecretRef {
+                name: "gh".into(),
+                key: "token".into()
+            })
+        );
         assert_eq!(s.spec.resources.memory_bytes, Some(512 << 20));
         assert_eq!(s.spec.resources.memory.as_deref(), Some("512Mi"));
         assert_eq!(s.spec.resources.millicpus, Some(500));
@@ -229,21 +283,33 @@ mod tests {
     fn multi_document_file_with_empty_documents_and_file_relative_origins() {
         let text = "# fleet\n---\n---\n# only a comment\n---\napiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: b}\nspec: {image: b}\n---\napiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata:\n  name: a\nspec:\n  image: a\n...\n";
         let servers = load(&[file("f.yaml", text)]).expect("valid");
-        let names: Vec<_> = servers.iter().map(|s| (s.name.as_str(), s.origin.line)).collect();
+        let names: Vec<_> = servers
+            .iter()
+            .map(|s| (s.name.as_str(), s.origin.line))
+            .collect();
         assert_eq!(names, [("a", 11), ("b", 6)]);
         assert_eq!(servers[0].origin.to_string(), "f.yaml:11:1");
     }
 
     #[test]
     fn comment_only_and_empty_files_hold_no_servers() {
-        let files = [file("a.yaml", ""), file("b.yaml", "# nothing\n"), file("c.yaml", "---\n...\n---\n")];
+        let files = [
+            file("a.yaml", ""),
+            file("b.yaml", "# nothing\n"),
+            file("c.yaml", "---\n...\n---\n"),
+        ];
         assert_eq!(load(&files).expect("valid"), []);
     }
 
     #[test]
     fn a_byte_order_mark_does_not_shift_columns() {
-        let errs = errors("\u{feff}apiVersion: v2\nkind: McpServer\nmetadata: {name: s}\nspec: {image: x}\n");
-        assert!(errs[0].starts_with("t.yaml:1:13: unsupported apiVersion"), "{errs:#?}");
+        let errs = errors(
+            "\u{feff}apiVersion: v2\nkind: McpServer\nmetadata: {name: s}\nspec: {image: x}\n",
+        );
+        assert!(
+            errs[0].starts_with("t.yaml:1:13: unsupported apiVersion"),
+            "{errs:#?}"
+        );
     }
 
     #[test]
@@ -261,18 +327,35 @@ mod tests {
         let text = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: a}\nspec:\n  imgae: x\n  replicas: -1\n---\napiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: B}\nspec: {image: x, port: 0, transport: sse}\n";
         let errs = errors(text);
         assert_eq!(errs.len(), 4, "{errs:#?}");
-        assert!(errs[0].starts_with("t.yaml:5:3: unknown field `imgae`"), "{errs:#?}");
-        assert!(errs[1].starts_with("t.yaml:6:13: `spec.replicas` cannot be negative"), "{errs:#?}");
-        assert!(errs[2].starts_with("t.yaml:10:18: invalid server name"), "{errs:#?}");
-        assert!(errs[3].starts_with("t.yaml:11:24: `spec.port` is out of range"), "{errs:#?}");
+        assert!(
+            errs[0].starts_with("t.yaml:5:3: unknown field `imgae`"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("t.yaml:6:13: `spec.replicas` cannot be negative"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("t.yaml:10:18: invalid server name"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with("t.yaml:11:24: `spec.port` is out of range"),
+            "{errs:#?}"
+        );
     }
 
     #[test]
     fn yes_and_no_are_strings() {
         let s = one("  image: x\n  env: {A: \"yes\"}\n");
         assert_eq!(s.spec.env["A"], EnvValue::Plain("yes".into()));
-        let errs = errors("apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: s}\nspec: {image: x, env: {A: true}}\n");
-        assert!(errs[0].contains("must be a string, found a boolean"), "{errs:#?}");
+        let errs = errors(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: s}\nspec: {image: x, env: {A: true}}\n",
+        );
+        assert!(
+            errs[0].contains("must be a string, found a boolean"),
+            "{errs:#?}"
+        );
     }
 
     #[test]
@@ -281,6 +364,9 @@ mod tests {
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(schema["title"], "McpServer");
         let text = schema.to_string();
-        assert!(text.contains("streamable-http") && text.contains("\"python\""), "{text}");
+        assert!(
+            text.contains("streamable-http") && text.contains("\"python\""),
+            "{text}"
+        );
     }
 }

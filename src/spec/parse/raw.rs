@@ -53,7 +53,10 @@ pub(crate) struct At<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Spanned::<T>::deserialize(d)?;
-        Ok(At { value: s.value, pos: Pos::of(&s.referenced) })
+        Ok(At {
+            value: s.value,
+            pos: Pos::of(&s.referenced),
+        })
     }
 }
 
@@ -124,7 +127,9 @@ impl<'de, T: Shape> Visitor<'de> for ShapeVisitor<T> {
     }
     fn visit_u128<E>(self, v: u128) -> Result<T, E> {
         // Beyond i128 only matters as "too large", which a float still says.
-        Ok(T::from_leaf(i128::try_from(v).map_or(Leaf::Float(v as f64), Leaf::Int)))
+        Ok(T::from_leaf(
+            i128::try_from(v).map_or(Leaf::Float(v as f64), Leaf::Int),
+        ))
     }
     fn visit_f64<E>(self, v: f64) -> Result<T, E> {
         Ok(T::from_leaf(Leaf::Float(v)))
@@ -268,7 +273,10 @@ pub(crate) struct Entry<T> {
 
 impl<T, S> Default for Slot<T, S> {
     fn default() -> Self {
-        Slot { entry: None, _schema: PhantomData }
+        Slot {
+            entry: None,
+            _schema: PhantomData,
+        }
     }
 }
 
@@ -283,7 +291,11 @@ impl<T: fmt::Debug, S> fmt::Debug for Slot<T, S> {
 
 impl<T, S> Slot<T, S> {
     fn fill(&mut self, key: Pos, value: At<T>) {
-        self.entry = Some(Entry { key, value: value.value, at: value.pos });
+        self.entry = Some(Entry {
+            key,
+            value: value.value,
+            at: value.pos,
+        });
     }
 
     pub(crate) fn get(&self) -> Option<&Entry<T>> {

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// `512Mi`, `1Gi`, `500M`, `1.5G`, `1000` → bytes. Kubernetes spellings:
 /// binary suffixes `Ki`..`Ti`, decimal `k`/`K`, `M`, `G`, `T`.
 pub(crate) fn memory_bytes(text: &str) -> Result<u64, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let multiplier: u128 = match suffix {
         "" => 1,
@@ -18,13 +20,26 @@ pub(crate) fn memory_bytes(text: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        "m" => return Err("`m` means thousandths; for megabytes write `M`, or `Mi` for mebibytes".into()),
+        "m" => {
+            return Err(
+                "`m` means thousandths; for megabytes write `M`, or `Mi` for mebibytes".into(),
+            );
+        }
         s if s.ends_with('B') || s.ends_with('b') => {
             let unit = s.trim_end_matches(['B', 'b']).replace('i', "");
-            return Err(format!("drop the `B`: write `{number}{unit}i` (binary) or `{number}{unit}` (decimal)"));
+            return Err(format!(
+                "drop the `B`: write `{number}{unit}i` (binary) or `{number}{unit}` (decimal)"
+            ));
         }
-        s if s.trim_start().len() != s.len() => return Err("remove the space between number and unit".into()),
-        s => return Err(format!("unknown unit `{}`; use one of Ki, Mi, Gi, Ti, k, M, G, T", super::diag::short(s))),
+        s if s.trim_start().len() != s.len() => {
+            return Err("remove the space between number and unit".into());
+        }
+        s => {
+            return Err(format!(
+                "unknown unit `{}`; use one of Ki, Mi, Gi, Ti, k, M, G, T",
+                super::diag::short(s)
+            ));
+        }
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() || fraction.contains('.') || (number.contains('.') && fraction.is_empty()) {
@@ -34,7 +49,9 @@ pub(crate) fn memory_bytes(text: &str) -> Result<u64, String> {
     if whole.len() + fraction.len() > 30 {
         return Err("too large".into());
     }
-    let digits: u128 = format!("{whole}{fraction}").parse().map_err(|_| "not a number".to_owned())?;
+    let digits: u128 = format!("{whole}{fraction}")
+        .parse()
+        .map_err(|_| "not a number".to_owned())?;
     let scale = 10u128.pow(u32::try_from(fraction.len()).unwrap_or(u32::MAX));
     let scaled = digits.checked_mul(multiplier).ok_or("too large")?;
     if scaled % scale != 0 {
@@ -55,7 +72,9 @@ pub(crate) fn millicpus_from_number(cpus: f64) -> Result<u32, String> {
     let milli = cpus * 1000.0;
     let rounded = milli.round();
     if (milli - rounded).abs() > 1e-6 {
-        return Err("use at most three decimals (a thousandth of a CPU is the smallest unit)".into());
+        return Err(
+            "use at most three decimals (a thousandth of a CPU is the smallest unit)".into(),
+        );
     }
     if rounded > f64::from(u32::MAX) {
         return Err("too large".into());
@@ -68,8 +87,13 @@ pub(crate) fn millicpus_from_number(cpus: f64) -> Result<u32, String> {
 pub(crate) fn millicpus_from_text(text: &str) -> Result<u32, String> {
     let Some(digits) = text.strip_suffix('m') else {
         return Err(match text.parse::<f64>() {
-            Ok(_) => format!("write a number without quotes: `cpus: {}`", super::diag::short(text)),
-            Err(_) => "expected a number of CPUs such as `0.5`, or millicpus such as `\"500m\"`".into(),
+            Ok(_) => format!(
+                "write a number without quotes: `cpus: {}`",
+                super::diag::short(text)
+            ),
+            Err(_) => {
+                "expected a number of CPUs such as `0.5`, or millicpus such as `\"500m\"`".into()
+            }
         });
     };
     match digits.parse::<u32>() {
@@ -87,13 +111,16 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
         Err(humantime::DurationError::UnknownUnit { unit, value, .. }) if unit.is_empty() => {
             Err(format!("a number needs a unit, e.g. `{value}s`"))
         }
-        Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
-            Err(format!("unknown unit `{}`; use ms, s, m or h, e.g. `60s`", super::diag::short(&unit)))
-        }
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) => Err(format!(
+            "unknown unit `{}`; use ms, s, m or h, e.g. `60s`",
+            super::diag::short(&unit)
+        )),
         Err(humantime::DurationError::NumberExpected(_)) if !text.trim().is_empty() => {
             Err("expected a number and a unit, e.g. `60s` or `5m`".into())
         }
-        Err(e) => Err(format!("{e}; write a number and a unit, e.g. `60s` or `5m`")),
+        Err(e) => Err(format!(
+            "{e}; write a number and a unit, e.g. `60s` or `5m`"
+        )),
     }
 }
 
@@ -109,7 +136,21 @@ mod tests {
         assert_eq!(memory_bytes("1000"), Ok(1000));
         assert_eq!(memory_bytes("1.5Gi"), Ok(3 << 29));
         assert_eq!(memory_bytes("2k"), Ok(2000));
-        for bad in ["", "Mi", "1.5", "0", "0Mi", "1..5Mi", "1.Mi", "-1Mi", "512MB", "512 Mi", "512m", "1Xi", "99999999999999999999999Ti"] {
+        for bad in [
+            "",
+            "Mi",
+            "1.5",
+            "0",
+            "0Mi",
+            "1..5Mi",
+            "1.Mi",
+            "-1Mi",
+            "512MB",
+            "512 Mi",
+            "512m",
+            "1Xi",
+            "99999999999999999999999Ti",
+        ] {
             assert!(memory_bytes(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(memory_bytes("512MB").unwrap_err().contains("512Mi"));
@@ -125,7 +166,11 @@ mod tests {
         assert!(millicpus_from_number(0.0005).is_err());
         assert_eq!(millicpus_from_text("500m"), Ok(500));
         assert!(millicpus_from_text("0m").is_err());
-        assert!(millicpus_from_text("0.5").unwrap_err().contains("without quotes"));
+        assert!(
+            millicpus_from_text("0.5")
+                .unwrap_err()
+                .contains("without quotes")
+        );
         assert!(millicpus_from_text("half").is_err());
     }
 
@@ -137,6 +182,10 @@ mod tests {
         assert!(duration("0s").is_err());
         assert!(duration("60").is_err());
         assert!(duration("soon").is_err());
-        assert!(duration("5 fortnights").unwrap_err().contains("unknown unit"));
+        assert!(
+            duration("5 fortnights")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 }

@@ -8,14 +8,14 @@
 
 use super::diag::{Issue, LineIndex, code, did_you_mean, list, short, show_leaf, unclosed_opener};
 use super::raw::{
-    API_VERSION, At, Entries, Entry, EnvRaw, KIND, Leaf, LeafList, MapOf, Pos, RUNTIMES, RawExternal, RawMetadata,
-    RawPackage, RawReadiness, RawResources, RawSecretHolder, RawSecretRef, RawServer, RawSpec, Slot, Sub,
-    TRANSPORTS,
+    API_VERSION, At, Entries, Entry, EnvRaw, KIND, Leaf, LeafList, MapOf, Pos, RUNTIMES,
+    RawExternal, RawMetadata, RawPackage, RawReadiness, RawResources, RawSecretHolder,
+    RawSecretRef, RawServer, RawSpec, Slot, Sub, TRANSPORTS,
 };
 use super::units;
 use crate::spec::model::{
-    EnvValue, External, Origin, Package, PackageRuntime, Readiness, Resources, SecretRef, Server, ServerSpec,
-    Transport, Workload,
+    EnvValue, External, Origin, Package, PackageRuntime, Readiness, Resources, SecretRef, Server,
+    ServerSpec, Transport, Workload,
 };
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -39,7 +39,12 @@ pub(crate) struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     pub(crate) fn new(file: &'a Path, text: &'a str) -> Checker<'a> {
-        Checker { file, text, index: OnceCell::new(), issues: Vec::new() }
+        Checker {
+            file,
+            text,
+            index: OnceCell::new(),
+            issues: Vec::new(),
+        }
     }
 
     fn push(&mut self, issue: Issue) {
@@ -63,7 +68,10 @@ impl<'a> Checker<'a> {
     /// The text at `pos` as written, for help that quotes it (`"1.10"`, not `1.1`).
     fn written(&self, pos: Pos) -> Option<&'a str> {
         let text = self.text;
-        let span = self.index.get_or_init(|| LineIndex::new(text)).span(text, pos)?;
+        let span = self
+            .index
+            .get_or_init(|| LineIndex::new(text))
+            .span(text, pos)?;
         let written = text.get(span.offset()..span.offset() + span.len())?;
         (!written.is_empty() && !written.contains('\n')).then_some(written)
     }
@@ -71,14 +79,23 @@ impl<'a> Checker<'a> {
     pub(crate) fn document(&mut self, doc: At<MapOf<RawServer>>) -> Outcome {
         let before = self.issues.len();
         let start = doc.pos;
-        let mut outcome = Outcome { server: None, name: None };
+        let mut outcome = Outcome {
+            server: None,
+            name: None,
+        };
         let raw = match doc.value {
             MapOf::Map(raw) => raw,
             MapOf::Not(leaf) => {
                 self.push(
-                    Issue::new(code::WRONG_TYPE, start, format!("a server document must be a mapping, found {}", leaf.kind()))
-                        .label("expected `apiVersion`, `kind`, `metadata` and `spec` here")
-                        .help(format!("start each document with `apiVersion: {API_VERSION}` and `kind: {KIND}`")),
+                    Issue::new(
+                        code::WRONG_TYPE,
+                        start,
+                        format!("a server document must be a mapping, found {}", leaf.kind()),
+                    )
+                    .label("expected `apiVersion`, `kind`, `metadata` and `spec` here")
+                    .help(format!(
+                        "start each document with `apiVersion: {API_VERSION}` and `kind: {KIND}`"
+                    )),
                 );
                 return outcome;
             }
@@ -90,14 +107,22 @@ impl<'a> Checker<'a> {
         match self.text_of(&raw.api_version, "apiVersion", API_VERSION) {
             Some((v, _)) if v == API_VERSION => {}
             Some((v, at)) => self.push(
-                Issue::new(code::API_VERSION, at, format!("unsupported apiVersion \"{}\"", short(v)))
-                    .label(format!("expected `{API_VERSION}`"))
-                    .help(format!("set `apiVersion: {API_VERSION}`, the only version this mcpctl reads")),
+                Issue::new(
+                    code::API_VERSION,
+                    at,
+                    format!("unsupported apiVersion \"{}\"", short(v)),
+                )
+                .label(format!("expected `{API_VERSION}`"))
+                .help(format!(
+                    "set `apiVersion: {API_VERSION}`, the only version this mcpctl reads"
+                )),
             ),
             None if raw.api_version.get().is_none() && missing("apiVersion") => self.push(
                 Issue::new(code::MISSING_FIELD, start, "missing `apiVersion`")
                     .label("this document has no `apiVersion`")
-                    .help(format!("add `apiVersion: {API_VERSION}` at the top of the document")),
+                    .help(format!(
+                        "add `apiVersion: {API_VERSION}` at the top of the document"
+                    )),
             ),
             None => {}
         }
@@ -107,7 +132,9 @@ impl<'a> Checker<'a> {
                 let help = if v.eq_ignore_ascii_case(KIND) {
                     format!("did you mean `{KIND}`? `kind` is case-sensitive")
                 } else {
-                    format!("mcpctl reads only `kind: {KIND}` documents; keep other manifests out of the spec paths")
+                    format!(
+                        "mcpctl reads only `kind: {KIND}` documents; keep other manifests out of the spec paths"
+                    )
                 };
                 self.push(
                     Issue::new(code::KIND, at, format!("unsupported kind \"{}\"", short(v)))
@@ -159,17 +186,32 @@ impl<'a> Checker<'a> {
                 name,
                 labels,
                 spec,
-                origin: Origin { file: self.file.to_owned(), line: start.line as usize, column: start.col as usize },
+                origin: Origin {
+                    file: self.file.to_owned(),
+                    line: start.line as usize,
+                    column: start.col as usize,
+                },
             });
         }
         outcome
     }
 
-    fn metadata(&mut self, meta: &RawMetadata, key: Pos, labels: &mut BTreeMap<String, String>) -> Option<(String, Pos)> {
-        let suggested = self.unknown_fields(&meta.unknown, RawMetadata::FIELDS, RawMetadata::CONTEXT);
+    fn metadata(
+        &mut self,
+        meta: &RawMetadata,
+        key: Pos,
+        labels: &mut BTreeMap<String, String>,
+    ) -> Option<(String, Pos)> {
+        let suggested =
+            self.unknown_fields(&meta.unknown, RawMetadata::FIELDS, RawMetadata::CONTEXT);
         if let Some((map, _)) = self.mapping(&meta.labels, "metadata.labels") {
             for (k, v) in &map.0 {
-                if let Some((value, _)) = self.string_leaf(&v.value, v.pos, &format!("metadata.labels.{}", k.value), "team: platform") {
+                if let Some((value, _)) = self.string_leaf(
+                    &v.value,
+                    v.pos,
+                    &format!("metadata.labels.{}", k.value),
+                    "team: platform",
+                ) {
                     labels.insert(k.value.clone(), value.to_owned());
                 }
             }
@@ -224,7 +266,10 @@ impl<'a> Checker<'a> {
         let external = self.external(&s.external);
         let workload = match present.as_slice() {
             [] => {
-                if !suggested.iter().any(|f| ["image", "package", "external"].contains(f)) {
+                if !suggested
+                    .iter()
+                    .any(|f| ["image", "package", "external"].contains(f))
+                {
                     self.push(
                         Issue::new(code::WORKLOAD, spec_key, "`spec` needs one of `image`, `package` or `external`")
                             .label("nothing to run")
@@ -236,7 +281,10 @@ impl<'a> Checker<'a> {
                 }
                 None
             }
-            [_] => image.map(Workload::Image).or(package.map(Workload::Package)).or(external.map(Workload::External)),
+            [_] => image
+                .map(Workload::Image)
+                .or(package.map(Workload::Package))
+                .or(external.map(Workload::External)),
             [(first, first_at), rest @ ..] => {
                 let names: Vec<&str> = present.iter().map(|(n, _)| *n).collect();
                 let (second, second_at) = rest[0];
@@ -251,15 +299,24 @@ impl<'a> Checker<'a> {
         };
         let is_external = s.external.get().is_some();
 
-        let replicas = self.whole(&s.replicas, "spec.replicas", 0..=i128::from(u32::MAX), "replicas: 2");
+        let replicas = self.whole(
+            &s.replicas,
+            "spec.replicas",
+            0..=i128::from(u32::MAX),
+            "replicas: 2",
+        );
         let replicas = replicas.and_then(|(n, at)| Some((u32::try_from(n).ok()?, at)));
         if let (true, Some((n, at))) = (is_external, replicas)
             && n > 1
         {
             self.push(
-                Issue::new(code::INVALID_VALUE, at, format!("an external server has one instance, not {n}"))
-                    .label("more than one")
-                    .help("remove `replicas` (or use `replicas: 0` to keep it defined but unused)"),
+                Issue::new(
+                    code::INVALID_VALUE,
+                    at,
+                    format!("an external server has one instance, not {n}"),
+                )
+                .label("more than one")
+                .help("remove `replicas` (or use `replicas: 0` to keep it defined but unused)"),
             );
         }
 
@@ -269,12 +326,22 @@ impl<'a> Checker<'a> {
         let parsed = self.transport(&s.transport);
         // An unreadable transport has been reported; checks that depend on it would only add noise.
         let transport_ok = transport_entry.is_none() || parsed.is_some();
-        let transport = parsed.unwrap_or(if is_external { Transport::StreamableHttp } else { Transport::Stdio });
+        let transport = parsed.unwrap_or(if is_external {
+            Transport::StreamableHttp
+        } else {
+            Transport::Stdio
+        });
         if let (true, Some(e), Transport::Stdio) = (is_external, transport_entry, transport) {
             self.push(
-                Issue::new(code::NOT_APPLICABLE, e.at, "an external server cannot use the stdio transport")
-                    .label("stdio needs a process mcpctl runs")
-                    .help("use `transport: streamable-http` (the default for external servers) or `sse`"),
+                Issue::new(
+                    code::NOT_APPLICABLE,
+                    e.at,
+                    "an external server cannot use the stdio transport",
+                )
+                .label("stdio needs a process mcpctl runs")
+                .help(
+                    "use `transport: streamable-http` (the default for external servers) or `sse`",
+                ),
             );
         }
 
@@ -301,7 +368,10 @@ impl<'a> Checker<'a> {
                 );
             }
         } else if transport_ok {
-            for (entry, field) in [(s.port.get().map(|e| e.key), "port"), (s.path.get().map(|e| e.key), "path")] {
+            for (entry, field) in [
+                (s.port.get().map(|e| e.key), "port"),
+                (s.path.get().map(|e| e.key), "path"),
+            ] {
                 if let Some(at) = entry {
                     self.push(
                         Issue::new(code::NOT_APPLICABLE, at, format!("`spec.{field}` is only used with an HTTP transport"))
@@ -331,7 +401,11 @@ impl<'a> Checker<'a> {
             workload: workload?,
             command,
             transport,
-            port: if is_external { None } else { port.map(|(p, _)| p) },
+            port: if is_external {
+                None
+            } else {
+                port.map(|(p, _)| p)
+            },
             path,
             env,
             resources,
@@ -359,9 +433,13 @@ impl<'a> Checker<'a> {
         let name = self.text_of(&p.name, "spec.package.name", "name: mcp-server-fetch");
         if p.name.get().is_none() && !suggested.contains(&"name") {
             self.push(
-                Issue::new(code::MISSING_FIELD, entry.key, "`spec.package` needs a `name`")
-                    .label("no package name")
-                    .help(format!("name the npm or PyPI package: `{example}`")),
+                Issue::new(
+                    code::MISSING_FIELD,
+                    entry.key,
+                    "`spec.package` needs a `name`",
+                )
+                .label("no package name")
+                .help(format!("name the npm or PyPI package: `{example}`")),
             );
         }
         if let Some((name, at)) = name
@@ -377,7 +455,9 @@ impl<'a> Checker<'a> {
             Some(("node", _)) => Some(PackageRuntime::Node),
             Some(("python", _)) => Some(PackageRuntime::Python),
             Some((other, at)) => {
-                let guess = did_you_mean(other, RUNTIMES).map(|g| format!("did you mean `{g}`? ")).unwrap_or_default();
+                let guess = did_you_mean(other, RUNTIMES)
+                    .map(|g| format!("did you mean `{g}`? "))
+                    .unwrap_or_default();
                 self.push(
                     Issue::new(code::INVALID_VALUE, at, format!("unknown package runtime \"{}\"", short(other)))
                         .label(format!("expected {}", list(RUNTIMES).replace(" and ", " or ")))
@@ -391,9 +471,13 @@ impl<'a> Checker<'a> {
             None => {
                 if p.runtime.get().is_none() && !suggested.contains(&"runtime") {
                     self.push(
-                        Issue::new(code::MISSING_FIELD, entry.key, "`spec.package` needs a `runtime`")
-                            .label("no runtime")
-                            .help("add `runtime: node` (runs `npx`) or `runtime: python` (runs `uvx`)"),
+                        Issue::new(
+                            code::MISSING_FIELD,
+                            entry.key,
+                            "`spec.package` needs a `runtime`",
+                        )
+                        .label("no runtime")
+                        .help("add `runtime: node` (runs `npx`) or `runtime: python` (runs `uvx`)"),
                     );
                 }
                 None
@@ -413,41 +497,70 @@ impl<'a> Checker<'a> {
                     );
                     None
                 }
-                _ => self.text_of(&p.version, "spec.package.version", "version: \"1.2.0\"").map(|(v, _)| v.to_owned()),
+                _ => self
+                    .text_of(&p.version, "spec.package.version", "version: \"1.2.0\"")
+                    .map(|(v, _)| v.to_owned()),
             },
         };
-        Some(Package { name: name?.0.to_owned(), runtime: runtime?, version })
+        Some(Package {
+            name: name?.0.to_owned(),
+            runtime: runtime?,
+            version,
+        })
     }
 
     fn external(&mut self, slot: &Sub<RawExternal>) -> Option<External> {
         let (x, entry) = self.mapping(slot, "spec.external")?;
         let suggested = self.unknown_fields(&x.unknown, RawExternal::FIELDS, RawExternal::CONTEXT);
-        let Some((url, at)) = self.text_of(&x.url, "spec.external.url", "url: https://mcp.example.com/mcp") else {
+        let Some((url, at)) = self.text_of(
+            &x.url,
+            "spec.external.url",
+            "url: https://mcp.example.com/mcp",
+        ) else {
             if x.url.get().is_none() && !suggested.contains(&"url") {
                 self.push(
-                    Issue::new(code::MISSING_FIELD, entry.key, "`spec.external` needs a `url`")
-                        .label("no URL")
-                        .help("add the server's address: `external: {url: https://mcp.example.com/mcp}`"),
+                    Issue::new(
+                        code::MISSING_FIELD,
+                        entry.key,
+                        "`spec.external` needs a `url`",
+                    )
+                    .label("no URL")
+                    .help(
+                        "add the server's address: `external: {url: https://mcp.example.com/mcp}`",
+                    ),
                 );
             }
             return None;
         };
         let help = "use an absolute http(s) URL, e.g. `https://mcp.example.com/mcp`";
         match url::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(External { url: u.to_string() }),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Some(External { url: u.to_string() })
+            }
             Ok(u) => {
                 self.push(
-                    Issue::new(code::INVALID_VALUE, at, format!("`spec.external.url` must be http or https, not `{}`", short(u.scheme())))
-                        .label("unsupported scheme")
-                        .help(help),
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        at,
+                        format!(
+                            "`spec.external.url` must be http or https, not `{}`",
+                            short(u.scheme())
+                        ),
+                    )
+                    .label("unsupported scheme")
+                    .help(help),
                 );
                 None
             }
             Err(e) => {
                 self.push(
-                    Issue::new(code::INVALID_VALUE, at, format!("invalid URL \"{}\": {e}", short(url)))
-                        .label("not a URL")
-                        .help(help),
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        at,
+                        format!("invalid URL \"{}\": {e}", short(url)),
+                    )
+                    .label("not a URL")
+                    .help(help),
                 );
                 None
             }
@@ -455,28 +568,47 @@ impl<'a> Checker<'a> {
     }
 
     fn command(&mut self, slot: &Slot<LeafList, Vec<String>>) -> Vec<String> {
-        let Some(e) = slot.get() else { return Vec::new() };
+        let Some(e) = slot.get() else {
+            return Vec::new();
+        };
         match &e.value {
             LeafList::List(items) => items
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| {
                     let path = format!("spec.command[{i}]");
-                    self.string_leaf(&item.value, item.pos, &path, "command: [\"--port\", \"8080\"]").map(|(s, _)| s.to_owned())
+                    self.string_leaf(
+                        &item.value,
+                        item.pos,
+                        &path,
+                        "command: [\"--port\", \"8080\"]",
+                    )
+                    .map(|(s, _)| s.to_owned())
                 })
                 .collect(),
             LeafList::Not(leaf) => {
                 let help = match leaf {
                     Leaf::Str(s) => {
-                        let words: Vec<String> = s.split_whitespace().map(|w| format!("\"{}\"", short(w))).collect();
-                        format!("write one list item per argument: `command: [{}]`", words.join(", "))
+                        let words: Vec<String> = s
+                            .split_whitespace()
+                            .map(|w| format!("\"{}\"", short(w)))
+                            .collect();
+                        format!(
+                            "write one list item per argument: `command: [{}]`",
+                            words.join(", ")
+                        )
                     }
-                    _ => "write the arguments as a list, e.g. `command: [\"server\", \"--http\"]`".into(),
+                    _ => "write the arguments as a list, e.g. `command: [\"server\", \"--http\"]`"
+                        .into(),
                 };
                 self.push(
-                    Issue::new(code::WRONG_TYPE, e.at, format!("`spec.command` must be a list, found {}", leaf.kind()))
-                        .label("expected a list of arguments")
-                        .help(help),
+                    Issue::new(
+                        code::WRONG_TYPE,
+                        e.at,
+                        format!("`spec.command` must be a list, found {}", leaf.kind()),
+                    )
+                    .label("expected a list of arguments")
+                    .help(help),
                 );
                 Vec::new()
             }
@@ -491,7 +623,12 @@ impl<'a> Checker<'a> {
             "streamable-http" => Some(Transport::StreamableHttp),
             other => {
                 let guess = did_you_mean(other, TRANSPORTS)
-                    .or_else(|| other.to_ascii_lowercase().contains("http").then_some("streamable-http"))
+                    .or_else(|| {
+                        other
+                            .to_ascii_lowercase()
+                            .contains("http")
+                            .then_some("streamable-http")
+                    })
                     .map(|g| format!("did you mean `{g}`? "))
                     .unwrap_or_default();
                 self.push(
@@ -535,36 +672,57 @@ impl<'a> Checker<'a> {
 
     fn env(&mut self, slot: &Sub<Entries<EnvRaw>>) -> BTreeMap<String, EnvValue> {
         let mut env = BTreeMap::new();
-        let Some((entries, _)) = self.mapping(slot, "spec.env") else { return env };
+        let Some((entries, _)) = self.mapping(slot, "spec.env") else {
+            return env;
+        };
         for (key, value) in &entries.0 {
             let name = &key.value;
             let path = format!("spec.env.{}", short(name));
             if !is_env_name(name) {
                 self.push(
-                    Issue::new(code::INVALID_VALUE, key.pos, format!("invalid environment variable name \"{}\"", short(name)))
-                        .label("not a variable name")
-                        .help("use letters, digits and `_`, not starting with a digit, e.g. `LOG_LEVEL`"),
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        key.pos,
+                        format!("invalid environment variable name \"{}\"", short(name)),
+                    )
+                    .label("not a variable name")
+                    .help(
+                        "use letters, digits and `_`, not starting with a digit, e.g. `LOG_LEVEL`",
+                    ),
                 );
             }
             let parsed = match &value.value {
                 EnvRaw::Value(Leaf::Str(s)) => Some(EnvValue::Plain(s.clone())),
                 EnvRaw::Value(Leaf::Null) => {
                     self.push(
-                        Issue::new(code::WRONG_TYPE, value.pos, format!("`{path}` has no value"))
-                            .label("empty")
-                            .help(format!("write `{}: \"\"` for an empty value, or remove it", short(name))),
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            value.pos,
+                            format!("`{path}` has no value"),
+                        )
+                        .label("empty")
+                        .help(format!(
+                            "write `{}: \"\"` for an empty value, or remove it",
+                            short(name)
+                        )),
                     );
                     None
                 }
                 EnvRaw::Value(leaf @ (Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_))) => {
-                    let written = self.written(value.pos).map_or_else(|| show_leaf(leaf), str::to_owned);
+                    let written = self
+                        .written(value.pos)
+                        .map_or_else(|| show_leaf(leaf), str::to_owned);
                     self.push(
-                        Issue::new(code::WRONG_TYPE, value.pos, format!("`{path}` must be a string, found {}", leaf.kind()))
-                            .label(format!("YAML reads this as {}", leaf.kind()))
-                            .help(format!(
-                                "quote it, so every tool reads the same text: `{}: \"{written}\"`",
-                                short(name)
-                            )),
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            value.pos,
+                            format!("`{path}` must be a string, found {}", leaf.kind()),
+                        )
+                        .label(format!("YAML reads this as {}", leaf.kind()))
+                        .help(format!(
+                            "quote it, so every tool reads the same text: `{}: \"{written}\"`",
+                            short(name)
+                        )),
                     );
                     None
                 }
@@ -579,7 +737,9 @@ impl<'a> Checker<'a> {
                     );
                     None
                 }
-                EnvRaw::Secret(holder) => self.secret(holder, value.pos, &path, name).map(EnvValue::Secret),
+                EnvRaw::Secret(holder) => self
+                    .secret(holder, value.pos, &path, name)
+                    .map(EnvValue::Secret),
             };
             if let Some(v) = parsed {
                 env.insert(name.clone(), v);
@@ -588,20 +748,41 @@ impl<'a> Checker<'a> {
         env
     }
 
-    fn secret(&mut self, holder: &RawSecretHolder, at: Pos, path: &str, var: &str) -> Option<SecretRef> {
-        let example = format!("{}: {{secretRef: {{name: github, key: token}}}}", short(var));
-        let suggested = self.unknown_fields(&holder.unknown, RawSecretHolder::FIELDS, RawSecretHolder::CONTEXT);
-        let Some((r, entry)) = self.mapping(&holder.secret_ref, &format!("{path}.secretRef")) else {
+    fn secret(
+        &mut self,
+        holder: &RawSecretHolder,
+        at: Pos,
+        path: &str,
+        var: &str,
+    ) -> Option<SecretRef> {
+        let example = format!(
+            "{}: {{secretRef: {{name: github, key: token}}}}",
+            short(var)
+        );
+        let suggested = self.unknown_fields(
+            &holder.unknown,
+            RawSecretHolder::FIELDS,
+            RawSecretHolder::CONTEXT,
+        );
+        let Some((r, entry)) = self.mapping(&holder.secret_ref, &format!("{path}.secretRef"))
+        else {
             if holder.secret_ref.get().is_none() && !suggested.contains(&"secretRef") {
                 self.push(
-                    Issue::new(code::MISSING_FIELD, at, format!("`{path}` is a mapping without `secretRef`"))
-                        .label("expected a string or a secretRef")
-                        .help(format!("write a plain string, or refer to a secret: `{example}`")),
+                    Issue::new(
+                        code::MISSING_FIELD,
+                        at,
+                        format!("`{path}` is a mapping without `secretRef`"),
+                    )
+                    .label("expected a string or a secretRef")
+                    .help(format!(
+                        "write a plain string, or refer to a secret: `{example}`"
+                    )),
                 );
             }
             return None;
         };
-        let suggested = self.unknown_fields(&r.unknown, RawSecretRef::FIELDS, RawSecretRef::CONTEXT);
+        let suggested =
+            self.unknown_fields(&r.unknown, RawSecretRef::FIELDS, RawSecretRef::CONTEXT);
         let part = |this: &mut Self, slot: &Slot<Leaf, String>, field: &str| {
             let found = this.text_of(slot, &format!("{path}.secretRef.{field}"), &example);
             match found {
@@ -631,12 +812,17 @@ impl<'a> Checker<'a> {
         };
         let name = part(self, &r.name, "name");
         let key = part(self, &r.key, "key");
-        Some(SecretRef { name: name?, key: key? })
+        Some(SecretRef {
+            name: name?,
+            key: key?,
+        })
     }
 
     fn resources(&mut self, slot: &Sub<RawResources>) -> Resources {
         let mut out = Resources::default();
-        let Some((r, _)) = self.mapping(slot, "spec.resources") else { return out };
+        let Some((r, _)) = self.mapping(slot, "spec.resources") else {
+            return out;
+        };
         self.unknown_fields(&r.unknown, RawResources::FIELDS, RawResources::CONTEXT);
         if let Some(e) = r.memory.get() {
             let parsed = match &e.value {
@@ -646,7 +832,10 @@ impl<'a> Checker<'a> {
                     .filter(|b| *b > 0)
                     .map(|b| (b, b.to_string()))
                     .ok_or_else(|| "a memory limit must be more than 0".to_owned()),
-                other => Err(format!("expected a quantity such as `512Mi`, found {}", other.kind())),
+                other => Err(format!(
+                    "expected a quantity such as `512Mi`, found {}",
+                    other.kind()
+                )),
             };
             match parsed {
                 Ok((bytes, written)) => {
@@ -681,21 +870,36 @@ impl<'a> Checker<'a> {
 
     fn readiness(&mut self, slot: &Sub<RawReadiness>) -> Readiness {
         let mut out = Readiness::default();
-        let Some((r, _)) = self.mapping(slot, "spec.readiness") else { return out };
+        let Some((r, _)) = self.mapping(slot, "spec.readiness") else {
+            return out;
+        };
         self.unknown_fields(&r.unknown, RawReadiness::FIELDS, RawReadiness::CONTEXT);
-        for (slot, field, target) in [(&r.timeout, "timeout", &mut out.timeout), (&r.period, "period", &mut out.period)] {
+        for (slot, field, target) in [
+            (&r.timeout, "timeout", &mut out.timeout),
+            (&r.period, "period", &mut out.period),
+        ] {
             let Some(e) = slot.get() else { continue };
             let parsed = match &e.value {
                 Leaf::Str(s) => units::duration(s),
                 Leaf::Int(i) => Err(format!("a number needs a unit, e.g. `{i}s`")),
-                other => Err(format!("expected a duration such as `60s`, found {}", other.kind())),
+                other => Err(format!(
+                    "expected a duration such as `60s`, found {}",
+                    other.kind()
+                )),
             };
             match parsed {
                 Ok(d) => *target = d,
                 Err(why) => self.push(
-                    Issue::new(code::INVALID_VALUE, e.at, format!("invalid duration {} for `spec.readiness.{field}`", show_leaf(&e.value)))
-                        .label(why)
-                        .help("write a number and a unit: `90s`, `5m`, `1h 30m`"),
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        e.at,
+                        format!(
+                            "invalid duration {} for `spec.readiness.{field}`",
+                            show_leaf(&e.value)
+                        ),
+                    )
+                    .label(why)
+                    .help("write a number and a unit: `90s`, `5m`, `1h 30m`"),
                 ),
             }
         }
@@ -706,9 +910,18 @@ impl<'a> Checker<'a> {
 
     /// Reports unknown keys, and returns the known fields they look like, so
     /// that a misspelt field is not also reported as missing.
-    fn unknown_fields(&mut self, unknown: &[At<String>], fields: &'static [&'static str], context: &str) -> Vec<&'static str> {
+    fn unknown_fields(
+        &mut self,
+        unknown: &[At<String>],
+        fields: &'static [&'static str],
+        context: &str,
+    ) -> Vec<&'static str> {
         let mut suggested = Vec::new();
-        let place = if context.starts_with("the ") { context.to_owned() } else { format!("`{context}`") };
+        let place = if context.starts_with("the ") {
+            context.to_owned()
+        } else {
+            format!("`{context}`")
+        };
         for key in unknown {
             let guess = did_you_mean(&key.value, fields);
             let help = match guess {
@@ -717,16 +930,24 @@ impl<'a> Checker<'a> {
             };
             suggested.extend(guess);
             self.push(
-                Issue::new(code::UNKNOWN_FIELD, key.pos, format!("unknown field `{}` in {place}", short(&key.value)))
-                    .label("unknown field")
-                    .help(help),
+                Issue::new(
+                    code::UNKNOWN_FIELD,
+                    key.pos,
+                    format!("unknown field `{}` in {place}", short(&key.value)),
+                )
+                .label("unknown field")
+                .help(help),
             );
         }
         suggested
     }
 
     /// A mapping field, or an issue saying what was there instead.
-    fn mapping<'r, T>(&mut self, slot: &'r Sub<T>, path: &str) -> Option<(&'r T, &'r Entry<MapOf<T>>)> {
+    fn mapping<'r, T>(
+        &mut self,
+        slot: &'r Sub<T>,
+        path: &str,
+    ) -> Option<(&'r T, &'r Entry<MapOf<T>>)> {
         let e = slot.get()?;
         match &e.value {
             MapOf::Map(m) => Some((m, e)),
@@ -734,7 +955,9 @@ impl<'a> Checker<'a> {
                 self.push(
                     Issue::new(code::WRONG_TYPE, e.key, format!("`{path}` is empty"))
                         .label("no value")
-                        .help(format!("write the fields of `{path}` indented under it, or remove the key")),
+                        .help(format!(
+                            "write the fields of `{path}` indented under it, or remove the key"
+                        )),
                 );
                 None
             }
@@ -753,33 +976,62 @@ impl<'a> Checker<'a> {
     }
 
     /// A non-empty string field.
-    fn text_of<'r, S>(&mut self, slot: &'r Slot<Leaf, S>, path: &str, example: &str) -> Option<(&'r str, Pos)> {
+    fn text_of<'r, S>(
+        &mut self,
+        slot: &'r Slot<Leaf, S>,
+        path: &str,
+        example: &str,
+    ) -> Option<(&'r str, Pos)> {
         let e = slot.get()?;
         self.string_leaf(&e.value, e.at, path, example)
     }
 
-    fn string_leaf<'r>(&mut self, leaf: &'r Leaf, at: Pos, path: &str, example: &str) -> Option<(&'r str, Pos)> {
+    fn string_leaf<'r>(
+        &mut self,
+        leaf: &'r Leaf,
+        at: Pos,
+        path: &str,
+        example: &str,
+    ) -> Option<(&'r str, Pos)> {
         let issue = match leaf {
             Leaf::Str(s) if !s.is_empty() => return Some((s, at)),
-            Leaf::Str(_) | Leaf::Null => Issue::new(code::WRONG_TYPE, at, format!("`{path}` is empty"))
-                .label("no value")
-                .help(format!("give it a value, e.g. `{example}`")),
-            Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_) => {
-                let written = self.written(at).map_or_else(|| show_leaf(leaf), str::to_owned);
-                Issue::new(code::WRONG_TYPE, at, format!("`{path}` must be a string, found {}", leaf.kind()))
-                    .label(format!("YAML reads this as {}", leaf.kind()))
-                    .help(format!("quote it to make it a string: \"{written}\""))
+            Leaf::Str(_) | Leaf::Null => {
+                Issue::new(code::WRONG_TYPE, at, format!("`{path}` is empty"))
+                    .label("no value")
+                    .help(format!("give it a value, e.g. `{example}`"))
             }
-            Leaf::List | Leaf::Map => Issue::new(code::WRONG_TYPE, at, format!("`{path}` must be a string, found {}", leaf.kind()))
-                .label("expected a single value")
-                .help(format!("write one value, e.g. `{example}`")),
+            Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_) => {
+                let written = self
+                    .written(at)
+                    .map_or_else(|| show_leaf(leaf), str::to_owned);
+                Issue::new(
+                    code::WRONG_TYPE,
+                    at,
+                    format!("`{path}` must be a string, found {}", leaf.kind()),
+                )
+                .label(format!("YAML reads this as {}", leaf.kind()))
+                .help(format!("quote it to make it a string: \"{written}\""))
+            }
+            Leaf::List | Leaf::Map => Issue::new(
+                code::WRONG_TYPE,
+                at,
+                format!("`{path}` must be a string, found {}", leaf.kind()),
+            )
+            .label("expected a single value")
+            .help(format!("write one value, e.g. `{example}`")),
         };
         self.push(issue);
         None
     }
 
     /// A whole number within `range`.
-    fn whole<S>(&mut self, slot: &Slot<Leaf, S>, path: &str, range: RangeInclusive<i128>, example: &str) -> Option<(i128, Pos)> {
+    fn whole<S>(
+        &mut self,
+        slot: &Slot<Leaf, S>,
+        path: &str,
+        range: RangeInclusive<i128>,
+        example: &str,
+    ) -> Option<(i128, Pos)> {
         let e = slot.get()?;
         let (lo, hi) = (*range.start(), *range.end());
         let expected = if hi >= i128::from(u32::MAX) {
@@ -789,20 +1041,38 @@ impl<'a> Checker<'a> {
         };
         let issue = match &e.value {
             Leaf::Int(n) if range.contains(n) => return Some((*n, e.at)),
-            Leaf::Int(n) if *n < 0 && lo == 0 => Issue::new(code::INVALID_VALUE, e.at, format!("`{path}` cannot be negative"))
-                .label(format!("expected {expected}"))
-                .help(format!("use a count of 0 or more, e.g. `{example}`")),
-            Leaf::Int(n) => Issue::new(code::INVALID_VALUE, e.at, format!("`{path}` is out of range: {n}"))
-                .label(format!("expected {expected}"))
-                .help(format!("use {expected}, e.g. `{example}`")),
-            Leaf::Str(s) if s.trim().parse::<i128>().is_ok() => {
-                Issue::new(code::WRONG_TYPE, e.at, format!("`{path}` must be a number, not a quoted string"))
-                    .label("a string, because it is quoted")
-                    .help(format!("remove the quotes: `{}: {}`", path.rsplit('.').next().unwrap_or(path), s.trim()))
-            }
-            other => Issue::new(code::WRONG_TYPE, e.at, format!("`{path}` must be {expected}, found {}", describe(other)))
-                .label("not a whole number")
-                .help(format!("write digits without quotes, e.g. `{example}`")),
+            Leaf::Int(n) if *n < 0 && lo == 0 => Issue::new(
+                code::INVALID_VALUE,
+                e.at,
+                format!("`{path}` cannot be negative"),
+            )
+            .label(format!("expected {expected}"))
+            .help(format!("use a count of 0 or more, e.g. `{example}`")),
+            Leaf::Int(n) => Issue::new(
+                code::INVALID_VALUE,
+                e.at,
+                format!("`{path}` is out of range: {n}"),
+            )
+            .label(format!("expected {expected}"))
+            .help(format!("use {expected}, e.g. `{example}`")),
+            Leaf::Str(s) if s.trim().parse::<i128>().is_ok() => Issue::new(
+                code::WRONG_TYPE,
+                e.at,
+                format!("`{path}` must be a number, not a quoted string"),
+            )
+            .label("a string, because it is quoted")
+            .help(format!(
+                "remove the quotes: `{}: {}`",
+                path.rsplit('.').next().unwrap_or(path),
+                s.trim()
+            )),
+            other => Issue::new(
+                code::WRONG_TYPE,
+                e.at,
+                format!("`{path}` must be {expected}, found {}", describe(other)),
+            )
+            .label("not a whole number")
+            .help(format!("write digits without quotes, e.g. `{example}`")),
         };
         self.push(issue);
         None
@@ -812,7 +1082,9 @@ impl<'a> Checker<'a> {
 /// A leaf in a sentence, with its value when short: `the string "two"`.
 fn describe(leaf: &Leaf) -> String {
     match leaf {
-        Leaf::Str(_) | Leaf::Float(_) | Leaf::Bool(_) => format!("{} ({})", leaf.kind(), show_leaf(leaf)),
+        Leaf::Str(_) | Leaf::Float(_) | Leaf::Bool(_) => {
+            format!("{} ({})", leaf.kind(), show_leaf(leaf))
+        }
         _ => leaf.kind().to_owned(),
     }
 }
@@ -826,7 +1098,10 @@ fn dns_label(name: &str) -> Result<(), String> {
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err("uppercase letters are not allowed".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!("`{}` is not allowed", c.escape_default()));
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -841,7 +1116,13 @@ fn suggest_dns_label(name: &str) -> Option<String> {
     let mapped: String = name
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     // Cutting a long name short would only invent a name; let the user choose.
     let fixed = mapped.trim_matches('-').to_owned();
@@ -850,7 +1131,9 @@ fn suggest_dns_label(name: &str) -> Option<String> {
 
 fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -859,7 +1142,9 @@ fn is_env_name(name: &str) -> bool {
 fn is_secret_part(part: &str) -> bool {
     let mut chars = part.chars();
     part.len() <= 253
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 

@@ -121,7 +121,10 @@ mod tests {
     const STEPS: redb::TableDefinition<u32, u32> = redb::TableDefinition::new("steps");
 
     // Each fake migration records that it ran, so the test can check order.
-    fn step(txn: &WriteTransaction, n: u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn step(
+        txn: &WriteTransaction,
+        n: u32,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut t = txn.open_table(STEPS)?;
         let next = redb::ReadableTableMetadata::len(&t)? as u32;
         t.insert(next, n)?;
@@ -130,7 +133,9 @@ mod tests {
     fn one_to_two(txn: &WriteTransaction) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         step(txn, 1)
     }
-    fn two_to_three(txn: &WriteTransaction) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn two_to_three(
+        txn: &WriteTransaction,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         step(txn, 2)
     }
     fn broken(_: &WriteTransaction) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -212,7 +217,10 @@ mod tests {
         let (_dir, path, db) = db_at(Some(0));
         let txn = db.begin_write().unwrap();
         let err = prepare_write_with(&txn, &path, 2, &[one_to_two]).unwrap_err();
-        assert!(matches!(err, StateError::Migration { from: 0, .. }), "{err:?}");
+        assert!(
+            matches!(err, StateError::Migration { from: 0, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -222,7 +230,9 @@ mod tests {
         let err = prepare_write_with(&txn, &path, 1, &[]).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("was written by a newer mcpctl (schema 7, this binary knows 1); upgrade mcpctl"),
+            msg.contains(
+                "was written by a newer mcpctl (schema 7, this binary knows 1); upgrade mcpctl"
+            ),
             "{msg}"
         );
         assert!(msg.contains(&path.display().to_string()), "{msg}");
