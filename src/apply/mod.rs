@@ -267,7 +267,7 @@ async fn drop_stale_intents<R: Runtime>(rt: &R, rec: &Recorder<'_>) -> Result<()
     if snapshot.intents.is_empty() {
         return Ok(());
     }
-    let units = rt.observe().await?;
+    let units = rt.observe(None).await?;
     let stale: Vec<InstanceId> = snapshot
         .intents
         .values()

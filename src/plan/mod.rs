@@ -469,7 +469,9 @@ fn transition(
             };
             Some((Promote, format!("ready: {how}")))
         }
+        // A crash loop under the runtime's restart policy: the crash says more than the probe.
         (Status::Starting, UnitState::Restarting) if timed_out => Some(not_ready(restarting(unit))),
+        (Status::Starting, _) if timed_out && unit.restarts > 0 => Some(not_ready(restarting(unit))),
         (Status::Starting, UnitState::Created) if timed_out => {
             Some(not_ready("container created but never started".into()))
         }

@@ -324,6 +324,21 @@ fn crash_looping_starting_instance_times_out_with_exit_and_log() {
 }
 
 #[test]
+fn crash_looping_instance_caught_running_times_out_with_its_crash() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .inst("a", "gh", "v1", Status::Starting, 61)
+        .unit("a", "gh", "v1", UnitState::Running)
+        .with_unit("a", |u| {
+            u.exit_code = Some(3);
+            u.restarts = 5;
+            u.last_log = Some("crashing on purpose".into());
+        })
+        .probe("a", Probe::NotReady("up for only 120 ms".into()));
+    check(w, &["fail gh a not ready after 1m: restarting (exit 3, restarts 5): crashing on purpose"]);
+}
+
+#[test]
 fn error_instance_waits_during_backoff() {
     let w = World::default()
         .want(desired("gh", 1, "v1"))

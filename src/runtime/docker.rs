@@ -17,11 +17,11 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::OnceCell;
 
 pub const LABEL_MANAGED: &str = "io.mcpctl.managed";
@@ -238,6 +238,29 @@ impl DockerRuntime {
         }
     }
 
+    /// Containers of this scope that died since `since`: the events the
+    /// engine still buffers, read up to now (the call returns at once).
+    async fn died_since(&self, since: Timestamp) -> Result<HashSet<String>, RuntimeError> {
+        let mut filters = self.label_filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), vec!["die".into()]);
+        let until = Timestamp::now().0 / 1000 + 1;
+        let opts = EventsOptionsBuilder::default()
+            .since(&(since.0 / 1000).to_string())
+            .until(&until.to_string())
+            .filters(&filters)
+            .build();
+        let mut stream = self.docker.events(Some(opts));
+        let mut died = HashSet::new();
+        while let Some(ev) = stream.next().await {
+            let ev = ev.map_err(unavailable)?;
+            if let Some(id) = ev.actor.and_then(|a| a.id) {
+                died.insert(id);
+            }
+        }
+        Ok(died)
+    }
+
     /// The last non-empty line the unit wrote, stderr first: for stdio servers
     /// stdout is the protocol, and errors go to stderr anyway.
     pub async fn last_log_line(&self, handle: &str) -> Result<Option<String>, RuntimeError> {
@@ -298,7 +321,11 @@ pub fn container_name(server: &str, instance: &InstanceId) -> String {
 }
 
 impl Runtime for DockerRuntime {
-    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+    async fn observe(&self, since: Option<Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
+        let died = match since {
+            Some(t) => self.died_since(t).await?,
+            None => HashSet::new(),
+        };
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&self.label_filters())
@@ -360,8 +387,9 @@ impl Runtime for DockerRuntime {
                 endpoint,
                 started_at: None,
             };
-            if !matches!(state, UnitState::Running) {
-                // Only the unhealthy need detail: that keeps a converged fleet at one call.
+            if !matches!(state, UnitState::Running) || died.contains(&unit.handle) {
+                // Only the unhealthy, and those that crashed and came back,
+                // need detail: a converged fleet costs the list and one events query.
                 self.inspect(&mut unit).await?;
             }
             units.push(unit);
@@ -480,7 +508,7 @@ impl Runtime for DockerRuntime {
         if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
             unit.exit_code = d.exit_code;
         }
-        if !matches!(d.state, UnitState::Running | UnitState::Created) {
+        if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
             unit.last_log = self.last_log_line(&unit.handle).await?.or(d.error);
         }
         Ok(true)

@@ -33,7 +33,7 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+    async fn observe(&self, _since: Option<crate::time::Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
         Ok(self.units().values().cloned().collect())
     }
 

@@ -170,8 +170,11 @@ pub enum RuntimeError {
 /// A container runtime, as mcpctl needs it. Implementations must make every
 /// method idempotent: apply retries after crashes and cancellation.
 pub trait Runtime {
-    /// Every unit that carries mcpctl's labels, in one list call plus inspects where needed.
-    fn observe(&self) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
+    /// Every unit that carries mcpctl's labels, in one list call plus
+    /// inspects where needed. Units that died since `since` (and may have been
+    /// restarted by the runtime meanwhile) come back inspected, so their
+    /// restart count is current.
+    fn observe(&self, since: Option<Timestamp>) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
     /// Creates and starts one instance, labelled before it can run.
     fn create(
         &self,
@@ -200,10 +203,10 @@ pub enum AnyRuntime {
 }
 
 impl Runtime for AnyRuntime {
-    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+    async fn observe(&self, since: Option<Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
         match self {
-            AnyRuntime::Docker(r) => r.observe().await,
-            AnyRuntime::Fake(r) => r.observe().await,
+            AnyRuntime::Docker(r) => r.observe(since).await,
+            AnyRuntime::Fake(r) => r.observe(since).await,
         }
     }
     async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {

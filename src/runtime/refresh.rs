@@ -15,7 +15,10 @@ pub async fn refresh<R: Runtime>(
     snapshot: &Snapshot,
     desired: &[Desired],
 ) -> Result<Observation, RuntimeError> {
-    let units = rt.observe().await?;
+    // Ask which containers died since the oldest RUNNING instance became
+    // RUNNING: any of them may have been restarted behind our back.
+    let since = snapshot.instances.values().filter(|i| i.status == Status::Running).map(|i| i.transitioned_at).min();
+    let units = rt.observe(since).await?;
     let now = Timestamp::now();
     let external: BTreeMap<&str, bool> = desired
         .iter()

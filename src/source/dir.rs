@@ -250,7 +250,7 @@ mod tests {
         fs::write(dir.path().join("bad.yaml"), [0x61, 0xff, 0xfe]).expect("write");
         let missing = dir.path().join("missing");
         assert!(
-            matches!(read(&[missing.clone()]), Err(SourceError::NotFound { path }) if path == missing)
+            matches!(read(std::slice::from_ref(&missing)), Err(SourceError::NotFound { path }) if path == missing)
         );
         match read(&[dir.path().to_owned()]) {
             Err(SourceError::NotUtf8 { path }) => assert_eq!(path, dir.path().join("bad.yaml")),

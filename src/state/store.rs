@@ -24,13 +24,29 @@
 //! and a second open fails at once with `DatabaseAlreadyOpen`. A long-lived
 //! handle in `watch` would therefore lock `get` and `plan` out for hours. So
 //! a [`Store`] keeps nothing open: each call opens the file, runs one
-//! transaction and closes it, and an open that finds the file busy retries
-//! with a short back-off (2 ms doubling to 50 ms) for up to 10 s. Who may
-//! *apply* is a separate question, answered by the applier lock (see
+//! transaction and closes it. Threads of one process queue for the file in
+//! arrival order (see [`turn`]); against other processes, an open that finds
+//! the file busy retries with a short back-off (2 ms doubling to 50 ms). Both
+//! waits share one deadline, 10 s by default, after which the call fails
+//! with [`StateError::Busy`].
+//!
+//! Reads open the file read-only: that writes and syncs nothing (tens of
+//! microseconds, against milliseconds for a read-write open and close), and
+//! read-only opens in different processes share the file. Only a file left
+//! needing repair by a writer that died, or one that needs migrating, is
+//! reopened read-write by a reader.
+//!
+//! Across processes this is not fair: a process that reopens the file the
+//! instant it closes it can keep a sleeping one out. mcpctl's own writes come
+//! one per action, between runtime calls that take far longer than a
+//! transaction, so in practice a reader waits at most for one transaction.
+//!
+//! Who may *apply* is a separate question, answered by the applier lock (see
 //! [`Store::lock_applier`]).
 
 mod lock;
 mod schema;
+mod turn;
 
 pub use lock::ApplyLock;
 
@@ -144,7 +160,8 @@ pub enum StateError {
     Database {
         path: PathBuf,
         operation: String,
-        cause: redb::Error,
+        // Boxed: redb's error is large and would bloat every Result here.
+        cause: Box<redb::Error>,
     },
 
     /// The random source failed while creating the secret-digest key.
@@ -194,7 +211,7 @@ pub(super) fn db_err<E: Into<redb::Error>>(
         cause => StateError::Database {
             path,
             operation,
-            cause,
+            cause: Box::new(cause),
         },
     }
 }
@@ -210,10 +227,31 @@ fn decode_err(path: &Path, table: &str, key: &str, detail: impl ToString) -> Sta
 
 /// A handle on a state file. Holds no file open between calls, so other
 /// processes (`get`, `plan`) can read while an applier works.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
     busy_timeout: Duration,
+    /// Called each time an open finds the file held, so tests can act at that moment.
+    #[cfg(test)]
+    on_busy: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One call's claim on the file: its turn among this process's threads and
+/// the deadline its opens share. Databases opened through it must be dropped
+/// before it, which declaring them after it ensures.
+struct Session<'s> {
+    store: &'s Store,
+    deadline: Instant,
+    _turn: turn::Turn,
 }
 
 /// A write transaction on the snapshot, lent to the closure of [`Store::update`].
@@ -227,6 +265,8 @@ impl Store {
         Store {
             path: path.into(),
             busy_timeout: BUSY_TIMEOUT,
+            #[cfg(test)]
+            on_busy: None,
         }
     }
 
@@ -249,32 +289,27 @@ impl Store {
     /// Reads the whole snapshot in one read transaction. A missing file is
     /// an empty snapshot, and is not created.
     pub fn load(&self) -> Result<Snapshot, StateError> {
-        match self.open_existing()? {
-            Some(db) => self.read(&db, |txn| read_snapshot(txn, &self.path)),
-            None => Ok(Snapshot::default()),
-        }
+        Ok(self
+            .read(|txn| read_snapshot(txn, &self.path))?
+            .unwrap_or_default())
     }
 
     /// The apply history, oldest first. Kept out of [`Snapshot`] because
     /// planning never needs it and it only grows.
     pub fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
-        let Some(db) = self.open_existing()? else {
-            return Ok(Vec::new());
-        };
-        self.read(&db, |txn| {
+        let entries = self.read(|txn| {
             let mut entries = Vec::new();
             if let Some(table) = open_read(txn, HISTORY, &self.path)? {
-                for item in table
-                    .iter()
-                    .map_err(db_err(&self.path, "read the history"))?
-                {
-                    let (seq, value) = item.map_err(db_err(&self.path, "read the history"))?;
+                let op = "read the history";
+                for item in table.iter().map_err(db_err(&self.path, op))? {
+                    let (seq, value) = item.map_err(db_err(&self.path, op))?;
                     let seq = seq.value().to_string();
                     entries.push(decode(&self.path, "history", &seq, value.value())?);
                 }
             }
             Ok(entries)
-        })
+        })?;
+        Ok(entries.unwrap_or_default())
     }
 
     /// Runs `f` in one write transaction, committed atomically, and bumps the
@@ -283,10 +318,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let db = self.open_or_create()?;
-        let txn = db
-            .begin_write()
-            .map_err(db_err(&self.path, "begin a write transaction"))?;
+        self.create_file()?;
+        let session = self.session()?;
+        let db = session.create()?;
+        let txn = begin_write(&db, &self.path)?;
         schema::prepare_write(&txn, &self.path)?;
         // On any early return `txn` is dropped uncommitted, which redb treats as an abort.
         let value = f(&mut Txn {
@@ -302,32 +337,38 @@ impl Store {
     /// The key for secret digests, created on first use and kept in meta.
     /// Creating it does not bump the serial: no snapshot record changes.
     pub fn digest_key(&self) -> Result<[u8; 32], StateError> {
-        let db = self.open_or_create()?;
-        let existing = self.read(&db, |txn| match open_read(txn, META, &self.path)? {
+        let read_key = |txn: &ReadTransaction| match open_read(txn, META, &self.path)? {
             Some(meta) => read_digest_key(&meta, &self.path),
             None => Ok(None),
-        })?;
-        if let Some(key) = existing {
+        };
+        // Every `plan` asks, and reading is far cheaper than a write open.
+        if let Some(Some(key)) = self.read(read_key)? {
             return Ok(key);
         }
-        // `db` still excludes every other process, so nobody can have
-        // created a key since the read above.
-        let txn = db
-            .begin_write()
-            .map_err(db_err(&self.path, "begin a write transaction"))?;
+        self.create_file()?;
+        let session = self.session()?;
+        let db = session.create()?;
+        let txn = begin_write(&db, &self.path)?;
         schema::prepare_write(&txn, &self.path)?;
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| StateError::Random {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
-        {
+        let key = {
             let mut meta = txn
                 .open_table(META)
                 .map_err(db_err(&self.path, "open the meta table"))?;
-            meta.insert(DIGEST_KEY, key.as_slice())
-                .map_err(db_err(&self.path, "store the secret-digest key"))?;
-        }
+            // Another process may have created one since the read above.
+            match read_digest_key(&meta, &self.path)? {
+                Some(key) => key,
+                None => {
+                    let mut key = [0u8; 32];
+                    getrandom::fill(&mut key).map_err(|e| StateError::Random {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                    })?;
+                    meta.insert(DIGEST_KEY, key.as_slice())
+                        .map_err(db_err(&self.path, "store the secret-digest key"))?;
+                    key
+                }
+            }
+        };
         txn.commit()
             .map_err(db_err(&self.path, "commit the secret-digest key"))?;
         Ok(key)
@@ -342,88 +383,139 @@ impl Store {
         lock::acquire(&self.path, command)
     }
 
-    /// Opens a file that exists; `None` when there is nothing to read yet.
-    fn open_existing(&self) -> Result<Option<Database>, StateError> {
-        match std::fs::metadata(&self.path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(cause) => Err(StateError::Io {
-                path: self.path.clone(),
-                action: "read its metadata",
-                cause,
-            }),
-            // A writer has created the file but not yet initialised it, and
-            // redb would call an empty file "not a database".
-            Ok(m) if m.len() == 0 => Ok(None),
-            Ok(_) => self
-                .open_with_retry(|| Builder::new().open(&self.path))
-                .map(Some),
-        }
-    }
-
-    fn open_or_create(&self) -> Result<Database, StateError> {
-        create_parent(&self.path)?;
-        create_private_file(&self.path)?;
-        self.open_with_retry(|| Builder::new().create(&self.path))
-    }
-
-    /// Opens with `open`, waiting while another process holds the file.
-    fn open_with_retry(
-        &self,
-        open: impl Fn() -> Result<Database, DatabaseError>,
-    ) -> Result<Database, StateError> {
-        let started = Instant::now();
-        let mut pause = FIRST_PAUSE;
-        loop {
-            match open() {
-                Ok(db) => return Ok(db),
-                Err(DatabaseError::DatabaseAlreadyOpen) => {
-                    let waited = started.elapsed();
-                    if waited >= self.busy_timeout {
-                        return Err(StateError::Busy {
-                            path: self.path.clone(),
-                            waited: self.busy_timeout,
-                        });
-                    }
-                    // Sleeping is the mechanism here: redb has no way to wait for the lock.
-                    std::thread::sleep(pause.min(self.busy_timeout - waited));
-                    pause = (pause * 2).min(MAX_PAUSE);
-                }
-                Err(e) => return Err(db_err(&self.path, "open")(e)),
-            }
-        }
-    }
-
-    /// Runs `f` in a read transaction, after refusing a newer schema and
-    /// migrating an older one.
+    /// Runs `f` in one read transaction, after refusing a newer schema and
+    /// migrating an older one. `None` when there is no file to read.
     fn read<T>(
         &self,
-        db: &Database,
         f: impl Fn(&ReadTransaction) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        let begin = || {
-            db.begin_read()
-                .map_err(db_err(&self.path, "begin a read transaction"))
-        };
-        let txn = begin()?;
-        let version = match open_read(&txn, META, &self.path)? {
+    ) -> Result<Option<T>, StateError> {
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(cause) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    action: "read its metadata",
+                    cause,
+                });
+            }
+            // A writer has created the file but not yet initialised it, and
+            // redb would call an empty file "not a database".
+            Ok(m) if m.len() == 0 => return Ok(None),
+            Ok(_) => {}
+        }
+        let session = self.session()?;
+        // A read-only open writes nothing and takes well under a
+        // millisecond; a read-write open and its close sync the file
+        // several times, which costs milliseconds. It also lets a user who
+        // may only read the file read it.
+        match session.open(|| Builder::new().open_read_only(&self.path))? {
+            Ok(db) => {
+                let txn = begin_read(&db, &self.path)?;
+                if !self.needs_migration(&txn)? {
+                    return f(&txn).map(Some);
+                }
+            }
+            // The last writer died mid-transaction; only a read-write open repairs the file.
+            Err(DatabaseError::RepairAborted) => {}
+            Err(e) => return Err(db_err(&self.path, "open")(e)),
+        }
+        let db = session
+            .open(|| Builder::new().open(&self.path))?
+            .map_err(db_err(&self.path, "open"))?;
+        let mut txn = begin_read(&db, &self.path)?;
+        if self.needs_migration(&txn)? {
+            drop(txn);
+            let w = begin_write(&db, &self.path)?;
+            schema::prepare_write(&w, &self.path)?;
+            w.commit()
+                .map_err(db_err(&self.path, "commit the schema migration"))?;
+            txn = begin_read(&db, &self.path)?;
+        }
+        f(&txn).map(Some)
+    }
+
+    /// Whether the file is older than this binary; an error if it is newer.
+    fn needs_migration(&self, txn: &ReadTransaction) -> Result<bool, StateError> {
+        let version = match open_read(txn, META, &self.path)? {
             Some(meta) => schema::read_version(&meta, &self.path)?,
             None => None,
         };
-        match schema::classify(&self.path, version, schema::CURRENT)? {
-            // Unversioned means nothing has been committed: empty tables read as empty.
-            schema::Found::Current | schema::Found::Unversioned => f(&txn),
-            schema::Found::Older(_) => {
-                drop(txn);
-                let w = db
-                    .begin_write()
-                    .map_err(db_err(&self.path, "begin a write transaction"))?;
-                schema::prepare_write(&w, &self.path)?;
-                w.commit()
-                    .map_err(db_err(&self.path, "commit the schema migration"))?;
-                f(&begin()?)
+        // Unversioned means nothing was ever committed: there is nothing to migrate.
+        Ok(matches!(
+            schema::classify(&self.path, version, schema::CURRENT)?,
+            schema::Found::Older(_)
+        ))
+    }
+
+    fn create_file(&self) -> Result<(), StateError> {
+        create_parent(&self.path)?;
+        create_private_file(&self.path)
+    }
+
+    /// Waits for this thread's turn on the file among the process's threads.
+    fn session(&self) -> Result<Session<'_>, StateError> {
+        let deadline = Instant::now() + self.busy_timeout;
+        let turn = turn::wait(&self.path, deadline).ok_or_else(|| self.busy())?;
+        Ok(Session {
+            store: self,
+            deadline,
+            _turn: turn,
+        })
+    }
+
+    fn busy(&self) -> StateError {
+        StateError::Busy {
+            path: self.path.clone(),
+            waited: self.busy_timeout,
+        }
+    }
+}
+
+impl Session<'_> {
+    fn create(&self) -> Result<Database, StateError> {
+        let path = &self.store.path;
+        self.open(|| Builder::new().create(path))?
+            .map_err(db_err(path, "open"))
+    }
+
+    /// Runs `open`, retrying while another process holds the file. The outer
+    /// error is [`StateError::Busy`]; the inner one is any other failure, left
+    /// to the caller because some are expected (a file that needs repair).
+    fn open<D>(
+        &self,
+        open: impl Fn() -> Result<D, DatabaseError>,
+    ) -> Result<Result<D, DatabaseError>, StateError> {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match open() {
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    #[cfg(test)]
+                    if let Some(hook) = &self.store.on_busy {
+                        hook();
+                    }
+                    let now = Instant::now();
+                    if now >= self.deadline {
+                        return Err(self.store.busy());
+                    }
+                    // Sleeping is the mechanism here: redb offers no way to
+                    // wait for another process's lock.
+                    std::thread::sleep(pause.min(self.deadline - now));
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                result => return Ok(result),
             }
         }
     }
+}
+
+fn begin_read(db: &impl ReadableDatabase, path: &Path) -> Result<ReadTransaction, StateError> {
+    db.begin_read()
+        .map_err(db_err(path, "begin a read transaction"))
+}
+
+fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction, StateError> {
+    db.begin_write()
+        .map_err(db_err(path, "begin a write transaction"))
 }
 
 impl<'a> Txn<'a> {
@@ -781,6 +873,57 @@ mod tests {
 
         drop(held);
         assert_eq!(store.load().unwrap().serial, 1);
+    }
+
+    #[test]
+    fn a_reader_retries_until_another_holder_lets_go() {
+        let (_dir, store) = store();
+        store.update(|t| t.set_revision("r1")).unwrap();
+        // Opened directly, so that this holder is not in the store's queue
+        // and behaves like another process.
+        let held = Database::open(store.path()).unwrap();
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut reader = store.clone();
+        reader.on_busy = Some(std::sync::Arc::new(move || {
+            let _ = tx.send(());
+        }));
+        let loading = std::thread::spawn(move || reader.load());
+
+        rx.recv().unwrap(); // The reader found the file held at least once.
+        drop(held);
+        let snapshot = loading.join().unwrap().unwrap();
+        assert_eq!(snapshot.revision.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn a_thread_waiting_behind_a_slow_transaction_gives_up_at_the_deadline() {
+        let (_dir, store) = store();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let slow = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.update(|t| {
+                    t.set_revision("slow")?;
+                    inside_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        inside_rx.recv().unwrap();
+
+        let err = store
+            .clone()
+            .with_busy_timeout(Duration::from_millis(20))
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+
+        release_tx.send(()).unwrap();
+        slow.join().unwrap().unwrap();
+        assert_eq!(store.load().unwrap().revision.as_deref(), Some("slow"));
     }
 
     #[test]

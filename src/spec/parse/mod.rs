@@ -160,13 +160,9 @@ fn options() -> serde_saphyr::Options {
 
 /// The JSON Schema of one `McpServer` document, generated from the serde types.
 pub fn json_schema() -> serde_json::Value {
+    // Draft 7 is the newest draft that editors' YAML plugins fully support.
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let mut schema = generator.into_root_schema_for::<RawServer>();
-    schema.insert(
-        "$id".into(),
-        "https://mcpctl.io/schemas/mcpserver.schema.json".into(),
-    );
-    schema.to_value()
+    generator.into_root_schema_for::<RawServer>().to_value()
 }
 
 #[cfg(test)]

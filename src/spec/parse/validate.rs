@@ -136,12 +136,14 @@ impl<'a> Checker<'a> {
                         "mcpctl reads only `kind: {KIND}` documents; keep other manifests out of the spec paths"
                     )
                 };
-                self.push(
+                // Some other kind of manifest: its fields are not ours to
+                // judge, so the kind is the only problem worth reporting.
+                let issue =
                     Issue::new(code::KIND, at, format!("unsupported kind \"{}\"", short(v)))
                         .label(format!("expected `{KIND}`"))
-                        .help(help),
-                );
-                // Some other kind of manifest: its fields are not ours to judge.
+                        .help(help);
+                self.issues.truncate(before);
+                self.push(issue);
                 return outcome;
             }
             None if raw.kind.get().is_none() && missing("kind") => self.push(
@@ -285,9 +287,9 @@ impl<'a> Checker<'a> {
                 .map(Workload::Image)
                 .or(package.map(Workload::Package))
                 .or(external.map(Workload::External)),
-            [(first, first_at), rest @ ..] => {
+            [(first, first_at), (second, second_at), ..] => {
                 let names: Vec<&str> = present.iter().map(|(n, _)| *n).collect();
-                let (second, second_at) = rest[0];
+                let second_at = *second_at;
                 self.push(
                     Issue::new(code::WORKLOAD, second_at, format!("`spec` sets both {}", list(&names)))
                         .label(format!("`{second}` conflicts with `{first}`"))

@@ -1,0 +1,539 @@
+//! `apply` against the real Docker Engine: convergence, out-of-band damage,
+//! scaling, rolling replace, pruning, crashes, missing images and secrets,
+//! crash safety under `kill -9`, and two appliers at once.
+//!
+//! Every test drives the built `mcpctl` binary, in its own scope (so
+//! parallel tests never see each other's containers) with its own state
+//! file, against images built locally from the project's rmcp fixture.
+//! Containers are removed by a drop guard. No Docker, no pass: the fixture
+//! build fails the test.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The fixture image under two tags, so a test can change a spec's image.
+fn images() -> (&'static str, &'static str) {
+    static TAGGED: OnceLock<()> = OnceLock::new();
+    TAGGED.get_or_init(|| {
+        let base = fixture::fixture_image();
+        fixture::docker(&["tag", &base, "mcpctl-fixture:v2"]).expect("tag v2");
+    });
+    (fixture::FIXTURE_IMAGE, "mcpctl-fixture:v2")
+}
+
+/// The names tests give external servers.
+const EXTERNAL: [&str; 1] = ["gamma"];
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    scope: String,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let ids = docker_lines(&["ps", "-aq", "--filter", &format!("label=io.mcpctl.scope={}", self.scope)]);
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = fixture::docker(&args);
+        }
+    }
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    fixture::docker(args)
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-9),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A stdio fixture server.
+fn stdio(name: &str, replicas: u32, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  image: {image}\n  command: [\"--transport\", \"stdio\"{extra}]\n  readiness: {{timeout: 20s}}\n"
+    )
+}
+
+/// A streamable-HTTP fixture server.
+fn http(name: &str, replicas: u32, image: &str) -> String {
+    format!(
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  image: {image}\n  command: [\"--transport\", \"http\"]\n  transport: streamable-http\n  port: 8080\n  readiness: {{timeout: 20s}}\n"
+    )
+}
+
+impl Fleet {
+    fn new(test: &str) -> Fleet {
+        images();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("fleet")).expect("mkdir");
+        Fleet { dir, scope: format!("t{}-{test}", std::process::id()) }
+    }
+
+    fn write(&self, file: &str, yaml: &str) {
+        std::fs::write(self.dir.path().join("fleet").join(file), yaml).expect("write spec");
+    }
+
+    fn delete(&self, file: &str) {
+        std::fs::remove_file(self.dir.path().join("fleet").join(file)).expect("remove spec");
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mcpctl"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("MCPCTL_SCOPE", &self.scope)
+            .env("MCPCTL_STATE", self.state())
+            .env("MCPCTL_SECRETS_DIR", self.dir.path().join("secrets"))
+            .env_remove("MCPCTL_RUNTIME");
+        c
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.redb")
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run mcpctl").into()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn mcpctl")
+    }
+
+    fn apply(&self) -> Run {
+        let r = self.run(&["apply", "fleet", "--timeout", "60s"]);
+        assert_eq!(r.code, 0, "apply failed: {r}");
+        r
+    }
+
+    fn instances(&self) -> Vec<Value> {
+        let r = self.run(&["get", "instances", "-o", "json"]);
+        assert_eq!(r.code, 0, "{r}");
+        serde_json::from_str(&r.stdout).expect("instances json")
+    }
+
+    /// Containers of this scope: instance id → (container id, state).
+    fn containers(&self) -> BTreeMap<String, (String, String)> {
+        docker_lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.mcpctl.scope={}", self.scope),
+            "--format",
+            "{{.Label \"io.mcpctl.instance\"}} {{.ID}} {{.State}}",
+        ])
+        .into_iter()
+        .map(|l| {
+            let mut p = l.split_whitespace().map(str::to_owned);
+            let inst = p.next().unwrap_or_default();
+            (inst, (p.next().unwrap_or_default(), p.next().unwrap_or_default()))
+        })
+        .collect()
+    }
+
+    fn ids_of(&self, server: &str) -> Vec<String> {
+        self.instances().iter().filter(|i| i["server"] == server).map(|i| i["id"].as_str().unwrap_or("").to_owned()).collect()
+    }
+
+    /// The state and the engine agree, and every server has exactly its replicas, all RUNNING.
+    fn assert_exact(&self, want: &[(&str, usize)]) {
+        let instances = self.instances();
+        let containers = self.containers();
+        for (server, n) in want {
+            let mine: Vec<&Value> = instances.iter().filter(|i| i["server"] == *server).collect();
+            assert_eq!(mine.len(), *n, "{server}: {instances:#?}");
+            assert!(mine.iter().all(|i| i["status"] == "RUNNING"), "{server}: {instances:#?}");
+        }
+        // External servers have instances but no container.
+        let known: BTreeSet<String> = instances
+            .iter()
+            .filter(|i| !EXTERNAL.contains(&i["server"].as_str().unwrap_or("")))
+            .map(|i| i["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let running: BTreeSet<String> = containers.keys().cloned().collect();
+        assert_eq!(known, running, "state and engine disagree: {containers:#?}");
+        assert!(containers.values().all(|(_, s)| s == "running"), "{containers:#?}");
+    }
+}
+
+fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // Polling an external system against a deadline.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_new_fleet_converges_and_then_plans_no_changes() {
+    let (v1, _) = images();
+    let f = Fleet::new("converge");
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    f.write("b.yaml", &http("beta", 1, v1));
+    f.write(
+        "c.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: gamma}\nspec:\n  external: {url: \"http://127.0.0.1:9/mcp\"}\n",
+    );
+    let r = f.apply();
+    assert!(r.stdout.contains("converged"), "{r}");
+    f.assert_exact(&[("alpha", 2), ("beta", 1)]);
+
+    let instances = f.instances();
+    let beta = instances.iter().find(|i| i["server"] == "beta").expect("beta");
+    let endpoint = beta["endpoint"].as_str().expect("endpoint");
+    assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/mcp"), "{endpoint}");
+    let gamma: Vec<&Value> = instances.iter().filter(|i| i["server"] == "gamma").collect();
+    assert_eq!(gamma.len(), 1);
+    assert_eq!(gamma[0]["status"], "RUNNING");
+    assert_eq!(gamma[0]["endpoint"], "http://127.0.0.1:9/mcp");
+    for key in ["id", "server", "status", "reason", "endpoint", "restarts", "created_at", "spec_hash"] {
+        assert!(beta.get(key).is_some(), "get instances -o json lacks {key}");
+    }
+
+    // Design §5: labels, name, restart policy, loopback-only port, open stdin.
+    let alpha_id = f.ids_of("alpha")[0].clone();
+    let (cid, _) = f.containers()[&alpha_id].clone();
+    let inspect: Value = serde_json::from_str(&fixture::docker(&["inspect", &cid]).expect("inspect")).expect("json");
+    let c = &inspect[0];
+    assert_eq!(c["Name"], format!("/mcpctl-alpha-{alpha_id}"));
+    assert_eq!(c["Config"]["Labels"]["io.mcpctl.managed"], "true");
+    assert_eq!(c["Config"]["Labels"]["io.mcpctl.server"], "alpha");
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(c["Config"]["OpenStdin"], true);
+    let beta_cid = f.containers()[beta["id"].as_str().unwrap()].0.clone();
+    let ports = fixture::docker(&["port", &beta_cid, "8080/tcp"]).expect("port");
+    assert!(ports.trim().starts_with("127.0.0.1:"), "published beyond loopback: {ports}");
+
+    let r = f.run(&["plan", "fleet", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "second plan not empty: {r}");
+    let r = f.run(&["get", "servers", "-o", "json"]);
+    let servers: Value = serde_json::from_str(&r.stdout).expect("servers json");
+    let alpha = servers.as_array().unwrap().iter().find(|s| s["name"] == "alpha").expect("alpha");
+    assert_eq!((alpha["desired"].as_u64(), alpha["ready"].as_u64()), (Some(2), Some(2)));
+}
+
+#[test]
+fn a_container_removed_out_of_band_is_replaced() {
+    let (v1, _) = images();
+    let f = Fleet::new("rmf");
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    f.apply();
+    let victim = f.ids_of("alpha")[0].clone();
+    let (cid, _) = f.containers()[&victim].clone();
+    fixture::docker(&["rm", "-f", &cid]).expect("rm -f");
+    let r = f.run(&["plan", "fleet"]);
+    assert!(r.stdout.contains("container not found"), "{r}");
+    f.apply();
+    f.assert_exact(&[("alpha", 2)]);
+    assert!(!f.ids_of("alpha").contains(&victim));
+}
+
+#[test]
+fn a_killed_container_is_demoted_then_promoted() {
+    let (v1, _) = images();
+    let f = Fleet::new("kill");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    f.apply();
+    let id = f.ids_of("alpha")[0].clone();
+    let (cid, _) = f.containers()[&id].clone();
+    // Kill the server process from the host: Docker sees a crash and restarts
+    // it under the restart policy, as it would a real crash.
+    let pid = fixture::docker(&["inspect", "-f", "{{.State.Pid}}", &cid]).expect("pid");
+    let status = Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
+    assert!(status.success());
+    eventually("docker to restart the container", Duration::from_secs(20), || {
+        let n = fixture::docker(&["inspect", "-f", "{{.RestartCount}}", &cid]).ok()?;
+        (n.trim() != "0").then_some(())
+    });
+    let r = f.run(&["plan", "fleet", "-o", "json"]);
+    let plan: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    let actions = plan["actions"].as_array().expect("actions");
+    assert!(
+        actions.iter().any(|a| a["action"] == "demote" && a["instance"] == id.as_str()),
+        "no demote after a restart: {r}"
+    );
+    f.apply();
+    f.assert_exact(&[("alpha", 1)]);
+    let inst = &f.instances()[0];
+    assert_eq!(inst["id"], id.as_str(), "the instance must survive its restart");
+    assert!(inst["restarts"].as_u64() >= Some(1), "{inst}");
+    let r = f.run(&["describe", "instance", &id]);
+    assert!(r.stdout.contains("STARTING") && r.stdout.contains("restart"), "history lacks the demotion: {r}");
+}
+
+#[test]
+fn scaling_down_removes_the_oldest_and_up_starts_more() {
+    let (v1, _) = images();
+    let f = Fleet::new("scale");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    f.apply();
+    f.write("a.yaml", &stdio("alpha", 3, v1, ""));
+    f.apply();
+    f.assert_exact(&[("alpha", 3)]);
+    let mut by_age: Vec<(String, String)> = f
+        .instances()
+        .iter()
+        .map(|i| (i["created_at"].as_str().unwrap_or("").to_owned(), i["id"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    by_age.sort();
+    let newest = by_age.last().expect("three").1.clone();
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    f.apply();
+    f.assert_exact(&[("alpha", 1)]);
+    // Ids are time-ordered too, so the survivor is the newest by either measure.
+    let survivor = f.ids_of("alpha")[0].clone();
+    let max_id = by_age.iter().map(|(_, id)| id.clone()).max().expect("ids");
+    assert_eq!(survivor, max_id);
+    assert!(newest == survivor || by_age.iter().filter(|(t, _)| *t == by_age.last().unwrap().0).count() > 1);
+    f.write("a.yaml", &stdio("alpha", 3, v1, ""));
+    f.apply();
+    f.assert_exact(&[("alpha", 3)]);
+    assert!(f.ids_of("alpha").contains(&survivor));
+}
+
+#[test]
+fn a_changed_image_rolls_without_dropping_below_replicas() {
+    let (v1, v2) = images();
+    let f = Fleet::new("roll");
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    f.apply();
+    let before: BTreeSet<String> = f.ids_of("alpha").into_iter().collect();
+    f.write("a.yaml", &stdio("alpha", 2, v2, ""));
+    let r = f.run(&["plan", "fleet"]);
+    assert!(r.stdout.contains("-image: mcpctl-fixture:test") && r.stdout.contains("+image: mcpctl-fixture:v2"), "{r}");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let state = f.state();
+        let scope = f.scope.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+                    .args(["get", "instances", "-o", "json"])
+                    .env("MCPCTL_STATE", &state)
+                    .env("MCPCTL_SCOPE", &scope)
+                    .output()
+                    .expect("get");
+                if let Ok(v) = serde_json::from_slice::<Vec<Value>>(&out.stdout) {
+                    samples.push(v.iter().filter(|i| i["status"] == "RUNNING").count());
+                }
+            }
+            samples
+        })
+    };
+    let r = f.run(&["apply", "fleet", "--timeout", "90s"]);
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.join().expect("sampler");
+    assert_eq!(r.code, 0, "{r}");
+    assert!(samples.len() >= 5, "too few samples to mean anything: {samples:?}");
+    assert!(samples.iter().all(|&n| n >= 2), "RUNNING dropped below replicas during the rollout: {samples:?}");
+    f.assert_exact(&[("alpha", 2)]);
+    let after: BTreeSet<String> = f.ids_of("alpha").into_iter().collect();
+    assert!(before.is_disjoint(&after), "every instance is replaced");
+    let hashes: BTreeSet<String> = f.instances().iter().map(|i| i["spec_hash"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(hashes.len(), 1);
+}
+
+#[test]
+fn a_deleted_file_is_pruned_and_zero_replicas_keeps_the_definition() {
+    let (v1, _) = images();
+    let f = Fleet::new("prune");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    f.write("b.yaml", &stdio("beta", 2, v1, ""));
+    f.apply();
+    f.delete("b.yaml");
+    f.write("a.yaml", &stdio("alpha", 0, v1, ""));
+    f.apply();
+    assert!(f.containers().is_empty(), "{:?}", f.containers());
+    assert!(f.instances().is_empty());
+    let r = f.run(&["get", "servers", "-o", "json"]);
+    let servers: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    let names: Vec<&str> = servers.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["alpha"], "alpha is kept at 0, beta is forgotten");
+    assert_eq!(servers[0]["desired"], 0);
+}
+
+#[test]
+fn a_crashing_server_errors_with_its_crash_line_and_backs_off() {
+    let (v1, _) = images();
+    let f = Fleet::new("crash");
+    f.write(
+        "a.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: alpha}\nspec:\n  image: mcpctl-fixture:test\n  command: [\"--transport\", \"stdio\", \"--crash-after\", \"300\"]\n  readiness: {timeout: 4s}\n",
+    );
+    let _ = v1;
+    let r = f.run(&["apply", "fleet", "--timeout", "12s"]);
+    assert_eq!(r.code, 1, "a crash loop must not converge: {r}");
+    let instances = f.instances();
+    let failed = instances.iter().find(|i| i["status"] == "ERROR").unwrap_or_else(|| panic!("no ERROR: {instances:#?}"));
+    let reason = failed["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("crashing on purpose"), "reason lacks the crash line: {reason}");
+    assert!(reason.contains("back-off"), "back-off not visible: {reason}");
+    assert!(r.stderr.contains("back-off"), "{r}");
+    let r = f.run(&["get", "instances"]);
+    assert!(r.stdout.contains("back-off"), "{r}");
+}
+
+#[test]
+fn a_missing_image_errors_with_the_daemons_message() {
+    images();
+    let f = Fleet::new("noimage");
+    f.write("a.yaml", &stdio("alpha", 1, "mcpctl-missing-image:nope", ""));
+    let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let instances = f.instances();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["status"], "ERROR");
+    let reason = instances[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("pull mcpctl-missing-image:nope"), "{reason}");
+    assert!(f.containers().is_empty());
+}
+
+#[test]
+fn an_unresolvable_secret_is_a_plan_error_and_makes_no_container() {
+    let (v1, _) = images();
+    let f = Fleet::new("secret");
+    let mut spec = stdio("alpha", 1, v1, "");
+    spec.push_str("  env:\n    TOKEN:\n      secretRef: {name: nope, key: token}\n");
+    f.write("a.yaml", &spec);
+    let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("secret nope/token") && r.stderr.contains("server alpha"), "{r}");
+    assert!(f.containers().is_empty());
+    assert!(f.instances().is_empty());
+}
+
+#[test]
+fn secrets_reach_the_container_but_not_the_state() {
+    let (v1, _) = images();
+    let f = Fleet::new("secretok");
+    let mut spec = stdio("alpha", 1, v1, "");
+    spec.push_str("  env:\n    TOKEN:\n      secretRef: {name: gh, key: token}\n");
+    f.write("a.yaml", &spec);
+    std::fs::create_dir_all(f.dir.path().join("secrets/gh")).expect("mkdir");
+    std::fs::write(f.dir.path().join("secrets/gh/token"), "pa55w0rd-xyz").expect("secret");
+    f.apply();
+    let id = f.ids_of("alpha")[0].clone();
+    let (cid, _) = f.containers()[&id].clone();
+    let env = fixture::docker(&["inspect", "-f", "{{json .Config.Env}}", &cid]).expect("env");
+    assert!(env.contains("TOKEN=pa55w0rd-xyz"), "{env}");
+    let state = std::fs::read(f.state()).expect("state");
+    assert!(!state.windows(12).any(|w| w == b"pa55w0rd-xyz"), "secret stored in plaintext");
+}
+
+#[test]
+fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
+    let (v1, v2) = images();
+    let f = Fleet::new("crashsafe");
+    let servers = ["s0", "s1", "s2", "s3", "s4"];
+    // A small deterministic generator: the kill moments differ per iteration but repeat per run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let iterations = 20;
+    for i in 0..iterations {
+        // Alternate images and replica counts so every apply has real work to interrupt.
+        let image = if i % 2 == 0 { v1 } else { v2 };
+        for (n, s) in servers.iter().enumerate() {
+            let replicas = if (i + n) % 3 == 0 { 1 } else { 2 };
+            f.write(&format!("{s}.yaml"), &stdio(s, replicas, image, ""));
+        }
+        let mut child = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+        let delay = Duration::from_millis(next() % 2500);
+        let t = Instant::now();
+        // Kill at a chosen moment, or when the apply finishes by itself first.
+        while t.elapsed() < delay {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let r = f.run(&["apply", "fleet", "--timeout", "60s"]);
+        assert_eq!(r.code, 0, "iteration {i}: recovery apply failed: {r}");
+        let want: Vec<(&str, usize)> = servers
+            .iter()
+            .enumerate()
+            .map(|(n, s)| (*s, if (i + n) % 3 == 0 { 1 } else { 2 }))
+            .collect();
+        f.assert_exact(&want);
+        let labelled = docker_lines(&["ps", "-aq", "--filter", "label=io.mcpctl.managed=true", "--filter", &format!("label=io.mcpctl.scope={}", f.scope)]);
+        let named = docker_lines(&["ps", "-aq", "--filter", &format!("name=mcpctl-s")]);
+        // Every container named like ours carries our labels: nothing unlabelled is left behind.
+        let labelled: BTreeSet<String> = labelled.into_iter().collect();
+        assert!(named.iter().filter(|id| !labelled.contains(*id)).all(|id| {
+            fixture::docker(&["inspect", "-f", "{{index .Config.Labels \"io.mcpctl.scope\"}}", id]).map_or(true, |s| s.trim() != f.scope)
+        }));
+        eprintln!("crash-safety iteration {i}: killed after {delay:?}, recovered to exact counts");
+    }
+}
+
+#[test]
+fn a_second_applier_is_refused_while_reads_keep_working() {
+    let (v1, _) = images();
+    let f = Fleet::new("twoappliers");
+    // A slow starter keeps the first apply busy waiting for readiness.
+    f.write("a.yaml", &stdio("alpha", 1, v1, ", \"--delay-start\", \"3000\""));
+    let mut first = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+    eventually("the first apply to take the lock", Duration::from_secs(20), || {
+        let lock = f.state().with_extension("redb.lock");
+        std::fs::read_to_string(lock).ok().filter(|s| s.contains("pid")).map(|_| ())
+    });
+    let second = f.run(&["apply", "fleet", "--timeout", "60s"]);
+    assert_eq!(second.code, 1, "{second}");
+    assert!(second.stderr.contains("locked by another applier") && second.stderr.contains("pid"), "{second}");
+    let get = f.run(&["get", "instances"]);
+    assert_eq!(get.code, 0, "get must work during an apply: {get}");
+    let plan = f.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(plan.code, 0, "plan must work during an apply: {plan}");
+    let out = first.wait_with_output().expect("first apply");
+    let first: Run = out.into();
+    assert_eq!(first.code, 0, "{first}");
+    f.assert_exact(&[("alpha", 1)]);
+}
