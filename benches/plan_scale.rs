@@ -29,11 +29,19 @@ fn fleet_yaml(n: usize) -> String {
 
 fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation) {
     let mut snap = Snapshot::default();
-    let mut obs = Observation { at: now, ..Default::default() };
+    let mut obs = Observation {
+        at: now,
+        ..Default::default()
+    };
     for d in desired {
         snap.servers.insert(
             d.name.clone(),
-            AppliedSpec { hash: d.canonical.hash.clone(), canonical: d.canonical.yaml.clone(), replicas: 3, applied_at: now },
+            AppliedSpec {
+                hash: d.canonical.hash.clone(),
+                canonical: d.canonical.yaml.clone(),
+                replicas: 3,
+                applied_at: now,
+            },
         );
         for r in 0..3 {
             let id = InstanceId(format!("{}-{r}", d.name));
@@ -65,6 +73,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     exit_code: None,
                     last_log: None,
                     endpoint: None,
+                    started_at: None,
                 },
             );
             obs.probes.insert(id, Probe::Ready("bench".into()));
@@ -89,7 +98,10 @@ fn main() {
         .collect::<Vec<_>>();
     let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
     for n in sizes {
-        let files = vec![SourceFile { path: "fleet.yaml".into(), text: fleet_yaml(n) }];
+        let files = vec![SourceFile {
+            path: "fleet.yaml".into(),
+            text: fleet_yaml(n),
+        }];
         let now = Timestamp::now();
         // Build a matching world from one untimed pass, as the state would hold after apply.
         let servers = mcpctl::spec::load(&files).expect("generated fleet is valid");

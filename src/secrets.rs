@@ -97,11 +97,12 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
         if let Some(dir) = &self.dir {
             let path = dir.join(&r.name).join(&r.key);
             // A ref like `../x` must not escape the secrets directory.
-            if is_plain_component(&r.name) && is_plain_component(&r.key) {
-                if let Ok(v) = std::fs::read_to_string(&path) {
-                    // Mounted secrets often end in a newline the author never meant.
-                    return Ok(SecretValue(v.strip_suffix('\n').unwrap_or(&v).to_owned()));
-                }
+            if is_plain_component(&r.name)
+                && is_plain_component(&r.key)
+                && let Ok(v) = std::fs::read_to_string(&path)
+            {
+                // Mounted secrets often end in a newline the author never meant.
+                return Ok(SecretValue(v.strip_suffix('\n').unwrap_or(&v).to_owned()));
             }
             tried.push(format!("file {}", path.display()));
         }

@@ -39,7 +39,12 @@ struct Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let ids = docker_lines(&["ps", "-aq", "--filter", &format!("label=io.mcpctl.scope={}", self.scope)]);
+        let ids = docker_lines(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.mcpctl.scope={}", self.scope),
+        ]);
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f"];
             args.extend(ids.iter().map(String::as_str));
@@ -66,7 +71,11 @@ struct Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -99,7 +108,10 @@ impl Fleet {
         images();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("fleet")).expect("mkdir");
-        Fleet { dir, scope: format!("t{}-{test}", std::process::id()) }
+        Fleet {
+            dir,
+            scope: format!("t{}-{test}", std::process::id()),
+        }
     }
 
     fn write(&self, file: &str, yaml: &str) {
@@ -131,7 +143,11 @@ impl Fleet {
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn mcpctl")
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcpctl")
     }
 
     fn apply(&self) -> Run {
@@ -160,13 +176,20 @@ impl Fleet {
         .map(|l| {
             let mut p = l.split_whitespace().map(str::to_owned);
             let inst = p.next().unwrap_or_default();
-            (inst, (p.next().unwrap_or_default(), p.next().unwrap_or_default()))
+            (
+                inst,
+                (p.next().unwrap_or_default(), p.next().unwrap_or_default()),
+            )
         })
         .collect()
     }
 
     fn ids_of(&self, server: &str) -> Vec<String> {
-        self.instances().iter().filter(|i| i["server"] == server).map(|i| i["id"].as_str().unwrap_or("").to_owned()).collect()
+        self.instances()
+            .iter()
+            .filter(|i| i["server"] == server)
+            .map(|i| i["id"].as_str().unwrap_or("").to_owned())
+            .collect()
     }
 
     /// The state and the engine agree, and every server has exactly its replicas, all RUNNING.
@@ -174,9 +197,15 @@ impl Fleet {
         let instances = self.instances();
         let containers = self.containers();
         for (server, n) in want {
-            let mine: Vec<&Value> = instances.iter().filter(|i| i["server"] == *server).collect();
+            let mine: Vec<&Value> = instances
+                .iter()
+                .filter(|i| i["server"] == *server)
+                .collect();
             assert_eq!(mine.len(), *n, "{server}: {instances:#?}");
-            assert!(mine.iter().all(|i| i["status"] == "RUNNING"), "{server}: {instances:#?}");
+            assert!(
+                mine.iter().all(|i| i["status"] == "RUNNING"),
+                "{server}: {instances:#?}"
+            );
         }
         // External servers have instances but no container.
         let known: BTreeSet<String> = instances
@@ -186,7 +215,10 @@ impl Fleet {
             .collect();
         let running: BTreeSet<String> = containers.keys().cloned().collect();
         assert_eq!(known, running, "state and engine disagree: {containers:#?}");
-        assert!(containers.values().all(|(_, s)| s == "running"), "{containers:#?}");
+        assert!(
+            containers.values().all(|(_, s)| s == "running"),
+            "{containers:#?}"
+        );
     }
 }
 
@@ -217,21 +249,40 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
     f.assert_exact(&[("alpha", 2), ("beta", 1)]);
 
     let instances = f.instances();
-    let beta = instances.iter().find(|i| i["server"] == "beta").expect("beta");
+    let beta = instances
+        .iter()
+        .find(|i| i["server"] == "beta")
+        .expect("beta");
     let endpoint = beta["endpoint"].as_str().expect("endpoint");
-    assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/mcp"), "{endpoint}");
-    let gamma: Vec<&Value> = instances.iter().filter(|i| i["server"] == "gamma").collect();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/mcp"),
+        "{endpoint}"
+    );
+    let gamma: Vec<&Value> = instances
+        .iter()
+        .filter(|i| i["server"] == "gamma")
+        .collect();
     assert_eq!(gamma.len(), 1);
     assert_eq!(gamma[0]["status"], "RUNNING");
     assert_eq!(gamma[0]["endpoint"], "http://127.0.0.1:9/mcp");
-    for key in ["id", "server", "status", "reason", "endpoint", "restarts", "created_at", "spec_hash"] {
+    for key in [
+        "id",
+        "server",
+        "status",
+        "reason",
+        "endpoint",
+        "restarts",
+        "created_at",
+        "spec_hash",
+    ] {
         assert!(beta.get(key).is_some(), "get instances -o json lacks {key}");
     }
 
     // Design §5: labels, name, restart policy, loopback-only port, open stdin.
     let alpha_id = f.ids_of("alpha")[0].clone();
     let (cid, _) = f.containers()[&alpha_id].clone();
-    let inspect: Value = serde_json::from_str(&fixture::docker(&["inspect", &cid]).expect("inspect")).expect("json");
+    let inspect: Value =
+        serde_json::from_str(&fixture::docker(&["inspect", &cid]).expect("inspect")).expect("json");
     let c = &inspect[0];
     assert_eq!(c["Name"], format!("/mcpctl-alpha-{alpha_id}"));
     assert_eq!(c["Config"]["Labels"]["io.mcpctl.managed"], "true");
@@ -240,14 +291,25 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
     assert_eq!(c["Config"]["OpenStdin"], true);
     let beta_cid = f.containers()[beta["id"].as_str().unwrap()].0.clone();
     let ports = fixture::docker(&["port", &beta_cid, "8080/tcp"]).expect("port");
-    assert!(ports.trim().starts_with("127.0.0.1:"), "published beyond loopback: {ports}");
+    assert!(
+        ports.trim().starts_with("127.0.0.1:"),
+        "published beyond loopback: {ports}"
+    );
 
     let r = f.run(&["plan", "fleet", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "second plan not empty: {r}");
     let r = f.run(&["get", "servers", "-o", "json"]);
     let servers: Value = serde_json::from_str(&r.stdout).expect("servers json");
-    let alpha = servers.as_array().unwrap().iter().find(|s| s["name"] == "alpha").expect("alpha");
-    assert_eq!((alpha["desired"].as_u64(), alpha["ready"].as_u64()), (Some(2), Some(2)));
+    let alpha = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "alpha")
+        .expect("alpha");
+    assert_eq!(
+        (alpha["desired"].as_u64(), alpha["ready"].as_u64()),
+        (Some(2), Some(2))
+    );
 }
 
 #[test]
@@ -277,26 +339,42 @@ fn a_killed_container_is_demoted_then_promoted() {
     // Kill the server process from the host: Docker sees a crash and restarts
     // it under the restart policy, as it would a real crash.
     let pid = fixture::docker(&["inspect", "-f", "{{.State.Pid}}", &cid]).expect("pid");
-    let status = Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
     assert!(status.success());
-    eventually("docker to restart the container", Duration::from_secs(20), || {
-        let n = fixture::docker(&["inspect", "-f", "{{.RestartCount}}", &cid]).ok()?;
-        (n.trim() != "0").then_some(())
-    });
+    eventually(
+        "docker to restart the container",
+        Duration::from_secs(20),
+        || {
+            let n = fixture::docker(&["inspect", "-f", "{{.RestartCount}}", &cid]).ok()?;
+            (n.trim() != "0").then_some(())
+        },
+    );
     let r = f.run(&["plan", "fleet", "-o", "json"]);
     let plan: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
     let actions = plan["actions"].as_array().expect("actions");
     assert!(
-        actions.iter().any(|a| a["action"] == "demote" && a["instance"] == id.as_str()),
+        actions
+            .iter()
+            .any(|a| a["action"] == "demote" && a["instance"] == id.as_str()),
         "no demote after a restart: {r}"
     );
     f.apply();
     f.assert_exact(&[("alpha", 1)]);
     let inst = &f.instances()[0];
-    assert_eq!(inst["id"], id.as_str(), "the instance must survive its restart");
+    assert_eq!(
+        inst["id"],
+        id.as_str(),
+        "the instance must survive its restart"
+    );
     assert!(inst["restarts"].as_u64() >= Some(1), "{inst}");
     let r = f.run(&["describe", "instance", &id]);
-    assert!(r.stdout.contains("STARTING") && r.stdout.contains("restart"), "history lacks the demotion: {r}");
+    assert!(
+        r.stdout.contains("STARTING") && r.stdout.contains("restart"),
+        "history lacks the demotion: {r}"
+    );
 }
 
 #[test]
@@ -311,7 +389,12 @@ fn scaling_down_removes_the_oldest_and_up_starts_more() {
     let mut by_age: Vec<(String, String)> = f
         .instances()
         .iter()
-        .map(|i| (i["created_at"].as_str().unwrap_or("").to_owned(), i["id"].as_str().unwrap_or("").to_owned()))
+        .map(|i| {
+            (
+                i["created_at"].as_str().unwrap_or("").to_owned(),
+                i["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     by_age.sort();
     let newest = by_age.last().expect("three").1.clone();
@@ -322,7 +405,14 @@ fn scaling_down_removes_the_oldest_and_up_starts_more() {
     let survivor = f.ids_of("alpha")[0].clone();
     let max_id = by_age.iter().map(|(_, id)| id.clone()).max().expect("ids");
     assert_eq!(survivor, max_id);
-    assert!(newest == survivor || by_age.iter().filter(|(t, _)| *t == by_age.last().unwrap().0).count() > 1);
+    assert!(
+        newest == survivor
+            || by_age
+                .iter()
+                .filter(|(t, _)| *t == by_age.last().unwrap().0)
+                .count()
+                > 1
+    );
     f.write("a.yaml", &stdio("alpha", 3, v1, ""));
     f.apply();
     f.assert_exact(&[("alpha", 3)]);
@@ -338,7 +428,11 @@ fn a_changed_image_rolls_without_dropping_below_replicas() {
     let before: BTreeSet<String> = f.ids_of("alpha").into_iter().collect();
     f.write("a.yaml", &stdio("alpha", 2, v2, ""));
     let r = f.run(&["plan", "fleet"]);
-    assert!(r.stdout.contains("-image: mcpctl-fixture:test") && r.stdout.contains("+image: mcpctl-fixture:v2"), "{r}");
+    assert!(
+        r.stdout.contains("-image: mcpctl-fixture:test")
+            && r.stdout.contains("+image: mcpctl-fixture:v2"),
+        "{r}"
+    );
 
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -365,12 +459,22 @@ fn a_changed_image_rolls_without_dropping_below_replicas() {
     done.store(true, Ordering::SeqCst);
     let samples = sampler.join().expect("sampler");
     assert_eq!(r.code, 0, "{r}");
-    assert!(samples.len() >= 5, "too few samples to mean anything: {samples:?}");
-    assert!(samples.iter().all(|&n| n >= 2), "RUNNING dropped below replicas during the rollout: {samples:?}");
+    assert!(
+        samples.len() >= 5,
+        "too few samples to mean anything: {samples:?}"
+    );
+    assert!(
+        samples.iter().all(|&n| n >= 2),
+        "RUNNING dropped below replicas during the rollout: {samples:?}"
+    );
     f.assert_exact(&[("alpha", 2)]);
     let after: BTreeSet<String> = f.ids_of("alpha").into_iter().collect();
     assert!(before.is_disjoint(&after), "every instance is replaced");
-    let hashes: BTreeSet<String> = f.instances().iter().map(|i| i["spec_hash"].as_str().unwrap_or("").to_owned()).collect();
+    let hashes: BTreeSet<String> = f
+        .instances()
+        .iter()
+        .map(|i| i["spec_hash"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(hashes.len(), 1);
 }
 
@@ -405,10 +509,19 @@ fn a_crashing_server_errors_with_its_crash_line_and_backs_off() {
     let r = f.run(&["apply", "fleet", "--timeout", "12s"]);
     assert_eq!(r.code, 1, "a crash loop must not converge: {r}");
     let instances = f.instances();
-    let failed = instances.iter().find(|i| i["status"] == "ERROR").unwrap_or_else(|| panic!("no ERROR: {instances:#?}"));
+    let failed = instances
+        .iter()
+        .find(|i| i["status"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR: {instances:#?}"));
     let reason = failed["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("crashing on purpose"), "reason lacks the crash line: {reason}");
-    assert!(reason.contains("back-off"), "back-off not visible: {reason}");
+    assert!(
+        reason.contains("crashing on purpose"),
+        "reason lacks the crash line: {reason}"
+    );
+    assert!(
+        reason.contains("back-off"),
+        "back-off not visible: {reason}"
+    );
     assert!(r.stderr.contains("back-off"), "{r}");
     let r = f.run(&["get", "instances"]);
     assert!(r.stdout.contains("back-off"), "{r}");
@@ -418,14 +531,20 @@ fn a_crashing_server_errors_with_its_crash_line_and_backs_off() {
 fn a_missing_image_errors_with_the_daemons_message() {
     images();
     let f = Fleet::new("noimage");
-    f.write("a.yaml", &stdio("alpha", 1, "mcpctl-missing-image:nope", ""));
+    f.write(
+        "a.yaml",
+        &stdio("alpha", 1, "mcpctl-missing-image:nope", ""),
+    );
     let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
     assert_eq!(r.code, 1, "{r}");
     let instances = f.instances();
     assert_eq!(instances.len(), 1, "{instances:#?}");
     assert_eq!(instances[0]["status"], "ERROR");
     let reason = instances[0]["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("pull mcpctl-missing-image:nope"), "{reason}");
+    assert!(
+        reason.contains("pull mcpctl-missing-image:nope"),
+        "{reason}"
+    );
     assert!(f.containers().is_empty());
 }
 
@@ -438,7 +557,10 @@ fn an_unresolvable_secret_is_a_plan_error_and_makes_no_container() {
     f.write("a.yaml", &spec);
     let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
     assert_eq!(r.code, 1, "{r}");
-    assert!(r.stderr.contains("secret nope/token") && r.stderr.contains("server alpha"), "{r}");
+    assert!(
+        r.stderr.contains("secret nope/token") && r.stderr.contains("server alpha"),
+        "{r}"
+    );
     assert!(f.containers().is_empty());
     assert!(f.instances().is_empty());
 }
@@ -458,7 +580,10 @@ fn secrets_reach_the_container_but_not_the_state() {
     let env = fixture::docker(&["inspect", "-f", "{{json .Config.Env}}", &cid]).expect("env");
     assert!(env.contains("TOKEN=pa55w0rd-xyz"), "{env}");
     let state = std::fs::read(f.state()).expect("state");
-    assert!(!state.windows(12).any(|w| w == b"pa55w0rd-xyz"), "secret stored in plaintext");
+    assert!(
+        !state.windows(12).any(|w| w == b"pa55w0rd-xyz"),
+        "secret stored in plaintext"
+    );
 }
 
 #[test]
@@ -503,13 +628,22 @@ fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
             .map(|(n, s)| (*s, if (i + n) % 3 == 0 { 1 } else { 2 }))
             .collect();
         f.assert_exact(&want);
-        let labelled = docker_lines(&["ps", "-aq", "--filter", "label=io.mcpctl.managed=true", "--filter", &format!("label=io.mcpctl.scope={}", f.scope)]);
-        let named = docker_lines(&["ps", "-aq", "--filter", &format!("name=mcpctl-s")]);
-        // Every container named like ours carries our labels: nothing unlabelled is left behind.
-        let labelled: BTreeSet<String> = labelled.into_iter().collect();
-        assert!(named.iter().filter(|id| !labelled.contains(*id)).all(|id| {
-            fixture::docker(&["inspect", "-f", "{{index .Config.Labels \"io.mcpctl.scope\"}}", id]).map_or(true, |s| s.trim() != f.scope)
-        }));
+        // Nothing unlabelled or unknown: every container named like this
+        // test's servers carries its scope label and belongs to the state.
+        let labelled: BTreeSet<String> =
+            f.containers().values().map(|(id, _)| id.clone()).collect();
+        let named = docker_lines(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            "name=^/mcpctl-s[0-9]-",
+        ]);
+        let named: BTreeSet<String> = named.iter().map(|id| id[..12].to_owned()).collect();
+        assert_eq!(
+            named, labelled,
+            "iteration {i}: containers outside the state"
+        );
         eprintln!("crash-safety iteration {i}: killed after {delay:?}, recovered to exact counts");
     }
 }
@@ -519,15 +653,28 @@ fn a_second_applier_is_refused_while_reads_keep_working() {
     let (v1, _) = images();
     let f = Fleet::new("twoappliers");
     // A slow starter keeps the first apply busy waiting for readiness.
-    f.write("a.yaml", &stdio("alpha", 1, v1, ", \"--delay-start\", \"3000\""));
-    let mut first = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
-    eventually("the first apply to take the lock", Duration::from_secs(20), || {
-        let lock = f.state().with_extension("redb.lock");
-        std::fs::read_to_string(lock).ok().filter(|s| s.contains("pid")).map(|_| ())
-    });
+    f.write(
+        "a.yaml",
+        &stdio("alpha", 1, v1, ", \"--delay-start\", \"3000\""),
+    );
+    let first = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+    eventually(
+        "the first apply to take the lock",
+        Duration::from_secs(20),
+        || {
+            let lock = f.state().with_extension("redb.lock");
+            std::fs::read_to_string(lock)
+                .ok()
+                .filter(|s| s.contains("pid"))
+                .map(|_| ())
+        },
+    );
     let second = f.run(&["apply", "fleet", "--timeout", "60s"]);
     assert_eq!(second.code, 1, "{second}");
-    assert!(second.stderr.contains("locked by another applier") && second.stderr.contains("pid"), "{second}");
+    assert!(
+        second.stderr.contains("locked by another applier") && second.stderr.contains("pid"),
+        "{second}"
+    );
     let get = f.run(&["get", "instances"]);
     assert_eq!(get.code, 0, "get must work during an apply: {get}");
     let plan = f.run(&["plan", "fleet", "--refresh=false"]);

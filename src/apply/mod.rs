@@ -251,10 +251,10 @@ pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usiz
         if let (Some(entry), Some(d)) = (
             out.get_mut(&i.server),
             desired.iter().find(|d| d.name == i.server),
-        ) {
-            if i.status == Status::Running && i.spec_hash == d.canonical.hash {
-                entry.0 += 1;
-            }
+        ) && i.status == Status::Running
+            && i.spec_hash == d.canonical.hash
+        {
+            entry.0 += 1;
         }
     }
     out
@@ -489,7 +489,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 + 1;
             Backoff {
                 failures,
-                until: now.add(backoff_delay(failures)),
+                until: now.plus(backoff_delay(failures)),
                 reason: a.reason.clone(),
             }
         });
@@ -599,7 +599,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 let failures = self.snapshot.backoff.get(server).map_or(0, |b| b.failures) + 1;
                 let backoff = Backoff {
                     failures,
-                    until: now.add(backoff_delay(failures)),
+                    until: now.plus(backoff_delay(failures)),
                     reason: reason.clone(),
                 };
                 self.rec.update(|tx| {
@@ -726,7 +726,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             + 1;
         let b = Backoff {
             failures,
-            until: now.add(backoff_delay(failures)),
+            until: now.plus(backoff_delay(failures)),
             reason: why.clone(),
         };
         let server = inst.server.clone();

@@ -335,10 +335,11 @@ impl Progress {
                     action.reason
                 ));
             }
-            Event::Waiting { running, wanted } => match &self.bar {
-                Some(bar) => bar.set_message(format!("waiting: {running}/{wanted} RUNNING")),
-                None => {}
-            },
+            Event::Waiting { running, wanted } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("waiting: {running}/{wanted} RUNNING"))
+                }
+            }
         }
     }
 

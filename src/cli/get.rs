@@ -53,14 +53,14 @@ pub struct ServerRow {
 
 /// The reason an instance shows: its own, or its server's back-off for an ERROR.
 pub fn reason(i: &Instance, snapshot: &Snapshot, now: Timestamp) -> Option<String> {
-    if i.status == Status::Error {
-        if let Some(b) = snapshot.backoff.get(&i.server).filter(|b| b.until > now) {
-            return Some(format!(
-                "back-off {}: {}",
-                short_duration(b.until.since(now)),
-                i.reason
-            ));
-        }
+    if i.status == Status::Error
+        && let Some(b) = snapshot.backoff.get(&i.server).filter(|b| b.until > now)
+    {
+        return Some(format!(
+            "back-off {}: {}",
+            short_duration(b.until.since(now)),
+            i.reason
+        ));
     }
     (!i.reason.is_empty()).then(|| i.reason.clone())
 }

@@ -214,22 +214,22 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             continue;
         }
         let mut status = inst.status;
-        if let Some(obs) = observation {
-            if let Some((kind, reason)) = transition(inst, d, obs, now) {
-                status = match kind {
-                    ActionKind::Promote => Status::Running,
-                    ActionKind::Demote => Status::Starting,
-                    _ => {
-                        // A crash starts a back-off; a container removed out of band
-                        // is not a crash, and is replaced at once.
-                        if d.external || obs.units.contains_key(&inst.id) {
-                            failed_now.insert(d.name.as_str(), true);
-                        }
-                        Status::Error
+        if let Some(obs) = observation
+            && let Some((kind, reason)) = transition(inst, d, obs, now)
+        {
+            status = match kind {
+                ActionKind::Promote => Status::Running,
+                ActionKind::Demote => Status::Starting,
+                _ => {
+                    // A crash starts a back-off; a container removed out of band
+                    // is not a crash, and is replaced at once.
+                    if d.external || obs.units.contains_key(&inst.id) {
+                        failed_now.insert(d.name.as_str(), true);
                     }
-                };
-                actions.push(act(kind, &inst.server, Some(&inst.id), reason));
-            }
+                    Status::Error
+                }
+            };
+            actions.push(act(kind, &inst.server, Some(&inst.id), reason));
         }
         live.entry(d.name.as_str()).or_default().push(Live {
             id: &inst.id,
@@ -471,7 +471,9 @@ fn transition(
         }
         // A crash loop under the runtime's restart policy: the crash says more than the probe.
         (Status::Starting, UnitState::Restarting) if timed_out => Some(not_ready(restarting(unit))),
-        (Status::Starting, _) if timed_out && unit.restarts > 0 => Some(not_ready(restarting(unit))),
+        (Status::Starting, _) if timed_out && unit.restarts > 0 => {
+            Some(not_ready(restarting(unit)))
+        }
         (Status::Starting, UnitState::Created) if timed_out => {
             Some(not_ready("container created but never started".into()))
         }

@@ -61,19 +61,19 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             instance_text(a),
             a.reason
         );
-        if let Some(diff) = &a.diff {
-            if diffed.insert(a.server.as_str()) {
-                for line in diff.lines() {
-                    let c = match line.as_bytes().first() {
-                        _ if !color => "",
-                        Some(b'+') => "\x1b[32m",
-                        Some(b'-') => "\x1b[31m",
-                        Some(b'@') => "\x1b[36m",
-                        _ => "",
-                    };
-                    let end = if c.is_empty() { "" } else { RESET };
-                    let _ = writeln!(out, "        {c}{line}{end}");
-                }
+        if let Some(diff) = &a.diff
+            && diffed.insert(a.server.as_str())
+        {
+            for line in diff.lines() {
+                let c = match line.as_bytes().first() {
+                    _ if !color => "",
+                    Some(b'+') => "\x1b[32m",
+                    Some(b'-') => "\x1b[31m",
+                    Some(b'@') => "\x1b[36m",
+                    _ => "",
+                };
+                let end = if c.is_empty() { "" } else { RESET };
+                let _ = writeln!(out, "        {c}{line}{end}");
             }
         }
     }

@@ -335,7 +335,10 @@ fn crash_looping_instance_caught_running_times_out_with_its_crash() {
             u.last_log = Some("crashing on purpose".into());
         })
         .probe("a", Probe::NotReady("up for only 120 ms".into()));
-    check(w, &["fail gh a not ready after 1m: restarting (exit 3, restarts 5): crashing on purpose"]);
+    check(
+        w,
+        &["fail gh a not ready after 1m: restarting (exit 3, restarts 5): crashing on purpose"],
+    );
 }
 
 #[test]
@@ -745,7 +748,7 @@ mod props {
                     {
                         let failures =
                             w.snapshot.backoff.get(&a.server).map_or(0, |b| b.failures) + 1;
-                        let until = now.add(backoff_delay(failures));
+                        let until = now.plus(backoff_delay(failures));
                         w.snapshot.backoff.insert(
                             a.server.clone(),
                             Backoff {
@@ -907,7 +910,7 @@ mod props {
             for id in ids {
                 w.obs.probes.insert(id, Probe::Ready("healed".into()));
             }
-            let later = NOW.add(Duration::from_secs(600));
+            let later = NOW.plus(Duration::from_secs(600));
             let mut rounds = 0;
             loop {
                 let p = plan_at(&w, later);

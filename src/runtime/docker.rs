@@ -17,8 +17,9 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -222,9 +223,7 @@ impl DockerRuntime {
                     .started_at
                     .as_deref()
                     .filter(|s| !s.starts_with("0001-"))
-                    .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| Timestamp(d.as_millis() as i64));
+                    .and_then(parse_time);
                 Ok(Some(Detail {
                     state: unit_state,
                     exit_code: state.exit_code,
@@ -262,13 +261,21 @@ impl DockerRuntime {
     }
 
     /// The last non-empty line the unit wrote, stderr first: for stdio servers
-    /// stdout is the protocol, and errors go to stderr anyway.
-    pub async fn last_log_line(&self, handle: &str) -> Result<Option<String>, RuntimeError> {
+    /// stdout is the protocol, and errors go to stderr anyway. With `before`
+    /// (the start of the current run of a restarted container), only lines
+    /// written before it count: the previous run's last words, not the
+    /// current run's greeting.
+    pub async fn last_log_line(
+        &self,
+        handle: &str,
+        before: Option<Timestamp>,
+    ) -> Result<Option<String>, RuntimeError> {
         for (stdout, stderr) in [(false, true), (true, false)] {
             let opts = LogsOptionsBuilder::default()
                 .stdout(stdout)
                 .stderr(stderr)
-                .tail("20")
+                .timestamps(true)
+                .tail("50")
                 .build();
             let mut stream = self.docker.logs(handle, Some(opts));
             let mut last = None;
@@ -277,8 +284,13 @@ impl DockerRuntime {
                     Ok(out) => {
                         let bytes = out.into_bytes();
                         for line in String::from_utf8_lossy(&bytes).lines() {
-                            if !line.trim().is_empty() {
-                                last = Some(line.trim().to_owned());
+                            let (at, text) = split_timestamp(line);
+                            let in_window = match (before, at) {
+                                (Some(b), Some(at)) => at < b,
+                                _ => true,
+                            };
+                            if in_window && !text.trim().is_empty() {
+                                last = Some(text.trim().to_owned());
                             }
                         }
                     }
@@ -292,6 +304,23 @@ impl DockerRuntime {
         }
         Ok(None)
     }
+}
+
+/// `2026-11-24T15:40:01.123456789Z text` → (time, `text`).
+fn split_timestamp(line: &str) -> (Option<Timestamp>, &str) {
+    match line.split_once(' ') {
+        Some((ts, rest)) => match parse_time(ts) {
+            Some(t) => (Some(t), rest),
+            None => (None, line),
+        },
+        None => (None, line),
+    }
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Timestamp(d.as_millis() as i64))
 }
 
 struct Detail {
@@ -505,11 +534,18 @@ impl Runtime for DockerRuntime {
         unit.state = d.state;
         unit.restarts = d.restarts;
         unit.started_at = d.started_at;
-        if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
+        // A running container reports exit code 0 for its current run; the
+        // code is only news once it has stopped.
+        if !matches!(d.state, UnitState::Running | UnitState::Created) {
             unit.exit_code = d.exit_code;
         }
         if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
-            unit.last_log = self.last_log_line(&unit.handle).await?.or(d.error);
+            let before = if d.state == UnitState::Running {
+                d.started_at
+            } else {
+                None
+            };
+            unit.last_log = self.last_log_line(&unit.handle, before).await?.or(d.error);
         }
         Ok(true)
     }

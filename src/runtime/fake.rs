@@ -33,7 +33,10 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    async fn observe(&self, _since: Option<crate::time::Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
+    async fn observe(
+        &self,
+        _since: Option<crate::time::Timestamp>,
+    ) -> Result<Vec<Unit>, RuntimeError> {
         Ok(self.units().values().cloned().collect())
     }
 

@@ -174,7 +174,10 @@ pub trait Runtime {
     /// inspects where needed. Units that died since `since` (and may have been
     /// restarted by the runtime meanwhile) come back inspected, so their
     /// restart count is current.
-    fn observe(&self, since: Option<Timestamp>) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
+    fn observe(
+        &self,
+        since: Option<Timestamp>,
+    ) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
     /// Creates and starts one instance, labelled before it can run.
     fn create(
         &self,

@@ -17,7 +17,12 @@ pub async fn refresh<R: Runtime>(
 ) -> Result<Observation, RuntimeError> {
     // Ask which containers died since the oldest RUNNING instance became
     // RUNNING: any of them may have been restarted behind our back.
-    let since = snapshot.instances.values().filter(|i| i.status == Status::Running).map(|i| i.transitioned_at).min();
+    let since = snapshot
+        .instances
+        .values()
+        .filter(|i| i.status == Status::Running)
+        .map(|i| i.transitioned_at)
+        .min();
     let units = rt.observe(since).await?;
     let now = Timestamp::now();
     let external: BTreeMap<&str, bool> = desired

@@ -137,7 +137,7 @@ fn memory_quantity(bytes: u64) -> String {
         ("Ki", 1 << 10),
     ];
     for (unit, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
@@ -145,7 +145,7 @@ fn memory_quantity(bytes: u64) -> String {
 }
 
 fn cpus_quantity(millicpus: u32) -> String {
-    if millicpus % 1000 == 0 {
+    if millicpus.is_multiple_of(1000) {
         (millicpus / 1000).to_string()
     } else {
         let s = format!("{}.{:03}", millicpus / 1000, millicpus % 1000);
