@@ -147,13 +147,21 @@ impl Recorder<'_> {
     }
 }
 
+/// A plan already made, with the snapshot and observation it was made
+/// from, so the first pass does not observe the world a second time.
+pub struct First {
+    pub plan: Plan,
+    pub snapshot: Snapshot,
+    pub observation: Observation,
+}
+
 /// Applies `first` (or a fresh plan when `None`), then, with `wait`, keeps
 /// planning and acting until converged or `timeout`.
 pub async fn apply<R: Runtime + Sync>(
     rt: &R,
     store: &Store,
     ctx: &Context<'_>,
-    first: Option<Plan>,
+    first: Option<First>,
     opts: &Options,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, ApplyError> {
@@ -165,20 +173,23 @@ pub async fn apply<R: Runtime + Sync>(
     let sem = Semaphore::new(opts.parallelism.max(1));
     let mut report = Report::default();
     let mut first = first;
-    drop_stale_intents(rt, &rec).await?;
+    drop_stale_intents(rt, &rec, first.as_ref().map(|f| &f.observation)).await?;
     loop {
         report.passes += 1;
-        let snapshot = rec.load()?;
-        let obs = refresh(rt, &snapshot, ctx.desired).await?;
-        let plan = match first.take() {
-            Some(p) => p,
-            None => plan::plan(Inputs {
-                desired: ctx.desired,
-                snapshot: &snapshot,
-                observation: Some(&obs),
-                now: obs.at,
-                allow_empty: opts.allow_empty,
-            })?,
+        let (plan, snapshot, obs) = match first.take() {
+            Some(f) => (f.plan, f.snapshot, f.observation),
+            None => {
+                let snapshot = rec.load()?;
+                let obs = refresh(rt, &snapshot, ctx.desired).await?;
+                let plan = plan::plan(Inputs {
+                    desired: ctx.desired,
+                    snapshot: &snapshot,
+                    observation: Some(&obs),
+                    now: obs.at,
+                    allow_empty: opts.allow_empty,
+                })?;
+                (plan, snapshot, obs)
+            }
         };
         on_event(Event::Planned {
             pass: report.passes,
@@ -262,12 +273,19 @@ pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usiz
 
 /// Intents whose unit never appeared: the process died before the runtime
 /// call. Nothing exists to adopt or remove, so the intent is simply dropped.
-async fn drop_stale_intents<R: Runtime>(rt: &R, rec: &Recorder<'_>) -> Result<(), ApplyError> {
+async fn drop_stale_intents<R: Runtime>(
+    rt: &R,
+    rec: &Recorder<'_>,
+    observed: Option<&Observation>,
+) -> Result<(), ApplyError> {
     let snapshot = rec.load()?;
     if snapshot.intents.is_empty() {
         return Ok(());
     }
-    let units = rt.observe(None).await?;
+    let units = match observed {
+        Some(o) => o.units.values().cloned().collect(),
+        None => rt.observe(None).await?,
+    };
     let stale: Vec<InstanceId> = snapshot
         .intents
         .values()

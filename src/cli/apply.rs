@@ -139,10 +139,12 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         ..Options::default()
     };
     let progress = Progress::new(args.output == Format::Text);
-    let report = apply::apply(rt, &p.store, &ctx, Some(p.plan.clone()), &opts, &|e| {
-        progress.event(e)
-    })
-    .await?;
+    let first = p.observation.map(|observation| apply::First {
+        plan: p.plan,
+        snapshot: p.snapshot,
+        observation,
+    });
+    let report = apply::apply(rt, &p.store, &ctx, first, &opts, &|e| progress.event(e)).await?;
     progress.finish();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
     let snapshot = p.store.load()?;

@@ -62,7 +62,8 @@ pub fn reason(i: &Instance, snapshot: &Snapshot, now: Timestamp) -> Option<Strin
             i.reason
         ));
     }
-    (!i.reason.is_empty()).then(|| i.reason.clone())
+    // A RUNNING instance has nothing to explain; why it got there is in its history.
+    (i.status != Status::Running && !i.reason.is_empty()).then(|| i.reason.clone())
 }
 
 pub fn instance_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<InstanceRow> {

@@ -243,10 +243,13 @@ impl DockerRuntime {
         let mut filters = self.label_filters();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into()]);
-        let until = Timestamp::now().0 / 1000 + 1;
+        // Fractional seconds: with whole seconds, `until` would either miss
+        // this second's events or hold the stream open until the next one.
+        let secs = |t: Timestamp| format!("{}.{:03}", t.0.div_euclid(1000), t.0.rem_euclid(1000));
+        let until = secs(Timestamp::now());
         let opts = EventsOptionsBuilder::default()
-            .since(&(since.0 / 1000).to_string())
-            .until(&until.to_string())
+            .since(&secs(since))
+            .until(&until)
             .filters(&filters)
             .build();
         let mut stream = self.docker.events(Some(opts));

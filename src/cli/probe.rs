@@ -1,0 +1,119 @@
+//! `mcpctl probe URL` and `mcpctl probe --stdio -- CMD ARGS...`: one readiness
+//! probe (design §6) against a server, outside any fleet. Handy to check what
+//! `apply` will see before writing a spec for a server.
+
+use super::Outcome;
+use crate::probe::{self, HttpTransport, ProbeInfo};
+use std::process::Stdio;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Legacy SSE when the path ends in /sse, else streamable HTTP; each falls back to the other.
+    Auto,
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (protocol 2024-11-05).
+    Sse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server's MCP endpoint, such as http://127.0.0.1:8080/mcp.
+    #[arg(required_unless_present = "stdio", conflicts_with = "stdio")]
+    pub url: Option<String>,
+    /// Start the command given after `--` and probe it over stdin/stdout.
+    #[arg(long, requires = "cmd")]
+    pub stdio: bool,
+    /// With --stdio: the server command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+    /// The HTTP transport to speak.
+    #[arg(long, value_enum, default_value_t = Transport::Auto)]
+    pub transport: Transport,
+    /// How long the one attempt may take, fallbacks included.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+pub async fn run(args: Args) -> miette::Result<Outcome> {
+    let (target, result) = match (&args.url, args.stdio) {
+        (Some(url), false) => {
+            let transport = match args.transport {
+                Transport::Auto => HttpTransport::Auto,
+                Transport::StreamableHttp => HttpTransport::StreamableHttp,
+                Transport::Sse => HttpTransport::Sse,
+            };
+            (
+                url.clone(),
+                probe::probe_url(url, transport, args.timeout).await,
+            )
+        }
+        (None, true) => (args.cmd.join(" "), probe_command(&args.cmd, args.timeout).await?),
+        // clap's `required_unless_present` and `conflicts_with` rule these out.
+        _ => miette::bail!("give either a URL or --stdio -- CMD ARGS..."),
+    };
+    let info = result.map_err(|reason| miette::miette!("{target} is not ready: {reason}"))?;
+    let out = match args.output {
+        Format::Text => text(&info),
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(&info)
+                .map_err(|e| miette::miette!("cannot render the result: {e}"))?;
+            json.push('\n');
+            json
+        }
+    };
+    print!("{out}");
+    Ok(Outcome::Success)
+}
+
+/// Spawns `cmd` with piped stdin and stdout (stderr stays the terminal's, so
+/// the server's own complaints are seen), probes it, and kills it.
+async fn probe_command(
+    cmd: &[String],
+    timeout: Duration,
+) -> miette::Result<Result<ProbeInfo, probe::ProbeError>> {
+    let Some((program, rest)) = cmd.split_first() else {
+        miette::bail!("--stdio needs a command after `--`");
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| miette::miette!("cannot start {program}: {e}"))?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        miette::bail!("{program} started without piped stdin and stdout");
+    };
+    let result = probe::probe_stdio(stdout, stdin, timeout).await;
+    // The probe is done with it either way; a failure to kill means it already exited.
+    let _ = child.kill().await;
+    Ok(result)
+}
+
+fn text(info: &ProbeInfo) -> String {
+    let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let rows = [
+        ("Era", info.era.to_string()),
+        ("Protocol", info.protocol_version.clone()),
+        ("Server", or_dash(&info.server_name)),
+        ("Version", or_dash(&info.server_version)),
+        ("Transport", info.transport.to_owned()),
+        (
+            "Latency",
+            format!("{:.1} ms", info.latency.as_secs_f64() * 1000.0),
+        ),
+    ];
+    rows.iter()
+        .map(|(key, value)| format!("{:<11}{value}\n", format!("{key}:")))
+        .collect()
+}
