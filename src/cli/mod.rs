@@ -8,6 +8,7 @@ mod describe;
 mod get;
 mod logs;
 mod plan;
+mod probe;
 mod refresh;
 mod schema;
 mod validate;
@@ -89,6 +90,11 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl logs github --tail 50\n  mcpctl logs 01jd8x2k5v3m9q7r4t6w8y0z1a -f"
     )]
     Logs(logs::Args),
+    /// Speak MCP to one server, as readiness does: era, protocol version, identity, latency.
+    #[command(
+        after_help = "Examples:\n  mcpctl probe http://127.0.0.1:8080/mcp\n  mcpctl probe http://host:9000/sse --transport sse -o json\n  mcpctl probe --stdio -- ./my-server --stdio"
+    )]
+    Probe(probe::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
@@ -124,6 +130,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Get(args) => get::run(&cli.global, args),
         Command::Describe(args) => describe::run(&cli.global, args).await,
         Command::Logs(args) => logs::run(&cli.global, args).await,
+        Command::Probe(args) => probe::run(args).await,
         Command::Schema => schema::run(),
     }
 }

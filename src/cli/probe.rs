@@ -56,7 +56,10 @@ pub async fn run(args: Args) -> miette::Result<Outcome> {
                 probe::probe_url(url, transport, args.timeout).await,
             )
         }
-        (None, true) => (args.cmd.join(" "), probe_command(&args.cmd, args.timeout).await?),
+        (None, true) => (
+            args.cmd.join(" "),
+            probe_command(&args.cmd, args.timeout).await?,
+        ),
         // clap's `required_unless_present` and `conflicts_with` rule these out.
         _ => miette::bail!("give either a URL or --stdio -- CMD ARGS..."),
     };
@@ -101,7 +104,13 @@ async fn probe_command(
 }
 
 fn text(info: &ProbeInfo) -> String {
-    let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     let rows = [
         ("Era", info.era.to_string()),
         ("Protocol", info.protocol_version.clone()),

@@ -38,6 +38,8 @@ pub enum HttpTransport {
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const METHOD_HEADER: &str = "mcp-method";
+/// The longest the closing `DELETE` of a session may take.
+const DELETE_WAIT: Duration = Duration::from_secs(1);
 /// A readiness answer is a few hundred bytes; anything this big is not one.
 const BODY_LIMIT: usize = 1 << 20;
 
@@ -163,8 +165,11 @@ impl Probe<'_> {
                 .header(SESSION_HEADER, session)
                 .header(VERSION_HEADER, identity.protocol_version.as_str())
                 .body(Full::default());
+            // Capped short: a server slow to end a session must not hold up
+            // a probe that has already succeeded.
             if let Ok(request) = request {
-                let _ = self.send(request).await;
+                let until = self.deadline.min(answered + DELETE_WAIT);
+                let _ = tokio::time::timeout_at(until, self.client.request(request)).await;
             }
         }
         Ok((identity, "streamable-http", answered))

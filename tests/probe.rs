@@ -1,0 +1,743 @@
+//! The MCP readiness probe (design §6) against real servers: the project's
+//! rmcp fixture over streamable HTTP and stdio, and small hand-written servers
+//! of each era and transport, plus the failures whose reasons end up on
+//! instances. Servers listen on 127.0.0.1:0; every wait is a deadline.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+// `src/cli/probe.rs` is compiled here as well, so that its `run` is tested
+// before (and independently of) its wiring into the binary's subcommands.
+#[allow(dead_code)]
+#[path = "../src/cli/probe.rs"]
+mod probe_cmd;
+use mcpctl::cli::Outcome;
+use mcpctl::probe;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Request, Response, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use mcpctl::probe::{Era, HttpTransport, ProbeError, ProbeInfo, probe_stdio, probe_url, retry};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// The rmcp fixture
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
+    listener.local_addr().expect("no local address").port()
+}
+
+fn spawn_fixture(args: &[&str], piped: bool) -> Child {
+    let mut command = Command::new(fixture::fixture_binary());
+    command.args(args).kill_on_drop(true);
+    if piped {
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+    } else {
+        command.stdin(std::process::Stdio::null());
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the fixture: {e}"))
+}
+
+/// The fixture on streamable HTTP, and its /mcp URL.
+fn http_fixture(extra: &[&str]) -> (Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--transport", "http", "--listen", &listen];
+    args.extend_from_slice(extra);
+    let child = spawn_fixture(&args, false);
+    (child, format!("http://{listen}/mcp"))
+}
+
+/// Probes until the fixture has started listening.
+async fn probe_when_up(url: &str) -> ProbeInfo {
+    retry(PATIENCE, || probe_url(url, HttpTransport::Auto, ATTEMPT))
+        .await
+        .unwrap_or_else(|e| panic!("the fixture never answered at {url}: {e}"))
+}
+
+async fn probe_child(child: &mut Child) -> Result<ProbeInfo, ProbeError> {
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let stdin = child.stdin.as_mut().expect("piped stdin");
+    probe_stdio(stdout, stdin, ATTEMPT).await
+}
+
+// rmcp 3.11 implements server/discover, so the fixture lands in the 2026 era
+// on both transports.
+fn assert_fixture(info: &ProbeInfo, transport: &str) {
+    assert_eq!(info.server_name, "mcp-fixture", "{info:?}");
+    assert_eq!(info.era, Era::Discover2026, "{info:?}");
+    assert_eq!(info.protocol_version, "2026-07-28", "{info:?}");
+    assert_eq!(info.transport, transport, "{info:?}");
+}
+
+#[tokio::test]
+async fn fixture_over_streamable_http() {
+    let (_child, url) = http_fixture(&[]);
+    let info = probe_when_up(&url).await;
+    assert_fixture(&info, "streamable-http");
+    // Explicit transport gives the same answer.
+    let info = probe_url(&url, HttpTransport::StreamableHttp, ATTEMPT)
+        .await
+        .expect("second probe");
+    assert_fixture(&info, "streamable-http");
+}
+
+#[tokio::test]
+async fn fixture_over_stdio() {
+    let mut child = spawn_fixture(&["--transport", "stdio"], true);
+    let info = probe_child(&mut child).await.expect("stdio probe");
+    assert_fixture(&info, "stdio");
+}
+
+#[tokio::test]
+async fn fixture_over_stdio_with_log_lines_on_stdout_first() {
+    let mut child = spawn_fixture(&["--transport", "stdio", "--log-stdout", "3"], true);
+    let info = probe_child(&mut child).await.expect("stdio probe");
+    assert_fixture(&info, "stdio");
+}
+
+#[tokio::test]
+async fn retry_waits_for_a_slow_starter() {
+    let (_child, url) = http_fixture(&["--delay-start", "1500"]);
+    let started = Instant::now();
+    let info = retry(PATIENCE, || probe_url(&url, HttpTransport::Auto, ATTEMPT))
+        .await
+        .expect("the slow starter never answered");
+    assert_fixture(&info, "streamable-http");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "answered after only {:?}, before the fixture could listen",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn latency_against_the_fixture() {
+    fn median(mut samples: Vec<Duration>) -> Duration {
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+    let (_http, url) = http_fixture(&[]);
+    probe_when_up(&url).await;
+    let mut http = Vec::new();
+    for _ in 0..20 {
+        let info = probe_url(&url, HttpTransport::StreamableHttp, ATTEMPT)
+            .await
+            .expect("http probe");
+        http.push(info.latency);
+    }
+    let mut child = spawn_fixture(&["--transport", "stdio"], true);
+    let mut stdio = Vec::new();
+    for _ in 0..20 {
+        stdio.push(probe_child(&mut child).await.expect("stdio probe").latency);
+    }
+    let (http, stdio) = (median(http), median(stdio));
+    eprintln!(
+        "probe latency against the fixture, median of 20 ({} build): streamable HTTP {:.2} ms, stdio {:.2} ms",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        http.as_secs_f64() * 1000.0,
+        stdio.as_secs_f64() * 1000.0
+    );
+    assert!(http < Duration::from_secs(1) && stdio < Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------
+// Hand-written servers
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request as a test server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: hyper::HeaderMap,
+    body: Value,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn rpc_method(&self) -> &str {
+        self.body["method"].as_str().unwrap_or_default()
+    }
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+fn seen(log: &Log) -> Vec<Seen> {
+    log.lock().expect("log poisoned").clone()
+}
+
+/// Serves `handler` with hyper on 127.0.0.1:0, logging every request.
+async fn serve<H, F>(handler: H) -> (SocketAddr, Log)
+where
+    H: Fn(Seen) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let log: Log = Arc::default();
+    let server_log = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            let log = server_log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let handler = handler.clone();
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let seen = Seen {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path().to_owned(),
+                            headers: parts.headers,
+                            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                        };
+                        log.lock().expect("log poisoned").push(seen.clone());
+                        Ok::<_, Infallible>(handler(seen).await)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, log)
+}
+
+fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed_unsync())
+        .expect("valid response")
+}
+
+fn json_reply(message: Value) -> Response<Body> {
+    respond(200, "application/json", message.to_string())
+}
+
+fn method_not_found(id: &Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}})
+}
+
+fn initialize_result(id: &Value, version: &str, name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": {
+        "protocolVersion": version,
+        "capabilities": {"tools": {}},
+        "serverInfo": {"name": name, "version": "0.9.1"}
+    }})
+}
+
+#[tokio::test]
+async fn a_2026_server_that_only_knows_discover() {
+    let (addr, log) = serve(|seen: Seen| async move {
+        let id = seen.body["id"].clone();
+        match seen.rpc_method() {
+            "server/discover" => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+                "resultType": "complete",
+                "supportedVersions": ["2026-07-28"],
+                "capabilities": {"tools": {}},
+                "ttlMs": 0,
+                "cacheScope": "private",
+                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "hand-2026", "version": "3.0.0"}}
+            }})),
+            _ => json_reply(method_not_found(&id)),
+        }
+    })
+    .await;
+    let info = probe_url(&format!("http://{addr}/mcp"), HttpTransport::Auto, ATTEMPT)
+        .await
+        .expect("probe");
+    assert_eq!(info.era, Era::Discover2026);
+    assert_eq!(info.protocol_version, "2026-07-28");
+    assert_eq!(
+        (info.server_name.as_str(), info.server_version.as_str()),
+        ("hand-2026", "3.0.0")
+    );
+    assert_eq!(info.transport, "streamable-http");
+
+    let requests = seen(&log);
+    assert_eq!(requests.len(), 1, "discover alone suffices: {requests:?}");
+    let discover = &requests[0];
+    assert_eq!(discover.header("mcp-protocol-version"), Some("2026-07-28"));
+    assert_eq!(discover.header("mcp-method"), Some("server/discover"));
+    assert_eq!(
+        discover.header("accept"),
+        Some("application/json, text/event-stream")
+    );
+    assert_eq!(
+        discover.body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert!(
+        discover.body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"].is_object()
+    );
+}
+
+/// A 2025-era streamable HTTP server that frames every answer as SSE, keeps a
+/// session, and does not know server/discover.
+#[tokio::test]
+async fn a_streamable_server_answering_in_sse_frames_falls_back_to_initialize() {
+    fn sse(session: Option<&str>, body: String) -> Response<Body> {
+        let mut builder = Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream");
+        if let Some(session) = session {
+            builder = builder.header("mcp-session-id", session);
+        }
+        builder
+            .body(Full::new(Bytes::from(body)).boxed_unsync())
+            .expect("valid response")
+    }
+    let (addr, log) = serve(|seen: Seen| async move {
+        let id = seen.body["id"].clone();
+        match (seen.method.as_str(), seen.rpc_method()) {
+            ("POST", "server/discover") => sse(
+                None,
+                format!("event: message\ndata: {}\n\n", method_not_found(&id)),
+            ),
+            ("POST", "initialize") => sse(
+                Some("sess-42"),
+                // A priming event, a log notification, then the answer split
+                // over two data lines (joined with a newline, still valid JSON).
+                format!(
+                    "id: 0\ndata:\n\n: comment\nevent: message\ndata: {}\n\nevent: message\ndata: {{\"jsonrpc\": \"2.0\",\ndata: \"id\": {id}, \"result\": {}}}\n\n",
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "hi"}}),
+                    initialize_result(&id, "2025-06-18", "framed")["result"]
+                ),
+            ),
+            ("POST", _) => respond(202, "text/plain", ""),
+            _ => respond(405, "text/plain", "no"),
+        }
+    })
+    .await;
+    let info = probe_url(&format!("http://{addr}/mcp"), HttpTransport::Auto, ATTEMPT)
+        .await
+        .expect("probe");
+    assert_eq!(info.era, Era::Initialize2025);
+    assert_eq!(info.protocol_version, "2025-06-18");
+    assert_eq!(info.server_name, "framed");
+    assert_eq!(info.transport, "streamable-http");
+
+    let requests = seen(&log);
+    let summary: Vec<(String, String)> = requests
+        .iter()
+        .map(|s| (s.method.clone(), s.rpc_method().to_owned()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("POST".into(), "server/discover".into()),
+            ("POST".into(), "initialize".into()),
+            ("POST".into(), "notifications/initialized".into()),
+            ("DELETE".into(), String::new()),
+        ]
+    );
+    let init = &requests[1];
+    assert_eq!(init.body["params"]["protocolVersion"], "2025-11-25");
+    assert_eq!(init.body["params"]["clientInfo"]["name"], "mcpctl-probe");
+    assert_eq!(init.body["params"]["capabilities"], json!({}));
+    for follow_up in &requests[2..] {
+        assert_eq!(follow_up.header("mcp-session-id"), Some("sess-42"));
+        assert_eq!(follow_up.header("mcp-protocol-version"), Some("2025-06-18"));
+    }
+}
+
+/// A 2024-11-05 HTTP+SSE server: GET any path opens the stream, whose first
+/// event names `/messages`; POSTs there are answered on the stream. A POST
+/// anywhere else is 405, as on servers that predate streamable HTTP.
+async fn legacy_sse_server() -> (SocketAddr, Log) {
+    type Stream = tokio::sync::mpsc::UnboundedSender<String>;
+    let stream: Arc<Mutex<Option<Stream>>> = Arc::default();
+    serve(move |seen: Seen| {
+        let stream = stream.clone();
+        async move {
+            match (seen.method.as_str(), seen.path.as_str()) {
+                ("GET", _) => {
+                    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                    let _ = sender.send("event: endpoint\ndata: /messages?sessionId=7\n\n".into());
+                    *stream.lock().expect("poisoned") = Some(sender);
+                    let events =
+                        futures_util::stream::unfold(receiver, |mut receiver| async move {
+                            let event = receiver.recv().await?;
+                            Some((
+                                Ok::<_, Infallible>(Frame::data(Bytes::from(event))),
+                                receiver,
+                            ))
+                        });
+                    Response::builder()
+                        .status(200)
+                        .header("content-type", "text/event-stream")
+                        .body(StreamBody::new(events).boxed_unsync())
+                        .expect("valid response")
+                }
+                ("POST", "/messages") => {
+                    let id = seen.body["id"].clone();
+                    let answer = match seen.rpc_method() {
+                        "initialize" => Some(initialize_result(&id, "2024-11-05", "legacy-sse")),
+                        "notifications/initialized" => None,
+                        _ => Some(method_not_found(&id)),
+                    };
+                    if let (Some(answer), Some(sender)) =
+                        (answer, stream.lock().expect("poisoned").as_ref())
+                    {
+                        let _ = sender.send(format!("event: message\ndata: {answer}\n\n"));
+                    }
+                    respond(202, "text/plain", "Accepted")
+                }
+                _ => respond(405, "text/plain", "Method Not Allowed"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_legacy_http_sse_server() {
+    let (addr, log) = legacy_sse_server().await;
+    for (url, transport) in [
+        (format!("http://{addr}/sse"), HttpTransport::Sse),
+        // Auto tries legacy SSE first for a path ending in /sse ...
+        (format!("http://{addr}/sse"), HttpTransport::Auto),
+        // ... and otherwise after a POST got 405 and a GET got an event stream.
+        (format!("http://{addr}/events"), HttpTransport::Auto),
+    ] {
+        let info = probe_url(&url, transport, ATTEMPT)
+            .await
+            .unwrap_or_else(|e| panic!("{url} {transport:?}: {e}"));
+        assert_eq!(info.transport, "sse", "{url} {transport:?}");
+        assert_eq!(info.era, Era::Initialize2025);
+        assert_eq!(info.protocol_version, "2024-11-05");
+        assert_eq!(info.server_name, "legacy-sse");
+    }
+    let methods: Vec<String> = seen(&log)
+        .iter()
+        .map(|s| format!("{} {} {}", s.method, s.path, s.rpc_method()))
+        .collect();
+    assert!(
+        methods.contains(&"POST /messages notifications/initialized".to_owned()),
+        "{methods:?}"
+    );
+}
+
+/// An older stdio server that ignores methods it does not know: discover gets
+/// no answer at all, and the probe must fall back to initialize in time.
+#[tokio::test]
+async fn a_stdio_server_silent_on_discover_gets_initialize_after_a_timeout() {
+    use tokio::io::AsyncBufReadExt;
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let (reader, writer) = tokio::io::split(ours);
+    let server = tokio::spawn(async move {
+        let (their_reader, mut their_writer) = tokio::io::split(theirs);
+        let mut lines = tokio::io::BufReader::new(their_reader).lines();
+        let mut methods = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let message: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let method = message["method"].as_str().unwrap_or_default().to_owned();
+            if method == "initialize" {
+                let answer = initialize_result(&message["id"], "2025-03-26", "quiet");
+                let _ = their_writer
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await;
+            }
+            let done = method == "notifications/initialized";
+            methods.push(method);
+            if done {
+                break;
+            }
+        }
+        methods
+    });
+    let timeout = Duration::from_secs(2);
+    let info = probe_stdio(reader, writer, timeout).await.expect("probe");
+    assert_eq!(info.era, Era::Initialize2025);
+    assert_eq!(info.protocol_version, "2025-03-26");
+    assert_eq!(info.server_name, "quiet");
+    assert!(
+        info.latency >= timeout / 2 && info.latency < timeout,
+        "discover gets half the attempt: {:?}",
+        info.latency
+    );
+    assert_eq!(
+        server.await.expect("server task"),
+        ["server/discover", "initialize", "notifications/initialized"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Failures, with the reason an instance would show
+
+async fn probe_err(url: &str, timeout: Duration) -> String {
+    match probe_url(url, HttpTransport::Auto, timeout).await {
+        Ok(info) => panic!("{url} unexpectedly answered: {info:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_response_503() {
+    let (addr, _) = serve(|_| async { respond(503, "text/plain", "busy") }).await;
+    assert_eq!(
+        probe_err(&format!("http://{addr}/mcp"), ATTEMPT).await,
+        "HTTP 503 from /mcp"
+    );
+}
+
+#[tokio::test]
+async fn http_200_with_a_body_that_is_not_mcp() {
+    let (addr, _) = serve(|_| async {
+        respond(
+            200,
+            "text/html",
+            "<html><body>Welcome to nginx!</body></html>",
+        )
+    })
+    .await;
+    assert_eq!(
+        probe_err(&format!("http://{addr}/mcp"), ATTEMPT).await,
+        "not MCP: response is not JSON-RPC"
+    );
+    let (addr, _) = serve(|_| async { json_reply(json!({"status": "ok"})) }).await;
+    assert_eq!(
+        probe_err(&format!("http://{addr}/mcp"), ATTEMPT).await,
+        "not MCP: response is not JSON-RPC"
+    );
+}
+
+/// A raw TCP server: `on_connection` gets each accepted socket.
+async fn raw_server<F, Fut>(on_connection: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(on_connection(stream));
+        }
+    });
+    addr
+}
+
+/// Reads one request's head (the probe's bodies are small and arrive with it).
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0; 4096];
+    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_times_out() {
+    let addr = raw_server(|mut stream| async move {
+        read_request(&mut stream).await;
+        // Hold the connection open, silently, until the client leaves.
+        let _ = stream.read(&mut [0; 1]).await;
+    })
+    .await;
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let reason = probe_err(&format!("http://{addr}/mcp"), timeout).await;
+    let elapsed = started.elapsed();
+    assert_eq!(reason, "timed out after 2s waiting for a response");
+    assert!(
+        elapsed < timeout + Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+
+    // The same over stdio: a peer that reads and never writes.
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let (reader, writer) = tokio::io::split(ours);
+    let started = Instant::now();
+    let result = probe_stdio(reader, writer, timeout).await;
+    assert_eq!(
+        result.map_err(|e| e.to_string()),
+        Err("timed out after 2s waiting for a response".to_owned())
+    );
+    assert!(started.elapsed() < timeout + Duration::from_secs(1));
+    drop(theirs);
+}
+
+#[tokio::test]
+async fn a_server_that_closes_the_connection_mid_handshake() {
+    // Half a response, then gone.
+    let addr = raw_server(|mut stream| async move {
+        read_request(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n{\"jsonrpc\": \"2.0\", \"id\"")
+            .await;
+    })
+    .await;
+    assert_eq!(
+        probe_err(&format!("http://{addr}/mcp"), ATTEMPT).await,
+        "server closed the connection mid-handshake"
+    );
+    // No response at all.
+    let addr = raw_server(|mut stream| async move { read_request(&mut stream).await }).await;
+    assert_eq!(
+        probe_err(&format!("http://{addr}/mcp"), ATTEMPT).await,
+        "server closed the connection mid-handshake"
+    );
+    // A stdio server that exits after printing a log line.
+    let (ours, mut theirs) = tokio::io::duplex(4096);
+    let (reader, writer) = tokio::io::split(ours);
+    theirs.write_all(b"starting up\n").await.expect("write");
+    drop(theirs);
+    assert_eq!(
+        probe_stdio(reader, writer, ATTEMPT)
+            .await
+            .map_err(|e| e.to_string()),
+        Err("server closed the connection mid-handshake".to_owned())
+    );
+}
+
+fn refused_port() -> u16 {
+    free_port()
+}
+
+#[tokio::test]
+async fn connection_refused() {
+    let port = refused_port();
+    assert_eq!(
+        probe_err(&format!("http://127.0.0.1:{port}/mcp"), ATTEMPT).await,
+        "connection refused"
+    );
+    // https builds the rustls client without a process-wide crypto provider
+    // (none is installed in this test binary): no panic, the same reason.
+    assert_eq!(
+        probe_err(&format!("https://127.0.0.1:{port}/mcp"), ATTEMPT).await,
+        "connection refused"
+    );
+}
+
+#[tokio::test]
+async fn retry_gives_up_at_its_deadline_with_the_last_error() {
+    let url = format!("http://127.0.0.1:{}/mcp", refused_port());
+    let attempts = Arc::new(Mutex::new(0));
+    let deadline = Duration::from_secs(1);
+    let started = Instant::now();
+    let result = retry(deadline, || {
+        *attempts.lock().expect("poisoned") += 1;
+        probe_url(&url, HttpTransport::Auto, ATTEMPT)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        result.map_err(|e| e.to_string()),
+        Err("connection refused".to_owned())
+    );
+    assert!(
+        elapsed >= deadline && elapsed < deadline + Duration::from_millis(500),
+        "gave up after {elapsed:?}"
+    );
+    // Back-off 100, 200, 400 ms: attempts at about 0, 0.1, 0.3 and 0.7 s.
+    assert_eq!(*attempts.lock().expect("poisoned"), 4);
+}
+
+// ---------------------------------------------------------------------------
+// The `probe` subcommand
+
+fn cli_args(argv: &[&str]) -> probe_cmd::Args {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: probe_cmd::Args,
+    }
+    let mut full = vec!["probe"];
+    full.extend_from_slice(argv);
+    Cli::try_parse_from(full)
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        .args
+}
+
+#[tokio::test]
+async fn cli_probe_succeeds_against_the_fixture_and_fails_with_the_reason() {
+    let (_child, url) = http_fixture(&[]);
+    probe_when_up(&url).await;
+    let outcome = probe_cmd::run(cli_args(&[&url, "-o", "json"])).await;
+    assert!(matches!(outcome, Ok(Outcome::Success)), "{outcome:?}");
+
+    let (_refusing, refusing_url) = http_fixture(&["--refuse"]);
+    let started = Instant::now();
+    let error = loop {
+        let error = probe_cmd::run(cli_args(&[&refusing_url]))
+            .await
+            .expect_err("a refusing server is not ready");
+        if !error.to_string().contains("connection refused") || started.elapsed() > PATIENCE {
+            break error;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        error.to_string(),
+        format!("{refusing_url} is not ready: HTTP 503 from /mcp")
+    );
+}
+
+#[tokio::test]
+async fn cli_probe_stdio_spawns_and_kills_the_command() {
+    let binary = fixture::fixture_binary();
+    let binary = binary.to_str().expect("utf-8 path");
+    let outcome = probe_cmd::run(cli_args(&[
+        "--stdio",
+        "--timeout",
+        "5s",
+        "--",
+        binary,
+        "--transport",
+        "stdio",
+    ]))
+    .await;
+    assert!(matches!(outcome, Ok(Outcome::Success)), "{outcome:?}");
+}
+
+#[test]
+fn cli_probe_needs_a_url_or_stdio() {
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: probe_cmd::Args,
+    }
+    assert!(Cli::try_parse_from(["probe"]).is_err());
+    assert!(Cli::try_parse_from(["probe", "http://x/mcp", "--stdio", "--", "srv"]).is_err());
+    let parsed = Cli::try_parse_from(["probe", "--stdio", "--", "srv", "--flag"]).expect("parses");
+    assert_eq!(parsed.args.cmd, ["srv", "--flag"]);
+    assert_eq!(parsed.args.timeout, Duration::from_secs(10));
+}
