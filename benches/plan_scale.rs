@@ -59,6 +59,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     restarts: 0,
                     reason: String::new(),
                     history: vec![],
+                    mcp: None,
                 },
             );
             obs.units.insert(

@@ -144,6 +144,7 @@ fn converge_state(env: &Env) {
                         restarts: 0,
                         reason: String::new(),
                         history: vec![],
+                        mcp: None,
                     })?;
                 }
             }

@@ -195,6 +195,7 @@ pub async fn apply<R: Runtime + Sync>(
             pass: report.passes,
             actions: plan.actions.len(),
         });
+        record_probe_errors(&rec, &snapshot, &obs)?;
         let done = execute(rt, &rec, &sem, ctx, &plan, &snapshot, &obs, on_event).await?;
         report.actions.extend(done);
         if report.passes == 1 {
@@ -300,6 +301,33 @@ async fn drop_stale_intents<R: Runtime>(
         rec.update(|tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))?;
     }
     Ok(())
+}
+
+/// Keeps each STARTING instance's reason current with its latest failed
+/// handshake, so `get` and `describe` say why it is not ready yet. Not a
+/// transition: the status is unchanged, so the history is left alone.
+fn record_probe_errors(
+    rec: &Recorder<'_>,
+    snapshot: &Snapshot,
+    obs: &Observation,
+) -> Result<(), StateError> {
+    let changed: Vec<Instance> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.status == Status::Starting)
+        .filter_map(|i| match obs.probes.get(&i.id) {
+            Some(Probe::NotReady(why)) if *why != i.reason => {
+                let mut i = i.clone();
+                i.reason = why.clone();
+                Some(i)
+            }
+            _ => None,
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    rec.update(|tx| changed.iter().try_for_each(|i| tx.put_instance(i)))
 }
 
 fn record_applied(
@@ -474,6 +502,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 restarts: unit.restarts,
                 reason: String::new(),
                 history: vec![],
+                mcp: None,
             };
             let mut inst = inst;
             inst.transition(Status::Starting, a.reason.clone(), now);
@@ -494,6 +523,9 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         inst.transition(status, a.reason.clone(), now);
         if let Some(u) = unit {
             inst.restarts = u.restarts;
+        }
+        if status == Status::Running {
+            inst.mcp = self.obs.identities.get(id).cloned();
         }
         // Only a crash starts a back-off; a unit removed out of band is
         // replaced at once (the plan already holds the replacement).
@@ -578,6 +610,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             restarts: 0,
             reason: String::new(),
             history: vec![],
+            mcp: None,
         };
         if let crate::spec::Workload::External(e) = &spec.spec.workload {
             inst.endpoint = e.url.clone();
@@ -680,33 +713,36 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 endpoint: Some(inst.endpoint.clone()),
                 started_at: None,
             };
-            let probe = if inst.handle.is_empty() {
-                probe::readiness(Target::External(&inst.endpoint), Timestamp::now()).await
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt =
+                crate::runtime::ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
+            let ready = if inst.handle.is_empty() {
+                probe::readiness(self.rt, Target::External(&inst.endpoint), attempt).await
             } else {
                 let exists = match self.rt.inspect(&mut unit).await {
                     Ok(e) => e,
                     Err(e) => return Ok(Err(e.to_string())),
                 };
                 if !exists {
-                    Probe::NotReady("container not found".into())
-                } else if matches!(unit.state, UnitState::Exited(_) | UnitState::Dead) {
-                    let why = format!(
-                        "{}{}",
-                        unit.state.describe(),
-                        unit.last_log
-                            .as_deref()
-                            .map(|l| format!(": {l}"))
-                            .unwrap_or_default()
-                    );
-                    return self.fail_new(&mut inst, why).await;
-                } else {
-                    probe::readiness(Target::Unit(&unit), Timestamp::now()).await
+                    return self.fail_new(&mut inst, "container not found".into()).await;
                 }
+                if matches!(unit.state, UnitState::Exited(_) | UnitState::Dead) {
+                    let log = unit
+                        .last_log
+                        .as_deref()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default();
+                    return self
+                        .fail_new(&mut inst, format!("{}{log}", unit.state.describe()))
+                        .await;
+                }
+                probe::readiness(self.rt, Target::Unit(&unit), attempt).await
             };
-            match probe {
+            match ready.probe {
                 Probe::Ready(how) => {
                     inst.transition(Status::Running, format!("ready: {how}"), Timestamp::now());
                     inst.restarts = unit.restarts;
+                    inst.mcp = ready.identity;
                     let server = inst.server.clone();
                     self.rec.update(|tx| {
                         tx.put_instance(&inst)?;

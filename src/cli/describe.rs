@@ -23,7 +23,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let now = Timestamp::now();
     let mut out = String::new();
     let field =
-        |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
+        |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<16}{v}\n", format!("{k}:")));
     field(&mut out, "Instance", &inst.id.to_string());
     field(&mut out, "Server", &inst.server);
     field(
@@ -71,6 +71,26 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         ),
     );
     field(&mut out, "Restarts", &inst.restarts.to_string());
+    match &inst.mcp {
+        Some(m) => {
+            field(
+                &mut out,
+                "MCP",
+                &format!("{} over {}", m.handshake, m.transport),
+            );
+            field(
+                &mut out,
+                "Server info",
+                &format!("{} {}", m.server_name, m.server_version),
+            );
+            field(
+                &mut out,
+                "Probe latency",
+                &format!("{:.1} ms", m.latency_ms),
+            );
+        }
+        None => field(&mut out, "MCP", "no successful handshake yet"),
+    }
     if !inst.handle.is_empty() {
         // The container's own view, when the runtime answers; the state alone is still worth showing.
         let container = match super::connect::runtime(global).await {

@@ -40,6 +40,8 @@ pub struct InstanceRow {
     pub created_at: String,
     pub spec_hash: String,
     pub transitioned_at: String,
+    /// The MCP identity the instance proved in its last handshake.
+    pub mcp: Option<crate::state::McpIdentity>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +82,7 @@ pub fn instance_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<InstanceRow> {
             created_at: i.created_at.rfc3339(),
             spec_hash: i.spec_hash.to_string(),
             transitioned_at: i.transitioned_at.rfc3339(),
+            mcp: i.mcp.clone(),
         })
         .collect()
 }

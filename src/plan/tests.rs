@@ -85,6 +85,7 @@ impl World {
                 restarts: 0,
                 reason: String::new(),
                 history: vec![],
+                mcp: None,
             },
         );
         self

@@ -1,14 +1,14 @@
-//! Readiness: whether an instance may be promoted to RUNNING.
+//! Readiness: whether an instance really speaks MCP, and so may be RUNNING.
 //!
-//! For now readiness is "the container runs and has not restarted for 2 s";
-//! external servers are taken as ready. Everything goes through [`readiness`],
-//! which the MCP handshake probe (design §6) replaces without touching callers.
+//! [`readiness`] is the one entry point: a container must be running *and*
+//! answer an MCP handshake (over its HTTP endpoint, or over stdio through an
+//! attach); an external server must answer at its URL. The result carries
+//! the reason, or the identity the server proved.
 //!
-//! The MCP probe itself is here as a library API, not yet wired into
-//! [`readiness`]:
+//! The handshake itself:
 //! - [`probe_url`]: one attempt over streamable HTTP or legacy HTTP+SSE;
 //! - [`probe_stdio`]: one attempt over already-connected stdio streams;
-//! - [`retry`]: attempts with back-off until a deadline.
+//! - [`retry`]: attempts with back-off until a deadline (for `mcpctl probe`).
 //!
 //! Each attempt tries `server/discover` (protocol 2026-07-28) first and falls
 //! back to `initialize` (2025-11-25 and older) when the server does not know
@@ -22,38 +22,86 @@ mod stdio;
 pub use http::HttpTransport;
 pub use mcp::{DISCOVER_VERSION, Era, INITIALIZE_VERSION, ProbeError, ProbeInfo};
 
-use crate::runtime::{Probe, Unit, UnitState};
-use crate::time::{Timestamp, short_duration};
+use crate::runtime::{Probe, Runtime, Unit, UnitState};
+use crate::state::McpIdentity;
 use std::time::Duration;
-
-/// How long a container must stay up before it counts as ready.
-pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// The target of a readiness check.
 pub enum Target<'a> {
-    /// A container (or pod) with its detail filled in by `Runtime::inspect`.
+    /// A container (or pod) as observed.
     Unit(&'a Unit),
     /// An external server's URL.
     External(&'a str),
 }
 
-pub async fn readiness(target: Target<'_>, now: Timestamp) -> Probe {
-    match target {
-        Target::External(_) => Probe::Ready("external server".into()),
+/// The outcome of a readiness check, with the identity behind a pass.
+pub struct Readiness {
+    pub probe: Probe,
+    pub identity: Option<McpIdentity>,
+}
+
+impl Readiness {
+    fn not_ready(why: impl Into<String>) -> Readiness {
+        Readiness {
+            probe: Probe::NotReady(why.into()),
+            identity: None,
+        }
+    }
+}
+
+/// One handshake attempt against `target`, bounded by `attempt_timeout`.
+pub async fn readiness<R: Runtime>(
+    rt: &R,
+    target: Target<'_>,
+    attempt_timeout: Duration,
+) -> Readiness {
+    let result = match target {
+        Target::External(url) => probe_url(url, HttpTransport::Auto, attempt_timeout).await,
         Target::Unit(unit) => {
             if unit.state != UnitState::Running {
-                return Probe::NotReady(format!("container {}", unit.state.describe()));
+                return Readiness::not_ready(format!("container {}", unit.state.describe()));
             }
-            match unit.started_at {
-                None => Probe::NotReady("container has not started".into()),
-                Some(at) if now.since(at) >= SETTLE => {
-                    Probe::Ready(format!("running for {}", short_duration(now.since(at))))
+            match unit.endpoint.as_deref() {
+                Some("stdio") => match rt.attach(&unit.handle).await {
+                    Ok(a) => probe_stdio(a.reader, a.writer, attempt_timeout).await,
+                    Err(e) => return Readiness::not_ready(format!("cannot attach to stdio: {e}")),
+                },
+                Some(url) if !url.is_empty() => {
+                    probe_url(url, HttpTransport::Auto, attempt_timeout).await
                 }
-                Some(at) => {
-                    Probe::NotReady(format!("up for only {} ms", now.since(at).as_millis()))
-                }
+                _ => return Readiness::not_ready("no endpoint yet"),
             }
         }
+    };
+    match result {
+        Ok(info) => {
+            let identity = McpIdentity {
+                handshake: format!("{} ({})", info.protocol_version, info.era.handshake()),
+                protocol_version: info.protocol_version.clone(),
+                server_name: info.server_name.clone(),
+                server_version: info.server_version.clone(),
+                transport: info.transport.to_owned(),
+                latency_ms: (info.latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
+            };
+            let name = if info.server_name.is_empty() {
+                "unnamed server".to_owned()
+            } else {
+                info.server_name.clone()
+            };
+            let how = format!(
+                "{name} {} speaks MCP {} via {} over {} in {:.1} ms",
+                info.server_version,
+                info.protocol_version,
+                info.era.handshake(),
+                info.transport,
+                identity.latency_ms
+            );
+            Readiness {
+                probe: Probe::Ready(how.replace("  ", " ")),
+                identity: Some(identity),
+            }
+        }
+        Err(e) => Readiness::not_ready(e.to_string()),
     }
 }
 

@@ -17,9 +17,9 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -551,6 +551,32 @@ impl Runtime for DockerRuntime {
             unit.last_log = self.last_log_line(&unit.handle, before).await?.or(d.error);
         }
         Ok(true)
+    }
+
+    async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stream(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(handle, Some(opts))
+            .await
+            .map_err(|e| op_error("attach", handle, &e))?;
+        // stdout carries the protocol; stderr frames are the server's own logs.
+        let stdout = attached.output.filter_map(|frame| async move {
+            match frame {
+                Ok(bollard::container::LogOutput::StdOut { message }) => Some(Ok(message)),
+                Ok(_) => None,
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            }
+        });
+        Ok(super::Attached {
+            reader: Box::pin(tokio_util::io::StreamReader::new(Box::pin(stdout))),
+            writer: attached.input,
+        })
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {

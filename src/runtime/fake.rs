@@ -77,6 +77,14 @@ impl Runtime for FakeRuntime {
         }
     }
 
+    async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "attach",
+            instance: handle.to_owned(),
+            message: "the fake runtime's units do not speak MCP".into(),
+        })
+    }
+
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
         self.units().retain(|_, u| u.handle != handle);
         Ok(())

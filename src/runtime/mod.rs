@@ -27,7 +27,7 @@ pub mod docker;
 pub mod fake;
 mod refresh;
 
-pub use refresh::refresh;
+pub use refresh::{ATTEMPT_TIMEOUT, refresh};
 
 use crate::spec::{SpecHash, Transport};
 use crate::state::InstanceId;
@@ -99,6 +99,8 @@ pub struct Observation {
     pub units: BTreeMap<InstanceId, Unit>,
     /// Probe results for instances not yet RUNNING, and liveness results for RUNNING ones.
     pub probes: BTreeMap<InstanceId, Probe>,
+    /// The MCP identity behind each passing probe, for the record.
+    pub identities: BTreeMap<InstanceId, crate::state::McpIdentity>,
 }
 
 impl Observation {
@@ -120,6 +122,13 @@ impl Observation {
         }
         hex::encode(&h.finalize()[..8])
     }
+}
+
+/// A connection to a stdio unit's stdin and stdout. Dropping it detaches;
+/// the unit keeps running, and its stdin stays open for the next attach.
+pub struct Attached {
+    pub reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    pub writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
 /// Everything a runtime needs to start one instance. Secret values are
@@ -186,6 +195,8 @@ pub trait Runtime {
     /// Fills in the detail a list call lacks (restart count, exit code, start
     /// time). Returns `false` if the unit is gone.
     fn inspect(&self, unit: &mut Unit) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Attaches to a stdio unit's stdin and stdout, without replaying old output.
+    fn attach(&self, handle: &str) -> impl Future<Output = Result<Attached, RuntimeError>> + Send;
     /// Stops and removes one unit; a unit that is already gone is success.
     fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// The last `tail` lines of a unit's logs, stdout and stderr, each passed
@@ -222,6 +233,12 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.inspect(unit).await,
             AnyRuntime::Fake(r) => r.inspect(unit).await,
+        }
+    }
+    async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.attach(handle).await,
+            AnyRuntime::Fake(r) => r.attach(handle).await,
         }
     }
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {

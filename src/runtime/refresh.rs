@@ -1,16 +1,23 @@
 //! The refresh step: one observe call, detail for the instances whose
-//! readiness is in question, and their readiness checks. The result is the
-//! [`Observation`] the planner reads; everything here is I/O so that the
-//! planner need not be.
+//! readiness is in question, and an MCP handshake with each of them. The
+//! result is the [`Observation`] the planner reads; everything here is I/O
+//! so that the planner need not be.
 
-use super::{Observation, Runtime, RuntimeError};
+use super::{Observation, Runtime, RuntimeError, Unit};
 use crate::plan::Desired;
 use crate::probe::{self, Target};
-use crate::state::{Snapshot, Status};
+use crate::state::{InstanceId, Snapshot, Status};
 use crate::time::Timestamp;
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-pub async fn refresh<R: Runtime>(
+/// One handshake attempt per instance per pass; the pass loop is the retry.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Handshakes in flight at once.
+const PROBES_IN_FLIGHT: usize = 16;
+
+pub async fn refresh<R: Runtime + Sync>(
     rt: &R,
     snapshot: &Snapshot,
     desired: &[Desired],
@@ -25,15 +32,11 @@ pub async fn refresh<R: Runtime>(
         .min();
     let units = rt.observe(since).await?;
     let now = Timestamp::now();
-    let external: BTreeMap<&str, bool> = desired
-        .iter()
-        .map(|d| (d.name.as_str(), d.external))
-        .collect();
     let mut obs = Observation {
         at: now,
-        units: BTreeMap::new(),
-        probes: BTreeMap::new(),
+        ..Observation::default()
     };
+    let mut to_probe: Vec<InstanceId> = Vec::new();
     for mut unit in units {
         let known = snapshot.instances.get(&unit.instance);
         let in_question = match known {
@@ -50,20 +53,55 @@ pub async fn refresh<R: Runtime>(
             unit.restarts = i.restarts;
         }
         if in_question {
-            obs.probes.insert(
-                unit.instance.clone(),
-                probe::readiness(Target::Unit(&unit), now).await,
-            );
+            to_probe.push(unit.instance.clone());
         }
         obs.units.insert(unit.instance.clone(), unit);
     }
-    for inst in snapshot.instances.values() {
-        if inst.status == Status::Starting && external.get(inst.server.as_str()) == Some(&true) {
-            obs.probes.insert(
-                inst.id.clone(),
-                probe::readiness(Target::External(&inst.endpoint), now).await,
-            );
+
+    let external: BTreeMap<&str, bool> = desired
+        .iter()
+        .map(|d| (d.name.as_str(), d.external))
+        .collect();
+    let externals: Vec<(&InstanceId, &str)> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.status == Status::Starting && external.get(i.server.as_str()) == Some(&true))
+        .map(|i| (&i.id, i.endpoint.as_str()))
+        .collect();
+
+    let units = &obs.units;
+    let checks = to_probe
+        .iter()
+        .filter_map(|id| units.get(id).map(|u| (id, Check::Unit(u))))
+        .chain(
+            externals
+                .into_iter()
+                .map(|(id, url)| (id, Check::External(url))),
+        )
+        .map(|(id, check)| async move {
+            let target = match check {
+                Check::Unit(u) => Target::Unit(u),
+                Check::External(url) => Target::External(url),
+            };
+            (
+                id.clone(),
+                probe::readiness(rt, target, ATTEMPT_TIMEOUT).await,
+            )
+        });
+    let results: Vec<_> = futures_util::stream::iter(checks)
+        .buffer_unordered(PROBES_IN_FLIGHT)
+        .collect()
+        .await;
+    for (id, r) in results {
+        if let Some(identity) = r.identity {
+            obs.identities.insert(id.clone(), identity);
         }
+        obs.probes.insert(id, r.probe);
     }
     Ok(obs)
+}
+
+enum Check<'a> {
+    Unit(&'a Unit),
+    External(&'a str),
 }

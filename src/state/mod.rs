@@ -82,7 +82,24 @@ pub struct Instance {
     pub reason: String,
     /// The most recent transitions, oldest first, capped at [`HISTORY_CAP`].
     pub history: Vec<Transition>,
+    /// What the instance answered to its last successful MCP probe.
+    #[serde(default)]
+    pub mcp: Option<McpIdentity>,
 }
+
+/// The MCP identity an instance proved in its handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpIdentity {
+    /// `2026-07-28 (server/discover)` or `2025-11-25 (initialize)`: the era by its handshake.
+    pub handshake: String,
+    pub protocol_version: String,
+    pub server_name: String,
+    pub server_version: String,
+    pub transport: String,
+    pub latency_ms: f64,
+}
+
+impl Eq for McpIdentity {}
 
 pub const HISTORY_CAP: usize = 20;
 
