@@ -240,9 +240,29 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
     let f = Fleet::new("converge");
     f.write("a.yaml", &stdio("alpha", 2, v1, ""));
     f.write("b.yaml", &http("beta", 1, v1));
+    // An external server: the fixture on the host, reached by URL, no container.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut external = Command::new(fixture::fixture_binary())
+        .args([
+            "--transport",
+            "http",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "gamma",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("external server");
+    let url = format!("http://127.0.0.1:{port}/mcp");
     f.write(
         "c.yaml",
-        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: gamma}\nspec:\n  external: {url: \"http://127.0.0.1:9/mcp\"}\n",
+        &format!("apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: gamma}}\nspec:\n  external: {{url: \"{url}\"}}\n"),
     );
     let r = f.apply();
     assert!(r.stdout.contains("converged"), "{r}");
@@ -264,7 +284,23 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
         .collect();
     assert_eq!(gamma.len(), 1);
     assert_eq!(gamma[0]["status"], "RUNNING");
-    assert_eq!(gamma[0]["endpoint"], "http://127.0.0.1:9/mcp");
+    assert_eq!(gamma[0]["endpoint"], url.as_str());
+    assert_eq!(
+        gamma[0]["mcp"]["server_name"], "gamma",
+        "promoted only on a real handshake"
+    );
+    let _ = external.kill();
+    let _ = external.wait();
+    // Every container instance proved itself over MCP, over its own transport.
+    for i in instances.iter().filter(|i| i["server"] != "gamma") {
+        let transport = if i["server"] == "beta" {
+            "streamable-http"
+        } else {
+            "stdio"
+        };
+        assert_eq!(i["mcp"]["transport"], transport, "{i}");
+        assert_eq!(i["mcp"]["server_name"], "mcp-fixture", "{i}");
+    }
     for key in [
         "id",
         "server",
@@ -503,7 +539,7 @@ fn a_crashing_server_errors_with_its_crash_line_and_backs_off() {
     let f = Fleet::new("crash");
     f.write(
         "a.yaml",
-        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: alpha}\nspec:\n  image: mcpctl-fixture:test\n  command: [\"--transport\", \"stdio\", \"--crash-after\", \"300\"]\n  readiness: {timeout: 4s}\n",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: alpha}\nspec:\n  image: mcpctl-fixture:test\n  command: [\"--transport\", \"stdio\", \"--delay-start\", \"1000\", \"--crash-after\", \"300\"]\n  readiness: {timeout: 4s}\n",
     );
     let _ = v1;
     let r = f.run(&["apply", "fleet", "--timeout", "12s"]);
