@@ -720,3 +720,47 @@ fn a_second_applier_is_refused_while_reads_keep_working() {
     assert_eq!(first.code, 0, "{first}");
     f.assert_exact(&[("alpha", 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_reports_our_units_only() {
+    use futures_util::StreamExt;
+    use mcpctl::runtime::Runtime;
+    use mcpctl::runtime::docker::{DockerConfig, DockerRuntime};
+    let (v1, _) = images();
+    let f = Fleet::new("events");
+    let other = Fleet::new("events-other");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    other.write("a.yaml", &stdio("intruder", 1, v1, ""));
+    let rt = DockerRuntime::connect(DockerConfig::from_env(&f.scope))
+        .await
+        .expect("docker");
+    let mut events = Box::pin(rt.events());
+    // Apply from another thread while this one listens.
+    let (mine, theirs) = tokio::task::spawn_blocking(move || {
+        other.apply();
+        f.apply();
+        let id = f.ids_of("alpha")[0].clone();
+        let cid = f.containers()[&id].0.clone();
+        fixture::docker(&["rm", "-f", &cid]).expect("rm -f");
+        (f, other)
+    })
+    .await
+    .expect("apply thread");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(seen.iter().any(|(_, a): &(String, String)| a == "start")
+        && seen.iter().any(|(_, a)| a == "destroy"))
+    {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no start and destroy events within 20 s; saw {seen:?}"))
+            .expect("stream open")
+            .expect("event");
+        seen.push((ev.server.clone(), ev.action.clone()));
+    }
+    assert!(
+        seen.iter().all(|(server, _)| server == "alpha"),
+        "another scope's events leaked in: {seen:?}"
+    );
+    drop((mine, theirs));
+}

@@ -35,6 +35,7 @@ fn instance(n: u32) -> Instance {
         restarts: n,
         reason: String::new(),
         history: Vec::new(),
+        mcp: None,
     };
     i.transition(
         Status::Running,

@@ -558,6 +558,48 @@ impl Runtime for DockerRuntime {
         Ok(true)
     }
 
+    fn events(
+        &self,
+    ) -> impl futures_core::Stream<Item = Result<super::RuntimeEvent, RuntimeError>> + Send + '_
+    {
+        let mut filters = self.label_filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        // Only lifecycle events: health checks' exec_* events would wake the
+        // reconciler for nothing every few seconds.
+        filters.insert(
+            "event".into(),
+            [
+                "create", "start", "restart", "die", "kill", "oom", "stop", "destroy",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        // The request goes out on first poll; `since` = now closes the gap
+        // between asking for the stream and reading it.
+        let now = Timestamp::now();
+        let since = format!("{}.{:03}", now.0.div_euclid(1000), now.0.rem_euclid(1000));
+        let opts = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        self.docker.events(Some(opts)).filter_map(|ev| async move {
+            match ev {
+                Err(e) => Some(Err(unavailable(e))),
+                Ok(ev) => {
+                    let action = ev.action.unwrap_or_default();
+                    let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
+                    let instance = attrs.get(LABEL_INSTANCE)?.clone();
+                    let server = attrs.get(LABEL_SERVER).cloned().unwrap_or_default();
+                    Some(Ok(super::RuntimeEvent {
+                        instance: InstanceId(instance),
+                        server,
+                        action,
+                    }))
+                }
+            }
+        })
+    }
+
     async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
         let opts = AttachContainerOptionsBuilder::default()
             .stdin(true)

@@ -77,6 +77,14 @@ impl Runtime for FakeRuntime {
         }
     }
 
+    fn events(
+        &self,
+    ) -> impl futures_core::Stream<Item = Result<super::RuntimeEvent, RuntimeError>> + Send + '_
+    {
+        // The fake world changes only when a test changes it; nothing to announce.
+        futures_util::stream::empty()
+    }
+
     async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
         Err(RuntimeError::Operation {
             op: "attach",

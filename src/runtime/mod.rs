@@ -124,6 +124,15 @@ impl Observation {
     }
 }
 
+/// A change the runtime reports for one of our units; a reason to re-plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    pub instance: InstanceId,
+    pub server: String,
+    /// The runtime's word for it: `start`, `die`, `destroy`, `oom`, ...
+    pub action: String,
+}
+
 /// A connection to a stdio unit's stdin and stdout. Dropping it detaches;
 /// the unit keeps running, and its stdin stays open for the next attach.
 pub struct Attached {
@@ -195,6 +204,10 @@ pub trait Runtime {
     /// Fills in the detail a list call lacks (restart count, exit code, start
     /// time). Returns `false` if the unit is gone.
     fn inspect(&self, unit: &mut Unit) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Changes to this scope's units as they happen, until the stream is dropped.
+    fn events(
+        &self,
+    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_;
     /// Attaches to a stdio unit's stdin and stdout, without replaying old output.
     fn attach(&self, handle: &str) -> impl Future<Output = Result<Attached, RuntimeError>> + Send;
     /// Stops and removes one unit; a unit that is already gone is success.
@@ -233,6 +246,15 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.inspect(unit).await,
             AnyRuntime::Fake(r) => r.inspect(unit).await,
+        }
+    }
+    fn events(
+        &self,
+    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+        use futures_util::StreamExt;
+        match self {
+            AnyRuntime::Docker(r) => r.events().boxed(),
+            AnyRuntime::Fake(r) => r.events().boxed(),
         }
     }
     async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
