@@ -764,3 +764,114 @@ async fn the_events_stream_reports_our_units_only() {
     );
     drop((mine, theirs));
 }
+
+#[test]
+fn a_saved_plan_applies_once_and_is_refused_when_stale() {
+    let (v1, _) = images();
+    let f = Fleet::new("saved");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    let r = f.run(&["plan", "fleet", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let r = f.run(&["apply", "plan.json", "--timeout", "60s"]);
+    assert_eq!(r.code, 0, "applying a fresh saved plan: {r}");
+    f.assert_exact(&[("alpha", 1)]);
+
+    // The world moves on after `plan`: the source changes, and so does the state.
+    let r = f.run(&["plan", "fleet", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    let r = f.run(&["apply", "plan.json", "--timeout", "60s"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains("stale") && r.stderr.contains("the source changed"),
+        "{r}"
+    );
+
+    // A container removed out of band is a change in the runtime, not in the files.
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    let r = f.run(&["plan", "fleet", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let id = f.ids_of("alpha")[0].clone();
+    fixture::docker(&["rm", "-f", &f.containers()[&id].0]).expect("rm -f");
+    let r = f.run(&["apply", "plan.json", "--timeout", "60s"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("the runtime changed"), "{r}");
+}
+
+#[test]
+fn logs_show_a_servers_output() {
+    let (v1, _) = images();
+    let f = Fleet::new("logs");
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    f.apply();
+    let r = f.run(&["logs", "alpha", "--tail", "5"]);
+    assert_eq!(r.code, 0, "{r}");
+    // Two instances: each line is tagged with its instance.
+    for id in f.ids_of("alpha") {
+        assert!(
+            r.stdout
+                .contains(&format!("[{id}] mcp-fixture: serving stdio")),
+            "{r}"
+        );
+    }
+    let id = f.ids_of("alpha")[0].clone();
+    let r = f.run(&["logs", &id[..20]]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.starts_with("mcp-fixture: serving stdio"), "{r}");
+}
+
+#[test]
+fn a_slow_starter_is_starting_until_it_answers_then_running() {
+    let (v1, _) = images();
+    let f = Fleet::new("slow");
+    f.write(
+        "a.yaml",
+        &http("alpha", 1, v1).replace(
+            "[\"--transport\", \"http\"]",
+            "[\"--transport\", \"http\", \"--delay-start\", \"4000\"]",
+        ),
+    );
+    let apply = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+    let starting = eventually(
+        "the instance to be recorded STARTING with a probe error",
+        Duration::from_secs(20),
+        || {
+            let i = f.instances().into_iter().next()?;
+            (i["status"] == "STARTING"
+                && i["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty() && r != "created"))
+            .then_some(i)
+        },
+    );
+    assert!(starting["mcp"].is_null(), "{starting}");
+    let out: Run = apply.wait_with_output().expect("apply").into();
+    assert_eq!(out.code, 0, "{out}");
+    let i = &f.instances()[0];
+    assert_eq!(i["status"], "RUNNING");
+    assert_eq!(i["mcp"]["transport"], "streamable-http");
+}
+
+#[test]
+fn a_server_that_refuses_mcp_never_becomes_running() {
+    let (v1, _) = images();
+    let f = Fleet::new("refuse");
+    f.write(
+        "a.yaml",
+        &http("alpha", 1, v1)
+            .replace(
+                "[\"--transport\", \"http\"]",
+                "[\"--transport\", \"http\", \"--refuse\"]",
+            )
+            .replace("timeout: 20s", "timeout: 3s"),
+    );
+    let r = f.run(&["apply", "fleet", "--timeout", "8s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let i = &f.instances()[0];
+    assert_eq!(i["status"], "ERROR", "{i}");
+    let reason = i["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("not ready after 3s: HTTP 503 from /mcp"),
+        "{reason}"
+    );
+}
