@@ -60,6 +60,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     reason: String::new(),
                     history: vec![],
                     mcp: None,
+                    liveness: Default::default(),
                 },
             );
             obs.units.insert(

@@ -145,6 +145,7 @@ fn converge_state(env: &Env) {
                         reason: String::new(),
                         history: vec![],
                         mcp: None,
+                        liveness: Default::default(),
                     })?;
                 }
             }

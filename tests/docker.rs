@@ -875,3 +875,68 @@ fn a_server_that_refuses_mcp_never_becomes_running() {
         "{reason}"
     );
 }
+
+#[test]
+fn three_failed_liveness_probes_demote_a_running_server() {
+    let (v1, _) = images();
+    let f = Fleet::new("liveness");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut external = Command::new(fixture::fixture_binary())
+        .args([
+            "--transport",
+            "http",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "gamma",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("external server");
+    f.write(
+        "gamma.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: gamma}}\nspec:\n  external: {{url: \"http://127.0.0.1:{port}/mcp\"}}\n  readiness: {{timeout: 60s, period: 500ms}}\n"
+        ),
+    );
+    // A server that never gets ready keeps apply waiting, and waiting passes watch liveness.
+    f.write(
+        "alpha.yaml",
+        &http("alpha", 1, v1)
+            .replace(
+                "[\"--transport\", \"http\"]",
+                "[\"--transport\", \"http\", \"--refuse\"]",
+            )
+            .replace("timeout: 20s", "timeout: 120s"),
+    );
+    let r = f.run(&["apply", "fleet", "--timeout", "4s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let gamma = f
+        .instances()
+        .into_iter()
+        .find(|i| i["server"] == "gamma")
+        .expect("gamma");
+    assert_eq!(gamma["status"], "RUNNING", "{gamma}");
+
+    let _ = external.kill();
+    let _ = external.wait();
+    let r = f.run(&["apply", "fleet", "--timeout", "8s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let gamma = f
+        .instances()
+        .into_iter()
+        .find(|i| i["server"] == "gamma")
+        .expect("gamma");
+    assert_eq!(gamma["status"], "STARTING", "{gamma}");
+    let r = f.run(&["describe", "instance", gamma["id"].as_str().expect("id")]);
+    assert!(
+        r.stdout
+            .contains("liveness probe failed 3 times in a row: connection refused"),
+        "{r}"
+    );
+}

@@ -36,6 +36,7 @@ fn instance(n: u32) -> Instance {
         reason: String::new(),
         history: Vec::new(),
         mcp: None,
+        liveness: Default::default(),
     };
     i.transition(
         Status::Running,

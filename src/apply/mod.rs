@@ -22,7 +22,7 @@ use crate::secrets::Secrets;
 use crate::source::SourceInfo;
 use crate::spec::Server;
 use crate::state::{
-    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
+    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Liveness, Snapshot,
     StateError, Status, Store,
 };
 use crate::time::Timestamp;
@@ -180,7 +180,8 @@ pub async fn apply<R: Runtime + Sync>(
             Some(f) => (f.plan, f.snapshot, f.observation),
             None => {
                 let snapshot = rec.load()?;
-                let obs = refresh(rt, &snapshot, ctx.desired).await?;
+                // Passes after the first are waiting passes: keep an eye on liveness too.
+                let obs = refresh(rt, &snapshot, ctx.desired, true).await?;
                 let plan = plan::plan(Inputs {
                     desired: ctx.desired,
                     snapshot: &snapshot,
@@ -311,17 +312,34 @@ fn record_probe_errors(
     snapshot: &Snapshot,
     obs: &Observation,
 ) -> Result<(), StateError> {
+    let now = obs.at;
     let changed: Vec<Instance> = snapshot
         .instances
         .values()
-        .filter(|i| i.status == Status::Starting)
-        .filter_map(|i| match obs.probes.get(&i.id) {
-            Some(Probe::NotReady(why)) if *why != i.reason => {
-                let mut i = i.clone();
-                i.reason = why.clone();
-                Some(i)
+        .filter_map(|i| {
+            let probe = obs.probes.get(&i.id)?;
+            let mut i = i.clone();
+            match (i.status, probe) {
+                (Status::Starting, Probe::NotReady(why)) if *why != i.reason => {
+                    i.reason = why.clone()
+                }
+                // A liveness result: count failures in a row, so the planner can
+                // tell a blip from an outage.
+                (Status::Running, Probe::Ready(_)) => {
+                    i.liveness = Liveness {
+                        failures: 0,
+                        checked_at: now,
+                    }
+                }
+                (Status::Running, Probe::NotReady(_)) => {
+                    i.liveness = Liveness {
+                        failures: i.liveness.failures + 1,
+                        checked_at: now,
+                    }
+                }
+                _ => return None,
             }
-            _ => None,
+            Some(i)
         })
         .collect();
     if changed.is_empty() {
@@ -503,6 +521,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                 reason: String::new(),
                 history: vec![],
                 mcp: None,
+                liveness: Default::default(),
             };
             let mut inst = inst;
             inst.transition(Status::Starting, a.reason.clone(), now);
@@ -527,6 +546,11 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         if status == Status::Running {
             inst.mcp = self.obs.identities.get(id).cloned();
         }
+        // Every status change starts liveness counting afresh.
+        inst.liveness = Liveness {
+            failures: 0,
+            checked_at: now,
+        };
         // Only a crash starts a back-off; a unit removed out of band is
         // replaced at once (the plan already holds the replacement).
         let crashed = unit.is_some() || inst.handle.is_empty();
@@ -611,6 +635,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             reason: String::new(),
             history: vec![],
             mcp: None,
+            liveness: Default::default(),
         };
         if let crate::spec::Workload::External(e) = &spec.spec.workload {
             inst.endpoint = e.url.clone();
@@ -743,6 +768,10 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
                     inst.transition(Status::Running, format!("ready: {how}"), Timestamp::now());
                     inst.restarts = unit.restarts;
                     inst.mcp = ready.identity;
+                    inst.liveness = Liveness {
+                        failures: 0,
+                        checked_at: Timestamp::now(),
+                    };
                     let server = inst.server.clone();
                     self.rec.update(|tx| {
                         tx.put_instance(&inst)?;

@@ -11,6 +11,6 @@ pub async fn observe(
     desired: &[Desired],
 ) -> miette::Result<(AnyRuntime, Observation)> {
     let rt = super::connect::runtime(global).await?;
-    let obs = crate::runtime::refresh(&rt, snapshot, desired).await?;
+    let obs = crate::runtime::refresh(&rt, snapshot, desired, false).await?;
     Ok((rt, obs))
 }

@@ -29,6 +29,8 @@ pub struct Desired {
     pub canonical: Canonical,
     pub external: bool,
     pub readiness_timeout: Duration,
+    /// How often a RUNNING instance's liveness is probed.
+    pub liveness_period: Duration,
 }
 
 impl Desired {
@@ -41,6 +43,7 @@ impl Desired {
                 canonical: Canonical::of(&s.spec, digests),
                 external: s.spec.workload.is_external(),
                 readiness_timeout: s.spec.readiness.timeout,
+                liveness_period: s.spec.readiness.period,
             })
             .collect()
     }
@@ -439,9 +442,7 @@ fn transition(
     if d.external {
         return match (inst.status, probe) {
             (Status::Starting, Some(Probe::Ready(how))) => Some((Promote, format!("ready: {how}"))),
-            (Status::Running, Some(Probe::NotReady(why))) => {
-                Some((Demote, format!("probe failing: {why}")))
-            }
+            (Status::Running, Some(Probe::NotReady(why))) => liveness_lost(inst, why),
             (Status::Starting, p) if timed_out => Some(not_ready(probe_cause(p))),
             _ => None,
         };
@@ -460,7 +461,7 @@ fn transition(
             format!("restarted (restarts {}){}", unit.restarts, last_log(unit)),
         )),
         (Status::Running, _) => match probe {
-            Some(Probe::NotReady(why)) => Some((Demote, format!("probe failing: {why}"))),
+            Some(Probe::NotReady(why)) => liveness_lost(inst, why),
             _ => None,
         },
         (Status::Starting, UnitState::Running) if matches!(probe, Some(Probe::Ready(_))) => {
@@ -480,6 +481,22 @@ fn transition(
         (Status::Starting, _) if timed_out => Some(not_ready(probe_cause(probe))),
         _ => None,
     }
+}
+
+/// Failed liveness probes in a row that demote a RUNNING instance: one
+/// slow answer is noise, three are an outage.
+pub const LIVENESS_THRESHOLD: u32 = 3;
+
+/// A failed liveness probe demotes only when it completes a run of
+/// [`LIVENESS_THRESHOLD`]; apply counts the ones before it.
+fn liveness_lost(inst: &Instance, why: &str) -> Option<(ActionKind, String)> {
+    let failures = inst.liveness.failures + 1;
+    (failures >= LIVENESS_THRESHOLD).then(|| {
+        (
+            ActionKind::Demote,
+            format!("liveness probe failed {failures} times in a row: {why}"),
+        )
+    })
 }
 
 fn probe_cause(p: Option<&Probe>) -> String {

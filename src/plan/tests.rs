@@ -20,6 +20,7 @@ fn desired(name: &str, replicas: u32, image: &str) -> Desired {
         canonical: canonical(image),
         external: false,
         readiness_timeout: Duration::from_secs(60),
+        liveness_period: Duration::from_secs(15),
     }
 }
 
@@ -86,6 +87,7 @@ impl World {
                 reason: String::new(),
                 history: vec![],
                 mcp: None,
+                liveness: Default::default(),
             },
         );
         self
@@ -252,12 +254,23 @@ fn a_restart_between_observations_demotes() {
 }
 
 #[test]
-fn failing_liveness_probe_demotes() {
-    let w = World::default()
-        .want(desired("gh", 1, "v1"))
-        .running("a", "gh", "v1", 100)
-        .probe("a", Probe::NotReady("HTTP 503 from /mcp".into()));
-    check(w, &["demote gh a probe failing: HTTP 503 from /mcp"]);
+fn failing_liveness_probe_demotes_on_the_third_failure_in_a_row() {
+    let build = |failures_before: u32| {
+        let mut w = World::default()
+            .want(desired("gh", 1, "v1"))
+            .running("a", "gh", "v1", 100)
+            .probe("a", Probe::NotReady("HTTP 503 from /mcp".into()));
+        if let Some(i) = w.snapshot.instances.get_mut(&InstanceId("a".into())) {
+            i.liveness.failures = failures_before;
+        }
+        w
+    };
+    check(build(0), &[]);
+    check(build(1), &[]);
+    check(
+        build(2),
+        &["demote gh a liveness probe failed 3 times in a row: HTTP 503 from /mcp"],
+    );
 }
 
 #[test]

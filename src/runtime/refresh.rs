@@ -17,10 +17,14 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Handshakes in flight at once.
 const PROBES_IN_FLIGHT: usize = 16;
 
+/// With `liveness`, RUNNING instances whose last probe is older than their
+/// server's period are probed too (watch and `apply --wait` do; `plan` and a
+/// first pass do not, so a converged fleet still costs one list call).
 pub async fn refresh<R: Runtime + Sync>(
     rt: &R,
     snapshot: &Snapshot,
     desired: &[Desired],
+    liveness: bool,
 ) -> Result<Observation, RuntimeError> {
     // Ask which containers died since the oldest RUNNING instance became
     // RUNNING: any of them may have been restarted behind our back.
@@ -37,8 +41,19 @@ pub async fn refresh<R: Runtime + Sync>(
         ..Observation::default()
     };
     let mut to_probe: Vec<InstanceId> = Vec::new();
+    let by_name: BTreeMap<&str, &Desired> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
+    let due = |i: &crate::state::Instance| {
+        liveness
+            && i.status == Status::Running
+            && by_name
+                .get(i.server.as_str())
+                .is_some_and(|d| now.since(i.liveness.checked_at) >= d.liveness_period)
+    };
     for mut unit in units {
         let known = snapshot.instances.get(&unit.instance);
+        if known.is_some_and(|i| due(i)) && unit.state == super::UnitState::Running {
+            to_probe.push(unit.instance.clone());
+        }
         let in_question = match known {
             Some(i) => i.status == Status::Starting,
             // Unknown to the state: a candidate for adoption, so check it too.
@@ -65,7 +80,10 @@ pub async fn refresh<R: Runtime + Sync>(
     let externals: Vec<(&InstanceId, &str)> = snapshot
         .instances
         .values()
-        .filter(|i| i.status == Status::Starting && external.get(i.server.as_str()) == Some(&true))
+        .filter(|i| {
+            (i.status == Status::Starting || due(i))
+                && external.get(i.server.as_str()) == Some(&true)
+        })
         .map(|i| (&i.id, i.endpoint.as_str()))
         .collect();
 

@@ -85,6 +85,17 @@ pub struct Instance {
     /// What the instance answered to its last successful MCP probe.
     #[serde(default)]
     pub mcp: Option<McpIdentity>,
+    /// Liveness of a RUNNING instance: failed probes in a row, and when it was
+    /// last probed (0 = never).
+    #[serde(default)]
+    pub liveness: Liveness,
+}
+
+/// Consecutive liveness failures; three in a row demote a RUNNING instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub failures: u32,
+    pub checked_at: Timestamp,
 }
 
 /// The MCP identity an instance proved in its handshake.
