@@ -51,7 +51,7 @@ pub async fn refresh<R: Runtime + Sync>(
     };
     for mut unit in units {
         let known = snapshot.instances.get(&unit.instance);
-        if known.is_some_and(|i| due(i)) && unit.state == super::UnitState::Running {
+        if known.is_some_and(&due) && unit.state == super::UnitState::Running {
             to_probe.push(unit.instance.clone());
         }
         let in_question = match known {
