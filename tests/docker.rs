@@ -222,6 +222,30 @@ impl Fleet {
     }
 }
 
+/// The fixture on the host, over HTTP on a free loopback port: an external
+/// server, reached by URL, with no container.
+fn external_server(name: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(fixture::fixture_binary())
+        .args([
+            "--transport",
+            "http",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            name,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("external server");
+    (child, port)
+}
+
 fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -241,24 +265,7 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
     f.write("a.yaml", &stdio("alpha", 2, v1, ""));
     f.write("b.yaml", &http("beta", 1, v1));
     // An external server: the fixture on the host, reached by URL, no container.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut external = Command::new(fixture::fixture_binary())
-        .args([
-            "--transport",
-            "http",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--name",
-            "gamma",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("external server");
+    let (mut external, port) = external_server("gamma");
     let url = format!("http://127.0.0.1:{port}/mcp");
     f.write(
         "c.yaml",
@@ -880,24 +887,7 @@ fn a_server_that_refuses_mcp_never_becomes_running() {
 fn three_failed_liveness_probes_demote_a_running_server() {
     let (v1, _) = images();
     let f = Fleet::new("liveness");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut external = Command::new(fixture::fixture_binary())
-        .args([
-            "--transport",
-            "http",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--name",
-            "gamma",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("external server");
+    let (mut external, port) = external_server("gamma");
     f.write(
         "gamma.yaml",
         &format!(

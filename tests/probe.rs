@@ -6,21 +6,12 @@
 #[path = "support/fixture.rs"]
 mod fixture;
 
-// `src/cli/probe.rs` is compiled here as well, so that its `run` is tested
-// before (and independently of) its wiring into the binary's subcommands.
-#[allow(dead_code)]
-#[path = "../src/cli/probe.rs"]
-mod probe_cmd;
-use mcpctl::cli::Outcome;
-use mcpctl::probe;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response, server::conn::http1, service::service_fn};
@@ -674,48 +665,53 @@ async fn retry_gives_up_at_its_deadline_with_the_last_error() {
 // ---------------------------------------------------------------------------
 // The `probe` subcommand
 
-fn cli_args(argv: &[&str]) -> probe_cmd::Args {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: probe_cmd::Args,
-    }
-    let mut full = vec!["probe"];
-    full.extend_from_slice(argv);
-    Cli::try_parse_from(full)
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-        .args
+/// Runs the built `mcpctl probe` with these arguments.
+fn mcpctl_probe(argv: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+        .arg("probe")
+        .args(argv)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run mcpctl probe")
 }
 
 #[tokio::test]
 async fn cli_probe_succeeds_against_the_fixture_and_fails_with_the_reason() {
     let (_child, url) = http_fixture(&[]);
     probe_when_up(&url).await;
-    let outcome = probe_cmd::run(cli_args(&[&url, "-o", "json"])).await;
-    assert!(matches!(outcome, Ok(Outcome::Success)), "{outcome:?}");
+    let out = mcpctl_probe(&[&url, "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["server_name"], "mcp-fixture");
+    assert_eq!(json["transport"], "streamable-http");
 
     let (_refusing, refusing_url) = http_fixture(&["--refuse"]);
     let started = Instant::now();
-    let error = loop {
-        let error = probe_cmd::run(cli_args(&[&refusing_url]))
-            .await
-            .expect_err("a refusing server is not ready");
-        if !error.to_string().contains("connection refused") || started.elapsed() > PATIENCE {
-            break error;
+    let stderr = loop {
+        let out = mcpctl_probe(&[&refusing_url]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a refusing server is not ready: {out:?}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !stderr.contains("connection refused") || started.elapsed() > PATIENCE {
+            break stderr;
         }
+        // The refusing fixture may not be listening yet: poll against a deadline.
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        error.to_string(),
-        format!("{refusing_url} is not ready: HTTP 503 from /mcp")
+    assert!(
+        stderr.contains(&format!("{refusing_url} is not ready: HTTP 503 from /mcp")),
+        "{stderr}"
     );
 }
 
-#[tokio::test]
-async fn cli_probe_stdio_spawns_and_kills_the_command() {
+#[test]
+fn cli_probe_stdio_spawns_and_kills_the_command() {
     let binary = fixture::fixture_binary();
     let binary = binary.to_str().expect("utf-8 path");
-    let outcome = probe_cmd::run(cli_args(&[
+    let out = mcpctl_probe(&[
         "--stdio",
         "--timeout",
         "5s",
@@ -723,21 +719,19 @@ async fn cli_probe_stdio_spawns_and_kills_the_command() {
         binary,
         "--transport",
         "stdio",
-    ]))
-    .await;
-    assert!(matches!(outcome, Ok(Outcome::Success)), "{outcome:?}");
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("mcp-fixture") && stdout.contains("stdio"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn cli_probe_needs_a_url_or_stdio() {
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        args: probe_cmd::Args,
-    }
-    assert!(Cli::try_parse_from(["probe"]).is_err());
-    assert!(Cli::try_parse_from(["probe", "http://x/mcp", "--stdio", "--", "srv"]).is_err());
-    let parsed = Cli::try_parse_from(["probe", "--stdio", "--", "srv", "--flag"]).expect("parses");
-    assert_eq!(parsed.args.cmd, ["srv", "--flag"]);
-    assert_eq!(parsed.args.timeout, Duration::from_secs(10));
+    let out = mcpctl_probe(&[]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error: {out:?}");
+    let out = mcpctl_probe(&["http://x/mcp", "--stdio", "--", "srv"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

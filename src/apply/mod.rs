@@ -726,18 +726,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         let mut pause = Duration::from_millis(100);
         let mut last: String;
         loop {
-            let mut unit = Unit {
-                instance: id.clone(),
-                server: inst.server.clone(),
-                spec_hash: inst.spec_hash.clone(),
-                handle: inst.handle.clone(),
-                state: UnitState::Created,
-                restarts: 0,
-                exit_code: None,
-                last_log: None,
-                endpoint: Some(inst.endpoint.clone()),
-                started_at: None,
-            };
+            let mut unit = Unit::of(&inst);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt =
                 crate::runtime::ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));

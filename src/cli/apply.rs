@@ -1,19 +1,13 @@
 //! `mcpctl apply`: plan (or load a saved plan), take the applier lock, carry
 //! the plan out, and by default wait for convergence.
 
-use super::{Global, Outcome};
+use super::{Format, Global, Outcome};
 use crate::apply::{self, Context, Event, Options, Report};
 use crate::plan::{ActionKind, SavedPlan};
 use crate::time::short_duration;
 use miette::{IntoDiagnostic, miette};
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -113,18 +113,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
 }
 
 async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::state::Instance) -> String {
-    let mut unit = crate::runtime::Unit {
-        instance: inst.id.clone(),
-        server: inst.server.clone(),
-        spec_hash: inst.spec_hash.clone(),
-        handle: inst.handle.clone(),
-        state: crate::runtime::UnitState::Created,
-        restarts: 0,
-        exit_code: None,
-        last_log: None,
-        endpoint: None,
-        started_at: None,
-    };
+    let mut unit = crate::runtime::Unit::of(inst);
     match rt.inspect(&mut unit).await {
         Ok(true) => {
             let mut s = format!("{}, restarts {}", unit.state.describe(), unit.restarts);

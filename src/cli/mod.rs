@@ -102,6 +102,13 @@ pub enum Command {
     Schema,
 }
 
+/// `-o text|json`, for the commands whose output is a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
 /// Outcomes that map to exit codes (design §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -1,7 +1,7 @@
 //! `mcpctl plan`: read the source, resolve secrets, refresh the observation,
 //! and print (or save) the plan.
 
-use super::{Global, Outcome};
+use super::{Format, Global, Outcome};
 use crate::plan::{self, Desired, Inputs, SavedPlan};
 use crate::runtime::Observation;
 use crate::secrets::Resolver;
@@ -9,12 +9,6 @@ use crate::state::Store;
 use crate::time::Timestamp;
 use miette::{Context, IntoDiagnostic};
 use std::path::PathBuf;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

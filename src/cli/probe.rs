@@ -2,7 +2,7 @@
 //! probe (design §6) against a server, outside any fleet. Handy to check what
 //! `apply` will see before writing a spec for a server.
 
-use super::Outcome;
+use super::{Format, Outcome};
 use crate::probe::{self, HttpTransport, ProbeInfo};
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,12 +14,6 @@ pub enum Transport {
     StreamableHttp,
     /// The legacy HTTP+SSE transport (protocol 2024-11-05).
     Sse,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Debug, clap::Args)]

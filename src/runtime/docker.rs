@@ -243,12 +243,9 @@ impl DockerRuntime {
         let mut filters = self.label_filters();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into()]);
-        // Fractional seconds: with whole seconds, `until` would either miss
-        // this second's events or hold the stream open until the next one.
-        let secs = |t: Timestamp| format!("{}.{:03}", t.0.div_euclid(1000), t.0.rem_euclid(1000));
-        let until = secs(Timestamp::now());
+        let until = engine_time(Timestamp::now());
         let opts = EventsOptionsBuilder::default()
-            .since(&secs(since))
+            .since(&engine_time(since))
             .until(&until)
             .filters(&filters)
             .build();
@@ -312,6 +309,13 @@ impl DockerRuntime {
         }
         Ok(None)
     }
+}
+
+/// A time as the events API takes it: Unix seconds with a fraction. Whole
+/// seconds would make `until` miss this second's events, or hold the stream
+/// open until the next second.
+fn engine_time(t: Timestamp) -> String {
+    format!("{}.{:03}", t.0.div_euclid(1000), t.0.rem_euclid(1000))
 }
 
 /// `2026-11-24T15:40:01.123456789Z text` → (time, `text`).

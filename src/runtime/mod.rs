@@ -81,6 +81,25 @@ pub struct Unit {
     pub started_at: Option<Timestamp>,
 }
 
+impl Unit {
+    /// The unit an instance's record points at, before anything is known of
+    /// it: for `Runtime::inspect` to fill in.
+    pub fn of(inst: &crate::state::Instance) -> Unit {
+        Unit {
+            instance: inst.id.clone(),
+            server: inst.server.clone(),
+            spec_hash: inst.spec_hash.clone(),
+            handle: inst.handle.clone(),
+            state: UnitState::Created,
+            restarts: 0,
+            exit_code: None,
+            last_log: None,
+            endpoint: Some(inst.endpoint.clone()),
+            started_at: None,
+        }
+    }
+}
+
 /// The outcome of the latest readiness probe of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Probe {
