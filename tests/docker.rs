@@ -307,6 +307,14 @@ fn a_new_fleet_converges_and_then_plans_no_changes() {
         };
         assert_eq!(i["mcp"]["transport"], transport, "{i}");
         assert_eq!(i["mcp"]["server_name"], "mcp-fixture", "{i}");
+        // Probing detached cleanly: a stdio server saw no EOF and did not restart.
+        assert_eq!(i["restarts"], 0, "{i}");
+    }
+    for (id, (cid, state)) in f.containers() {
+        assert_eq!(state, "running", "{id}");
+        let restarts =
+            fixture::docker(&["inspect", "-f", "{{.RestartCount}}", &cid]).expect("inspect");
+        assert_eq!(restarts.trim(), "0", "{id} restarted after being probed");
     }
     for key in [
         "id",
