@@ -424,6 +424,10 @@ async fn execute<R: Runtime + Sync>(
     Ok(done)
 }
 
+/// How one action ended: a state error aborts the apply; a runtime failure
+/// (`Err(reason)`) is recorded on the action and the rest carry on.
+type Step = Result<Result<Option<InstanceId>, String>, StateError>;
+
 struct Exec<'a, 'c, R> {
     rt: &'a R,
     rec: &'a Recorder<'a>,
@@ -466,7 +470,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     async fn timed(
         &self,
         a: &Action,
-        f: impl std::future::Future<Output = Result<Result<Option<InstanceId>, String>, StateError>>,
+        f: impl std::future::Future<Output = Step>,
     ) -> Result<Done, ApplyError> {
         (self.on_event)(Event::Started { action: a.clone() });
         let t = Instant::now();
@@ -490,7 +494,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         })
     }
 
-    async fn one(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+    async fn one(&self, a: &Action) -> Step {
         match a.kind {
             ActionKind::Start => self.start(&a.server).await,
             _ => self.remove(a).await.map(|r| r.map(|()| None)),
@@ -498,7 +502,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     }
 
     /// Status changes touch only the state.
-    async fn status(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+    async fn status(&self, a: &Action) -> Step {
         let Some(id) = &a.instance else {
             return Ok(Ok(None));
         };
@@ -508,23 +512,16 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             let Some(unit) = unit else {
                 return Ok(Err("unit vanished before adoption".into()));
             };
-            let inst = Instance {
-                id: id.clone(),
-                server: unit.server.clone(),
-                status: Status::Starting,
-                handle: unit.handle.clone(),
-                endpoint: unit.endpoint.clone().unwrap_or_default(),
-                spec_hash: unit.spec_hash.clone(),
-                created_at: now,
-                transitioned_at: now,
-                restarts: unit.restarts,
-                reason: String::new(),
-                history: vec![],
-                mcp: None,
-                liveness: Default::default(),
-            };
-            let mut inst = inst;
-            inst.transition(Status::Starting, a.reason.clone(), now);
+            let mut inst = Instance::starting(
+                id.clone(),
+                &unit.server,
+                unit.spec_hash.clone(),
+                &a.reason,
+                now,
+            );
+            inst.handle = unit.handle.clone();
+            inst.endpoint = unit.endpoint.clone().unwrap_or_default();
+            inst.restarts = unit.restarts;
             self.rec.update(|tx| {
                 tx.put_instance(&inst)?;
                 tx.clear_intent(id)
@@ -616,30 +613,21 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
 
     /// Starts one instance of `server`. A runtime failure becomes an ERROR
     /// instance carrying the engine's message, and starts the back-off.
-    async fn start(&self, server: &str) -> Result<Result<Option<InstanceId>, String>, StateError> {
+    async fn start(&self, server: &str) -> Step {
         let Some((spec, d)) = self.spec(server) else {
             return Ok(Err(format!("server {server} is not in the source")));
         };
         let id = InstanceId::generate();
         let now = Timestamp::now();
-        let mut inst = Instance {
-            id: id.clone(),
-            server: server.to_owned(),
-            status: Status::Starting,
-            handle: String::new(),
-            endpoint: String::new(),
-            spec_hash: d.canonical.hash.clone(),
-            created_at: now,
-            transitioned_at: now,
-            restarts: 0,
-            reason: String::new(),
-            history: vec![],
-            mcp: None,
-            liveness: Default::default(),
-        };
         if let crate::spec::Workload::External(e) = &spec.spec.workload {
+            let mut inst = Instance::starting(
+                id.clone(),
+                server,
+                d.canonical.hash.clone(),
+                "external server",
+                now,
+            );
             inst.endpoint = e.url.clone();
-            inst.transition(Status::Starting, "external server", now);
             self.rec.update(|tx| tx.put_instance(&inst))?;
             return Ok(Ok(Some(id)));
         }
@@ -658,11 +646,12 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             self.rt.create(&req).await
         };
         let now = Timestamp::now();
+        let mut inst =
+            Instance::starting(id.clone(), server, d.canonical.hash.clone(), "created", now);
         match created {
             Ok(c) => {
                 inst.handle = c.handle;
                 inst.endpoint = c.endpoint;
-                inst.transition(Status::Starting, "created", now);
                 self.rec.update(|tx| {
                     tx.put_instance(&inst)?;
                     tx.clear_intent(&id)
@@ -689,7 +678,7 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
     }
 
     /// Rolling: the new instance must be RUNNING before the old one goes.
-    async fn replace(&self, a: &Action) -> Result<Result<Option<InstanceId>, String>, StateError> {
+    async fn replace(&self, a: &Action) -> Step {
         let new = match self.start(&a.server).await? {
             Ok(Some(id)) => id,
             Ok(None) => return Ok(Err("no instance was started".into())),

@@ -115,6 +115,33 @@ impl Eq for McpIdentity {}
 pub const HISTORY_CAP: usize = 20;
 
 impl Instance {
+    /// A new STARTING instance with nothing known yet but what it runs.
+    pub fn starting(
+        id: InstanceId,
+        server: &str,
+        spec_hash: SpecHash,
+        reason: &str,
+        at: Timestamp,
+    ) -> Instance {
+        let mut i = Instance {
+            id,
+            server: server.to_owned(),
+            status: Status::Starting,
+            handle: String::new(),
+            endpoint: String::new(),
+            spec_hash,
+            created_at: at,
+            transitioned_at: at,
+            restarts: 0,
+            reason: String::new(),
+            history: Vec::new(),
+            mcp: None,
+            liveness: Liveness::default(),
+        };
+        i.transition(Status::Starting, reason, at);
+        i
+    }
+
     /// Moves to `status`, recording why, and keeps the history bounded.
     pub fn transition(&mut self, status: Status, reason: impl Into<String>, at: Timestamp) {
         let reason = reason.into();
