@@ -650,16 +650,32 @@ fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
         seed ^= seed << 17;
         seed
     };
-    let iterations = 20;
-    for i in 0..iterations {
-        // Alternate images and replica counts so every apply has real work to interrupt.
+    // Until 20 kills have landed while an apply was at work (a kill after the
+    // apply finished by itself proves nothing, so it does not count).
+    let wanted_kills = 20;
+    let mut killed_mid_apply = 0;
+    let mut i = 0;
+    while killed_mid_apply < wanted_kills {
+        assert!(
+            i < 2 * wanted_kills,
+            "only {killed_mid_apply} of {i} kills landed mid-apply"
+        );
+        // Ten instances throughout. Images alternate, so every apply is a rolling
+        // replace to interrupt; every fourth one also scales s0 down and s1 up.
         let image = if i % 2 == 0 { v1 } else { v2 };
+        let replicas_of = |n: usize| -> usize {
+            match (i % 4 == 3, n) {
+                (true, 0) => 1,
+                (true, 1) => 3,
+                _ => 2,
+            }
+        };
         for (n, s) in servers.iter().enumerate() {
-            let replicas = if (i + n) % 3 == 0 { 1 } else { 2 };
-            f.write(&format!("{s}.yaml"), &stdio(s, replicas, image, ""));
+            let replicas = replicas_of(n);
+            f.write(&format!("{s}.yaml"), &stdio(s, replicas as u32, image, ""));
         }
         let mut child = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
-        let delay = Duration::from_millis(next() % 2500);
+        let delay = Duration::from_millis(next() % 2000);
         let t = Instant::now();
         // Kill at a chosen moment, or when the apply finishes by itself first.
         while t.elapsed() < delay {
@@ -668,16 +684,20 @@ fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let mid_apply = child.try_wait().expect("try_wait").is_none();
+        // SIGKILL: no handler runs, no lock is released by hand, nothing is flushed.
         let _ = child.kill();
         let _ = child.wait();
+        killed_mid_apply += usize::from(mid_apply);
 
         let r = f.run(&["apply", "fleet", "--timeout", "60s"]);
         assert_eq!(r.code, 0, "iteration {i}: recovery apply failed: {r}");
         let want: Vec<(&str, usize)> = servers
             .iter()
             .enumerate()
-            .map(|(n, s)| (*s, if (i + n) % 3 == 0 { 1 } else { 2 }))
+            .map(|(n, s)| (*s, replicas_of(n)))
             .collect();
+        assert_eq!(want.iter().map(|(_, n)| n).sum::<usize>(), 10);
         f.assert_exact(&want);
         // Nothing unlabelled or unknown: every container named like this
         // test's servers carries its scope label and belongs to the state.
@@ -695,8 +715,17 @@ fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
             named, labelled,
             "iteration {i}: containers outside the state"
         );
-        eprintln!("crash-safety iteration {i}: killed after {delay:?}, recovered to exact counts");
+        let how = if mid_apply {
+            "killed mid-apply"
+        } else {
+            "apply finished first"
+        };
+        eprintln!("crash-safety iteration {i}: {how} at {delay:?}; recovered to exact counts");
+        i += 1;
     }
+    eprintln!(
+        "crash safety: {killed_mid_apply} applies killed mid-flight in {i} iterations, all recovered"
+    );
 }
 
 #[test]
