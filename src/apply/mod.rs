@@ -244,27 +244,14 @@ pub async fn apply<R: Runtime + Sync>(
 
 /// RUNNING instances with the wanted hash, per server, against replicas.
 pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usize, usize)> {
+    let wanted: BTreeMap<&str, &Desired> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut out: BTreeMap<String, (usize, usize)> = desired
         .iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                (
-                    0,
-                    if d.external {
-                        d.replicas.min(1) as usize
-                    } else {
-                        d.replicas as usize
-                    },
-                ),
-            )
-        })
+        .map(|d| (d.name.clone(), (0, d.target())))
         .collect();
     for i in snapshot.instances.values() {
-        if let (Some(entry), Some(d)) = (
-            out.get_mut(&i.server),
-            desired.iter().find(|d| d.name == i.server),
-        ) && i.status == Status::Running
+        if let (Some(entry), Some(d)) = (out.get_mut(&i.server), wanted.get(i.server.as_str()))
+            && i.status == Status::Running
             && i.spec_hash == d.canonical.hash
         {
             entry.0 += 1;
@@ -617,8 +604,8 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         let Some((spec, d)) = self.spec(server) else {
             return Ok(Err(format!("server {server} is not in the source")));
         };
-        let id = InstanceId::generate();
         let now = Timestamp::now();
+        let id = InstanceId::generate(now);
         if let crate::spec::Workload::External(e) = &spec.spec.workload {
             let mut inst = Instance::starting(
                 id.clone(),
@@ -645,9 +632,11 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
             let _permit = self.sem.acquire().await;
             self.rt.create(&req).await
         };
-        let now = Timestamp::now();
+        // Created when asked for, at its id's time: scale-down goes by
+        // (created_at, id), so that order is the order of the ids.
         let mut inst =
             Instance::starting(id.clone(), server, d.canonical.hash.clone(), "created", now);
+        let now = Timestamp::now();
         match created {
             Ok(c) => {
                 inst.handle = c.handle;
@@ -802,5 +791,104 @@ impl<R: Runtime + Sync> Exec<'_, '_, R> {
         let s = self.ctx.servers.iter().find(|s| s.name == server)?;
         let d = self.ctx.desired.iter().find(|d| d.name == server)?;
         Some((s, d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::source::{SourceFile, SourceInfo};
+
+    /// Apply against the in-memory fake: starts are recorded with their
+    /// handles, a second apply finds nothing to start, and removing the
+    /// server from the source removes its units.
+    #[tokio::test]
+    async fn apply_records_what_it_does_in_the_fake_world() {
+        let yaml = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: alpha}\nspec: {replicas: 2, image: img}\n";
+        let servers = crate::spec::load(&[SourceFile {
+            path: "a.yaml".into(),
+            text: yaml.into(),
+        }])
+        .expect("valid");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().join("state.redb"));
+        let secrets = Secrets::default();
+        let desired = Desired::from_servers(
+            &servers,
+            &secrets.digests(&store.digest_key().expect("key")),
+        );
+        let source = SourceInfo {
+            kind: "dir".into(),
+            location: "a.yaml".into(),
+            revision: "r1".into(),
+        };
+        let ctx = Context {
+            servers: &servers,
+            secrets: &secrets,
+            desired: &desired,
+            source: &source,
+            command: "test",
+        };
+        // The fake's units do not speak MCP, so this apply cannot wait for readiness.
+        let opts = Options {
+            wait: false,
+            ..Options::default()
+        };
+        let rt = FakeRuntime::new();
+
+        let report = apply(&rt, &store, &ctx, None, &opts, &|_| {})
+            .await
+            .expect("apply");
+        assert_eq!(
+            report
+                .actions
+                .iter()
+                .filter(|d| d.action.kind == ActionKind::Start && d.error.is_none())
+                .count(),
+            2
+        );
+        let snapshot = store.load().expect("load");
+        assert_eq!(snapshot.instances.len(), 2);
+        assert!(
+            snapshot.intents.is_empty(),
+            "every intent is cleared after its result"
+        );
+        assert_eq!(snapshot.revision.as_deref(), Some("r1"));
+        let units = rt.units().clone();
+        for inst in snapshot.instances.values() {
+            assert_eq!(units[&inst.id].handle, inst.handle);
+        }
+
+        let report = apply(&rt, &store, &ctx, None, &opts, &|_| {})
+            .await
+            .expect("apply");
+        assert!(
+            report
+                .actions
+                .iter()
+                .all(|d| d.action.kind != ActionKind::Start),
+            "{:?}",
+            report.actions
+        );
+
+        let none: Vec<Desired> = Vec::new();
+        let ctx = Context {
+            desired: &none,
+            servers: &[],
+            ..ctx
+        };
+        let opts = Options {
+            allow_empty: true,
+            ..opts
+        };
+        apply(&rt, &store, &ctx, None, &opts, &|_| {})
+            .await
+            .expect("apply");
+        assert!(
+            rt.units().is_empty(),
+            "pruned units are removed from the runtime"
+        );
+        assert!(store.load().expect("load").instances.is_empty());
     }
 }

@@ -184,25 +184,17 @@ fn command_line() -> String {
 }
 
 fn summary(report: &Report, wait: bool) -> String {
-    let mut parts: Vec<String> = [
-        (ActionKind::Start, "started"),
-        (ActionKind::Replace, "replaced"),
-        (ActionKind::Remove, "removed"),
-        (ActionKind::Promote, "promoted"),
-        (ActionKind::Demote, "demoted"),
-        (ActionKind::Fail, "marked failed"),
-        (ActionKind::Adopt, "adopted"),
-    ]
-    .into_iter()
-    .filter_map(|(k, what)| {
-        let n = report
-            .actions
-            .iter()
-            .filter(|d| d.action.kind == k && d.error.is_none())
-            .count();
-        (n > 0).then(|| format!("{n} {what}"))
-    })
-    .collect();
+    let mut parts: Vec<String> = ActionKind::ALL
+        .into_iter()
+        .filter_map(|k| {
+            let n = report
+                .actions
+                .iter()
+                .filter(|d| d.action.kind == k && d.error.is_none())
+                .count();
+            (n > 0).then(|| format!("{n} {}", k.done()))
+        })
+        .collect();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
     if failed > 0 {
         parts.push(format!("{failed} failed"));
@@ -239,12 +231,8 @@ fn not_converged(
             continue;
         }
         let mut why = format!("{name} {running}/{wanted} RUNNING");
-        if let Some(b) = snapshot.backoff.get(name).filter(|b| b.until > now) {
-            why.push_str(&format!(
-                " (back-off {}: {})",
-                short_duration(b.until.since(now)),
-                b.reason
-            ));
+        if let Some(left) = snapshot.backoff_left(name, now) {
+            why.push_str(&format!(" ({left}: {})", snapshot.backoff[name].reason));
         } else if let Some(i) = snapshot.instances.values().find(|i| {
             &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running
         }) {

@@ -56,13 +56,9 @@ pub struct ServerRow {
 /// The reason an instance shows: its own, or its server's back-off for an ERROR.
 pub fn reason(i: &Instance, snapshot: &Snapshot, now: Timestamp) -> Option<String> {
     if i.status == Status::Error
-        && let Some(b) = snapshot.backoff.get(&i.server).filter(|b| b.until > now)
+        && let Some(left) = snapshot.backoff_left(&i.server, now)
     {
-        return Some(format!(
-            "back-off {}: {}",
-            short_duration(b.until.since(now)),
-            i.reason
-        ));
+        return Some(format!("{left}: {}", i.reason));
     }
     // A RUNNING instance has nothing to explain; why it got there is in its history.
     (i.status != Status::Running && !i.reason.is_empty()).then(|| i.reason.clone())
@@ -102,16 +98,8 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
                 })
                 .count(),
             status: snapshot
-                .backoff
-                .get(name)
-                .filter(|b| b.until > now)
-                .map(|b| {
-                    format!(
-                        "back-off {}: {}",
-                        short_duration(b.until.since(now)),
-                        b.reason
-                    )
-                }),
+                .backoff_left(name, now)
+                .map(|left| format!("{left}: {}", snapshot.backoff[name].reason)),
         })
         .collect()
 }

@@ -48,8 +48,8 @@ impl Desired {
             .collect()
     }
 
-    /// External servers have at most one instance: there is one URL.
-    fn target(&self) -> usize {
+    /// Instances wanted. External servers have at most one: there is one URL.
+    pub fn target(&self) -> usize {
         if self.external {
             self.replicas.min(1) as usize
         } else {
@@ -73,15 +73,29 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, in the order summaries list them (design §3's example).
     pub const ALL: [ActionKind; 7] = [
         ActionKind::Start,
-        ActionKind::Remove,
         ActionKind::Replace,
+        ActionKind::Remove,
         ActionKind::Promote,
         ActionKind::Demote,
         ActionKind::Fail,
         ActionKind::Adopt,
     ];
+
+    /// What was done, for apply's summary.
+    pub fn done(self) -> &'static str {
+        match self {
+            ActionKind::Adopt => "adopted",
+            ActionKind::Promote => "promoted",
+            ActionKind::Demote => "demoted",
+            ActionKind::Fail => "marked failed",
+            ActionKind::Remove => "removed",
+            ActionKind::Replace => "replaced",
+            ActionKind::Start => "started",
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

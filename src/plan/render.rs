@@ -101,21 +101,13 @@ pub fn summary_line(plan: &Plan) -> String {
     if plan.actions.is_empty() {
         return format!("No changes. {unchanged}");
     }
-    let parts: Vec<String> = [
-        (ActionKind::Start, "to start"),
-        (ActionKind::Replace, "to replace"),
-        (ActionKind::Remove, "to remove"),
-        (ActionKind::Promote, "to promote"),
-        (ActionKind::Demote, "to demote"),
-        (ActionKind::Fail, "to fail"),
-        (ActionKind::Adopt, "to adopt"),
-    ]
-    .into_iter()
-    .filter_map(|(k, what)| match plan.count(k) {
-        0 => None,
-        n => Some(format!("{n} {what}")),
-    })
-    .collect();
+    let parts: Vec<String> = ActionKind::ALL
+        .into_iter()
+        .filter_map(|k| match plan.count(k) {
+            0 => None,
+            n => Some(format!("{n} to {}", k.as_str())),
+        })
+        .collect();
     format!("Plan: {}. {unchanged}", parts.join(", "))
 }
 

@@ -24,12 +24,6 @@ impl FakeRuntime {
         // still the best evidence we have.
         self.units.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    pub fn set_state(&self, id: &InstanceId, state: UnitState) {
-        if let Some(u) = self.units().get_mut(id) {
-            u.state = state;
-        }
-    }
 }
 
 impl Runtime for FakeRuntime {

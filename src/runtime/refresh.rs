@@ -73,16 +73,12 @@ pub async fn refresh<R: Runtime + Sync>(
         obs.units.insert(unit.instance.clone(), unit);
     }
 
-    let external: BTreeMap<&str, bool> = desired
-        .iter()
-        .map(|d| (d.name.as_str(), d.external))
-        .collect();
     let externals: Vec<(&InstanceId, &str)> = snapshot
         .instances
         .values()
         .filter(|i| {
             (i.status == Status::Starting || due(i))
-                && external.get(i.server.as_str()) == Some(&true)
+                && by_name.get(i.server.as_str()).is_some_and(|d| d.external)
         })
         .map(|i| (&i.id, i.endpoint.as_str()))
         .collect();

@@ -21,8 +21,14 @@ use std::collections::BTreeMap;
 pub struct InstanceId(pub String);
 
 impl InstanceId {
-    pub fn generate() -> Self {
-        InstanceId(ulid::Ulid::new().to_string().to_ascii_lowercase())
+    /// A new id whose time part is `at`, so ids sort like creation times.
+    pub fn generate(at: Timestamp) -> Self {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.0.max(0) as u64);
+        InstanceId(
+            ulid::Ulid::from_datetime(t)
+                .to_string()
+                .to_ascii_lowercase(),
+        )
     }
 }
 
@@ -191,6 +197,17 @@ pub struct Backoff {
     /// No replacement starts before this.
     pub until: Timestamp,
     pub reason: String,
+}
+
+impl Snapshot {
+    /// `back-off 40s` while `server` waits out a back-off at `now`, else `None`.
+    pub fn backoff_left(&self, server: &str, now: Timestamp) -> Option<String> {
+        let b = self.backoff.get(server).filter(|b| b.until > now)?;
+        Some(format!(
+            "back-off {}",
+            crate::time::short_duration(b.until.since(now))
+        ))
+    }
 }
 
 /// One apply, for the history.
