@@ -5,12 +5,13 @@
 //! Run one size per process so peak RSS belongs to that size alone:
 //! `cargo bench --bench plan_scale -- 1000` (see `scripts/bench-plan`).
 
+use mcpctl::model::{
+    AppliedSpec, Endpoint, Instance, InstanceId, Observation, Probe, Runners, Snapshot, Status,
+    Timestamp, Unit, UnitState,
+};
 use mcpctl::plan::{self, Desired, Inputs};
-use mcpctl::runtime::{Observation, Probe, Unit, UnitState};
 use mcpctl::source::SourceFile;
 use mcpctl::spec::SecretDigests;
-use mcpctl::state::{AppliedSpec, Instance, InstanceId, Snapshot, Status};
-use mcpctl::time::Timestamp;
 use std::time::Instant;
 
 fn fleet_yaml(n: usize) -> String {
@@ -41,6 +42,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                 canonical: d.canonical.yaml.clone(),
                 replicas: 3,
                 applied_at: now,
+                previous: None,
             },
         );
         for r in 0..3 {
@@ -52,7 +54,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     server: d.name.clone(),
                     status: Status::Running,
                     handle: format!("c{}", id),
-                    endpoint: "http://127.0.0.1:1/mcp".into(),
+                    endpoint: Some(Endpoint::Http("http://127.0.0.1:1/mcp".into())),
                     spec_hash: d.canonical.hash.clone(),
                     created_at: now,
                     transitioned_at: now,
@@ -61,6 +63,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     history: vec![],
                     mcp: None,
                     liveness: Default::default(),
+                    replaces: None,
                 },
             );
             obs.units.insert(
@@ -71,7 +74,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     spec_hash: d.canonical.hash.clone(),
                     handle: format!("c{}", id),
                     state: UnitState::Running,
-                    restarts: 0,
+                    restarts: None,
                     exit_code: None,
                     last_log: None,
                     endpoint: None,
@@ -107,7 +110,7 @@ fn main() {
         let now = Timestamp::now();
         // Build a matching world from one untimed pass, as the state would hold after apply.
         let servers = mcpctl::spec::load(&files).expect("generated fleet is valid");
-        let desired = Desired::from_servers(&servers, &SecretDigests::new());
+        let desired = Desired::from_servers(&servers, &SecretDigests::new(), &Runners::default());
         let (snapshot, observation) = matching_world(&desired, now);
         drop((servers, desired));
 
@@ -117,7 +120,8 @@ fn main() {
             let t = Instant::now();
             let servers = mcpctl::spec::load(&files).expect("valid");
             let parsed = t.elapsed();
-            let desired = Desired::from_servers(&servers, &SecretDigests::new());
+            let desired =
+                Desired::from_servers(&servers, &SecretDigests::new(), &Runners::default());
             let p = plan::plan(Inputs {
                 desired: &desired,
                 snapshot: &snapshot,

@@ -2,20 +2,25 @@
 //!
 //! Data flows one way: `source` reads files, `spec` turns them into validated
 //! servers, `secrets` resolves references, `plan` diffs the desired servers
-//! against the `state` snapshot and the `runtime` observation, `apply` carries
-//! the plan out, and `state` records what happened.
+//! against the snapshot and the observation, `apply` carries the plan out
+//! through a `runtime` (checking readiness with `probe`), and `state`
+//! records what happened. `model` holds the values they all share.
 //!
 //! # Layout
-//! - [`spec`]: the `McpServer` YAML model, validation, canonical form and spec hash.
+//! - [`model`]: shared values: ids, time, units, observations, snapshot records.
 //! - [`source`]: where spec files come from (directories now, git later) and their revision.
+//! - [`spec`]: the `McpServer` YAML model, validation, canonical form and spec hash.
 //! - [`secrets`]: the `secretRef` provider chain and keyed digests.
-//! - [`state`]: the redb snapshot of instances, applied specs and history; the applier lock.
-//! - [`runtime`]: the runtime trait, the observation type, and an in-memory fake.
 //! - [`plan`]: the pure planner and its text/JSON renderings.
+//! - [`state`]: the redb store of the snapshot; the applier lock.
+//! - [`runtime`]: the runtime trait, Docker, and an in-memory fake.
+//! - [`probe`]: the MCP handshake that decides readiness.
+//! - [`apply`]: the reconcile pass and the loop that runs it.
 //! - [`cli`]: clap types and one module per subcommand.
 
 pub mod apply;
 pub mod cli;
+pub mod model;
 pub mod plan;
 pub mod probe;
 pub mod runtime;
@@ -23,4 +28,3 @@ pub mod secrets;
 pub mod source;
 pub mod spec;
 pub mod state;
-pub mod time;

@@ -4,40 +4,12 @@
 //! never prints its content; everything that leaves this module for output or
 //! state is a keyed digest.
 
+pub use crate::model::SecretValue;
 use crate::spec::{EnvValue, SecretDigests, SecretRef, Server};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// A secret's value. Its `Debug` and `Display` are redacted, so a stray log
-/// line or `{:?}` cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    /// A non-secret value carried the same way, so env lists have one type.
-    pub fn plain(s: &str) -> Self {
-        SecretValue(s.to_owned())
-    }
-
-    /// The plaintext, for handing to a runtime and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("(sensitive)")
-    }
-}
-
-impl std::fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("(sensitive)")
-    }
-}
 
 /// A secret that no provider could supply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
@@ -102,13 +74,15 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
                 && let Ok(v) = std::fs::read_to_string(&path)
             {
                 // Mounted secrets often end in a newline the author never meant.
-                return Ok(SecretValue(v.strip_suffix('\n').unwrap_or(&v).to_owned()));
+                return Ok(SecretValue::new(
+                    v.strip_suffix('\n').unwrap_or(&v).to_owned(),
+                ));
             }
             tried.push(format!("file {}", path.display()));
         }
         let var = Self::env_name(r);
         if let Some(v) = (self.env)(&var) {
-            return Ok(SecretValue(v));
+            return Ok(SecretValue::new(v));
         }
         tried.push(format!("env {var}"));
         Err(tried)
@@ -282,7 +256,7 @@ mod tests {
 
     #[test]
     fn values_are_redacted_and_digests_are_keyed() {
-        let v = SecretValue("hunter2".into());
+        let v = SecretValue::new("hunter2".into());
         assert_eq!(format!("{v:?} {v}"), "(sensitive) (sensitive)");
         let r = SecretRef {
             name: "a".into(),

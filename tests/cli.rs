@@ -2,11 +2,11 @@
 //! stderr, snapshotted through one helper so each test reads like a spec.
 //! Nothing here needs a container runtime: plans use `--refresh=false`.
 
+use mcpctl::model::{AppliedSpec, Endpoint, Instance, InstanceId, Runners, Status, Timestamp};
 use mcpctl::plan::Desired;
 use mcpctl::secrets::Resolver;
 use mcpctl::source::dir;
-use mcpctl::state::{Instance, InstanceId, Status, Store};
-use mcpctl::time::Timestamp;
+use mcpctl::state::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -117,17 +117,18 @@ fn converge_state(env: &Env) {
         .expect("secrets");
     let store = Store::new(env.state());
     let key = store.digest_key().expect("key");
-    let desired = Desired::from_servers(&servers, &secrets.digests(&key));
+    let desired = Desired::from_servers(&servers, &secrets.digests(&key), &Runners::default());
     store
         .update(|tx| {
             for (n, d) in desired.iter().enumerate() {
                 tx.put_server(
                     &d.name,
-                    &mcpctl::state::AppliedSpec {
+                    &AppliedSpec {
                         hash: d.canonical.hash.clone(),
                         canonical: d.canonical.yaml.clone(),
                         replicas: d.replicas,
                         applied_at: Timestamp(0),
+                        previous: None,
                     },
                 )?;
                 for r in 0..d.replicas {
@@ -137,7 +138,7 @@ fn converge_state(env: &Env) {
                         server: d.name.clone(),
                         status: Status::Running,
                         handle: format!("c-{id}"),
-                        endpoint: "stdio".into(),
+                        endpoint: Some(Endpoint::Stdio),
                         spec_hash: d.canonical.hash.clone(),
                         created_at: Timestamp(0),
                         transitioned_at: Timestamp(0),
@@ -146,6 +147,7 @@ fn converge_state(env: &Env) {
                         history: vec![],
                         mcp: None,
                         liveness: Default::default(),
+                        replaces: None,
                     })?;
                 }
             }

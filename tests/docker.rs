@@ -753,6 +753,7 @@ fn a_second_applier_is_refused_while_reads_keep_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_stream_reports_our_units_only() {
     use futures_util::StreamExt;
+    use mcpctl::model::{EventKind, Runners};
     use mcpctl::runtime::Runtime;
     use mcpctl::runtime::docker::{DockerConfig, DockerRuntime};
     let (v1, _) = images();
@@ -760,7 +761,7 @@ async fn the_events_stream_reports_our_units_only() {
     let other = Fleet::new("events-other");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     other.write("a.yaml", &stdio("intruder", 1, v1, ""));
-    let rt = DockerRuntime::connect(DockerConfig::from_env(&f.scope))
+    let rt = DockerRuntime::connect(DockerConfig::from_env(&f.scope, Runners::default()))
         .await
         .expect("docker");
     let mut events = Box::pin(rt.events());
@@ -777,15 +778,17 @@ async fn the_events_stream_reports_our_units_only() {
     .expect("apply thread");
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !(seen.iter().any(|(_, a): &(String, String)| a == "start")
-        && seen.iter().any(|(_, a)| a == "destroy"))
+    while !(seen
+        .iter()
+        .any(|(_, k): &(String, EventKind)| *k == EventKind::Started)
+        && seen.iter().any(|(_, k)| *k == EventKind::Removed))
     {
         let ev = tokio::time::timeout_at(deadline, events.next())
             .await
             .unwrap_or_else(|_| panic!("no start and destroy events within 20 s; saw {seen:?}"))
             .expect("stream open")
             .expect("event");
-        seen.push((ev.server.clone(), ev.action.clone()));
+        seen.push((ev.server.clone(), ev.kind));
     }
     assert!(
         seen.iter().all(|(server, _)| server == "alpha"),

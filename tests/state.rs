@@ -2,12 +2,11 @@
 //! permissions, transaction atomicity, the serial, the digest key, the
 //! applier lock across threads and processes, and readers beside a writer.
 
-use mcpctl::spec::SpecHash;
-use mcpctl::state::{
-    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
-    StateError, Status, Store,
+use mcpctl::model::{
+    AppliedSpec, Backoff, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
+    SpecHash, Status, Timestamp,
 };
-use mcpctl::time::Timestamp;
+use mcpctl::state::{StateError, Store};
 use miette::Diagnostic;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -28,7 +27,10 @@ fn instance(n: u32) -> Instance {
         server: format!("server-{n}"),
         status: Status::Starting,
         handle: format!("container-{n}"),
-        endpoint: format!("http://127.0.0.1:{}/mcp", 20_000 + n),
+        endpoint: Some(Endpoint::Http(format!(
+            "http://127.0.0.1:{}/mcp",
+            20_000 + n
+        ))),
         spec_hash: SpecHash(format!("sha256:{n:064x}")),
         created_at: at,
         transitioned_at: at,
@@ -37,6 +39,7 @@ fn instance(n: u32) -> Instance {
         history: Vec::new(),
         mcp: None,
         liveness: Default::default(),
+        replaces: None,
     };
     i.transition(
         Status::Running,
@@ -54,6 +57,7 @@ fn applied(n: u32) -> AppliedSpec {
         ),
         replicas: n + 1,
         applied_at: Timestamp(1_700_000_100_000),
+        previous: None,
     }
 }
 
@@ -64,6 +68,7 @@ fn intent(n: u32, op: IntentOp) -> Intent {
         spec_hash: SpecHash(format!("sha256:{n:064x}")),
         op,
         at: Timestamp(1_700_000_200_000),
+        replaces: None,
     }
 }
 

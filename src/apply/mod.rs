@@ -1,45 +1,70 @@
-//! The executor: carries a plan out against a runtime and records every step
-//! in the state, then (with `--wait`) keeps refreshing, planning and acting
-//! until every wanted instance is RUNNING or the timeout passes.
+//! Applying: the reconcile pass and the loop that runs it until the world
+//! matches the source. `apply` runs it until converged (or once, with
+//! `--no-wait`); `watch` will run it on triggers. There is one code path.
 //!
-//! **Crash safety.** Before each side effect an [`Intent`] is written, and
-//! after it the result, in one transaction. A process killed at any point
-//! leaves either an intent with no unit (dropped at the next start), a unit
-//! with an intent (adopted or removed by the next plan), or a consistent
-//! record. The planner does the recovering; this module only keeps the
-//! records honest.
+//! **A pass** is: observe (one list call, detail only for units whose
+//! status is in question) → plan → hand each server's runnable actions to
+//! a task → record. It never waits for readiness, pulls or probes: those
+//! run beside it, and their completion (like a runtime event, or the
+//! moment the plan asked to be looked at again) triggers the next pass. A
+//! server whose actions are still in flight sits a pass out, so one slow
+//! server never delays the repair of another.
 //!
-//! **Rolling replace.** A replace starts the new instance, waits for it to be
-//! RUNNING, and only then removes the old one, one instance at a time per
-//! server, so a server never has fewer RUNNING instances than before.
+//! **Rolling replace** spans passes: a pass starts the new instance; a later
+//! pass promotes it once its probe passes, and removes the old one in the
+//! same breath. A server never has fewer RUNNING instances than before.
+//!
+//! **Errors** are kept per pass: a refresh that cannot reach the runtime is
+//! reported and retried with back-off; a failed action is recorded on the
+//! action, and its server is retried with back-off. Neither ends the run.
+//! Only a state file that cannot be read, or a plan the safety rules
+//! refuse, does.
 
 mod create;
+mod exec;
+mod observe;
+mod probes;
 
-use crate::plan::{self, Action, ActionKind, Desired, Inputs, Plan, backoff_delay};
-use crate::probe::{self, Target};
-use crate::runtime::{Observation, Probe, Runtime, RuntimeError, Unit, UnitState, refresh};
+pub use observe::{observe, refresh};
+pub use probes::ATTEMPT_TIMEOUT;
+
+use crate::model::{
+    AppliedSpec, HistoryEntry, Instance, InstanceId, IntentOp, Liveness, Observation, PreviousSpec,
+    Probe, Snapshot, Status, Timestamp,
+};
+use crate::plan::{self, Action, Desired, Inputs, Plan};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::secrets::Secrets;
 use crate::source::SourceInfo;
 use crate::spec::Server;
-use crate::state::{
-    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Liveness, Snapshot,
-    StateError, Status, Store,
-};
-use crate::time::Timestamp;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use crate::state::{StateError, Store};
+use exec::{Exec, ServerDone, ServerWork};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use probes::Prober;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// What the executor needs besides the plan: the specs to build containers
-/// from, and resolved secrets for their environment.
-pub struct Context<'a> {
-    pub servers: &'a [Server],
-    pub secrets: &'a Secrets,
-    pub desired: &'a [Desired],
-    pub source: &'a SourceInfo,
-    /// The command line, for the history.
-    pub command: &'a str,
+/// What the passes drive toward: the servers of one source revision, with
+/// their secrets resolved and their desired form. It changes only when the
+/// source does.
+pub struct Target {
+    pub servers: Vec<Server>,
+    pub secrets: Secrets,
+    pub desired: Vec<Desired>,
+    pub source: SourceInfo,
+}
+
+impl Target {
+    fn server(&self, name: &str) -> Option<(&Server, &Desired)> {
+        let s = self.servers.iter().find(|s| s.name == name)?;
+        let d = self.desired.iter().find(|d| d.name == name)?;
+        Some((s, d))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,8 +75,8 @@ pub struct Options {
     pub wait: bool,
     pub timeout: Duration,
     pub allow_empty: bool,
-    /// Pause between convergence passes.
-    pub poll: Duration,
+    /// The command, for the history.
+    pub command: String,
 }
 
 impl Default for Options {
@@ -61,7 +86,7 @@ impl Default for Options {
             wait: true,
             timeout: Duration::from_secs(300),
             allow_empty: false,
-            poll: Duration::from_millis(250),
+            command: "apply".into(),
         }
     }
 }
@@ -88,6 +113,12 @@ pub enum Event {
         running: usize,
         wanted: usize,
     },
+    /// Something failed and is tried again after a pause.
+    Retrying {
+        what: String,
+        error: String,
+        after: Duration,
+    },
 }
 
 /// The result of an apply.
@@ -99,6 +130,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Per server: (RUNNING, wanted), at the end.
     pub servers: BTreeMap<String, (usize, usize)>,
+    /// Passes that failed before planning, oldest first.
+    pub errors: Vec<String>,
 }
 
 /// One executed action and how it ended.
@@ -125,28 +158,6 @@ pub enum ApplyError {
     Plan(#[from] plan::PlanError),
 }
 
-/// Serialises this process's state writes: redb admits one open handle per
-/// file, and writers in one process should queue, not spin on retries.
-struct Recorder<'a> {
-    store: &'a Store,
-    lock: Mutex<()>,
-}
-
-impl Recorder<'_> {
-    fn update<T>(
-        &self,
-        f: impl FnOnce(&mut crate::state::Txn<'_>) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.store.update(f)
-    }
-
-    fn load(&self) -> Result<Snapshot, StateError> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.store.load()
-    }
-}
-
 /// A plan already made, with the snapshot and observation it was made
 /// from, so the first pass does not observe the world a second time.
 pub struct First {
@@ -156,90 +167,502 @@ pub struct First {
 }
 
 /// Applies `first` (or a fresh plan when `None`), then, with `wait`, keeps
-/// planning and acting until converged or `timeout`.
+/// passing until converged or `timeout`.
 pub async fn apply<R: Runtime + Sync>(
     rt: &R,
     store: &Store,
-    ctx: &Context<'_>,
+    target: Arc<Target>,
     first: Option<First>,
     opts: &Options,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, ApplyError> {
-    let started = Instant::now();
-    let rec = Recorder {
-        store,
-        lock: Mutex::new(()),
-    };
-    let sem = Semaphore::new(opts.parallelism.max(1));
-    let mut report = Report::default();
-    let mut first = first;
-    drop_stale_intents(rt, &rec, first.as_ref().map(|f| &f.observation)).await?;
-    loop {
-        report.passes += 1;
-        let (plan, snapshot, obs) = match first.take() {
-            Some(f) => (f.plan, f.snapshot, f.observation),
-            None => {
-                let snapshot = rec.load()?;
-                // Passes after the first are waiting passes: keep an eye on liveness too.
-                let obs = refresh(rt, &snapshot, ctx.desired, true).await?;
-                let plan = plan::plan(Inputs {
-                    desired: ctx.desired,
-                    snapshot: &snapshot,
-                    observation: Some(&obs),
-                    now: obs.at,
-                    allow_empty: opts.allow_empty,
-                })?;
-                (plan, snapshot, obs)
-            }
-        };
-        on_event(Event::Planned {
-            pass: report.passes,
-            actions: plan.actions.len(),
-        });
-        record_probe_errors(&rec, &snapshot, &obs)?;
-        let done = execute(rt, &rec, &sem, ctx, &plan, &snapshot, &obs, on_event).await?;
-        report.actions.extend(done);
-        if report.passes == 1 {
-            record_applied(&rec, ctx, plan.actions.len(), started)?;
-        }
-        let snapshot = rec.load()?;
-        report.servers = tally(ctx.desired, &snapshot);
-        report.converged = plan.is_empty()
-            && report
-                .servers
-                .values()
-                .all(|(running, wanted)| running == wanted);
-        if !opts.wait || report.converged {
-            break;
-        }
-        let (running, wanted) = report
-            .servers
-            .values()
-            .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
-        on_event(Event::Waiting { running, wanted });
-        if started.elapsed() >= opts.timeout {
-            break;
-        }
-        // After a pass that acted without errors, look again at once: the
-        // next pass is usually the empty one that confirms convergence.
-        // Otherwise pause, at a control loop's pace; each pass re-reads the world.
-        let clean = !plan.is_empty()
-            && report
-                .actions
-                .iter()
-                .rev()
-                .take(plan.actions.len())
-                .all(|d| d.error.is_none());
-        if !clean {
-            tokio::time::sleep(
-                opts.poll
-                    .min(opts.timeout.saturating_sub(started.elapsed())),
-            )
-            .await;
+    let mut applier = Applier::new(rt, store, target, opts.clone(), on_event);
+    applier.run(first).await
+}
+
+/// The shortest pause between two passes that only a requeue asked for.
+const MIN_REQUEUE: Duration = Duration::from_millis(250);
+/// Retries of a failed pass or a failed server: 1 s doubling to 30 s.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+fn retry_after(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    (FIRST_RETRY * (1u32 << exp)).min(MAX_RETRY)
+}
+
+/// What finished beside the passes.
+enum Work {
+    Probed {
+        id: InstanceId,
+        at: Timestamp,
+        result: probes::Result,
+    },
+    Server(ServerDone),
+}
+
+type WorkFuture<'a> = Pin<Box<dyn Future<Output = Work> + Send + 'a>>;
+type Events<'a> = Pin<
+    Box<
+        dyn futures_core::Stream<Item = Result<crate::model::RuntimeEvent, RuntimeError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Why the loop woke.
+enum Trigger {
+    Work,
+    Event,
+    Timer,
+    Deadline,
+}
+
+/// Passes, and what runs beside them. See the module documentation.
+pub struct Applier<'a, R> {
+    rt: &'a R,
+    store: &'a Store,
+    target: Arc<Target>,
+    opts: Options,
+    on_event: &'a (dyn Fn(Event) + Sync),
+    sem: Arc<Semaphore>,
+    work: FuturesUnordered<WorkFuture<'a>>,
+    events: Option<Events<'a>>,
+    prober: Prober,
+    /// Servers with actions in flight.
+    busy: BTreeSet<String>,
+    /// Servers whose last actions failed: (failures in a row, not before).
+    retry: BTreeMap<String, (u32, Timestamp)>,
+    /// A pass that failed before planning: (failures in a row, not before).
+    pass_retry: Option<(u32, Timestamp)>,
+    /// The last plan's wish to be looked at again.
+    requeue_at: Option<Timestamp>,
+    converged: bool,
+    started: Instant,
+    report: Report,
+}
+
+impl<'a, R: Runtime + Sync> Applier<'a, R> {
+    pub fn new(
+        rt: &'a R,
+        store: &'a Store,
+        target: Arc<Target>,
+        opts: Options,
+        on_event: &'a (dyn Fn(Event) + Sync),
+    ) -> Self {
+        let sem = Arc::new(Semaphore::new(opts.parallelism.max(1)));
+        Applier {
+            rt,
+            store,
+            target,
+            opts,
+            on_event,
+            sem,
+            work: FuturesUnordered::new(),
+            events: None,
+            prober: Prober::default(),
+            busy: BTreeSet::new(),
+            retry: BTreeMap::new(),
+            pass_retry: None,
+            requeue_at: None,
+            converged: false,
+            started: Instant::now(),
+            report: Report::default(),
         }
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
+
+    /// Runs passes until converged (with `wait`) or until the first pass's
+    /// actions are done (without), or until the timeout. In-flight actions
+    /// are always let finish; in-flight probes are dropped.
+    pub async fn run(&mut self, first: Option<First>) -> Result<Report, ApplyError> {
+        self.started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.opts.timeout;
+        if self.opts.wait {
+            // Subscribed before the first pass, so nothing that pass causes is missed.
+            self.events = Some(Box::pin(self.rt.events()));
+        }
+        self.drop_stale_intents(first.as_ref().map(|f| &f.observation))
+            .await?;
+        self.pass(first).await?;
+        loop {
+            let done = if self.opts.wait {
+                self.converged
+            } else {
+                self.busy.is_empty()
+            };
+            if done {
+                break;
+            }
+            if let Trigger::Deadline = self.next_trigger(deadline).await {
+                break;
+            }
+            self.absorb_ready();
+            if self.opts.wait {
+                self.pass(None).await?;
+            }
+        }
+        // Let actions in flight finish: cutting them off would be safe (the
+        // intents see to that), but the next run would have to clean up.
+        while !self.busy.is_empty() {
+            match self.work.next().await {
+                Some(w) => self.absorb(w),
+                None => break,
+            }
+        }
+        let snapshot = self.store.load_async().await?;
+        self.report.servers = tally(&self.target.desired, &snapshot);
+        self.report.elapsed = self.started.elapsed();
+        self.record_history().await?;
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// One pass: observe, plan, hand out the runnable actions, schedule probes.
+    pub async fn pass(&mut self, first: Option<First>) -> Result<(), ApplyError> {
+        self.report.passes += 1;
+        let pass = self.report.passes;
+        let (snapshot, mut obs, given) = match first {
+            Some(f) => (f.snapshot, f.observation, Some(f.plan)),
+            None => {
+                let snapshot = self.store.load_async().await?;
+                match observe(self.rt, &snapshot).await {
+                    Ok(obs) => (snapshot, obs, None),
+                    Err(e) => {
+                        self.pass_failed(e.to_string());
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.pass_retry = None;
+        self.prober.fill(&snapshot, &mut obs);
+        let plan = match given {
+            Some(p) => p,
+            None => plan::plan(Inputs {
+                desired: &self.target.desired,
+                snapshot: &snapshot,
+                observation: Some(&obs),
+                now: obs.at,
+                allow_empty: self.opts.allow_empty,
+            })?,
+        };
+        self.record_target(&snapshot).await?;
+        (self.on_event)(Event::Planned {
+            pass,
+            actions: plan.runnable().count(),
+        });
+
+        let mut per_server: BTreeMap<String, (Vec<Instance>, Vec<Action>)> = BTreeMap::new();
+        for i in probe_updates(&snapshot, &obs) {
+            per_server.entry(i.server.clone()).or_default().0.push(i);
+        }
+        for a in plan.runnable() {
+            per_server
+                .entry(a.server.clone())
+                .or_default()
+                .1
+                .push(a.clone());
+        }
+        let now = Timestamp::now();
+        let snapshot = Arc::new(snapshot);
+        let obs = Arc::new(obs);
+        for (server, (updates, actions)) in per_server {
+            let resting = self.retry.get(&server).is_some_and(|(_, at)| *at > now);
+            if self.busy.contains(&server) || resting {
+                // Its next turn comes when its work finishes or its retry is due.
+                continue;
+            }
+            self.busy.insert(server.clone());
+            let exec = Exec {
+                rt: self.rt,
+                store: self.store,
+                sem: self.sem.clone(),
+                target: self.target.clone(),
+                on_event: self.on_event,
+            };
+            let work = ServerWork {
+                server,
+                updates,
+                actions,
+                snapshot: snapshot.clone(),
+                obs: obs.clone(),
+            };
+            self.work
+                .push(Box::pin(async move { Work::Server(exec.run(work).await) }));
+        }
+
+        // Liveness waits for the second pass, so that a fleet found converged
+        // costs one list call and no handshakes.
+        let liveness = self.opts.wait && pass > 1;
+        let targets = self
+            .prober
+            .schedule(&snapshot, &obs, &self.target.desired, liveness, obs.at);
+        for t in targets {
+            let rt = self.rt;
+            self.work.push(Box::pin(async move {
+                let result = probes::run(rt, &t).await;
+                Work::Probed {
+                    id: t.instance,
+                    at: Timestamp::now(),
+                    result,
+                }
+            }));
+        }
+
+        self.requeue_at = plan.requeue_at;
+        let servers = tally(&self.target.desired, &snapshot);
+        self.converged = plan.is_empty()
+            && self.busy.is_empty()
+            && servers.values().all(|(running, wanted)| running == wanted);
+        let (running, wanted) = servers
+            .values()
+            .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+        (self.on_event)(Event::Waiting { running, wanted });
+        Ok(())
+    }
+
+    /// Waits for the next reason to pass: work finishing, a runtime event,
+    /// a requeue or retry coming due, or the deadline.
+    async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
+        let wake = self.next_wake().map(|at| {
+            let wait = at.since(Timestamp::now());
+            tokio::time::Instant::now() + wait
+        });
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.min(deadline)).await,
+                None => tokio::time::sleep_until(deadline).await,
+            }
+        };
+        let events = async {
+            match self.events.as_mut() {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(w) = self.work.next(), if !self.work.is_empty() => {
+                self.absorb(w);
+                Trigger::Work
+            }
+            ev = events => {
+                match ev {
+                    Some(Ok(_)) => {}
+                    // The stream broke (the daemon restarted, say): carry on
+                    // with timers alone; every pass still looks for itself.
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "runtime events stream failed");
+                        self.events = None;
+                    }
+                    None => self.events = None,
+                }
+                Trigger::Event
+            }
+            () = sleep => {
+                if tokio::time::Instant::now() >= deadline {
+                    Trigger::Deadline
+                } else {
+                    Trigger::Timer
+                }
+            }
+        }
+    }
+
+    /// When a pass is next due with nothing else happening.
+    fn next_wake(&self) -> Option<Timestamp> {
+        let now = Timestamp::now();
+        let requeue = self.requeue_at.map(|at| at.max(now.plus(MIN_REQUEUE)));
+        [
+            requeue,
+            self.prober.next_due(),
+            self.pass_retry.map(|(_, at)| at),
+            self.retry.values().map(|(_, at)| *at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Takes in whatever else has finished or arrived meanwhile, so that one
+    /// pass answers a burst.
+    fn absorb_ready(&mut self) {
+        while let Some(Some(w)) = self.work.next().now_or_never() {
+            self.absorb(w);
+        }
+        if let Some(stream) = self.events.as_mut() {
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+        }
+    }
+
+    fn absorb(&mut self, work: Work) {
+        match work {
+            Work::Probed { id, at, result } => self.prober.finished(id, at, result),
+            Work::Server(done) => {
+                self.busy.remove(&done.server);
+                match done.failed {
+                    Some(error) => {
+                        let failures = self.retry.get(&done.server).map_or(0, |r| r.0) + 1;
+                        let after = retry_after(failures);
+                        self.retry.insert(
+                            done.server.clone(),
+                            (failures, Timestamp::now().plus(after)),
+                        );
+                        (self.on_event)(Event::Retrying {
+                            what: format!("server {}", done.server),
+                            error,
+                            after,
+                        });
+                    }
+                    None => {
+                        self.retry.remove(&done.server);
+                    }
+                }
+                self.report.actions.extend(done.done);
+            }
+        }
+    }
+
+    fn pass_failed(&mut self, error: String) {
+        let failures = self.pass_retry.map_or(0, |r| r.0) + 1;
+        let after = retry_after(failures);
+        self.pass_retry = Some((failures, Timestamp::now().plus(after)));
+        self.converged = false;
+        self.report.errors.push(error.clone());
+        (self.on_event)(Event::Retrying {
+            what: "refresh".into(),
+            error,
+            after,
+        });
+    }
+
+    /// Intents whose unit never appeared: the process died before the
+    /// runtime call. Nothing exists to adopt or remove, so the intent is
+    /// simply dropped.
+    async fn drop_stale_intents(&self, observed: Option<&Observation>) -> Result<(), ApplyError> {
+        let snapshot = self.store.load_async().await?;
+        if snapshot.intents.is_empty() {
+            return Ok(());
+        }
+        let units: BTreeSet<InstanceId> = match observed {
+            Some(o) => o.units.keys().cloned().collect(),
+            None => self
+                .rt
+                .observe()
+                .await?
+                .into_iter()
+                .map(|u| u.instance)
+                .collect(),
+        };
+        let stale: Vec<InstanceId> = snapshot
+            .intents
+            .values()
+            .filter(|i| i.op == IntentOp::Create)
+            .filter(|i| {
+                !snapshot.instances.contains_key(&i.instance) && !units.contains(&i.instance)
+            })
+            .map(|i| i.instance.clone())
+            .collect();
+        if !stale.is_empty() {
+            self.store
+                .update_async(move |tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the target as applied where the snapshot says otherwise: each
+    /// server's spec (keeping the one it replaces, for the diffs of a rolling
+    /// replace still under way) and the source revision; and forgets servers
+    /// gone from the source once nothing of theirs is left.
+    async fn record_target(&self, snapshot: &Snapshot) -> Result<(), StateError> {
+        let now = Timestamp::now();
+        let mut put: Vec<(String, AppliedSpec)> = Vec::new();
+        for d in &self.target.desired {
+            let old = snapshot.servers.get(&d.name);
+            let same = old.is_some_and(|o| {
+                o.hash == d.canonical.hash
+                    && o.canonical == d.canonical.yaml
+                    && o.replicas == d.replicas
+            });
+            if same {
+                continue;
+            }
+            let previous = match old {
+                Some(o) if o.hash != d.canonical.hash => Some(PreviousSpec {
+                    hash: o.hash.clone(),
+                    canonical: o.canonical.clone(),
+                }),
+                Some(o) => o.previous.clone(),
+                None => None,
+            };
+            put.push((
+                d.name.clone(),
+                AppliedSpec {
+                    hash: d.canonical.hash.clone(),
+                    canonical: d.canonical.yaml.clone(),
+                    replicas: d.replicas,
+                    applied_at: now,
+                    previous,
+                },
+            ));
+        }
+        let revision = (snapshot.revision.as_deref() != Some(&self.target.source.revision))
+            .then(|| self.target.source.revision.clone());
+        let gone: Vec<String> = snapshot
+            .servers
+            .keys()
+            .filter(|name| !self.target.desired.iter().any(|d| &d.name == *name))
+            .filter(|name| !snapshot.instances.values().any(|i| &i.server == *name))
+            .cloned()
+            .collect();
+        if put.is_empty() && revision.is_none() && gone.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .update_async(move |tx| {
+                for (name, spec) in &put {
+                    tx.put_server(name, spec)?;
+                }
+                if let Some(r) = &revision {
+                    tx.set_revision(r)?;
+                }
+                gone.iter().try_for_each(|n| tx.remove_server(n))
+            })
+            .await
+    }
+
+    async fn record_history(&self) -> Result<(), StateError> {
+        let failed = self
+            .report
+            .actions
+            .iter()
+            .filter(|d| d.error.is_some())
+            .count();
+        let how = if !self.opts.wait {
+            "done"
+        } else if self.report.servers.values().all(|(r, w)| r == w) && self.converged {
+            "converged"
+        } else {
+            "not converged"
+        };
+        let mut outcome = format!(
+            "{}: {how} in {} ms",
+            self.opts.command,
+            self.report.elapsed.as_millis()
+        );
+        if failed > 0 {
+            outcome.push_str(&format!(", {failed} failed"));
+        }
+        let entry = HistoryEntry {
+            at: Timestamp::now(),
+            revision: self.target.source.revision.clone(),
+            source: self.target.source.location.clone(),
+            actions: self.report.actions.len(),
+            outcome,
+        };
+        self.store
+            .update_async(move |tx| tx.push_history(&entry))
+            .await
+    }
 }
 
 /// RUNNING instances with the wanted hash, per server, against replicas.
@@ -260,47 +683,13 @@ pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usiz
     out
 }
 
-/// Intents whose unit never appeared: the process died before the runtime
-/// call. Nothing exists to adopt or remove, so the intent is simply dropped.
-async fn drop_stale_intents<R: Runtime>(
-    rt: &R,
-    rec: &Recorder<'_>,
-    observed: Option<&Observation>,
-) -> Result<(), ApplyError> {
-    let snapshot = rec.load()?;
-    if snapshot.intents.is_empty() {
-        return Ok(());
-    }
-    let units = match observed {
-        Some(o) => o.units.values().cloned().collect(),
-        None => rt.observe(None).await?,
-    };
-    let stale: Vec<InstanceId> = snapshot
-        .intents
-        .values()
-        .filter(|i| i.op == IntentOp::Create)
-        .filter(|i| {
-            !snapshot.instances.contains_key(&i.instance)
-                && !units.iter().any(|u| u.instance == i.instance)
-        })
-        .map(|i| i.instance.clone())
-        .collect();
-    if !stale.is_empty() {
-        rec.update(|tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))?;
-    }
-    Ok(())
-}
-
-/// Keeps each STARTING instance's reason current with its latest failed
-/// handshake, so `get` and `describe` say why it is not ready yet. Not a
-/// transition: the status is unchanged, so the history is left alone.
-fn record_probe_errors(
-    rec: &Recorder<'_>,
-    snapshot: &Snapshot,
-    obs: &Observation,
-) -> Result<(), StateError> {
-    let now = obs.at;
-    let changed: Vec<Instance> = snapshot
+/// The instance records that fresh probe results change without a status
+/// change: a STARTING instance's reason becomes its latest failed
+/// handshake (so `get` says why it is not ready yet), and a RUNNING one
+/// counts liveness failures in a row (so the planner can tell a blip from
+/// an outage). Not transitions: the history is left alone.
+fn probe_updates(snapshot: &Snapshot, obs: &Observation) -> Vec<Instance> {
+    snapshot
         .instances
         .values()
         .filter_map(|i| {
@@ -310,585 +699,21 @@ fn record_probe_errors(
                 (Status::Starting, Probe::NotReady(why)) if *why != i.reason => {
                     i.reason = why.clone()
                 }
-                // A liveness result: count failures in a row, so the planner can
-                // tell a blip from an outage.
                 (Status::Running, Probe::Ready(_)) => {
                     i.liveness = Liveness {
                         failures: 0,
-                        checked_at: now,
+                        checked_at: obs.at,
                     }
                 }
                 (Status::Running, Probe::NotReady(_)) => {
                     i.liveness = Liveness {
                         failures: i.liveness.failures + 1,
-                        checked_at: now,
+                        checked_at: obs.at,
                     }
                 }
                 _ => return None,
             }
             Some(i)
         })
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    rec.update(|tx| changed.iter().try_for_each(|i| tx.put_instance(i)))
-}
-
-fn record_applied(
-    rec: &Recorder<'_>,
-    ctx: &Context<'_>,
-    actions: usize,
-    started: Instant,
-) -> Result<(), StateError> {
-    let now = Timestamp::now();
-    rec.update(|tx| {
-        for d in ctx.desired {
-            tx.put_server(
-                &d.name,
-                &AppliedSpec {
-                    hash: d.canonical.hash.clone(),
-                    canonical: d.canonical.yaml.clone(),
-                    replicas: d.replicas,
-                    applied_at: now,
-                },
-            )?;
-        }
-        tx.set_revision(&ctx.source.revision)?;
-        tx.push_history(&HistoryEntry {
-            at: now,
-            revision: ctx.source.revision.clone(),
-            source: ctx.source.location.clone(),
-            actions,
-            outcome: format!("{} ({} ms)", ctx.command, started.elapsed().as_millis()),
-        })
-    })?;
-    // Servers gone from the source: forget their record once nothing of theirs is left.
-    let snapshot = rec.load()?;
-    let gone: Vec<String> = snapshot
-        .servers
-        .keys()
-        .filter(|name| !ctx.desired.iter().any(|d| &d.name == *name))
-        .filter(|name| !snapshot.instances.values().any(|i| &i.server == *name))
-        .cloned()
-        .collect();
-    if !gone.is_empty() {
-        rec.update(|tx| gone.iter().try_for_each(|n| tx.remove_server(n)))?;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn execute<R: Runtime + Sync>(
-    rt: &R,
-    rec: &Recorder<'_>,
-    sem: &Semaphore,
-    ctx: &Context<'_>,
-    plan: &Plan,
-    snapshot: &Snapshot,
-    obs: &Observation,
-    on_event: &(dyn Fn(Event) + Sync),
-) -> Result<Vec<Done>, ApplyError> {
-    let mut by_server: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
-    for a in &plan.actions {
-        by_server.entry(a.server.as_str()).or_default().push(a);
-    }
-    let exec = Exec {
-        rt,
-        rec,
-        sem,
-        ctx,
-        snapshot,
-        obs,
-        on_event,
-    };
-    let per_server = by_server.into_values().map(|actions| exec.server(actions));
-    let results = futures_util::future::join_all(per_server).await;
-    let mut done = Vec::new();
-    for r in results {
-        done.extend(r?);
-    }
-    Ok(done)
-}
-
-/// How one action ended: a state error aborts the apply; a runtime failure
-/// (`Err(reason)`) is recorded on the action and the rest carry on.
-type Step = Result<Result<Option<InstanceId>, String>, StateError>;
-
-struct Exec<'a, 'c, R> {
-    rt: &'a R,
-    rec: &'a Recorder<'a>,
-    sem: &'a Semaphore,
-    ctx: &'a Context<'c>,
-    snapshot: &'a Snapshot,
-    obs: &'a Observation,
-    on_event: &'a (dyn Fn(Event) + Sync),
-}
-
-impl<R: Runtime + Sync> Exec<'_, '_, R> {
-    /// One server's actions: statuses first, then removals and starts in
-    /// parallel, then replaces one at a time. A state error aborts; a runtime
-    /// error is recorded on its action and the rest carry on.
-    async fn server(&self, actions: Vec<&Action>) -> Result<Vec<Done>, ApplyError> {
-        let mut done = Vec::new();
-        for a in actions.iter().filter(|a| {
-            matches!(
-                a.kind,
-                ActionKind::Adopt | ActionKind::Promote | ActionKind::Demote | ActionKind::Fail
-            )
-        }) {
-            done.push(self.timed(a, self.status(a)).await?);
-        }
-        for kind in [ActionKind::Remove, ActionKind::Start] {
-            let batch = actions
-                .iter()
-                .filter(|a| a.kind == kind)
-                .map(|a| self.timed(a, self.one(a)));
-            for r in futures_util::future::join_all(batch).await {
-                done.push(r?);
-            }
-        }
-        for a in actions.iter().filter(|a| a.kind == ActionKind::Replace) {
-            done.push(self.timed(a, self.replace(a)).await?);
-        }
-        Ok(done)
-    }
-
-    async fn timed(
-        &self,
-        a: &Action,
-        f: impl std::future::Future<Output = Step>,
-    ) -> Result<Done, ApplyError> {
-        (self.on_event)(Event::Started { action: a.clone() });
-        let t = Instant::now();
-        let r = f.await?;
-        let (created, error) = match r {
-            Ok(c) => (c, None),
-            Err(e) => (None, Some(e)),
-        };
-        let elapsed = t.elapsed();
-        (self.on_event)(Event::Finished {
-            action: a.clone(),
-            instance: created.clone(),
-            error: error.clone(),
-            elapsed,
-        });
-        Ok(Done {
-            action: a.clone(),
-            created,
-            error,
-            elapsed_ms: elapsed.as_millis() as u64,
-        })
-    }
-
-    async fn one(&self, a: &Action) -> Step {
-        match a.kind {
-            ActionKind::Start => self.start(&a.server).await,
-            _ => self.remove(a).await.map(|r| r.map(|()| None)),
-        }
-    }
-
-    /// Status changes touch only the state.
-    async fn status(&self, a: &Action) -> Step {
-        let Some(id) = &a.instance else {
-            return Ok(Ok(None));
-        };
-        let now = Timestamp::now();
-        let unit = self.obs.units.get(id);
-        if a.kind == ActionKind::Adopt {
-            let Some(unit) = unit else {
-                return Ok(Err("unit vanished before adoption".into()));
-            };
-            let mut inst = Instance::starting(
-                id.clone(),
-                &unit.server,
-                unit.spec_hash.clone(),
-                &a.reason,
-                now,
-            );
-            inst.handle = unit.handle.clone();
-            inst.endpoint = unit.endpoint.clone().unwrap_or_default();
-            inst.restarts = unit.restarts;
-            self.rec.update(|tx| {
-                tx.put_instance(&inst)?;
-                tx.clear_intent(id)
-            })?;
-            return Ok(Ok(None));
-        }
-        let Some(mut inst) = self.snapshot.instances.get(id).cloned() else {
-            return Ok(Err("instance vanished from the state".into()));
-        };
-        let status = match a.kind {
-            ActionKind::Promote => Status::Running,
-            ActionKind::Demote => Status::Starting,
-            _ => Status::Error,
-        };
-        inst.transition(status, a.reason.clone(), now);
-        if let Some(u) = unit {
-            inst.restarts = u.restarts;
-        }
-        if status == Status::Running {
-            inst.mcp = self.obs.identities.get(id).cloned();
-        }
-        // Every status change starts liveness counting afresh.
-        inst.liveness = Liveness {
-            failures: 0,
-            checked_at: now,
-        };
-        // Only a crash starts a back-off; a unit removed out of band is
-        // replaced at once (the plan already holds the replacement).
-        let crashed = unit.is_some() || inst.handle.is_empty();
-        let backoff = (status == Status::Error && crashed).then(|| {
-            let failures = self
-                .snapshot
-                .backoff
-                .get(&a.server)
-                .map_or(0, |b| b.failures)
-                + 1;
-            Backoff {
-                failures,
-                until: now.plus(backoff_delay(failures)),
-                reason: a.reason.clone(),
-            }
-        });
-        self.rec.update(|tx| {
-            tx.put_instance(&inst)?;
-            match &backoff {
-                Some(b) => tx.put_backoff(&a.server, b),
-                // A promotion proves the server can run: forgive past failures.
-                None if status == Status::Running => tx.clear_backoff(&a.server),
-                None => Ok(()),
-            }
-        })?;
-        Ok(Ok(None))
-    }
-
-    async fn remove(&self, a: &Action) -> Result<Result<(), String>, StateError> {
-        let Some(id) = &a.instance else {
-            return Ok(Ok(()));
-        };
-        let known = self.snapshot.instances.get(id);
-        let handle = known
-            .map(|i| i.handle.clone())
-            .or_else(|| self.obs.units.get(id).map(|u| u.handle.clone()));
-        let hash = known
-            .map(|i| i.spec_hash.clone())
-            .or_else(|| self.obs.units.get(id).map(|u| u.spec_hash.clone()));
-        if let (Some(i), Some(hash)) = (known, &hash) {
-            self.rec.update(|tx| {
-                tx.put_intent(&Intent {
-                    instance: id.clone(),
-                    server: i.server.clone(),
-                    spec_hash: hash.clone(),
-                    op: IntentOp::Remove,
-                    at: Timestamp::now(),
-                })
-            })?;
-        }
-        if let Some(handle) = handle.filter(|h| !h.is_empty()) {
-            let _permit = self.sem.acquire().await;
-            if let Err(e) = self.rt.remove(&handle).await {
-                return Ok(Err(e.to_string()));
-            }
-        }
-        self.rec.update(|tx| {
-            tx.remove_instance(id)?;
-            tx.clear_intent(id)
-        })?;
-        Ok(Ok(()))
-    }
-
-    /// Starts one instance of `server`. A runtime failure becomes an ERROR
-    /// instance carrying the engine's message, and starts the back-off.
-    async fn start(&self, server: &str) -> Step {
-        let Some((spec, d)) = self.spec(server) else {
-            return Ok(Err(format!("server {server} is not in the source")));
-        };
-        let now = Timestamp::now();
-        let id = InstanceId::generate(now);
-        if let crate::spec::Workload::External(e) = &spec.spec.workload {
-            let mut inst = Instance::starting(
-                id.clone(),
-                server,
-                d.canonical.hash.clone(),
-                "external server",
-                now,
-            );
-            inst.endpoint = e.url.clone();
-            self.rec.update(|tx| tx.put_instance(&inst))?;
-            return Ok(Ok(Some(id)));
-        }
-        let req = create::request(spec, &d.canonical.hash, &id, self.ctx.secrets);
-        self.rec.update(|tx| {
-            tx.put_intent(&Intent {
-                instance: id.clone(),
-                server: server.to_owned(),
-                spec_hash: d.canonical.hash.clone(),
-                op: IntentOp::Create,
-                at: now,
-            })
-        })?;
-        let created = {
-            let _permit = self.sem.acquire().await;
-            self.rt.create(&req).await
-        };
-        // Created when asked for, at its id's time: scale-down goes by
-        // (created_at, id), so that order is the order of the ids.
-        let mut inst =
-            Instance::starting(id.clone(), server, d.canonical.hash.clone(), "created", now);
-        let now = Timestamp::now();
-        match created {
-            Ok(c) => {
-                inst.handle = c.handle;
-                inst.endpoint = c.endpoint;
-                self.rec.update(|tx| {
-                    tx.put_instance(&inst)?;
-                    tx.clear_intent(&id)
-                })?;
-                Ok(Ok(Some(id)))
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                inst.transition(Status::Error, reason.clone(), now);
-                let failures = self.snapshot.backoff.get(server).map_or(0, |b| b.failures) + 1;
-                let backoff = Backoff {
-                    failures,
-                    until: now.plus(backoff_delay(failures)),
-                    reason: reason.clone(),
-                };
-                self.rec.update(|tx| {
-                    tx.put_instance(&inst)?;
-                    tx.put_backoff(server, &backoff)?;
-                    tx.clear_intent(&id)
-                })?;
-                Ok(Err(reason))
-            }
-        }
-    }
-
-    /// Rolling: the new instance must be RUNNING before the old one goes.
-    async fn replace(&self, a: &Action) -> Step {
-        let new = match self.start(&a.server).await? {
-            Ok(Some(id)) => id,
-            Ok(None) => return Ok(Err("no instance was started".into())),
-            Err(e) => return Ok(Err(format!("new instance failed, old one kept: {e}"))),
-        };
-        let timeout = self
-            .spec(&a.server)
-            .map_or(Duration::from_secs(60), |(_, d)| d.readiness_timeout);
-        match self.await_ready(&new, timeout).await? {
-            Ok(()) => {}
-            Err(why) => {
-                return Ok(Err(format!(
-                    "new instance {new} not ready, old one kept: {why}"
-                )));
-            }
-        }
-        match self.remove(a).await? {
-            Ok(()) => Ok(Ok(Some(new))),
-            Err(e) => Ok(Err(e)),
-        }
-    }
-
-    /// Polls the new instance's readiness until it passes (promote) or fails.
-    async fn await_ready(
-        &self,
-        id: &InstanceId,
-        timeout: Duration,
-    ) -> Result<Result<(), String>, StateError> {
-        let snapshot = self.rec.load()?;
-        let Some(mut inst) = snapshot.instances.get(id).cloned() else {
-            return Ok(Err("instance vanished".into()));
-        };
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(100);
-        let mut last: String;
-        loop {
-            let mut unit = Unit::of(&inst);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt =
-                crate::runtime::ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
-            let ready = if inst.handle.is_empty() {
-                probe::readiness(self.rt, Target::External(&inst.endpoint), attempt).await
-            } else {
-                let exists = match self.rt.inspect(&mut unit).await {
-                    Ok(e) => e,
-                    Err(e) => return Ok(Err(e.to_string())),
-                };
-                if !exists {
-                    return self.fail_new(&mut inst, "container not found".into()).await;
-                }
-                if matches!(unit.state, UnitState::Exited(_) | UnitState::Dead) {
-                    let log = unit
-                        .last_log
-                        .as_deref()
-                        .map(|l| format!(": {l}"))
-                        .unwrap_or_default();
-                    return self
-                        .fail_new(&mut inst, format!("{}{log}", unit.state.describe()))
-                        .await;
-                }
-                probe::readiness(self.rt, Target::Unit(&unit), attempt).await
-            };
-            match ready.probe {
-                Probe::Ready(how) => {
-                    inst.transition(Status::Running, format!("ready: {how}"), Timestamp::now());
-                    inst.restarts = unit.restarts;
-                    inst.mcp = ready.identity;
-                    inst.liveness = Liveness {
-                        failures: 0,
-                        checked_at: Timestamp::now(),
-                    };
-                    let server = inst.server.clone();
-                    self.rec.update(|tx| {
-                        tx.put_instance(&inst)?;
-                        tx.clear_backoff(&server)
-                    })?;
-                    return Ok(Ok(()));
-                }
-                Probe::NotReady(why) => last = why,
-            }
-            if Instant::now() >= deadline {
-                let why = format!(
-                    "not ready after {}: {last}",
-                    crate::time::short_duration(timeout)
-                );
-                return self.fail_new(&mut inst, why).await;
-            }
-            // Readiness polling with back-off, bounded by the readiness timeout.
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    async fn fail_new(
-        &self,
-        inst: &mut Instance,
-        why: String,
-    ) -> Result<Result<(), String>, StateError> {
-        let now = Timestamp::now();
-        inst.transition(Status::Error, why.clone(), now);
-        let failures = self
-            .snapshot
-            .backoff
-            .get(&inst.server)
-            .map_or(0, |b| b.failures)
-            + 1;
-        let b = Backoff {
-            failures,
-            until: now.plus(backoff_delay(failures)),
-            reason: why.clone(),
-        };
-        let server = inst.server.clone();
-        self.rec.update(|tx| {
-            tx.put_instance(inst)?;
-            tx.put_backoff(&server, &b)
-        })?;
-        Ok(Err(why))
-    }
-
-    fn spec(&self, server: &str) -> Option<(&Server, &Desired)> {
-        let s = self.ctx.servers.iter().find(|s| s.name == server)?;
-        let d = self.ctx.desired.iter().find(|d| d.name == server)?;
-        Some((s, d))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::fake::FakeRuntime;
-    use crate::source::{SourceFile, SourceInfo};
-
-    /// Apply against the in-memory fake: starts are recorded with their
-    /// handles, a second apply finds nothing to start, and removing the
-    /// server from the source removes its units.
-    #[tokio::test]
-    async fn apply_records_what_it_does_in_the_fake_world() {
-        let yaml = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: alpha}\nspec: {replicas: 2, image: img}\n";
-        let servers = crate::spec::load(&[SourceFile {
-            path: "a.yaml".into(),
-            text: yaml.into(),
-        }])
-        .expect("valid");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::new(dir.path().join("state.redb"));
-        let secrets = Secrets::default();
-        let desired = Desired::from_servers(
-            &servers,
-            &secrets.digests(&store.digest_key().expect("key")),
-        );
-        let source = SourceInfo {
-            kind: "dir".into(),
-            location: "a.yaml".into(),
-            revision: "r1".into(),
-        };
-        let ctx = Context {
-            servers: &servers,
-            secrets: &secrets,
-            desired: &desired,
-            source: &source,
-            command: "test",
-        };
-        // The fake's units do not speak MCP, so this apply cannot wait for readiness.
-        let opts = Options {
-            wait: false,
-            ..Options::default()
-        };
-        let rt = FakeRuntime::new();
-
-        let report = apply(&rt, &store, &ctx, None, &opts, &|_| {})
-            .await
-            .expect("apply");
-        assert_eq!(
-            report
-                .actions
-                .iter()
-                .filter(|d| d.action.kind == ActionKind::Start && d.error.is_none())
-                .count(),
-            2
-        );
-        let snapshot = store.load().expect("load");
-        assert_eq!(snapshot.instances.len(), 2);
-        assert!(
-            snapshot.intents.is_empty(),
-            "every intent is cleared after its result"
-        );
-        assert_eq!(snapshot.revision.as_deref(), Some("r1"));
-        let units = rt.units().clone();
-        for inst in snapshot.instances.values() {
-            assert_eq!(units[&inst.id].handle, inst.handle);
-        }
-
-        let report = apply(&rt, &store, &ctx, None, &opts, &|_| {})
-            .await
-            .expect("apply");
-        assert!(
-            report
-                .actions
-                .iter()
-                .all(|d| d.action.kind != ActionKind::Start),
-            "{:?}",
-            report.actions
-        );
-
-        let none: Vec<Desired> = Vec::new();
-        let ctx = Context {
-            desired: &none,
-            servers: &[],
-            ..ctx
-        };
-        let opts = Options {
-            allow_empty: true,
-            ..opts
-        };
-        apply(&rt, &store, &ctx, None, &opts, &|_| {})
-            .await
-            .expect("apply");
-        assert!(
-            rt.units().is_empty(),
-            "pruned units are removed from the runtime"
-        );
-        assert!(store.load().expect("load").instances.is_empty());
-    }
+        .collect()
 }

@@ -2,9 +2,9 @@
 //! the plan out, and by default wait for convergence.
 
 use super::{Format, Global, Outcome};
-use crate::apply::{self, Context, Event, Options, Report};
+use crate::apply::{self, Event, Options, Report, Target};
+use crate::model::short_duration;
 use crate::plan::{ActionKind, SavedPlan};
-use crate::time::short_duration;
 use miette::{IntoDiagnostic, miette};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +88,7 @@ fn staleness(saved: &SavedPlan, p: &super::plan::Planned) -> Vec<String> {
     let fp = p
         .observation
         .as_ref()
-        .map(crate::runtime::Observation::fingerprint);
+        .map(crate::model::Observation::fingerprint);
     if saved.observation.is_some() && saved.observation != fp {
         changed.push(
             "the runtime changed (containers started, stopped or restarted outside this plan)"
@@ -118,19 +118,18 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let Some(rt) = &p.runtime else {
         return Err(miette!("no runtime was connected"));
     };
-    let ctx = Context {
-        servers: &p.servers,
-        secrets: &p.secrets,
-        desired: &p.desired,
-        source: &p.source.info,
-        command: "apply",
-    };
+    let target = std::sync::Arc::new(Target {
+        servers: p.servers,
+        secrets: p.secrets,
+        desired: p.desired,
+        source: p.source.info,
+    });
     let opts = Options {
         parallelism: args.parallelism,
         wait: !args.no_wait,
         timeout: args.timeout,
         allow_empty: args.allow_empty,
-        ..Options::default()
+        command: "apply".into(),
     };
     let progress = Progress::new(args.output == Format::Text);
     let first = p.observation.map(|observation| apply::First {
@@ -138,10 +137,10 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         snapshot: p.snapshot,
         observation,
     });
-    let report = apply::apply(rt, &p.store, &ctx, first, &opts, &|e| progress.event(e)).await?;
+    let report = apply::apply(rt, &p.store, target, first, &opts, &|e| progress.event(e)).await?;
     progress.finish();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
-    let snapshot = p.store.load()?;
+    let snapshot = p.store.load_async().await?;
     match args.output {
         Format::Json => {
             let servers: serde_json::Map<String, serde_json::Value> = report
@@ -220,11 +219,11 @@ fn summary(report: &Report, wait: bool) -> String {
 
 fn not_converged(
     report: &Report,
-    snapshot: &crate::state::Snapshot,
+    snapshot: &crate::model::Snapshot,
     wait: bool,
     timeout: Duration,
 ) -> String {
-    let now = crate::time::Timestamp::now();
+    let now = crate::model::Timestamp::now();
     let mut parts = Vec::new();
     for (name, (running, wanted)) in &report.servers {
         if running == wanted {
@@ -234,7 +233,7 @@ fn not_converged(
         if let Some(left) = snapshot.backoff_left(name, now) {
             why.push_str(&format!(" ({left}: {})", snapshot.backoff[name].reason));
         } else if let Some(i) = snapshot.instances.values().find(|i| {
-            &i.server == name && !i.reason.is_empty() && i.status != crate::state::Status::Running
+            &i.server == name && !i.reason.is_empty() && i.status != crate::model::Status::Running
         }) {
             why.push_str(&format!(" ({}: {})", i.status.as_str(), i.reason));
         }
@@ -323,6 +322,12 @@ impl Progress {
                 if let Some(bar) = &self.bar {
                     bar.set_message(format!("waiting: {running}/{wanted} RUNNING"))
                 }
+            }
+            Event::Retrying { what, error, after } => {
+                self.line(format!(
+                    "  {what} failed, retrying in {}: {error}",
+                    short_duration(after)
+                ));
             }
         }
     }

@@ -7,7 +7,11 @@ use crate::runtime::{AnyRuntime, RuntimeError};
 pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
     match global.runtime {
         RuntimeKind::Docker => Ok(AnyRuntime::Docker(
-            DockerRuntime::connect(DockerConfig::from_env(&global.scope)).await?,
+            DockerRuntime::connect(DockerConfig::from_env(
+                &global.scope,
+                crate::runtime::runners_from_env(),
+            ))
+            .await?,
         )),
         RuntimeKind::Kubernetes => Err(RuntimeError::Unavailable {
             runtime: "kubernetes",

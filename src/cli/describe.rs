@@ -1,9 +1,9 @@
 //! `mcpctl describe instance ID`: everything known about one instance.
 
 use super::{Global, Outcome};
+use crate::model::{Timestamp, short_duration};
 use crate::runtime::Runtime;
 use crate::state::Store;
-use crate::time::{Timestamp, short_duration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum What {
@@ -45,11 +45,10 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     field(
         &mut out,
         "Endpoint",
-        if inst.endpoint.is_empty() {
-            "-"
-        } else {
-            &inst.endpoint
-        },
+        &inst
+            .endpoint
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |e| e.to_string()),
     );
     field(
         &mut out,
@@ -112,11 +111,14 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::state::Instance) -> String {
-    let mut unit = crate::runtime::Unit::of(inst);
-    match rt.inspect(&mut unit).await {
-        Ok(true) => {
-            let mut s = format!("{}, restarts {}", unit.state.describe(), unit.restarts);
+async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::model::Instance) -> String {
+    match rt.inspect(&inst.handle).await {
+        Ok(Some(unit)) => {
+            let mut s = format!(
+                "{}, restarts {}",
+                unit.state.describe(),
+                unit.restarts.unwrap_or(0)
+            );
             if let Some(c) = unit.exit_code {
                 s.push_str(&format!(", last exit {c}"));
             }
@@ -125,7 +127,7 @@ async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::state::I
             }
             s
         }
-        Ok(false) => "not found".into(),
+        Ok(None) => "not found".into(),
         Err(e) => format!("unknown ({e})"),
     }
 }

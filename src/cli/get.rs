@@ -2,8 +2,9 @@
 //! YAML. Reads only the state, so it works while an applier runs.
 
 use super::{Global, Outcome};
-use crate::state::{Instance, Snapshot, Status, Store};
-use crate::time::{Timestamp, short_duration};
+use crate::model::{Instance, Snapshot, Status};
+use crate::model::{Timestamp, short_duration};
+use crate::state::Store;
 use miette::IntoDiagnostic;
 use serde::Serialize;
 
@@ -41,7 +42,7 @@ pub struct InstanceRow {
     pub spec_hash: String,
     pub transitioned_at: String,
     /// The MCP identity the instance proved in its last handshake.
-    pub mcp: Option<crate::state::McpIdentity>,
+    pub mcp: Option<crate::model::McpIdentity>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,7 +74,11 @@ pub fn instance_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<InstanceRow> {
             server: i.server.clone(),
             status: i.status.as_str(),
             reason: reason(i, snapshot, now),
-            endpoint: i.endpoint.clone(),
+            endpoint: i
+                .endpoint
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
             restarts: i.restarts,
             created_at: i.created_at.rfc3339(),
             spec_hash: i.spec_hash.to_string(),
@@ -162,7 +167,7 @@ fn instances_table(snapshot: &Snapshot, rows: &[InstanceRow], now: Timestamp) ->
         .map(|r| {
             let age = snapshot
                 .instances
-                .get(&crate::state::InstanceId(r.id.clone()))
+                .get(&crate::model::InstanceId(r.id.clone()))
                 .map(|i| short_duration(now.since(i.created_at)))
                 .unwrap_or_default();
             vec![

@@ -2,8 +2,9 @@
 //! a server, each line prefixed by its instance when there are several.
 
 use super::{Global, Outcome};
+use crate::model::{Instance, Snapshot};
 use crate::runtime::Runtime;
-use crate::state::{Instance, Snapshot, Store};
+use crate::state::Store;
 use miette::miette;
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +61,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             } else {
                 String::new()
             };
-            let mut print = |line: String| println!("{tag}{line}");
+            let mut print = |line: crate::runtime::LogLine| println!("{tag}{}", line.text);
             rt.logs(&inst.handle, args.tail, args.follow, &mut print)
                 .await
         }

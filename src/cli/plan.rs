@@ -2,11 +2,10 @@
 //! and print (or save) the plan.
 
 use super::{Format, Global, Outcome};
+use crate::model::{Observation, Timestamp};
 use crate::plan::{self, Desired, Inputs, SavedPlan};
-use crate::runtime::Observation;
 use crate::secrets::Resolver;
 use crate::state::Store;
-use crate::time::Timestamp;
 use miette::{Context, IntoDiagnostic};
 use std::path::PathBuf;
 
@@ -38,7 +37,7 @@ pub struct Planned {
     pub servers: Vec<crate::spec::Server>,
     pub secrets: crate::secrets::Secrets,
     pub desired: Vec<Desired>,
-    pub snapshot: crate::state::Snapshot,
+    pub snapshot: crate::model::Snapshot,
     pub observation: Option<Observation>,
     pub plan: plan::Plan,
     /// The runtime that was observed, kept for apply.
@@ -57,9 +56,10 @@ pub async fn make(
     let (source, servers) = super::load_source(paths)?;
     let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
     let store = Store::new(global.state_path());
-    let key = store.digest_key()?;
-    let desired = Desired::from_servers(&servers, &secrets.digests(&key));
-    let snapshot = store.load()?;
+    let key = store.digest_key_async().await?;
+    let runners = crate::runtime::runners_from_env();
+    let desired = Desired::from_servers(&servers, &secrets.digests(&key), &runners);
+    let snapshot = store.load_async().await?;
     let (runtime, observation) = if refresh {
         let (rt, obs) = super::refresh::observe(global, &snapshot, &desired).await?;
         (Some(rt), Some(obs))

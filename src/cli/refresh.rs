@@ -1,9 +1,9 @@
-//! The refresh step as the CLI runs it: connect, then observe.
+//! The refresh step as the CLI runs it: connect, then observe and probe.
 
 use super::Global;
+use crate::model::{Observation, Snapshot};
 use crate::plan::Desired;
-use crate::runtime::{AnyRuntime, Observation};
-use crate::state::Snapshot;
+use crate::runtime::AnyRuntime;
 
 pub async fn observe(
     global: &Global,
@@ -11,6 +11,6 @@ pub async fn observe(
     desired: &[Desired],
 ) -> miette::Result<(AnyRuntime, Observation)> {
     let rt = super::connect::runtime(global).await?;
-    let obs = crate::runtime::refresh(&rt, snapshot, desired, false).await?;
+    let obs = crate::apply::refresh(&rt, snapshot, desired, false).await?;
     Ok((rt, obs))
 }

@@ -13,10 +13,11 @@ mod tests;
 pub use render::{PlanJson, render_json, render_text, summary_line};
 pub use saved::SavedPlan;
 
-use crate::runtime::{Observation, Probe, Unit, UnitState};
-use crate::spec::{Canonical, SecretDigests, Server, SpecHash};
-use crate::state::{Instance, InstanceId, Snapshot, Status};
-use crate::time::{Timestamp, short_duration};
+use crate::model::{
+    Instance, InstanceId, IntentOp, Observation, Probe, Runners, Snapshot, SpecHash, Status,
+    Timestamp, Unit, UnitState, short_duration,
+};
+use crate::spec::{Canonical, SecretDigests, Server};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,13 +35,19 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn from_servers(servers: &[Server], digests: &SecretDigests) -> Vec<Desired> {
+    /// `runners` are the runner images package servers run on: they are
+    /// part of what runs, so they are hashed with the rest.
+    pub fn from_servers(
+        servers: &[Server],
+        digests: &SecretDigests,
+        runners: &Runners,
+    ) -> Vec<Desired> {
         servers
             .iter()
             .map(|s| Desired {
                 name: s.name.clone(),
                 replicas: s.spec.replicas,
-                canonical: Canonical::of(&s.spec, digests),
+                canonical: Canonical::of(&s.spec, digests, runners),
                 external: s.spec.workload.is_external(),
                 readiness_timeout: s.spec.readiness.timeout,
                 liveness_period: s.spec.readiness.period,
@@ -121,19 +128,35 @@ pub struct Action {
     pub reason: String,
     /// For a replace: the unified diff of the canonical spec, when the old one is known.
     pub diff: Option<String>,
+    /// `None` when a pass can carry the action out now. Otherwise what it
+    /// waits for: a rolling replace spans passes (start the new instance,
+    /// promote it, then remove the old one), and replaces go one at a time.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
-/// An ordered list of actions, and how many servers need none.
+/// An ordered list of actions, how many servers need none, and when the
+/// world next needs a look even if nothing announces a change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     /// Desired servers with no action.
     pub unchanged: usize,
+    /// The earliest moment at which planning again could give another
+    /// answer with nothing else changed: a back-off expiring, a STARTING
+    /// instance's readiness deadline, a RUNNING instance's liveness check.
+    /// A reconciler sleeps until then, or until a runtime event.
+    pub requeue_at: Option<Timestamp>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+    }
+
+    /// The actions a pass carries out now.
+    pub fn runnable(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.waiting.is_none())
     }
 
     pub fn count(&self, kind: ActionKind) -> usize {
@@ -171,12 +194,23 @@ pub fn backoff_delay(failures: u32) -> Duration {
     Duration::from_secs(10u64.saturating_mul(1 << exp)).min(Duration::from_secs(300))
 }
 
+/// Replacements in flight at once per server. One keeps a rolling replace
+/// gentle (a new instance must prove itself before the next starts), like a
+/// Deployment's `maxSurge: 1, maxUnavailable: 0`.
+pub const MAX_SURGE: usize = 1;
+
 /// An instance as it will be once this plan's status actions are applied.
 struct Live<'a> {
     id: &'a InstanceId,
     status: Status,
     created_at: Timestamp,
+    /// When `status` began (now, for a status this plan changes).
+    since: Timestamp,
     hash: &'a SpecHash,
+    /// The outdated instance this one was started to replace.
+    replaces: Option<&'a InstanceId>,
+    /// When liveness was last checked (RUNNING instances).
+    checked_at: Timestamp,
 }
 
 pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
@@ -219,7 +253,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         if snapshot
             .intents
             .get(&inst.id)
-            .is_some_and(|i| i.op == crate::state::IntentOp::Remove)
+            .is_some_and(|i| i.op == IntentOp::Remove)
         {
             // A removal was under way when an apply died; removal is idempotent, so finish it.
             actions.push(act(
@@ -231,6 +265,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             continue;
         }
         let mut status = inst.status;
+        let mut since = inst.transitioned_at;
         if let Some(obs) = observation
             && let Some((kind, reason)) = transition(inst, d, obs, now)
         {
@@ -246,13 +281,17 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                     Status::Error
                 }
             };
+            since = now;
             actions.push(act(kind, &inst.server, Some(&inst.id), reason));
         }
         live.entry(d.name.as_str()).or_default().push(Live {
             id: &inst.id,
             status,
             created_at: inst.created_at,
+            since,
             hash: &inst.spec_hash,
+            replaces: inst.replaces.as_ref(),
+            checked_at: inst.liveness.checked_at,
         });
     }
 
@@ -263,13 +302,11 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             if snapshot.instances.contains_key(&unit.instance) {
                 continue;
             }
-            let intended = snapshot.intents.get(&unit.instance).is_some_and(|i| {
-                i.op == crate::state::IntentOp::Create
-                    && i.server == unit.server
-                    && i.spec_hash == unit.spec_hash
+            let intent = snapshot.intents.get(&unit.instance).filter(|i| {
+                i.op == IntentOp::Create && i.server == unit.server && i.spec_hash == unit.spec_hash
             });
             match wanted.get(unit.server.as_str()) {
-                Some(d) if intended && adoptable(unit) => {
+                Some(d) if intent.is_some() && adoptable(unit) => {
                     actions.push(act(
                         ActionKind::Adopt,
                         &unit.server,
@@ -281,11 +318,14 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                         status: Status::Starting,
                         // Adopted units are the newest we know of.
                         created_at: now,
+                        since: now,
                         hash: &unit.spec_hash,
+                        replaces: intent.and_then(|i| i.replaces.as_ref()),
+                        checked_at: now,
                     });
                 }
                 _ => {
-                    let why = if intended {
+                    let why = if intent.is_some() {
                         "left by an interrupted apply, not needed"
                     } else {
                         "orphan: not in the state"
@@ -301,9 +341,10 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         }
     }
 
+    let mut requeue: Option<Timestamp> = None;
     for d in desired {
         let mut insts = live.remove(d.name.as_str()).unwrap_or_default();
-        plan_server(
+        let waits_for_backoff = plan_server(
             d,
             &mut insts,
             snapshot,
@@ -311,6 +352,22 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             failed_now.contains_key(d.name.as_str()),
             &mut actions,
         );
+        // When this server next needs a look even if nothing happens.
+        let mut due = |t: Timestamp| requeue = Some(requeue.map_or(t, |r| r.min(t)));
+        if waits_for_backoff && let Some(b) = snapshot.backoff.get(&d.name) {
+            due(b.until);
+        }
+        for l in &insts {
+            match l.status {
+                // Just past the deadline, where `transition` sees the timeout.
+                Status::Starting => due(l
+                    .since
+                    .plus(d.readiness_timeout)
+                    .plus(Duration::from_millis(1))),
+                Status::Running => due(l.checked_at.plus(d.liveness_period)),
+                Status::Error => {}
+            }
+        }
     }
 
     actions.sort_by(|a, b| {
@@ -326,29 +383,37 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         .iter()
         .filter(|d| !touched.contains(d.name.as_str()))
         .count();
-    Ok(Plan { actions, unchanged })
+    Ok(Plan {
+        actions,
+        unchanged,
+        requeue_at: requeue,
+    })
 }
 
-/// Count rules for one server: clean up failures, trim surplus, replace
-/// outdated instances, start missing ones.
+/// Count rules for one server: clean up failures, finish rolling replaces
+/// whose new instance is RUNNING, trim surplus, replace outdated instances,
+/// start missing ones. Returns whether something waits for the back-off.
 fn plan_server(
     d: &Desired,
-    insts: &mut [Live<'_>],
+    insts: &mut Vec<Live<'_>>,
     snapshot: &Snapshot,
     now: Timestamp,
     failed_now: bool,
     actions: &mut Vec<Action>,
-) {
+) -> bool {
     let name = d.name.as_str();
     let target = d.target();
     let backoff = snapshot.backoff.get(name).filter(|b| now < b.until);
     // A failure seen in this very pass starts a back-off that apply records.
     let waiting = failed_now || backoff.is_some();
+    let backoff_text = || match backoff {
+        Some(b) => format!("back-off {}", short_duration(b.until.since(now))),
+        None => "back-off".to_owned(),
+    };
+    let mut waits_for_backoff = false;
 
-    let (errors, mut active): (Vec<&Live<'_>>, Vec<&Live<'_>>) =
-        insts.iter().partition(|l| l.status == Status::Error);
     let mut cleaned_up = 0;
-    for e in &errors {
+    for e in insts.iter().filter(|l| l.status == Status::Error) {
         if !waiting || target == 0 {
             actions.push(act(
                 ActionKind::Remove,
@@ -357,15 +422,51 @@ fn plan_server(
                 "clean up failed instance".into(),
             ));
             cleaned_up += 1;
+        } else {
+            waits_for_backoff = true;
         }
     }
+    insts.retain(|l| l.status != Status::Error);
 
-    if active.len() > target {
+    // Rolling replaces in flight: a new instance started for an outdated one.
+    let current = |l: &Live<'_>| l.hash == &d.canonical.hash;
+    let mut partner: BTreeMap<&InstanceId, (&InstanceId, Status)> = BTreeMap::new();
+    for n in insts.iter().filter(|l| current(l)) {
+        let Some(old) = n.replaces else { continue };
+        let pairs = insts.iter().any(|o| o.id == old && !current(o));
+        if pairs && !partner.contains_key(old) {
+            partner.insert(old, (n.id, n.status));
+        }
+    }
+    // The new one is RUNNING: the old one goes, and RUNNING never drops.
+    let mut finished: Vec<&InstanceId> = Vec::new();
+    for (old, (new, status)) in &partner {
+        if *status == Status::Running {
+            actions.push(act(
+                ActionKind::Remove,
+                name,
+                Some(old),
+                format!("replaced by {new}"),
+            ));
+            finished.push(old);
+        }
+    }
+    partner.retain(|_, (_, status)| *status != Status::Running);
+    insts.retain(|l| !finished.contains(&l.id));
+
+    // Slots: an instance, or an outdated one and the replacement starting for it.
+    let in_flight: Vec<&InstanceId> = partner.values().map(|(new, _)| *new).collect();
+    let mut slots: Vec<&Live<'_>> = insts
+        .iter()
+        .filter(|l| !in_flight.contains(&l.id))
+        .collect();
+
+    if slots.len() > target {
         // Outdated first, then not-yet-ready, then oldest: the cheapest to lose.
-        active.sort_by(|a, b| {
+        slots.sort_by(|a, b| {
             let key = |l: &Live<'_>| {
                 (
-                    l.hash == &d.canonical.hash,
+                    current(l),
                     l.status == Status::Running,
                     l.created_at,
                     l.id.clone(),
@@ -373,28 +474,42 @@ fn plan_server(
             };
             key(a).cmp(&key(b))
         });
-        let surplus = active.len() - target;
-        for l in active.drain(..surplus) {
-            actions.push(act(
-                ActionKind::Remove,
-                name,
-                Some(l.id),
-                format!("scale down {} -> {}", insts_len(insts), target),
-            ));
+        let before = slots.len();
+        let surplus = before - target;
+        for l in slots.drain(..surplus) {
+            let reason = format!("scale down {before} -> {target}");
+            if let Some((new, _)) = partner.remove(l.id) {
+                actions.push(act(ActionKind::Remove, name, Some(new), reason.clone()));
+            }
+            actions.push(act(ActionKind::Remove, name, Some(l.id), reason));
         }
     }
 
     let applied = snapshot.servers.get(name);
-    for l in active.iter().filter(|l| l.hash != &d.canonical.hash) {
-        let (reason, diff) = match applied.filter(|a| &a.hash == l.hash) {
+    let mut outdated: Vec<&&Live<'_>> = slots.iter().filter(|l| !current(l)).collect();
+    outdated.sort_by_key(|l| (l.created_at, l.id));
+    let mut surging = partner.len();
+    for l in outdated {
+        let (reason, diff) = match applied.and_then(|a| a.canonical_of(l.hash)) {
             Some(old) => (
                 "spec changed".to_owned(),
-                Some(unified_diff(name, &old.canonical, &d.canonical.yaml)),
+                Some(unified_diff(name, old, &d.canonical.yaml)),
             ),
             None => (
                 format!("spec hash {} -> {}", l.hash, d.canonical.hash),
                 None,
             ),
+        };
+        let waiting_for = if let Some((new, _)) = partner.get(l.id) {
+            Some(format!("new instance {new} is starting"))
+        } else if waiting {
+            waits_for_backoff = true;
+            Some(backoff_text())
+        } else if surging < MAX_SURGE {
+            surging += 1;
+            None
+        } else {
+            Some("queued: one replace at a time".to_owned())
         };
         actions.push(Action {
             kind: ActionKind::Replace,
@@ -402,31 +517,29 @@ fn plan_server(
             instance: Some(l.id.clone()),
             reason,
             diff,
+            waiting: waiting_for,
         });
     }
 
-    let missing = target.saturating_sub(active.len());
+    let missing = target.saturating_sub(slots.len());
     if missing == 0 {
-        return;
+        return waits_for_backoff;
     }
     if waiting {
         // No action: the start waits for the back-off, and `get` shows it.
-        return;
+        return true;
     }
     let reason = if applied.is_none() && insts.is_empty() {
         "new server".to_owned()
     } else if cleaned_up > 0 {
         "replace failed instance".to_owned()
     } else {
-        format!("scale up {} -> {}", active.len(), target)
+        format!("scale up {} -> {}", slots.len(), target)
     };
     for _ in 0..missing {
         actions.push(act(ActionKind::Start, name, None, reason.clone()));
     }
-}
-
-fn insts_len(insts: &[Live<'_>]) -> usize {
-    insts.iter().filter(|l| l.status != Status::Error).count()
+    waits_for_backoff
 }
 
 /// The status change that the observation implies for one instance, if any.
@@ -469,10 +582,14 @@ fn transition(
         (_, UnitState::Exited(_) | UnitState::Dead) => {
             Some((Fail, format!("{}{}", unit.state.describe(), last_log(unit))))
         }
-        (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit))),
-        (Status::Running, _) if unit.restarts > inst.restarts => Some((
+        (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit, inst))),
+        (Status::Running, _) if unit.restarts.is_some_and(|r| r > inst.restarts) => Some((
             Demote,
-            format!("restarted (restarts {}){}", unit.restarts, last_log(unit)),
+            format!(
+                "restarted (restarts {}){}",
+                unit.restarts.unwrap_or(inst.restarts),
+                last_log(unit)
+            ),
         )),
         (Status::Running, _) => match probe {
             Some(Probe::NotReady(why)) => liveness_lost(inst, why),
@@ -485,9 +602,11 @@ fn transition(
             Some((Promote, format!("ready: {how}")))
         }
         // A crash loop under the runtime's restart policy: the crash says more than the probe.
-        (Status::Starting, UnitState::Restarting) if timed_out => Some(not_ready(restarting(unit))),
-        (Status::Starting, _) if timed_out && unit.restarts > 0 => {
-            Some(not_ready(restarting(unit)))
+        (Status::Starting, UnitState::Restarting) if timed_out => {
+            Some(not_ready(restarting(unit, inst)))
+        }
+        (Status::Starting, _) if timed_out && unit.restarts.is_some_and(|r| r > 0) => {
+            Some(not_ready(restarting(unit, inst)))
         }
         (Status::Starting, UnitState::Created) if timed_out => {
             Some(not_ready("container created but never started".into()))
@@ -521,14 +640,14 @@ fn probe_cause(p: Option<&Probe>) -> String {
     }
 }
 
-fn restarting(unit: &Unit) -> String {
+fn restarting(unit: &Unit, inst: &Instance) -> String {
     let exit = unit
         .exit_code
         .map(|c| format!("exit {c}, "))
         .unwrap_or_default();
     format!(
         "restarting ({exit}restarts {}){}",
-        unit.restarts,
+        unit.restarts.unwrap_or(inst.restarts),
         last_log(unit)
     )
 }
@@ -555,6 +674,7 @@ fn act(kind: ActionKind, server: &str, instance: Option<&InstanceId>, reason: St
         instance: instance.cloned(),
         reason,
         diff: None,
+        waiting: None,
     }
 }
 

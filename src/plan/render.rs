@@ -52,9 +52,14 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         } else {
             ("", "")
         };
+        let waiting = a
+            .waiting
+            .as_ref()
+            .map(|w| format!(" (waiting: {w})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {on}{} {:<7}{off} {:<server_w$}  {:<inst_w$}  {}",
+            "  {on}{} {:<7}{off} {:<server_w$}  {:<inst_w$}  {}{waiting}",
             sign(a.kind),
             a.kind.as_str(),
             a.server,

@@ -4,7 +4,7 @@
 //! refused when the world changed after it was made, not only the state.
 
 use super::PlanJson;
-use crate::spec::SpecHash;
+use crate::model::SpecHash;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ pub struct SavedPlan {
     pub paths: Vec<std::path::PathBuf>,
     /// The snapshot serial the plan was made against.
     pub state_serial: u64,
-    /// [`Observation::fingerprint`](crate::runtime::Observation::fingerprint), or `None` for `--refresh=false`.
+    /// [`Observation::fingerprint`](crate::model::Observation::fingerprint), or `None` for `--refresh=false`.
     pub observation: Option<String>,
     /// The spec hash of every desired server, which pins secrets as well as files.
     pub desired: BTreeMap<String, SpecHash>,

@@ -1,9 +1,10 @@
-//! Readiness: whether an instance really speaks MCP, and so may be RUNNING.
+//! Readiness: whether a server really speaks MCP, and so may be RUNNING.
 //!
-//! [`readiness`] is the one entry point: a container must be running *and*
-//! answer an MCP handshake (over its HTTP endpoint, or over stdio through an
-//! attach); an external server must answer at its URL. The result carries
-//! the reason, or the identity the server proved.
+//! [`readiness`] is the one entry point: it takes a [`Connection`] (a URL,
+//! or a byte stream already connected to a server's stdin and stdout) and
+//! tells whether an MCP handshake succeeds, with the reason, or the identity
+//! the server proved. It knows nothing of runtimes: whoever holds the
+//! connection (a runtime's attach, a child process's pipes) hands it over.
 //!
 //! The handshake itself:
 //! - [`probe_url`]: one attempt over streamable HTTP or legacy HTTP+SSE;
@@ -22,26 +23,31 @@ mod stdio;
 pub use http::HttpTransport;
 pub use mcp::{DISCOVER_VERSION, Era, INITIALIZE_VERSION, ProbeError, ProbeInfo};
 
-use crate::runtime::{Probe, Runtime, Unit, UnitState};
-use crate::state::McpIdentity;
+use crate::model::{McpIdentity, Probe};
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The target of a readiness check.
-pub enum Target<'a> {
-    /// A container (or pod) as observed.
-    Unit(&'a Unit),
-    /// An external server's URL.
-    External(&'a str),
+/// How to reach a server for one handshake.
+pub enum Connection<'a> {
+    /// An HTTP(S) MCP endpoint: streamable HTTP, or legacy HTTP+SSE.
+    Url(&'a str),
+    /// A server's stdout (`reader`) and stdin (`writer`), already connected.
+    Stdio {
+        reader: Pin<Box<dyn AsyncRead + Send>>,
+        writer: Pin<Box<dyn AsyncWrite + Send>>,
+    },
 }
 
 /// The outcome of a readiness check, with the identity behind a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     pub probe: Probe,
     pub identity: Option<McpIdentity>,
 }
 
 impl Readiness {
-    fn not_ready(why: impl Into<String>) -> Readiness {
+    pub fn not_ready(why: impl Into<String>) -> Readiness {
         Readiness {
             probe: Probe::NotReady(why.into()),
             identity: None,
@@ -49,29 +55,11 @@ impl Readiness {
     }
 }
 
-/// One handshake attempt against `target`, bounded by `attempt_timeout`.
-pub async fn readiness<R: Runtime>(
-    rt: &R,
-    target: Target<'_>,
-    attempt_timeout: Duration,
-) -> Readiness {
-    let result = match target {
-        Target::External(url) => probe_url(url, HttpTransport::Auto, attempt_timeout).await,
-        Target::Unit(unit) => {
-            if unit.state != UnitState::Running {
-                return Readiness::not_ready(format!("container {}", unit.state.describe()));
-            }
-            match unit.endpoint.as_deref() {
-                Some("stdio") => match rt.attach(&unit.handle).await {
-                    Ok(a) => probe_stdio(a.reader, a.writer, attempt_timeout).await,
-                    Err(e) => return Readiness::not_ready(format!("cannot attach to stdio: {e}")),
-                },
-                Some(url) if !url.is_empty() => {
-                    probe_url(url, HttpTransport::Auto, attempt_timeout).await
-                }
-                _ => return Readiness::not_ready("no endpoint yet"),
-            }
-        }
+/// One handshake attempt over `conn`, bounded by `attempt_timeout`.
+pub async fn readiness(conn: Connection<'_>, attempt_timeout: Duration) -> Readiness {
+    let result = match conn {
+        Connection::Url(url) => probe_url(url, HttpTransport::Auto, attempt_timeout).await,
+        Connection::Stdio { reader, writer } => probe_stdio(reader, writer, attempt_timeout).await,
     };
     match result {
         Ok(info) => {

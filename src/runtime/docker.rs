@@ -2,14 +2,19 @@
 //! named `mcpctl-<server>-<instance>`, on the `mcpctl` network, restarted by
 //! Docker itself (`unless-stopped`) so they survive a host reboot without us.
 //!
-//! Observation is one filtered list call; only containers that are not
-//! running are inspected (for the exit code and restart count) and have their
-//! logs read (for the last line). A converged fleet therefore costs one call.
+//! Observation is one filtered list call. The list carries no restart
+//! count, so restarts are found through the engine's own memory: one
+//! bounded query of the `die` events of this scope since the oldest running
+//! container was created, answered from the engine's event buffer. Only
+//! containers that are not running, or that died in that window, are
+//! inspected (for the exit code and restart count) and have their logs read
+//! (for the last line). A converged fleet therefore costs two calls.
 
-use super::{CreateRequest, Created, Runtime, RuntimeError, Unit, UnitState};
-use crate::spec::{SpecHash, Transport};
-use crate::state::InstanceId;
-use crate::time::Timestamp;
+use super::{Created, LogLine, LogStream, Runtime, RuntimeError};
+use crate::model::{
+    Endpoint, EventKind, InstanceId, RunSpec, Runners, RuntimeEvent, SpecHash, Timestamp,
+    Transport, Unit, UnitState,
+};
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
@@ -43,17 +48,20 @@ pub struct DockerConfig {
     /// Separates fleets sharing one engine (and parallel tests): units of
     /// another scope are neither observed nor ever removed.
     pub scope: String,
+    /// The images package programs run on.
+    pub runners: Runners,
 }
 
 impl DockerConfig {
-    /// `MCPCTL_NETWORK` (default `mcpctl`) and the given scope.
-    pub fn from_env(scope: &str) -> Self {
+    /// `MCPCTL_NETWORK` (default `mcpctl`), the given scope and runner images.
+    pub fn from_env(scope: &str, runners: Runners) -> Self {
         DockerConfig {
             network: std::env::var("MCPCTL_NETWORK")
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "mcpctl".into()),
             scope: scope.to_owned(),
+            runners,
         }
     }
 }
@@ -194,47 +202,87 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Exit code, restart count and start time, from one inspect.
-    async fn inspect_detail(&self, handle: &str) -> Result<Option<Detail>, RuntimeError> {
-        match self
+    /// One container in full: labels, state, restart count, start time,
+    /// endpoint and, when it has stopped or restarted, its last log line.
+    async fn inspect_unit(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
+        let info = match self
             .docker
             .inspect_container(handle, None::<InspectContainerOptions>)
             .await
         {
-            Ok(info) => {
-                let state = info.state.unwrap_or_default();
-                let unit_state = if state.restarting == Some(true) {
-                    // A restarting container also reports running=true: restarting wins.
-                    UnitState::Restarting
-                } else if state.running == Some(true) {
-                    UnitState::Running
-                } else if state.dead == Some(true) {
-                    UnitState::Dead
-                } else if state
-                    .started_at
-                    .as_deref()
-                    .is_some_and(|s| !s.starts_with("0001-"))
-                {
-                    UnitState::Exited(state.exit_code.unwrap_or(-1))
-                } else {
-                    UnitState::Created
-                };
-                let started_at = state
-                    .started_at
-                    .as_deref()
-                    .filter(|s| !s.starts_with("0001-"))
-                    .and_then(parse_time);
-                Ok(Some(Detail {
-                    state: unit_state,
-                    exit_code: state.exit_code,
-                    restarts: info.restart_count.unwrap_or(0).max(0) as u32,
-                    started_at,
-                    error: state.error.filter(|e| !e.is_empty()),
-                }))
-            }
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(op_error("inspect", handle, &e)),
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(op_error("inspect", handle, &e)),
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let Some((instance, server, hash)) = identity(&labels) else {
+            return Ok(None);
+        };
+        let state = info.state.unwrap_or_default();
+        let unit_state = if state.restarting == Some(true) {
+            // A restarting container also reports running=true: restarting wins.
+            UnitState::Restarting
+        } else if state.running == Some(true) {
+            UnitState::Running
+        } else if state.dead == Some(true) {
+            UnitState::Dead
+        } else if state
+            .started_at
+            .as_deref()
+            .is_some_and(|s| !s.starts_with("0001-"))
+        {
+            UnitState::Exited(state.exit_code.unwrap_or(-1))
+        } else {
+            UnitState::Created
+        };
+        let started_at = state
+            .started_at
+            .as_deref()
+            .filter(|s| !s.starts_with("0001-"))
+            .and_then(parse_time);
+        let restarts = info.restart_count.unwrap_or(0).max(0) as u32;
+        let published = |port: u16| {
+            info.network_settings
+                .as_ref()
+                .and_then(|n| n.ports.as_ref())
+                .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
+                .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let mut unit = Unit {
+            instance,
+            server,
+            spec_hash: hash,
+            handle: info.id.clone().unwrap_or_else(|| handle.to_owned()),
+            state: unit_state,
+            restarts: Some(restarts),
+            // A running container reports exit code 0 for its current run;
+            // the code is only news once it has stopped or restarted.
+            exit_code: if matches!(unit_state, UnitState::Running | UnitState::Created) {
+                None
+            } else {
+                state.exit_code
+            },
+            last_log: None,
+            endpoint: endpoint(&labels, published),
+            started_at,
+        };
+        if restarts > 0 || !matches!(unit_state, UnitState::Running | UnitState::Created) {
+            let before = if unit_state == UnitState::Running {
+                started_at
+            } else {
+                None
+            };
+            unit.last_log = self
+                .last_log_line(&unit.handle, before)
+                .await?
+                .or(state.error.filter(|e| !e.is_empty()));
         }
+        Ok(Some(unit))
     }
 
     /// Containers of this scope that died since `since`: the events the
@@ -335,14 +383,6 @@ fn parse_time(s: &str) -> Option<Timestamp> {
     Some(Timestamp(d.as_millis() as i64))
 }
 
-struct Detail {
-    state: UnitState,
-    exit_code: Option<i64>,
-    restarts: u32,
-    started_at: Option<Timestamp>,
-    error: Option<String>,
-}
-
 /// `repo[:tag]` → (`repo`, tag). Without a tag the engine would pull every
 /// tag, so "latest" is made explicit; digests stay in the reference.
 fn split_image(image: &str) -> (&str, Option<&str>) {
@@ -361,12 +401,31 @@ pub fn container_name(server: &str, instance: &InstanceId) -> String {
     format!("mcpctl-{server}-{instance}")
 }
 
+/// Instance, server and spec hash from a container's labels; `None` for a
+/// container labelled managed but missing one of them: not something we made.
+fn identity(labels: &HashMap<String, String>) -> Option<(InstanceId, String, SpecHash)> {
+    Some((
+        InstanceId(labels.get(LABEL_INSTANCE)?.clone()),
+        labels.get(LABEL_SERVER)?.clone(),
+        SpecHash(labels.get(LABEL_SPEC_HASH)?.clone()),
+    ))
+}
+
+/// Where the probe reaches a container: stdio unless it has an HTTP port,
+/// then the loopback host port the engine published for it, once known.
+fn endpoint(
+    labels: &HashMap<String, String>,
+    published: impl Fn(u16) -> Option<u16>,
+) -> Option<Endpoint> {
+    let Some(port) = labels.get(LABEL_PORT).and_then(|p| p.parse::<u16>().ok()) else {
+        return Some(Endpoint::Stdio);
+    };
+    let path = labels.get(LABEL_PATH).map_or("/mcp", String::as_str);
+    published(port).map(|host| Endpoint::Http(format!("http://127.0.0.1:{host}{path}")))
+}
+
 impl Runtime for DockerRuntime {
-    async fn observe(&self, since: Option<Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
-        let died = match since {
-            Some(t) => self.died_since(t).await?,
-            None => HashSet::new(),
-        };
+    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&self.label_filters())
@@ -376,34 +435,27 @@ impl Runtime for DockerRuntime {
             .list_containers(Some(opts))
             .await
             .map_err(unavailable)?;
+        // A running container may have crashed and been restarted since we
+        // last looked; the list cannot say. The engine's event buffer can:
+        // ask for `die` events since the oldest running container was made.
+        let oldest_running = list
+            .iter()
+            .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+            .filter_map(|c| c.created)
+            .min();
+        let died = match oldest_running {
+            Some(secs) => {
+                self.died_since(Timestamp(secs.saturating_mul(1000)))
+                    .await?
+            }
+            None => HashSet::new(),
+        };
         let mut units = Vec::with_capacity(list.len());
         for c in list {
             let labels = c.labels.unwrap_or_default();
-            let (Some(instance), Some(server), Some(hash), Some(handle)) = (
-                labels.get(LABEL_INSTANCE),
-                labels.get(LABEL_SERVER),
-                labels.get(LABEL_SPEC_HASH),
-                c.id.clone(),
-            ) else {
-                // Labelled managed but incomplete: not something we made.
+            let (Some((instance, server, spec_hash)), Some(handle)) = (identity(&labels), c.id)
+            else {
                 continue;
-            };
-            let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
-            let endpoint = match port {
-                None => Some("stdio".to_owned()),
-                Some(port) => c
-                    .ports
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .find(|p| p.private_port == port && p.public_port.is_some())
-                    .and_then(|p| p.public_port)
-                    .map(|public| {
-                        format!(
-                            "http://127.0.0.1:{public}{}",
-                            labels.get(LABEL_PATH).map_or("/mcp", String::as_str)
-                        )
-                    }),
             };
             let state = match c.state {
                 Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED) => {
@@ -416,47 +468,61 @@ impl Runtime for DockerRuntime {
                 }
                 _ => UnitState::Exited(-1),
             };
-            let mut unit = Unit {
-                instance: InstanceId(instance.clone()),
-                server: server.clone(),
-                spec_hash: SpecHash(hash.clone()),
+            if state != UnitState::Running || died.contains(&handle) {
+                // Only the unhealthy, and those that crashed and came back,
+                // need detail. One that vanished meanwhile is simply not there.
+                if let Some(unit) = self.inspect_unit(&handle).await? {
+                    units.push(unit);
+                }
+                continue;
+            }
+            let ports = c.ports.unwrap_or_default();
+            let published = |port: u16| {
+                ports
+                    .iter()
+                    .find(|p| p.private_port == port)
+                    .and_then(|p| p.public_port)
+            };
+            units.push(Unit {
+                instance,
+                server,
+                spec_hash,
+                endpoint: endpoint(&labels, published),
                 handle,
                 state,
-                restarts: 0,
+                restarts: None,
                 exit_code: None,
                 last_log: None,
-                endpoint,
                 started_at: None,
-            };
-            if !matches!(state, UnitState::Running) || died.contains(&unit.handle) {
-                // Only the unhealthy, and those that crashed and came back,
-                // need detail: a converged fleet costs the list and one events query.
-                self.inspect(&mut unit).await?;
-            }
-            units.push(unit);
+            });
         }
         Ok(units)
     }
 
-    async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
-        let instance = req.instance.to_string();
+    async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
+        self.inspect_unit(handle).await
+    }
+
+    async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
+        let instance = spec.instance.to_string();
+        let (image, command) = super::lower(&spec.program, &spec.args, &self.config.runners);
         self.ensure_network().await?;
-        self.ensure_image(&req.image, &instance).await?;
+        self.ensure_image(&image, &instance).await?;
 
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_SCOPE.to_owned(), self.config.scope.clone()),
-            (LABEL_SERVER.to_owned(), req.server.clone()),
+            (LABEL_SERVER.to_owned(), spec.server.clone()),
             (LABEL_INSTANCE.to_owned(), instance.clone()),
-            (LABEL_SPEC_HASH.to_owned(), req.spec_hash.to_string()),
+            (LABEL_SPEC_HASH.to_owned(), spec.spec_hash.to_string()),
         ]);
-        let http_port = req.port.filter(|_| req.transport.is_http());
+        let http_port = spec.port.filter(|_| spec.transport.is_http());
         let (exposed, bindings) = match http_port {
             Some(port) => {
                 labels.insert(LABEL_PORT.to_owned(), port.to_string());
                 labels.insert(
                     LABEL_PATH.to_owned(),
-                    req.path.clone().unwrap_or_else(|| "/mcp".into()),
+                    spec.path.clone().unwrap_or_else(|| "/mcp".into()),
                 );
                 let key = format!("{port}/tcp");
                 // Loopback only, ephemeral host port: nothing is exposed beyond this host.
@@ -471,14 +537,14 @@ impl Runtime for DockerRuntime {
             }
             None => (None, None),
         };
-        let stdio = req.transport == Transport::Stdio;
+        let stdio = spec.transport == Transport::Stdio;
         let body = ContainerCreateBody {
-            image: Some(req.image.clone()),
-            cmd: (!req.command.is_empty()).then(|| req.command.clone()),
+            image: Some(image),
+            cmd: (!command.is_empty()).then_some(command),
             env: Some(
-                req.env
+                spec.env
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", v.expose()))
+                    .map(|v| format!("{}={}", v.name, v.value.expose()))
                     .collect(),
             ),
             labels: Some(labels),
@@ -494,14 +560,16 @@ impl Runtime for DockerRuntime {
                     maximum_retry_count: None,
                 }),
                 port_bindings: bindings,
-                memory: req.memory_bytes.map(|b| b as i64),
-                nano_cpus: req.millicpus.map(|m| i64::from(m) * 1_000_000),
+                memory: spec
+                    .memory_bytes
+                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                nano_cpus: spec.millicpus.map(|m| i64::from(m) * 1_000_000),
                 network_mode: Some(self.config.network.clone()),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let name = container_name(&req.server, &req.instance);
+        let name = container_name(&spec.server, &spec.instance);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
             .docker
@@ -514,7 +582,7 @@ impl Runtime for DockerRuntime {
             .map_err(|e| op_error("start", &instance, &e))?;
 
         let endpoint = match http_port {
-            None => "stdio".to_owned(),
+            None => Endpoint::Stdio,
             Some(port) => {
                 let info = self
                     .docker
@@ -527,10 +595,10 @@ impl Runtime for DockerRuntime {
                     .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
                     .and_then(|b| b.into_iter().find_map(|b| b.host_port))
                     .unwrap_or_default();
-                format!(
+                Endpoint::Http(format!(
                     "http://127.0.0.1:{public}{}",
-                    req.path.as_deref().unwrap_or("/mcp")
-                )
+                    spec.path.as_deref().unwrap_or("/mcp")
+                ))
             }
         };
         Ok(Created {
@@ -539,49 +607,22 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
-        let Some(d) = self.inspect_detail(&unit.handle).await? else {
-            return Ok(false);
-        };
-        unit.state = d.state;
-        unit.restarts = d.restarts;
-        unit.started_at = d.started_at;
-        // A running container reports exit code 0 for its current run; the
-        // code is only news once it has stopped.
-        if !matches!(d.state, UnitState::Running | UnitState::Created) {
-            unit.exit_code = d.exit_code;
-        }
-        if d.restarts > 0 || !matches!(d.state, UnitState::Running | UnitState::Created) {
-            let before = if d.state == UnitState::Running {
-                d.started_at
-            } else {
-                None
-            };
-            unit.last_log = self.last_log_line(&unit.handle, before).await?.or(d.error);
-        }
-        Ok(true)
-    }
-
     fn events(
         &self,
-    ) -> impl futures_core::Stream<Item = Result<super::RuntimeEvent, RuntimeError>> + Send + '_
-    {
+    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
         let mut filters = self.label_filters();
         filters.insert("type".into(), vec!["container".into()]);
         // Only lifecycle events: health checks' exec_* events would wake the
         // reconciler for nothing every few seconds.
         filters.insert(
             "event".into(),
-            [
-                "create", "start", "restart", "die", "kill", "oom", "stop", "destroy",
-            ]
-            .map(String::from)
-            .to_vec(),
+            ["create", "start", "restart", "die", "destroy"]
+                .map(String::from)
+                .to_vec(),
         );
         // The request goes out on first poll; `since` = now closes the gap
         // between asking for the stream and reading it.
-        let now = Timestamp::now();
-        let since = format!("{}.{:03}", now.0.div_euclid(1000), now.0.rem_euclid(1000));
+        let since = engine_time(Timestamp::now());
         let opts = EventsOptionsBuilder::default()
             .since(&since)
             .filters(&filters)
@@ -590,14 +631,20 @@ impl Runtime for DockerRuntime {
             match ev {
                 Err(e) => Some(Err(unavailable(e))),
                 Ok(ev) => {
-                    let action = ev.action.unwrap_or_default();
                     let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
-                    let instance = attrs.get(LABEL_INSTANCE)?.clone();
-                    let server = attrs.get(LABEL_SERVER).cloned().unwrap_or_default();
-                    Some(Ok(super::RuntimeEvent {
-                        instance: InstanceId(instance),
-                        server,
-                        action,
+                    let kind = match ev.action.as_deref() {
+                        Some("create") => EventKind::Created,
+                        Some("start" | "restart") => EventKind::Started,
+                        Some("die") => EventKind::Died {
+                            exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+                        },
+                        Some("destroy") => EventKind::Removed,
+                        _ => return None,
+                    };
+                    Some(Ok(RuntimeEvent {
+                        instance: InstanceId(attrs.get(LABEL_INSTANCE)?.clone()),
+                        server: attrs.get(LABEL_SERVER).cloned().unwrap_or_default(),
+                        kind,
                     }))
                 }
             }
@@ -651,7 +698,7 @@ impl Runtime for DockerRuntime {
         handle: &str,
         tail: usize,
         follow: bool,
-        on_line: &mut (dyn FnMut(String) + Send),
+        on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
@@ -662,8 +709,15 @@ impl Runtime for DockerRuntime {
         let mut stream = self.docker.logs(handle, Some(opts));
         while let Some(chunk) = stream.next().await {
             let out = chunk.map_err(|e| op_error("logs", handle, &e))?;
+            let stream = match &out {
+                bollard::container::LogOutput::StdErr { .. } => LogStream::Stderr,
+                _ => LogStream::Stdout,
+            };
             for line in String::from_utf8_lossy(&out.into_bytes()).lines() {
-                on_line(line.to_owned());
+                on_line(LogLine {
+                    stream,
+                    text: line.to_owned(),
+                });
             }
         }
         Ok(())

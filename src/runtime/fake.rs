@@ -1,16 +1,58 @@
-//! An in-memory runtime: a plainly fake world for planner and apply tests.
-//! Units live in a map; tests reach in to crash, restart or delete them, the
-//! way `docker kill` or `docker rm -f` would out of band.
+//! An in-memory runtime: a plainly fake world for apply's unit tests.
+//!
+//! Units live in a map; tests reach in to crash, restart or delete them the
+//! way `docker kill` or `docker rm -f` would out of band, and each such
+//! change is announced on [`Runtime::events`] as a real engine would. Every
+//! unit speaks stdio: [`Runtime::attach`] connects to an in-process MCP
+//! responder over [`tokio::io::duplex`], so readiness and liveness run the
+//! real probe. How a server's units behave (answer at once, only after a
+//! delay, never; fail to be created) is set per server with
+//! [`FakeRuntime::behave`].
 
-use super::{CreateRequest, Created, Runtime, RuntimeError, Unit, UnitState};
-use crate::state::InstanceId;
+use super::{Attached, Created, LogLine, LogStream, Runtime, RuntimeError};
+use crate::model::{
+    Endpoint, EventKind, InstanceId, RunSpec, RuntimeEvent, Timestamp, Unit, UnitState,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// How the units of one server behave once created.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// The unit answers MCP only this long after it started (a slow starter).
+    pub ready_after: Duration,
+    /// The unit never answers MCP (it reads and swallows what it is sent).
+    pub silent: bool,
+    /// `create` fails with this message (a missing image, say).
+    pub fail_create: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    units: BTreeMap<InstanceId, Unit>,
+    behaviour: BTreeMap<String, Behaviour>,
+    logs: BTreeMap<String, Vec<LogLine>>,
+    /// Calls made, for tests that count them.
+    creates: usize,
+    removes: usize,
+}
 
 /// The fake world. Cloning shares it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FakeRuntime {
-    units: Arc<Mutex<BTreeMap<InstanceId, Unit>>>,
+    world: Arc<Mutex<World>>,
+    events: tokio::sync::broadcast::Sender<RuntimeEvent>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        FakeRuntime {
+            world: Arc::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl FakeRuntime {
@@ -18,78 +60,218 @@ impl FakeRuntime {
         Self::default()
     }
 
-    /// Direct access to the world, for tests that play the part of the outside.
-    pub fn units(&self) -> MutexGuard<'_, BTreeMap<InstanceId, Unit>> {
+    fn world(&self) -> MutexGuard<'_, World> {
         // A poisoned lock means another test thread panicked; its world is
         // still the best evidence we have.
-        self.units.lock().unwrap_or_else(|e| e.into_inner())
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn announce(&self, unit: &Unit, kind: EventKind) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.events.send(RuntimeEvent {
+            instance: unit.instance.clone(),
+            server: unit.server.clone(),
+            kind,
+        });
+    }
+
+    /// Sets how units of `server` created from now on behave.
+    pub fn behave(&self, server: &str, behaviour: Behaviour) {
+        self.world().behaviour.insert(server.to_owned(), behaviour);
+    }
+
+    /// Every unit, as `observe` would list it.
+    pub fn units(&self) -> BTreeMap<InstanceId, Unit> {
+        self.world().units.clone()
+    }
+
+    /// `create` and `remove` calls so far.
+    pub fn calls(&self) -> (usize, usize) {
+        let w = self.world();
+        (w.creates, w.removes)
+    }
+
+    /// The process of `id` exits with `code` after logging `line`, and the
+    /// restart policy does not bring it back.
+    pub fn crash(&self, id: &InstanceId, code: i64, line: &str) {
+        let unit = {
+            let mut w = self.world();
+            let Some(u) = w.units.get_mut(id) else { return };
+            u.state = UnitState::Exited(code);
+            u.exit_code = Some(code);
+            u.last_log = Some(line.to_owned());
+            let u = u.clone();
+            push_log(&mut w, &u.handle, line);
+            u
+        };
+        self.announce(
+            &unit,
+            EventKind::Died {
+                exit_code: Some(code),
+            },
+        );
+    }
+
+    /// The process of `id` exits with `code` after logging `line`, and the
+    /// restart policy starts it again at once.
+    pub fn restart(&self, id: &InstanceId, code: i64, line: &str) {
+        let unit = {
+            let mut w = self.world();
+            let Some(u) = w.units.get_mut(id) else { return };
+            u.state = UnitState::Running;
+            u.restarts = Some(u.restarts.unwrap_or(0) + 1);
+            u.exit_code = Some(code);
+            u.last_log = Some(line.to_owned());
+            u.started_at = Some(Timestamp::now());
+            let u = u.clone();
+            push_log(&mut w, &u.handle, line);
+            u
+        };
+        self.announce(
+            &unit,
+            EventKind::Died {
+                exit_code: Some(code),
+            },
+        );
+        self.announce(&unit, EventKind::Started);
+    }
+
+    /// Removes a unit behind mcpctl's back, like `docker rm -f`.
+    pub fn delete(&self, id: &InstanceId) {
+        let unit = self.world().units.remove(id);
+        if let Some(unit) = unit {
+            self.announce(&unit, EventKind::Removed);
+        }
+    }
+}
+
+fn push_log(w: &mut World, handle: &str, line: &str) {
+    w.logs.entry(handle.to_owned()).or_default().push(LogLine {
+        stream: LogStream::Stderr,
+        text: line.to_owned(),
+    });
+}
+
+fn operation(op: &'static str, instance: &str, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Operation {
+        op,
+        instance: instance.to_owned(),
+        message: message.into(),
     }
 }
 
 impl Runtime for FakeRuntime {
-    async fn observe(
-        &self,
-        _since: Option<crate::time::Timestamp>,
-    ) -> Result<Vec<Unit>, RuntimeError> {
-        Ok(self.units().values().cloned().collect())
+    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
+        // Like Docker's list call, the listing carries no restart count;
+        // unlike Docker, the fake has no event buffer to consult, so it says
+        // what it knows: a unit that restarted reports it.
+        Ok(self
+            .world()
+            .units
+            .values()
+            .map(|u| Unit {
+                restarts: u.restarts.filter(|r| *r > 0),
+                ..u.clone()
+            })
+            .collect())
     }
 
-    async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
-        let handle = format!("fake-{}", req.instance);
-        let endpoint = match req.port {
-            Some(p) => format!(
-                "http://127.0.0.1:{p}{}",
-                req.path.as_deref().unwrap_or("/mcp")
-            ),
-            None => "stdio".to_owned(),
-        };
-        self.units().insert(
-            req.instance.clone(),
-            Unit {
-                instance: req.instance.clone(),
-                server: req.server.clone(),
-                spec_hash: req.spec_hash.clone(),
+    async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
+        Ok(self
+            .world()
+            .units
+            .values()
+            .find(|u| u.handle == handle)
+            .cloned())
+    }
+
+    async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
+        let handle = format!("fake-{}", spec.instance);
+        let unit = {
+            let mut w = self.world();
+            w.creates += 1;
+            let behaviour = w.behaviour.get(&spec.server).cloned().unwrap_or_default();
+            if let Some(message) = behaviour.fail_create {
+                return Err(operation("create", &spec.instance.0, message));
+            }
+            let unit = Unit {
+                instance: spec.instance.clone(),
+                server: spec.server.clone(),
+                spec_hash: spec.spec_hash.clone(),
                 handle: handle.clone(),
                 state: UnitState::Running,
-                restarts: 0,
+                restarts: Some(0),
                 exit_code: None,
                 last_log: None,
-                endpoint: Some(endpoint.clone()),
-                started_at: Some(crate::time::Timestamp::now()),
-            },
-        );
-        Ok(Created { handle, endpoint })
-    }
-
-    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
-        match self.units().get(&unit.instance) {
-            Some(u) => {
-                *unit = u.clone();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn events(
-        &self,
-    ) -> impl futures_core::Stream<Item = Result<super::RuntimeEvent, RuntimeError>> + Send + '_
-    {
-        // The fake world changes only when a test changes it; nothing to announce.
-        futures_util::stream::empty()
-    }
-
-    async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "attach",
-            instance: handle.to_owned(),
-            message: "the fake runtime's units do not speak MCP".into(),
+                endpoint: Some(Endpoint::Stdio),
+                started_at: Some(Timestamp::now()),
+            };
+            w.units.insert(spec.instance.clone(), unit.clone());
+            unit
+        };
+        self.announce(&unit, EventKind::Created);
+        self.announce(&unit, EventKind::Started);
+        Ok(Created {
+            handle,
+            endpoint: Endpoint::Stdio,
         })
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
-        self.units().retain(|_, u| u.handle != handle);
+        let gone: Vec<Unit> = {
+            let mut w = self.world();
+            w.removes += 1;
+            let ids: Vec<InstanceId> = w
+                .units
+                .values()
+                .filter(|u| u.handle == handle)
+                .map(|u| u.instance.clone())
+                .collect();
+            ids.iter().filter_map(|id| w.units.remove(id)).collect()
+        };
+        for u in &gone {
+            self.announce(u, EventKind::Removed);
+        }
         Ok(())
+    }
+
+    fn events(
+        &self,
+    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+        let rx = self.events.subscribe();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((Ok(ev), rx)),
+                    // A slow reader lost some: the next look covers them.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
+        let (unit, behaviour) = {
+            let w = self.world();
+            let Some(unit) = w.units.values().find(|u| u.handle == handle).cloned() else {
+                return Err(operation("attach", handle, "no such container"));
+            };
+            let behaviour = w.behaviour.get(&unit.server).cloned().unwrap_or_default();
+            (unit, behaviour)
+        };
+        if unit.state != UnitState::Running {
+            return Err(operation("attach", handle, "container is not running"));
+        }
+        let started = unit.started_at.unwrap_or_else(Timestamp::now);
+        let ready_in = started.plus(behaviour.ready_after).since(Timestamp::now());
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(respond(theirs, ready_in, behaviour.silent, unit.server));
+        let (reader, writer) = tokio::io::split(ours);
+        Ok(Attached {
+            reader: Box::pin(reader),
+            writer: Box::pin(writer),
+        })
     }
 
     async fn logs(
@@ -97,17 +279,51 @@ impl Runtime for FakeRuntime {
         handle: &str,
         tail: usize,
         _follow: bool,
-        on_line: &mut (dyn FnMut(String) + Send),
+        on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
-        let lines: Vec<String> = self
-            .units()
-            .values()
-            .filter(|u| u.handle == handle)
-            .filter_map(|u| u.last_log.clone())
-            .collect();
-        for line in lines.into_iter().rev().take(tail).rev() {
+        let lines = self.world().logs.get(handle).cloned().unwrap_or_default();
+        let skip = lines.len().saturating_sub(tail);
+        for line in lines.into_iter().skip(skip) {
             on_line(line);
         }
         Ok(())
+    }
+}
+
+/// The server side of an attach: a minimal MCP server over newline-delimited
+/// JSON-RPC that answers `server/discover` and `initialize` once it is
+/// "up", the way a slow starter reads its stdin only once it has booted.
+async fn respond(stream: tokio::io::DuplexStream, ready_in: Duration, silent: bool, name: String) {
+    tokio::time::sleep(ready_in).await;
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if silent {
+            continue;
+        }
+        let Ok(request) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let id = request.get("id").cloned();
+        let result = match request.get("method").and_then(|m| m.as_str()) {
+            Some("server/discover") => serde_json::json!({
+                "supportedVersions": ["2026-07-28"],
+                "capabilities": {},
+                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": name, "version": "0.0.0-fake"}},
+            }),
+            Some("initialize") => serde_json::json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "serverInfo": {"name": name, "version": "0.0.0-fake"},
+            }),
+            _ => continue,
+        };
+        let Some(id) = id else { continue };
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
+        let mut bytes = answer.to_string().into_bytes();
+        bytes.push(b'\n');
+        if writer.write_all(&bytes).await.is_err() {
+            return;
+        }
     }
 }

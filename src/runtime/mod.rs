@@ -1,156 +1,64 @@
 //! Runtimes run instances and report what exists. This module owns the
-//! [`Runtime`] trait that Docker and Kubernetes implement, the
-//! [`Observation`] the planner reads, and [`fake::FakeRuntime`], the
-//! in-memory world that planner and apply tests run against.
+//! [`Runtime`] trait that Docker (and, later, Kubernetes) implement, the
+//! lowering of package programs onto runner images that every container
+//! runtime shares, and [`fake::FakeRuntime`], an in-memory world whose stdio
+//! units answer MCP, for apply's unit tests.
+//!
+//! **API boundary:** runtimes speak [`crate::model`] types only. They know
+//! nothing of specs, plans, the state file or the probe; what to start
+//! arrives as a [`RunSpec`] with secrets resolved, and what exists leaves as
+//! [`Unit`]s.
 //!
 //! # The runtime contract
 //!
-//! **Expected flow.** A pass calls [`Runtime::observe`] once, plans, then calls
-//! [`Runtime::create`] and [`Runtime::remove`] for the plan's actions.
+//! **Expected flow.** A pass calls [`Runtime::observe`] once, asks
+//! [`Runtime::inspect`] for detail about the few units whose status is in
+//! question, plans, then calls [`Runtime::create`] and [`Runtime::remove`]
+//! for the plan's actions. Readiness is checked by the caller: over the
+//! unit's HTTP [`Endpoint`], or over the byte stream that
+//! [`Runtime::attach`] returns for stdio. A long-running reconciler also
+//! holds [`Runtime::events`] open, to look again as soon as a unit changes.
 //!
 //! **Guarantees the implementations give.**
-//! - `observe` lists every unit carrying mcpctl's labels in one call, whoever
-//!   created it, so a half-finished create from a crashed apply is seen.
-//! - `create` labels the unit with server, instance and spec hash *before* it
-//!   can start, so a crash between create and start leaves a unit `observe` finds.
-//! - `remove` is idempotent: removing a unit that is already gone succeeds.
+//! - `observe` lists every unit of its scope that carries mcpctl's labels,
+//!   whoever created it, so a half-finished create from a crashed apply is
+//!   seen. It is one list call plus what the engine needs to make restarts
+//!   visible (Docker: a bounded events query, and inspects of the units it
+//!   names); a converged fleet never costs a call per unit.
+//! - A unit's `restarts` is `Some` whenever the runtime knows it has
+//!   restarted since it was created. `None` means "the listing does not say,
+//!   and nothing suggests a restart".
+//! - `create` labels the unit with server, instance and spec hash *before*
+//!   it can start, so a crash between create and start leaves a unit
+//!   `observe` finds. It returns once the unit is started, not once it is
+//!   ready; it pulls a missing image first.
+//! - `remove` is idempotent: removing a unit that is already gone, or
+//!   being removed, succeeds.
+//! - `attach` connects to the unit's stdin and stdout without replaying old
+//!   output; dropping the connection detaches and leaves the unit running
+//!   with its stdin open.
+//! - `events` announces lifecycle changes of this scope's units from the
+//!   moment the stream is first polled, with no gap.
 //!
-//! **Assumptions.** Instance ids are unique; callers never create the same id twice.
+//! **Assumptions.** Instance ids are unique; callers never create the same id
+//! twice. Callers run at most one `create` or `remove` per unit at a time.
 //!
 //! **Caveats.** `observe` is a point-in-time view: a unit may die right after.
-//! The planner therefore never trusts it beyond one pass.
+//! The planner therefore never trusts it beyond one pass. Events may be lost
+//! (a dropped connection); they only hasten a look, and a resync or requeue
+//! timer must still bound how stale the world can get. Every method may be
+//! cancelled at an await point: callers bracket side effects with intents.
 //!
-//! **Errors.** [`RuntimeError`] says which unit and which operation failed, with the
-//! engine's own message.
+//! **Errors.** [`RuntimeError::Unavailable`] when the engine cannot be
+//! reached at all (worth retrying the whole pass later);
+//! [`RuntimeError::Operation`] naming the unit and operation, with the
+//! engine's own message (recorded on that action; the rest carry on).
 
 pub mod docker;
 pub mod fake;
-mod refresh;
 
-pub use refresh::{ATTEMPT_TIMEOUT, refresh};
-
-use crate::spec::{SpecHash, Transport};
-use crate::state::InstanceId;
-use crate::time::Timestamp;
-use std::collections::BTreeMap;
+use crate::model::{Endpoint, Program, RunSpec, Runners, RuntimeEvent, Unit};
 use std::future::Future;
-
-/// What the runtime says one unit (container or pod) is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum UnitState {
-    /// Created but not started (or a pull in progress).
-    Created,
-    Running,
-    /// The runtime is restarting it under its restart policy.
-    Restarting,
-    /// Stopped with this exit code, and will not be restarted.
-    Exited(i64),
-    /// The runtime gave up on it (Docker `dead`, a pod that failed).
-    Dead,
-}
-
-impl UnitState {
-    pub fn describe(self) -> String {
-        match self {
-            UnitState::Created => "created".into(),
-            UnitState::Running => "running".into(),
-            UnitState::Restarting => "restarting".into(),
-            UnitState::Exited(code) => format!("exited ({code})"),
-            UnitState::Dead => "dead".into(),
-        }
-    }
-}
-
-/// One labelled unit as observed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Unit {
-    pub instance: InstanceId,
-    pub server: String,
-    pub spec_hash: SpecHash,
-    /// Container id or pod name.
-    pub handle: String,
-    pub state: UnitState,
-    pub restarts: u32,
-    /// The exit code of the last run, when it has exited at least once.
-    pub exit_code: Option<i64>,
-    /// The last non-empty log line (stderr first), for error reasons.
-    pub last_log: Option<String>,
-    /// Where the probe connects, once known.
-    pub endpoint: Option<String>,
-    /// When the current run began; filled in by [`Runtime::inspect`].
-    pub started_at: Option<Timestamp>,
-}
-
-impl Unit {
-    /// The unit an instance's record points at, before anything is known of
-    /// it: for `Runtime::inspect` to fill in.
-    pub fn of(inst: &crate::state::Instance) -> Unit {
-        Unit {
-            instance: inst.id.clone(),
-            server: inst.server.clone(),
-            spec_hash: inst.spec_hash.clone(),
-            handle: inst.handle.clone(),
-            state: UnitState::Created,
-            restarts: 0,
-            exit_code: None,
-            last_log: None,
-            endpoint: Some(inst.endpoint.clone()),
-            started_at: None,
-        }
-    }
-}
-
-/// The outcome of the latest readiness probe of an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Probe {
-    /// It answered; the text says how (era, version, server name).
-    Ready(String),
-    /// It did not; the text says why.
-    NotReady(String),
-}
-
-/// What the runtime and the probes say exists now. Gathering it is I/O, done in
-/// the refresh step; the planner only reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observation {
-    /// When it was gathered; the planner's notion of "now".
-    pub at: Timestamp,
-    pub units: BTreeMap<InstanceId, Unit>,
-    /// Probe results for instances not yet RUNNING, and liveness results for RUNNING ones.
-    pub probes: BTreeMap<InstanceId, Probe>,
-    /// The MCP identity behind each passing probe, for the record.
-    pub identities: BTreeMap<InstanceId, crate::state::McpIdentity>,
-}
-
-impl Observation {
-    /// A short digest of what was observed, recorded in saved plans so that
-    /// `apply PLANFILE` can tell when the world changed after `plan`. The time
-    /// of observation is left out: only the facts count.
-    pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for (id, u) in &self.units {
-            h.update(format!(
-                "{id}\0{}\0{}\0{:?}\0{}\n",
-                u.server, u.spec_hash, u.state, u.restarts
-            ));
-        }
-        for (id, p) in &self.probes {
-            let ok = matches!(p, Probe::Ready(_));
-            h.update(format!("{id}\0{ok}\n"));
-        }
-        hex::encode(&h.finalize()[..8])
-    }
-}
-
-/// A change the runtime reports for one of our units; a reason to re-plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeEvent {
-    pub instance: InstanceId,
-    pub server: String,
-    /// The runtime's word for it: `start`, `die`, `destroy`, `oom`, ...
-    pub action: String,
-}
 
 /// A connection to a stdio unit's stdin and stdout. Dropping it detaches;
 /// the unit keeps running, and its stdin stays open for the next attach.
@@ -159,29 +67,26 @@ pub struct Attached {
     pub writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
-/// Everything a runtime needs to start one instance. Secret values are
-/// already resolved; this never goes to disk.
-#[derive(Debug, Clone)]
-pub struct CreateRequest {
-    pub instance: InstanceId,
-    pub server: String,
-    pub spec_hash: SpecHash,
-    pub image: String,
-    /// Arguments after the image entrypoint.
-    pub command: Vec<String>,
-    pub transport: Transport,
-    pub port: Option<u16>,
-    pub path: Option<String>,
-    pub env: Vec<(String, crate::secrets::SecretValue)>,
-    pub memory_bytes: Option<u64>,
-    pub millicpus: Option<u32>,
-}
-
 /// What `create` hands back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub handle: String,
-    pub endpoint: String,
+    pub endpoint: Endpoint,
+}
+
+/// Which stream a log line came from. For stdio servers stdout carries the
+/// protocol, so the two are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of a unit's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -204,67 +109,112 @@ pub enum RuntimeError {
     },
 }
 
-/// A container runtime, as mcpctl needs it. Implementations must make every
-/// method idempotent: apply retries after crashes and cancellation.
+/// A container runtime, as mcpctl needs it; see the module documentation
+/// for the contract. Every method is idempotent or read-only: apply retries
+/// after crashes and cancellation.
 pub trait Runtime {
-    /// Every unit that carries mcpctl's labels, in one list call plus
-    /// inspects where needed. Units that died since `since` (and may have been
-    /// restarted by the runtime meanwhile) come back inspected, so their
-    /// restart count is current.
-    fn observe(
+    /// Every unit of this scope that carries mcpctl's labels.
+    fn observe(&self) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
+    /// One unit in full detail (restart count, exit code, start time, last
+    /// log line), or `None` if it is gone.
+    fn inspect(
         &self,
-        since: Option<Timestamp>,
-    ) -> impl Future<Output = Result<Vec<Unit>, RuntimeError>> + Send;
+        handle: &str,
+    ) -> impl Future<Output = Result<Option<Unit>, RuntimeError>> + Send;
     /// Creates and starts one instance, labelled before it can run.
-    fn create(
-        &self,
-        req: &CreateRequest,
-    ) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
-    /// Fills in the detail a list call lacks (restart count, exit code, start
-    /// time). Returns `false` if the unit is gone.
-    fn inspect(&self, unit: &mut Unit) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    fn create(&self, spec: &RunSpec) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
+    /// Stops and removes one unit; a unit that is already gone is success.
+    fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Changes to this scope's units as they happen, until the stream is dropped.
     fn events(
         &self,
     ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_;
     /// Attaches to a stdio unit's stdin and stdout, without replaying old output.
     fn attach(&self, handle: &str) -> impl Future<Output = Result<Attached, RuntimeError>> + Send;
-    /// Stops and removes one unit; a unit that is already gone is success.
-    fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// The last `tail` lines of a unit's logs, stdout and stderr, each passed
-    /// to `on_line`; with `follow`, keeps passing new lines until the unit stops.
+    /// The last `tail` lines of a unit's logs, each passed to `on_line`;
+    /// with `follow`, keeps passing new lines until the unit stops.
     fn logs(
         &self,
         handle: &str,
         tail: usize,
         follow: bool,
-        on_line: &mut (dyn FnMut(String) + Send),
+        on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
+/// The runner images, from `MCPCTL_NODE_RUNNER_IMAGE` and
+/// `MCPCTL_PYTHON_RUNNER_IMAGE` when set.
+pub fn runners_from_env() -> Runners {
+    let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+    let defaults = Runners::default();
+    Runners {
+        node: var("MCPCTL_NODE_RUNNER_IMAGE").unwrap_or(defaults.node),
+        python: var("MCPCTL_PYTHON_RUNNER_IMAGE").unwrap_or(defaults.python),
+    }
+}
+
+/// What a program runs as in a container: the image, and the arguments
+/// after its entrypoint. A package runs on its runner image as
+/// `npx -y NAME@VERSION ARGS...` or `uvx NAME==VERSION ARGS...`.
+pub fn lower(program: &Program, args: &[String], runners: &Runners) -> (String, Vec<String>) {
+    match program {
+        Program::Image(image) => (image.clone(), args.to_vec()),
+        Program::Package {
+            runtime,
+            name,
+            version,
+        } => {
+            let mut cmd = match runtime {
+                crate::model::PackageRuntime::Node => {
+                    let pkg = version
+                        .as_ref()
+                        .map_or(name.clone(), |v| format!("{name}@{v}"));
+                    vec!["npx".to_owned(), "-y".to_owned(), pkg]
+                }
+                crate::model::PackageRuntime::Python => {
+                    let pkg = version
+                        .as_ref()
+                        .map_or(name.clone(), |v| format!("{name}=={v}"));
+                    vec!["uvx".to_owned(), pkg]
+                }
+            };
+            cmd.extend(args.iter().cloned());
+            (runners.image(*runtime).to_owned(), cmd)
+        }
+    }
+}
+
 /// The closed set of runtimes, dispatched by `match`: no boxing, no async-trait.
+// One value per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyRuntime {
     Docker(docker::DockerRuntime),
     Fake(fake::FakeRuntime),
 }
 
 impl Runtime for AnyRuntime {
-    async fn observe(&self, since: Option<Timestamp>) -> Result<Vec<Unit>, RuntimeError> {
+    async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         match self {
-            AnyRuntime::Docker(r) => r.observe(since).await,
-            AnyRuntime::Fake(r) => r.observe(since).await,
+            AnyRuntime::Docker(r) => r.observe().await,
+            AnyRuntime::Fake(r) => r.observe().await,
         }
     }
-    async fn create(&self, req: &CreateRequest) -> Result<Created, RuntimeError> {
+    async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
         match self {
-            AnyRuntime::Docker(r) => r.create(req).await,
-            AnyRuntime::Fake(r) => r.create(req).await,
+            AnyRuntime::Docker(r) => r.inspect(handle).await,
+            AnyRuntime::Fake(r) => r.inspect(handle).await,
         }
     }
-    async fn inspect(&self, unit: &mut Unit) -> Result<bool, RuntimeError> {
+    async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
         match self {
-            AnyRuntime::Docker(r) => r.inspect(unit).await,
-            AnyRuntime::Fake(r) => r.inspect(unit).await,
+            AnyRuntime::Docker(r) => r.create(spec).await,
+            AnyRuntime::Fake(r) => r.create(spec).await,
+        }
+    }
+    async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.remove(handle).await,
+            AnyRuntime::Fake(r) => r.remove(handle).await,
         }
     }
     fn events(
@@ -282,22 +232,62 @@ impl Runtime for AnyRuntime {
             AnyRuntime::Fake(r) => r.attach(handle).await,
         }
     }
-    async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
-        match self {
-            AnyRuntime::Docker(r) => r.remove(handle).await,
-            AnyRuntime::Fake(r) => r.remove(handle).await,
-        }
-    }
     async fn logs(
         &self,
         handle: &str,
         tail: usize,
         follow: bool,
-        on_line: &mut (dyn FnMut(String) + Send),
+        on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.logs(handle, tail, follow, on_line).await,
             AnyRuntime::Fake(r) => r.logs(handle, tail, follow, on_line).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PackageRuntime;
+
+    #[test]
+    fn packages_lower_onto_their_runner_image() {
+        let runners = Runners {
+            node: "my/node".into(),
+            python: "my/py".into(),
+        };
+        let node = Program::Package {
+            runtime: PackageRuntime::Node,
+            name: "@scope/srv".into(),
+            version: Some("1.2.3".into()),
+        };
+        assert_eq!(
+            lower(&node, &["--stdio".into()], &runners),
+            (
+                "my/node".to_owned(),
+                vec!["npx", "-y", "@scope/srv@1.2.3", "--stdio"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        let py = Program::Package {
+            runtime: PackageRuntime::Python,
+            name: "mcp-server-fetch".into(),
+            version: None,
+        };
+        assert_eq!(
+            lower(&py, &[], &runners),
+            (
+                "my/py".to_owned(),
+                vec!["uvx".to_owned(), "mcp-server-fetch".to_owned()]
+            )
+        );
+        let image = Program::Image("img:1".into());
+        assert_eq!(
+            lower(&image, &["a".into()], &runners),
+            ("img:1".to_owned(), vec!["a".to_owned()])
+        );
     }
 }

@@ -1,13 +1,14 @@
 //! The canonical form of a server's spec and its hash.
 //!
 //! The canonical form is YAML with a fixed field order, holding exactly the
-//! fields that change what runs (design §2): image, package, external, command,
+//! fields that change what runs (design §2): image, package (with its runner image), external, command,
 //! transport, port, path, env and resources. Replicas, labels and readiness
 //! are left out, so changing them never replaces an instance. Secret values
 //! never appear: a secret contributes its reference and a keyed digest, so a
 //! rotated secret changes the hash while the text stays safe to print.
 
 use super::model::{EnvValue, External, Package, SecretRef, ServerSpec, Workload};
+use crate::model::{Runners, SpecHash};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -16,17 +17,6 @@ use std::collections::BTreeMap;
 /// reference missing here is one whose value mcpctl never sees, such as a
 /// native Kubernetes `secretKeyRef`.
 pub type SecretDigests = BTreeMap<SecretRef, String>;
-
-/// The first 16 hex digits of the SHA-256 of the canonical YAML.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SpecHash(pub String);
-
-impl std::fmt::Display for SpecHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A spec's canonical YAML and the hash of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +32,9 @@ struct Form<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     package: Option<&'a Package>,
+    /// The runner image a package runs on: changing it changes what runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     external: Option<&'a External>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -78,7 +71,7 @@ struct FormResources {
 }
 
 impl Canonical {
-    pub fn of(spec: &ServerSpec, digests: &SecretDigests) -> Canonical {
+    pub fn of(spec: &ServerSpec, digests: &SecretDigests, runners: &Runners) -> Canonical {
         let (image, package, external) = match &spec.workload {
             Workload::Image(i) => (Some(i.as_str()), None, None),
             Workload::Package(p) => (None, Some(p), None),
@@ -110,6 +103,10 @@ impl Canonical {
         let form = Form {
             image,
             package,
+            runner: match &spec.workload {
+                Workload::Package(p) => Some(runners.image(p.runtime)),
+                _ => None,
+            },
             external,
             command: &spec.command,
             transport: spec.transport.as_str(),
@@ -179,8 +176,8 @@ mod tests {
         b.replicas = 5;
         b.readiness.timeout = std::time::Duration::from_secs(1);
         assert_eq!(
-            Canonical::of(&a, &BTreeMap::new()),
-            Canonical::of(&b, &BTreeMap::new())
+            Canonical::of(&a, &BTreeMap::new(), &Runners::default()),
+            Canonical::of(&b, &BTreeMap::new(), &Runners::default())
         );
     }
 
@@ -192,8 +189,16 @@ mod tests {
             key: "token".into(),
         };
         s.env.insert("TOKEN".into(), EnvValue::Secret(r.clone()));
-        let a = Canonical::of(&s, &BTreeMap::from([(r.clone(), "aaaa".to_owned())]));
-        let b = Canonical::of(&s, &BTreeMap::from([(r, "bbbb".to_owned())]));
+        let a = Canonical::of(
+            &s,
+            &BTreeMap::from([(r.clone(), "aaaa".to_owned())]),
+            &Runners::default(),
+        );
+        let b = Canonical::of(
+            &s,
+            &BTreeMap::from([(r, "bbbb".to_owned())]),
+            &Runners::default(),
+        );
         assert_ne!(a.hash, b.hash);
         assert!(a.yaml.contains("(sensitive aaaa)"), "{}", a.yaml);
     }
@@ -214,6 +219,6 @@ mod tests {
         s.env.insert("LOG".into(), EnvValue::Plain("info".into()));
         s.resources.memory_bytes = Some(512 << 20);
         s.resources.millicpus = Some(500);
-        insta::assert_snapshot!(Canonical::of(&s, &BTreeMap::new()).yaml);
+        insta::assert_snapshot!(Canonical::of(&s, &BTreeMap::new(), &Runners::default()).yaml);
     }
 }

@@ -9,6 +9,6 @@ pub mod canonical;
 pub mod model;
 pub mod parse;
 
-pub use canonical::{Canonical, SecretDigests, SpecHash};
+pub use canonical::{Canonical, SecretDigests};
 pub use model::*;
 pub use parse::{SpecError, SpecErrors, json_schema, load};

@@ -2,6 +2,7 @@
 //! Parsing (with spans and diagnostics) lives in `parse`; nothing here can be
 //! invalid, so downstream code never re-checks a field.
 
+pub use crate::model::{PackageRuntime, Transport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,40 +77,10 @@ pub struct Package {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PackageRuntime {
-    Node,
-    Python,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct External {
     /// A parsed, absolute http(s) URL.
     pub url: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    #[default]
-    Stdio,
-    Sse,
-    StreamableHttp,
-}
-
-impl Transport {
-    pub fn is_http(self) -> bool {
-        !matches!(self, Transport::Stdio)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Stdio => "stdio",
-            Transport::Sse => "sse",
-            Transport::StreamableHttp => "streamable-http",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -50,7 +50,7 @@ mod turn;
 
 pub use lock::ApplyLock;
 
-use super::{AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, Snapshot};
+use crate::model::{AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, Snapshot};
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, Table,
     TableDefinition, TableError, TableHandle, WriteTransaction,

@@ -11,7 +11,7 @@
 //! can say whom it is waiting for.
 
 use super::{StateError, create_parent};
-use crate::time::Timestamp;
+use crate::model::Timestamp;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;

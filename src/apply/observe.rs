@@ -1,0 +1,71 @@
+//! Looking at the world: one [`Runtime::observe`], detail for the units
+//! whose status is in question, and (for one-shot commands) an MCP handshake
+//! with each of them. The result is the [`Observation`] the planner reads.
+//! Everything here is I/O, so that the planner need not be.
+
+use super::probes::{self, ProbeTarget};
+use crate::model::{InstanceId, Observation, Snapshot, Status, Timestamp};
+use crate::plan::Desired;
+use crate::runtime::{Runtime, RuntimeError};
+use futures_util::StreamExt;
+
+/// Handshakes in flight at once.
+pub const PROBES_IN_FLIGHT: usize = 16;
+
+/// One look: the list, plus an inspect of each unit whose status is in
+/// question and whose restart count the listing left out (STARTING
+/// instances, and units an intent says we were creating). No probes.
+pub async fn observe<R: Runtime + Sync>(
+    rt: &R,
+    snapshot: &Snapshot,
+) -> Result<Observation, RuntimeError> {
+    let units = rt.observe().await?;
+    let mut obs = Observation {
+        at: Timestamp::now(),
+        ..Observation::default()
+    };
+    for unit in units {
+        let in_question = match snapshot.instances.get(&unit.instance) {
+            Some(i) => i.status == Status::Starting,
+            // Unknown to the state: a candidate for adoption, so check it too.
+            None => snapshot.intents.contains_key(&unit.instance),
+        };
+        let unit = if in_question && unit.restarts.is_none() {
+            match rt.inspect(&unit.handle).await? {
+                Some(detailed) => detailed,
+                // Gone between the list and the inspect.
+                None => continue,
+            }
+        } else {
+            unit
+        };
+        obs.units.insert(unit.instance.clone(), unit);
+    }
+    Ok(obs)
+}
+
+/// [`observe`], then one handshake with every STARTING instance (and, with
+/// `liveness`, every RUNNING one whose check is due), all awaited. For
+/// `plan` and the first pass of `apply`, which show what the world is now;
+/// a reconciler probes in the background instead.
+pub async fn refresh<R: Runtime + Sync>(
+    rt: &R,
+    snapshot: &Snapshot,
+    desired: &[Desired],
+    liveness: bool,
+) -> Result<Observation, RuntimeError> {
+    let mut obs = observe(rt, snapshot).await?;
+    let targets = probes::due(snapshot, &obs, desired, liveness, obs.at);
+    let results: Vec<(InstanceId, probes::Result)> = futures_util::stream::iter(targets)
+        .map(|t: ProbeTarget| async move { (t.instance.clone(), probes::run(rt, &t).await) })
+        .buffer_unordered(PROBES_IN_FLIGHT)
+        .collect()
+        .await;
+    for (id, r) in results {
+        if let Some(identity) = r.identity {
+            obs.identities.insert(id.clone(), identity);
+        }
+        obs.probes.insert(id, r.probe);
+    }
+    Ok(obs)
+}

@@ -1,0 +1,217 @@
+//! Readiness and liveness checks as a reconciler runs them: which instances
+//! are due for a handshake, how to reach each one (its URL, or a runtime
+//! attach for stdio), and [`Prober`], which keeps the latest result of each
+//! so that probing runs beside the passes instead of inside them.
+//!
+//! A STARTING instance is probed at once, then again with back-off (100 ms
+//! doubling to 2 s) until it answers or its readiness timeout fails it. A
+//! RUNNING one is probed every `readiness.period` (liveness).
+
+use crate::model::{Endpoint, InstanceId, Observation, Snapshot, Status, Timestamp, UnitState};
+use crate::plan::Desired;
+use crate::probe::{self, Connection, Readiness};
+use crate::runtime::Runtime;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One handshake attempt per probe; a slow server is retried, not waited on.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+pub type Result = Readiness;
+
+/// Whom to probe, and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub instance: InstanceId,
+    pub server: String,
+    /// Container id or pod name, for an attach; empty for external servers.
+    pub handle: String,
+    pub endpoint: Endpoint,
+}
+
+/// One handshake with `target`: over its URL, or over a runtime attach.
+pub async fn run<R: Runtime + Sync>(rt: &R, target: &ProbeTarget) -> Readiness {
+    match &target.endpoint {
+        Endpoint::Http(url) => probe::readiness(Connection::Url(url), ATTEMPT_TIMEOUT).await,
+        Endpoint::Stdio => match rt.attach(&target.handle).await {
+            Ok(a) => {
+                let conn = Connection::Stdio {
+                    reader: a.reader,
+                    writer: a.writer,
+                };
+                probe::readiness(conn, ATTEMPT_TIMEOUT).await
+            }
+            Err(e) => Readiness::not_ready(format!("cannot attach to stdio: {e}")),
+        },
+    }
+}
+
+/// Every check due at `now`, ignoring what may already be in flight: for
+/// one-shot commands.
+pub fn due(
+    snapshot: &Snapshot,
+    obs: &Observation,
+    desired: &[Desired],
+    liveness: bool,
+    now: Timestamp,
+) -> Vec<ProbeTarget> {
+    Prober::default().schedule(snapshot, obs, desired, liveness, now)
+}
+
+/// The delay before attempt `n + 1` of a readiness probe, after `n` failed.
+fn retry_delay(failed: u32) -> Duration {
+    let exp = failed.saturating_sub(1).min(16);
+    (FIRST_RETRY * (1u32 << exp)).min(MAX_RETRY)
+}
+
+/// The latest result for one instance.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Timestamp,
+    result: Readiness,
+    /// The status change the attempts are counted from: a demotion starts
+    /// readiness probing afresh.
+    since: Timestamp,
+    attempts: u32,
+}
+
+/// Background probing for a reconciler: the latest result of each instance,
+/// the attempts in flight, and when the next one falls due.
+#[derive(Debug, Default)]
+pub struct Prober {
+    latest: BTreeMap<InstanceId, Seen>,
+    /// In flight, with the status change they were started under.
+    in_flight: BTreeMap<InstanceId, Timestamp>,
+    next_due: Option<Timestamp>,
+}
+
+impl Prober {
+    /// Puts the results the planner may act on into `obs`: for a STARTING
+    /// instance, a result taken since it became STARTING; for a RUNNING
+    /// one, a liveness result not yet counted.
+    pub fn fill(&self, snapshot: &Snapshot, obs: &mut Observation) {
+        for (id, seen) in &self.latest {
+            let Some(inst) = snapshot.instances.get(id) else {
+                continue;
+            };
+            let fresh = match inst.status {
+                Status::Starting => seen.at >= inst.transitioned_at,
+                Status::Running => seen.at > inst.liveness.checked_at,
+                Status::Error => false,
+            };
+            if fresh {
+                obs.probes.insert(id.clone(), seen.result.probe.clone());
+                if let Some(identity) = &seen.result.identity {
+                    obs.identities.insert(id.clone(), identity.clone());
+                }
+            }
+        }
+    }
+
+    /// The checks to start now, which it then counts as in flight; and
+    /// remembers when the next one not yet due falls due.
+    pub fn schedule(
+        &mut self,
+        snapshot: &Snapshot,
+        obs: &Observation,
+        desired: &[Desired],
+        liveness: bool,
+        now: Timestamp,
+    ) -> Vec<ProbeTarget> {
+        let by_name: BTreeMap<&str, &Desired> =
+            desired.iter().map(|d| (d.name.as_str(), d)).collect();
+        self.latest
+            .retain(|id, _| snapshot.instances.contains_key(id));
+        self.next_due = None;
+        let mut start = Vec::new();
+        for inst in snapshot.instances.values() {
+            if self.in_flight.contains_key(&inst.id) {
+                continue;
+            }
+            let Some(d) = by_name.get(inst.server.as_str()) else {
+                continue;
+            };
+            let (handle, endpoint) = if d.external {
+                match &inst.endpoint {
+                    Some(e) => (String::new(), e.clone()),
+                    None => continue,
+                }
+            } else {
+                match obs.units.get(&inst.id) {
+                    Some(u) if u.state == UnitState::Running => match &u.endpoint {
+                        Some(e) => (u.handle.clone(), e.clone()),
+                        None => continue,
+                    },
+                    _ => continue,
+                }
+            };
+            let seen = self.latest.get(&inst.id);
+            let due_at = match inst.status {
+                Status::Starting => match seen.filter(|s| s.since == inst.transitioned_at) {
+                    Some(s) if matches!(s.result.probe, crate::model::Probe::Ready(_)) => {
+                        // It answered; the next pass promotes it.
+                        continue;
+                    }
+                    Some(s) => s.at.plus(retry_delay(s.attempts)),
+                    None => now,
+                },
+                Status::Running if liveness => {
+                    if seen.is_some_and(|s| s.at > inst.liveness.checked_at) {
+                        // A result is waiting for the next pass to count it.
+                        continue;
+                    }
+                    inst.liveness.checked_at.plus(d.liveness_period)
+                }
+                _ => continue,
+            };
+            if due_at <= now {
+                self.in_flight.insert(inst.id.clone(), inst.transitioned_at);
+                start.push(ProbeTarget {
+                    instance: inst.id.clone(),
+                    server: inst.server.clone(),
+                    handle,
+                    endpoint,
+                });
+            } else {
+                self.next_due = Some(self.next_due.map_or(due_at, |n| n.min(due_at)));
+            }
+        }
+        start
+    }
+
+    /// Records the result of a check that [`Prober::schedule`] started.
+    pub fn finished(&mut self, id: InstanceId, at: Timestamp, result: Readiness) {
+        let since = self.in_flight.remove(&id).unwrap_or(at);
+        let attempts = match self.latest.get(&id) {
+            Some(s) if s.since == since => s.attempts + 1,
+            _ => 1,
+        };
+        self.latest.insert(
+            id,
+            Seen {
+                at,
+                result,
+                since,
+                attempts,
+            },
+        );
+    }
+
+    /// When the next check not yet started falls due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.next_due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_retries_back_off_from_100_ms_to_2_s() {
+        let ms: Vec<u128> = (1..=7).map(|n| retry_delay(n).as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+}

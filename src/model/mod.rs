@@ -1,0 +1,27 @@
+//! The values every layer shares: ids and hashes, time, what a runtime runs
+//! and reports (units, endpoints, events, observations), probe outcomes, and
+//! the snapshot's records.
+//!
+//! **Architecture invariant:** `model` imports nothing else from the crate.
+//! It is plain data with a few pure helpers, so that `spec`, `plan`,
+//! `runtime`, `probe` and `state` can all speak of the same things without
+//! importing each other (see `docs/ARCHITECTURE.md`, "Layers").
+
+mod ids;
+mod snapshot;
+mod time;
+mod unit;
+mod workload;
+
+pub use ids::{InstanceId, SpecHash};
+pub use snapshot::{
+    AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
+    PreviousSpec, Snapshot, Status, Transition,
+};
+pub use time::{Timestamp, short_duration};
+pub use unit::{
+    Endpoint, EventKind, McpIdentity, Observation, Probe, RuntimeEvent, Unit, UnitState,
+};
+pub use workload::{
+    EnvSource, EnvVar, PackageRuntime, Program, RunSpec, Runners, SecretValue, Transport,
+};
