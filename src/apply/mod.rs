@@ -281,8 +281,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             // Subscribed before the first pass, so nothing that pass causes is missed.
             self.events = Some(Box::pin(self.rt.events()));
         }
-        self.drop_stale_intents(first.as_ref().map(|f| &f.observation))
-            .await?;
+        drop_stale_intents(self.rt, self.store, first.as_ref().map(|f| &f.observation)).await?;
         self.pass(first).await?;
         loop {
             let done = if self.opts.wait {
@@ -311,8 +310,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
         let snapshot = self.store.load_async().await?;
         self.report.servers = tally(&self.target.desired, &snapshot);
+        self.report.converged = self.converged;
         self.report.elapsed = self.started.elapsed();
-        self.record_history().await?;
+        record_history(
+            self.store,
+            &self.target,
+            &self.opts,
+            &self.report,
+            self.converged,
+        )
+        .await?;
         Ok(std::mem::take(&mut self.report))
     }
 
@@ -345,7 +352,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 allow_empty: self.opts.allow_empty,
             })?,
         };
-        self.record_target(&snapshot).await?;
+        record_target(self.store, &self.target, &snapshot).await?;
         (self.on_event)(Event::Planned {
             pass,
             actions: plan.runnable().count(),
@@ -533,136 +540,140 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             after,
         });
     }
+}
 
-    /// Intents whose unit never appeared: the process died before the
-    /// runtime call. Nothing exists to adopt or remove, so the intent is
-    /// simply dropped.
-    async fn drop_stale_intents(&self, observed: Option<&Observation>) -> Result<(), ApplyError> {
-        let snapshot = self.store.load_async().await?;
-        if snapshot.intents.is_empty() {
-            return Ok(());
-        }
-        let units: BTreeSet<InstanceId> = match observed {
-            Some(o) => o.units.keys().cloned().collect(),
-            None => self
-                .rt
-                .observe()
-                .await?
-                .into_iter()
-                .map(|u| u.instance)
-                .collect(),
-        };
-        let stale: Vec<InstanceId> = snapshot
-            .intents
-            .values()
-            .filter(|i| i.op == IntentOp::Create)
-            .filter(|i| {
-                !snapshot.instances.contains_key(&i.instance) && !units.contains(&i.instance)
-            })
-            .map(|i| i.instance.clone())
-            .collect();
-        if !stale.is_empty() {
-            self.store
-                .update_async(move |tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))
-                .await?;
-        }
-        Ok(())
+/// Intents whose unit never appeared: the process died before the
+/// runtime call. Nothing exists to adopt or remove, so the intent is
+/// simply dropped.
+async fn drop_stale_intents<R: Runtime + Sync>(
+    rt: &R,
+    store: &Store,
+    observed: Option<&Observation>,
+) -> Result<(), ApplyError> {
+    let snapshot = store.load_async().await?;
+    if snapshot.intents.is_empty() {
+        return Ok(());
     }
+    let units: BTreeSet<InstanceId> = match observed {
+        Some(o) => o.units.keys().cloned().collect(),
+        None => rt
+            .observe()
+            .await?
+            .into_iter()
+            .map(|u| u.instance)
+            .collect(),
+    };
+    let stale: Vec<InstanceId> = snapshot
+        .intents
+        .values()
+        .filter(|i| i.op == IntentOp::Create)
+        .filter(|i| !snapshot.instances.contains_key(&i.instance) && !units.contains(&i.instance))
+        .map(|i| i.instance.clone())
+        .collect();
+    if !stale.is_empty() {
+        store
+            .update_async(move |tx| stale.iter().try_for_each(|id| tx.clear_intent(id)))
+            .await?;
+    }
+    Ok(())
+}
 
-    /// Records the target as applied where the snapshot says otherwise: each
-    /// server's spec (keeping the one it replaces, for the diffs of a rolling
-    /// replace still under way) and the source revision; and forgets servers
-    /// gone from the source once nothing of theirs is left.
-    async fn record_target(&self, snapshot: &Snapshot) -> Result<(), StateError> {
-        let now = Timestamp::now();
-        let mut put: Vec<(String, AppliedSpec)> = Vec::new();
-        for d in &self.target.desired {
-            let old = snapshot.servers.get(&d.name);
-            let same = old.is_some_and(|o| {
-                o.hash == d.canonical.hash
-                    && o.canonical == d.canonical.yaml
-                    && o.replicas == d.replicas
-            });
-            if same {
-                continue;
+/// Records the target as applied where the snapshot says otherwise: each
+/// server's spec (keeping the one it replaces, for the diffs of a rolling
+/// replace still under way) and the source revision; and forgets servers
+/// gone from the source once nothing of theirs is left.
+async fn record_target(
+    store: &Store,
+    target: &Target,
+    snapshot: &Snapshot,
+) -> Result<(), StateError> {
+    let now = Timestamp::now();
+    let mut put: Vec<(String, AppliedSpec)> = Vec::new();
+    for d in &target.desired {
+        let old = snapshot.servers.get(&d.name);
+        let same = old.is_some_and(|o| {
+            o.hash == d.canonical.hash
+                && o.canonical == d.canonical.yaml
+                && o.replicas == d.replicas
+        });
+        if same {
+            continue;
+        }
+        let previous = match old {
+            Some(o) if o.hash != d.canonical.hash => Some(PreviousSpec {
+                hash: o.hash.clone(),
+                canonical: o.canonical.clone(),
+            }),
+            Some(o) => o.previous.clone(),
+            None => None,
+        };
+        put.push((
+            d.name.clone(),
+            AppliedSpec {
+                hash: d.canonical.hash.clone(),
+                canonical: d.canonical.yaml.clone(),
+                replicas: d.replicas,
+                applied_at: now,
+                previous,
+            },
+        ));
+    }
+    let revision = (snapshot.revision.as_deref() != Some(&target.source.revision))
+        .then(|| target.source.revision.clone());
+    let gone: Vec<String> = snapshot
+        .servers
+        .keys()
+        .filter(|name| !target.desired.iter().any(|d| &d.name == *name))
+        .filter(|name| !snapshot.instances.values().any(|i| &i.server == *name))
+        .cloned()
+        .collect();
+    if put.is_empty() && revision.is_none() && gone.is_empty() {
+        return Ok(());
+    }
+    store
+        .update_async(move |tx| {
+            for (name, spec) in &put {
+                tx.put_server(name, spec)?;
             }
-            let previous = match old {
-                Some(o) if o.hash != d.canonical.hash => Some(PreviousSpec {
-                    hash: o.hash.clone(),
-                    canonical: o.canonical.clone(),
-                }),
-                Some(o) => o.previous.clone(),
-                None => None,
-            };
-            put.push((
-                d.name.clone(),
-                AppliedSpec {
-                    hash: d.canonical.hash.clone(),
-                    canonical: d.canonical.yaml.clone(),
-                    replicas: d.replicas,
-                    applied_at: now,
-                    previous,
-                },
-            ));
-        }
-        let revision = (snapshot.revision.as_deref() != Some(&self.target.source.revision))
-            .then(|| self.target.source.revision.clone());
-        let gone: Vec<String> = snapshot
-            .servers
-            .keys()
-            .filter(|name| !self.target.desired.iter().any(|d| &d.name == *name))
-            .filter(|name| !snapshot.instances.values().any(|i| &i.server == *name))
-            .cloned()
-            .collect();
-        if put.is_empty() && revision.is_none() && gone.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .update_async(move |tx| {
-                for (name, spec) in &put {
-                    tx.put_server(name, spec)?;
-                }
-                if let Some(r) = &revision {
-                    tx.set_revision(r)?;
-                }
-                gone.iter().try_for_each(|n| tx.remove_server(n))
-            })
-            .await
-    }
+            if let Some(r) = &revision {
+                tx.set_revision(r)?;
+            }
+            gone.iter().try_for_each(|n| tx.remove_server(n))
+        })
+        .await
+}
 
-    async fn record_history(&self) -> Result<(), StateError> {
-        let failed = self
-            .report
-            .actions
-            .iter()
-            .filter(|d| d.error.is_some())
-            .count();
-        let how = if !self.opts.wait {
-            "done"
-        } else if self.report.servers.values().all(|(r, w)| r == w) && self.converged {
-            "converged"
-        } else {
-            "not converged"
-        };
-        let mut outcome = format!(
-            "{}: {how} in {} ms",
-            self.opts.command,
-            self.report.elapsed.as_millis()
-        );
-        if failed > 0 {
-            outcome.push_str(&format!(", {failed} failed"));
-        }
-        let entry = HistoryEntry {
-            at: Timestamp::now(),
-            revision: self.target.source.revision.clone(),
-            source: self.target.source.location.clone(),
-            actions: self.report.actions.len(),
-            outcome,
-        };
-        self.store
-            .update_async(move |tx| tx.push_history(&entry))
-            .await
+async fn record_history(
+    store: &Store,
+    target: &Target,
+    opts: &Options,
+    report: &Report,
+    converged: bool,
+) -> Result<(), StateError> {
+    let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
+    let how = if !opts.wait {
+        "done"
+    } else if report.servers.values().all(|(r, w)| r == w) && converged {
+        "converged"
+    } else {
+        "not converged"
+    };
+    let mut outcome = format!(
+        "{}: {how} in {} ms",
+        opts.command,
+        report.elapsed.as_millis()
+    );
+    if failed > 0 {
+        outcome.push_str(&format!(", {failed} failed"));
     }
+    let entry = HistoryEntry {
+        at: Timestamp::now(),
+        revision: target.source.revision.clone(),
+        source: target.source.location.clone(),
+        actions: report.actions.len(),
+        outcome,
+    };
+    store.update_async(move |tx| tx.push_history(&entry)).await
 }
 
 /// RUNNING instances with the wanted hash, per server, against replicas.
@@ -717,3 +728,6 @@ fn probe_updates(snapshot: &Snapshot, obs: &Observation) -> Vec<Instance> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

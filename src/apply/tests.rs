@@ -1,0 +1,573 @@
+//! The real pass against the fake runtime, whose units answer MCP: a cold
+//! start, rolling replaces, repairs during a replace, liveness, crashes,
+//! crash loops, failed creates, and the convergence property.
+
+use super::*;
+use crate::model::{Runners, UnitState};
+use crate::plan::ActionKind;
+use crate::runtime::fake::{Behaviour, FakeRuntime};
+use crate::source::SourceFile;
+use std::sync::Mutex;
+
+/// A spec file with one stdio server per `(name, replicas, image)`, and
+/// `readiness` (a YAML flow mapping) for each.
+fn fleet(servers: &[(&str, u32, &str)], readiness: &str) -> String {
+    servers
+        .iter()
+        .map(|(name, replicas, image)| {
+            format!(
+                "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  image: {image}\n  readiness: {readiness}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A test bed: a state file, the fake world, and what the last apply saw.
+struct Bed {
+    _dir: tempfile::TempDir,
+    store: Store,
+    rt: FakeRuntime,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().join("state.redb"));
+        Bed {
+            _dir: dir,
+            store,
+            rt: FakeRuntime::new(),
+            events: Arc::default(),
+        }
+    }
+
+    fn target(&self, yaml: &str) -> Arc<Target> {
+        let servers = crate::spec::load(&[SourceFile {
+            path: "fleet.yaml".into(),
+            text: yaml.into(),
+        }])
+        .expect("valid specs");
+        let secrets = Secrets::default();
+        let key = self.store.digest_key().expect("digest key");
+        let desired = Desired::from_servers(&servers, &secrets.digests(&key), &Runners::default());
+        Arc::new(Target {
+            servers,
+            secrets,
+            desired,
+            source: SourceInfo {
+                kind: "dir".into(),
+                location: "fleet.yaml".into(),
+                revision: format!("r{}", yaml.len()),
+            },
+        })
+    }
+
+    /// Applies `yaml`, waiting up to `timeout` for convergence (0: no wait).
+    /// Each finished action is logged as `kind server instance -> made: error`.
+    async fn apply(&self, yaml: &str, timeout: Duration) -> Report {
+        let opts = Options {
+            wait: !timeout.is_zero(),
+            timeout,
+            allow_empty: true,
+            ..Options::default()
+        };
+        let events = self.events.clone();
+        let log = move |e: Event| {
+            if let Event::Finished {
+                action,
+                instance,
+                error,
+                ..
+            } = e
+            {
+                let inst = action.instance.map(|i| i.0).unwrap_or_default();
+                let made = instance.map(|i| i.0).unwrap_or_default();
+                let error = error.unwrap_or_default();
+                events.lock().expect("log").push(format!(
+                    "{} {} {inst} -> {made}: {error}",
+                    action.kind.as_str(),
+                    action.server
+                ));
+            }
+        };
+        apply(&self.rt, &self.store, self.target(yaml), None, &opts, &log)
+            .await
+            .expect("apply runs")
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.store.load().expect("load")
+    }
+
+    fn instances(&self, server: &str) -> Vec<Instance> {
+        self.snapshot()
+            .instances
+            .into_values()
+            .filter(|i| i.server == server)
+            .collect()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.events.lock().expect("log").clone()
+    }
+}
+
+const QUICK: &str = "{timeout: 3s, period: 200ms}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_fleet_converges_with_every_instance_proven_by_mcp() {
+    let bed = Bed::new();
+    let yaml = fleet(&[("alpha", 2, "img:1"), ("beta", 1, "img:1")], QUICK);
+    let report = bed.apply(&yaml, Duration::from_secs(10)).await;
+    assert!(report.converged, "{report:?}");
+    assert_eq!(report.servers["alpha"], (2, 2));
+    assert_eq!(report.servers["beta"], (1, 1));
+    let snap = bed.snapshot();
+    assert!(snap.intents.is_empty(), "every intent is cleared");
+    for i in snap.instances.values() {
+        assert_eq!(i.status, Status::Running);
+        let mcp = i.mcp.as_ref().expect("identity recorded at promotion");
+        assert_eq!(
+            mcp.server_name, i.server,
+            "the fake answers with its server's name"
+        );
+        assert_eq!(bed.rt.units()[&i.id].handle, i.handle);
+    }
+    assert_eq!(
+        snap.revision.as_deref(),
+        Some(format!("r{}", yaml.len()).as_str())
+    );
+    assert_eq!(snap.servers["alpha"].replicas, 2);
+    // Converged: a second apply does nothing and touches the runtime not at all.
+    let calls = bed.rt.calls();
+    let again = bed.apply(&yaml, Duration::from_secs(10)).await;
+    assert!(again.converged && again.actions.is_empty(), "{again:?}");
+    assert_eq!(again.passes, 1);
+    assert_eq!(bed.rt.calls(), calls);
+    // Pruning removes the units.
+    bed.apply("", Duration::from_secs(10)).await;
+    assert!(bed.rt.units().is_empty(), "pruned units are removed");
+    assert!(bed.snapshot().instances.is_empty());
+    assert!(
+        bed.snapshot().servers.is_empty(),
+        "forgotten once nothing is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_replace_promotes_each_new_instance_before_removing_an_old_one() {
+    let bed = Bed::new();
+    bed.apply(
+        &fleet(&[("alpha", 3, "img:1")], QUICK),
+        Duration::from_secs(10),
+    )
+    .await;
+    let old: BTreeSet<InstanceId> = bed.instances("alpha").into_iter().map(|i| i.id).collect();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            ready_after: Duration::from_millis(300),
+            ..Behaviour::default()
+        },
+    );
+    bed.events.lock().expect("log").clear();
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 3, "img:2")], QUICK),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(report.converged, "{report:?}\n{:#?}", bed.log());
+    let now: Vec<Instance> = bed.instances("alpha");
+    assert_eq!(now.len(), 3);
+    assert!(
+        now.iter()
+            .all(|i| !old.contains(&i.id) && i.status == Status::Running)
+    );
+    // Replay the actions: RUNNING never drops below 3, and each old instance
+    // goes only after the instance that replaces it was promoted.
+    let mut running = 3;
+    let mut promoted = BTreeSet::new();
+    let mut lowest = running;
+    for line in bed.log() {
+        let (what, _) = line.split_once(" -> ").expect("log line");
+        let mut words = what.split(' ');
+        let (kind, _server, inst) = (words.next(), words.next(), words.next());
+        match kind {
+            Some("promote") => {
+                running += 1;
+                promoted.insert(inst.expect("id").to_owned());
+            }
+            Some("remove") => {
+                let reason_new = line.split_once("replaced by ").map(|(_, n)| n.to_owned());
+                assert!(
+                    old.contains(&InstanceId(inst.expect("id").into())),
+                    "{line}"
+                );
+                running -= 1;
+                let _ = reason_new;
+            }
+            _ => {}
+        }
+        lowest = lowest.min(running);
+    }
+    assert_eq!(promoted.len(), 3, "{:#?}", bed.log());
+    assert!(lowest >= 3, "RUNNING dropped to {lowest}: {:#?}", bed.log());
+    let replaced = report
+        .actions
+        .iter()
+        .filter(|d| {
+            d.action.kind == ActionKind::Remove && d.action.reason.starts_with("replaced by ")
+        })
+        .count();
+    assert_eq!(replaced, 3, "{report:?}");
+}
+
+/// The pass never waits on readiness: while a replace waits minutes for a
+/// slow new instance, another server's lost container is back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_during_a_slow_replace_is_repaired_at_once() {
+    let bed = Arc::new(Bed::new());
+    let readiness = "{timeout: 30s, period: 10s}";
+    bed.apply(
+        &fleet(&[("alpha", 3, "img:1"), ("beta", 1, "img:1")], readiness),
+        Duration::from_secs(10),
+    )
+    .await;
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            ready_after: Duration::from_secs(5),
+            ..Behaviour::default()
+        },
+    );
+    let beta = bed.instances("beta")[0].id.clone();
+    let changed = fleet(&[("alpha", 3, "img:2"), ("beta", 1, "img:1")], readiness);
+    let applying = {
+        let bed = bed.clone();
+        tokio::spawn(async move { bed.apply(&changed, Duration::from_secs(2)).await })
+    };
+    // Once the replace is under way (a new alpha instance exists)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while bed
+        .rt
+        .units()
+        .values()
+        .filter(|u| u.server == "alpha")
+        .count()
+        < 4
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replace never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...beta's container disappears out of band.
+    let removed = std::time::Instant::now();
+    bed.rt.delete(&beta);
+    let repaired = loop {
+        let back = bed
+            .rt
+            .units()
+            .values()
+            .any(|u| u.server == "beta" && u.instance != beta);
+        if back {
+            break removed.elapsed();
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(5),
+            "beta never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        repaired < Duration::from_secs(1),
+        "repaired after {repaired:?}, during a replace that waits 5 s per instance"
+    );
+    let report = applying.await.expect("apply task");
+    assert!(!report.converged, "the slow replace cannot finish in 2 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_failed_liveness_checks_demote_a_running_instance() {
+    let bed = Bed::new();
+    let readiness = "{timeout: 20s, period: 200ms}";
+    bed.apply(
+        &fleet(&[("alpha", 1, "img:1")], readiness),
+        Duration::from_secs(10),
+    )
+    .await;
+    let alpha = bed.instances("alpha")[0].id.clone();
+    // alpha stops answering; beta keeps the apply waiting long enough to notice.
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        },
+    );
+    bed.rt.behave(
+        "beta",
+        Behaviour {
+            ready_after: Duration::from_secs(30),
+            ..Behaviour::default()
+        },
+    );
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1"), ("beta", 1, "img:1")], readiness),
+            Duration::from_secs(12),
+        )
+        .await;
+    assert!(!report.converged);
+    let inst = &bed.snapshot().instances[&alpha];
+    assert_eq!(inst.status, Status::Starting, "{inst:?}");
+    let demoted = inst
+        .history
+        .iter()
+        .find(|t| t.status == Status::Starting && t.reason.contains("liveness"))
+        .unwrap_or_else(|| panic!("no liveness demotion in {:#?}", inst.history));
+    assert!(
+        demoted
+            .reason
+            .starts_with("liveness probe failed 3 times in a row: timed out"),
+        "{}",
+        demoted.reason
+    );
+    assert_eq!(bed.rt.units().len(), 2, "a demotion restarts nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
+    let bed = Bed::new();
+    let yaml = fleet(&[("alpha", 1, "img:1")], QUICK);
+    bed.apply(&yaml, Duration::from_secs(10)).await;
+    let alpha = bed.instances("alpha")[0].id.clone();
+    bed.rt.crash(&alpha, 3, "fatal: token rejected");
+    let report = bed.apply(&yaml, Duration::from_secs(1)).await;
+    assert!(!report.converged);
+    let snap = bed.snapshot();
+    let inst = &snap.instances[&alpha];
+    assert_eq!(inst.status, Status::Error);
+    assert_eq!(inst.reason, "exited (3): fatal: token rejected");
+    let backoff = &snap.backoff["alpha"];
+    assert_eq!(backoff.failures, 1);
+    assert!(backoff.until > Timestamp::now(), "the back-off is ahead");
+    assert_eq!(
+        bed.rt.units().len(),
+        1,
+        "nothing replaces it during the back-off"
+    );
+    // Once the back-off has passed, the failed instance is replaced.
+    bed.store
+        .update(|tx| {
+            tx.put_backoff(
+                "alpha",
+                &crate::model::Backoff {
+                    until: Timestamp(0),
+                    ..snap.backoff["alpha"].clone()
+                },
+            )
+        })
+        .expect("expire the back-off");
+    let report = bed.apply(&yaml, Duration::from_secs(10)).await;
+    assert!(report.converged, "{report:?}");
+    let now = bed.instances("alpha");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, alpha);
+    assert!(
+        !bed.snapshot().backoff.contains_key("alpha"),
+        "a promotion forgives"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_instance_that_keeps_restarting_times_out_with_its_crash() {
+    let bed = Arc::new(Bed::new());
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        },
+    );
+    let yaml = fleet(&[("alpha", 1, "img:1")], "{timeout: 1500ms, period: 10s}");
+    let looping = {
+        let rt = bed.rt.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for id in rt.units().keys() {
+                    rt.restart(id, 3, "boom: cannot bind");
+                }
+            }
+        })
+    };
+    let report = bed.apply(&yaml, Duration::from_secs(4)).await;
+    looping.abort();
+    assert!(!report.converged);
+    let inst = bed
+        .instances("alpha")
+        .into_iter()
+        .find(|i| i.status == Status::Error)
+        .unwrap_or_else(|| panic!("no ERROR instance: {:#?}", bed.snapshot()));
+    assert!(
+        inst.reason
+            .starts_with("not ready after 1s: restarting (exit 3, restarts ")
+            && inst.reason.ends_with("): boom: cannot bind"),
+        "{}",
+        inst.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_is_an_error_instance_with_the_engines_message() {
+    let bed = Bed::new();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            fail_create: Some("pull access denied for img".into()),
+            ..Behaviour::default()
+        },
+    );
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1")], QUICK),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(!report.converged);
+    let failed: Vec<&Done> = report
+        .actions
+        .iter()
+        .filter(|d| d.error.is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("pull access denied"),
+        "{failed:?}"
+    );
+    let inst = &bed.instances("alpha")[0];
+    assert_eq!(inst.status, Status::Error);
+    assert!(
+        inst.reason.contains("pull access denied"),
+        "{}",
+        inst.reason
+    );
+    assert!(bed.snapshot().backoff.contains_key("alpha"));
+    assert!(bed.snapshot().intents.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_one_pass_runs_and_nothing_is_awaited() {
+    let bed = Bed::new();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            ready_after: Duration::from_secs(60),
+            ..Behaviour::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let report = bed
+        .apply(&fleet(&[("alpha", 2, "img:1")], QUICK), Duration::ZERO)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.passes, 1);
+    assert_eq!(report.actions.len(), 2);
+    assert!(
+        bed.instances("alpha")
+            .iter()
+            .all(|i| i.status == Status::Starting)
+    );
+    assert_eq!(bed.rt.units().len(), 2);
+}
+
+/// The convergence property, on the real pass: random fleets, then random
+/// damage out of band (containers removed, restarted, records of units that
+/// vanished), and every time one more apply ends with exactly the wanted
+/// replicas, all RUNNING, the state and the world agreeing.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Delete(usize),
+        Restart(usize),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (0usize..16).prop_map(Damage::Delete),
+            (0usize..16).prop_map(Damage::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_real_pass_converges_after_any_damage(
+            first in proptest::collection::vec((0u32..4, 0usize..2), 1..4),
+            second in proptest::collection::vec((0u32..4, 0usize..2), 0..4),
+            harm in proptest::collection::vec(damage(), 0..5),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let bed = Bed::new();
+                let names = ["a", "b", "c", "d"];
+                let images = ["img:1", "img:2"];
+                let spec = |fleet_: &[(u32, usize)]| {
+                    let servers: Vec<(&str, u32, &str)> = fleet_
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (r, img))| (names[i], *r, images[*img]))
+                        .collect();
+                    fleet(&servers, "{timeout: 5s, period: 10s}")
+                };
+                let one = bed.apply(&spec(&first), Duration::from_secs(20)).await;
+                prop_assert!(one.converged, "first apply: {one:?}");
+                let units: Vec<InstanceId> = bed.rt.units().keys().cloned().collect();
+                for h in &harm {
+                    match h {
+                        Damage::Delete(n) if !units.is_empty() => bed.rt.delete(&units[n % units.len()]),
+                        Damage::Restart(n) if !units.is_empty() => bed.rt.restart(&units[n % units.len()], 1, "restarted"),
+                        _ => {}
+                    }
+                }
+                let wanted = if second.is_empty() { &first } else { &second };
+                let two = bed.apply(&spec(wanted), Duration::from_secs(20)).await;
+                prop_assert!(two.converged, "second apply: {two:?}\n{:#?}", bed.snapshot());
+                let snap = bed.snapshot();
+                for (i, (replicas, img)) in wanted.iter().enumerate() {
+                    let mine: Vec<&Instance> = snap.instances.values().filter(|x| x.server == names[i]).collect();
+                    prop_assert_eq!(mine.len(), *replicas as usize, "server {}", names[i]);
+                    prop_assert!(mine.iter().all(|x| x.status == Status::Running));
+                    let want_hash = bed.target(&spec(wanted)).desired[i].canonical.hash.clone();
+                    prop_assert!(mine.iter().all(|x| x.spec_hash == want_hash), "{} runs {}", names[i], images[*img]);
+                }
+                let world = bed.rt.units();
+                prop_assert_eq!(world.len(), snap.instances.len(), "state and world disagree");
+                prop_assert!(world.values().all(|u| u.state == UnitState::Running && snap.instances.contains_key(&u.instance)));
+                prop_assert!(snap.intents.is_empty());
+                Ok(())
+            })?;
+        }
+    }
+}
