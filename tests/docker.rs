@@ -955,3 +955,79 @@ fn three_failed_liveness_probes_demote_a_running_server() {
         "{r}"
     );
 }
+
+/// The pass never waits on readiness: while alpha rolls to instances that
+/// take 5 s to answer MCP, beta's container, removed out of band, is back
+/// within 2 s (before the pass was shared, it waited for the whole replace).
+/// `scripts/bench-repair` measures the same thing with a release build.
+#[test]
+fn a_removal_during_a_slow_rolling_replace_is_repaired_within_2_s() {
+    let (v1, _) = images();
+    let f = Fleet::new("repair");
+    f.write("a.yaml", &stdio("alpha", 3, v1, ""));
+    f.write("b.yaml", &stdio("beta", 1, v1, ""));
+    f.apply();
+    let running_beta = || -> Vec<String> {
+        docker_lines(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.mcpctl.scope={}", f.scope),
+            "--filter",
+            "label=io.mcpctl.server=beta",
+            "--filter",
+            "status=running",
+        ])
+    };
+    let old_beta = running_beta();
+    assert_eq!(old_beta.len(), 1);
+
+    f.write(
+        "a.yaml",
+        &stdio("alpha", 3, v1, ", \"--delay-start\", \"5000\""),
+    );
+    let mut child = f.spawn(&["apply", "fleet", "--timeout", "90s"]);
+    // A fourth alpha container: the first replacement is starting.
+    eventually(
+        "the rolling replace to start",
+        Duration::from_secs(20),
+        || {
+            let alpha = docker_lines(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=io.mcpctl.scope={}", f.scope),
+                "--filter",
+                "label=io.mcpctl.server=alpha",
+            ]);
+            (alpha.len() >= 4).then_some(())
+        },
+    );
+    let removed = Instant::now();
+    fixture::docker(&["rm", "-f", &old_beta[0]]).expect("rm -f beta");
+    let repaired = loop {
+        let now = running_beta();
+        if now.len() == 1 && now != old_beta {
+            break removed.elapsed();
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(30),
+            "beta was not repaired within 30 s"
+        );
+        // Measuring against the engine: a short poll keeps the figure fine-grained.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("beta repaired {repaired:?} after docker rm -f, during alpha's rolling replace");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the rolling replace should still be under way, or this measured nothing"
+    );
+    assert!(
+        repaired < Duration::from_secs(2),
+        "repair took {repaired:?}: the pass waited for the replace"
+    );
+    let out = child.wait_with_output().expect("apply");
+    let r = Run::from(out);
+    assert_eq!(r.code, 0, "{r}");
+    f.assert_exact(&[("alpha", 3), ("beta", 1)]);
+}
