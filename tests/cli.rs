@@ -39,10 +39,16 @@ impl Env {
 
     /// Runs mcpctl in the workspace with a clean, colourless environment.
     fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    /// [`Env::run`] with extra environment variables.
+    fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
             .args(args)
             .current_dir(self.path())
             .env_clear()
+            .envs(vars.iter().copied())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NO_COLOR", "1")
             .env("MCPCTL_STATE", self.state())
@@ -238,6 +244,29 @@ fn a_rotated_secret_replaces_with_a_sensitive_diff() {
     // The digest is keyed by a random per-state key, so mask it.
     let masked = regex_lite_mask(&r.to_string());
     insta::assert_snapshot!(masked);
+}
+
+#[test]
+fn a_changed_runner_image_replaces_package_servers_with_a_diff() {
+    let env = fleet();
+    converge_state(&env);
+    let r = env.run(&["plan", "fleet", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "converged under the default runners: {r}");
+    let r = env.run_with(
+        &["plan", "fleet", "--refresh=false"],
+        &[("MCPCTL_PYTHON_RUNNER_IMAGE", "registry.example/py-runner:2")],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("~ replace fetch"), "{r}");
+    assert!(
+        r.stdout.contains("-runner: mcpctl/python-runner")
+            && r.stdout.contains("+runner: registry.example/py-runner:2"),
+        "the diff shows the runner image: {r}"
+    );
+    assert!(
+        r.stdout.contains("1 to replace. 1 server unchanged."),
+        "only the package server rolls: {r}"
+    );
 }
 
 /// Replaces `(sensitive <16 hex>)` digests with a placeholder.

@@ -831,6 +831,29 @@ fn a_saved_plan_applies_once_and_is_refused_when_stale() {
 }
 
 #[test]
+fn a_changed_runner_image_makes_a_saved_plan_stale() {
+    let f = Fleet::new("runner");
+    f.write(
+        "p.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: fetch}\nspec:\n  package: {name: mcp-server-fetch, runtime: python, version: \"2025.4.7\"}\n",
+    );
+    let r = f.run(&["plan", "fleet", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let r = Run::from(
+        f.command(&["apply", "plan.json", "--timeout", "10s"])
+            .env("MCPCTL_PYTHON_RUNNER_IMAGE", "registry.example/py-runner:2")
+            .output()
+            .expect("run mcpctl"),
+    );
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains("stale") && r.stderr.contains("runner image"),
+        "{r}"
+    );
+    assert!(f.containers().is_empty(), "a stale plan starts nothing");
+}
+
+#[test]
 fn logs_show_a_servers_output() {
     let (v1, _) = images();
     let f = Fleet::new("logs");

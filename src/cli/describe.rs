@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load()?;
+    let snapshot = Store::new(global.state_path()).load_async().await?;
     let inst = super::logs::find_instance(&snapshot, &args.id)?;
     let now = Timestamp::now();
     let mut out = String::new();

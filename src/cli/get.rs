@@ -109,8 +109,8 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
         .collect()
 }
 
-pub fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load()?;
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let snapshot = Store::new(global.state_path()).load_async().await?;
     let now = Timestamp::now();
     let text = match args.what {
         What::Instances => {

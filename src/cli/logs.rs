@@ -40,7 +40,7 @@ pub fn find_instance<'a>(snapshot: &'a Snapshot, id: &str) -> miette::Result<&'a
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load()?;
+    let snapshot = Store::new(global.state_path()).load_async().await?;
     let by_server: Vec<&Instance> = snapshot
         .instances
         .values()

@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(&cli.global, args).await,
         Command::Apply(args) => apply::run(&cli.global, args).await,
-        Command::Get(args) => get::run(&cli.global, args),
+        Command::Get(args) => get::run(&cli.global, args).await,
         Command::Describe(args) => describe::run(&cli.global, args).await,
         Command::Logs(args) => logs::run(&cli.global, args).await,
         Command::Probe(args) => probe::run(args).await,

@@ -204,6 +204,39 @@ mod tests {
     }
 
     #[test]
+    fn a_packages_runner_image_is_part_of_its_hash_and_text() {
+        let mut s = spec();
+        s.workload = Workload::Package(Package {
+            name: "mcp-server-fetch".into(),
+            runtime: crate::model::PackageRuntime::Python,
+            version: Some("1.0".into()),
+        });
+        let other = Runners {
+            python: "registry.example/py:2".into(),
+            ..Runners::default()
+        };
+        let a = Canonical::of(&s, &BTreeMap::new(), &Runners::default());
+        let b = Canonical::of(&s, &BTreeMap::new(), &other);
+        assert_ne!(a.hash, b.hash);
+        assert!(
+            a.yaml.contains("runner: mcpctl/python-runner"),
+            "{}",
+            a.yaml
+        );
+        assert!(
+            b.yaml.contains("runner: registry.example/py:2"),
+            "{}",
+            b.yaml
+        );
+        // An image server has no runner: runner settings never roll it.
+        let image = spec();
+        assert_eq!(
+            Canonical::of(&image, &BTreeMap::new(), &Runners::default()),
+            Canonical::of(&image, &BTreeMap::new(), &other)
+        );
+    }
+
+    #[test]
     fn quantities_have_one_spelling() {
         assert_eq!(memory_quantity(512 << 20), "512Mi");
         assert_eq!(memory_quantity(1 << 30), "1Gi");
