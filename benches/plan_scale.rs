@@ -59,6 +59,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     created_at: now,
                     transitioned_at: now,
                     restarts: 0,
+                    restarts_at_start: 0,
                     reason: String::new(),
                     history: vec![],
                     mcp: None,

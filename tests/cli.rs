@@ -149,6 +149,7 @@ fn converge_state(env: &Env) {
                         created_at: Timestamp(0),
                         transitioned_at: Timestamp(0),
                         restarts: 0,
+                        restarts_at_start: 0,
                         reason: String::new(),
                         history: vec![],
                         mcp: None,

@@ -35,6 +35,7 @@ fn instance(n: u32) -> Instance {
         created_at: at,
         transitioned_at: at,
         restarts: n,
+        restarts_at_start: 0,
         reason: String::new(),
         history: Vec::new(),
         mcp: None,

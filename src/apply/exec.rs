@@ -159,6 +159,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
             inst.handle = unit.handle.clone();
             inst.endpoint = unit.endpoint.clone();
             inst.restarts = unit.restarts.unwrap_or(0);
+            inst.restarts_at_start = inst.restarts;
             inst.replaces = ctx
                 .snapshot
                 .intents
@@ -186,6 +187,10 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         inst.transition(status, a.reason.clone(), now);
         if let Some(r) = unit.and_then(|u| u.restarts) {
             inst.restarts = r;
+        }
+        if status == Status::Starting {
+            // Restarts from here on are the ones a crash loop counts.
+            inst.restarts_at_start = inst.restarts;
         }
         if status == Status::Running {
             inst.mcp = ctx.obs.identities.get(id).cloned();

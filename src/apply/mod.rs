@@ -180,6 +180,8 @@ pub async fn apply<R: Runtime + Sync>(
     applier.run(first).await
 }
 
+/// How long one observation may take before the pass counts as failed.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest pause between two passes that only a requeue asked for.
 const MIN_REQUEUE: Duration = Duration::from_millis(250);
 /// Retries of a failed pass or a failed server: 1 s doubling to 30 s.
@@ -211,6 +213,7 @@ type Events<'a> = Pin<
 >;
 
 /// Why the loop woke.
+#[derive(Debug)]
 enum Trigger {
     Work,
     Event,
@@ -238,6 +241,11 @@ pub struct Applier<'a, R> {
     /// The last plan's wish to be looked at again.
     requeue_at: Option<Timestamp>,
     converged: bool,
+    /// Servers with an instance that failed during this run.
+    failed: BTreeSet<String>,
+    /// Every server short of RUNNING replicas failed during this run and
+    /// now waits out a back-off: waiting longer would only watch the clock.
+    stuck: bool,
     started: Instant,
     report: Report,
 }
@@ -266,6 +274,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             pass_retry: None,
             requeue_at: None,
             converged: false,
+            failed: BTreeSet::new(),
+            stuck: false,
             started: Instant::now(),
             report: Report::default(),
         }
@@ -285,14 +295,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.pass(first).await?;
         loop {
             let done = if self.opts.wait {
-                self.converged
+                self.converged || self.stuck
             } else {
                 self.busy.is_empty()
             };
             if done {
                 break;
             }
-            if let Trigger::Deadline = self.next_trigger(deadline).await {
+            let trigger = self.next_trigger(deadline).await;
+            tracing::debug!(?trigger, "woke");
+            if let Trigger::Deadline = trigger {
                 break;
             }
             self.absorb_ready();
@@ -327,14 +339,24 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     pub async fn pass(&mut self, first: Option<First>) -> Result<(), ApplyError> {
         self.report.passes += 1;
         let pass = self.report.passes;
+        let began = Instant::now();
         let (snapshot, mut obs, given) = match first {
             Some(f) => (f.snapshot, f.observation, Some(f.plan)),
             None => {
                 let snapshot = self.store.load_async().await?;
-                match observe(self.rt, &snapshot).await {
-                    Ok(obs) => (snapshot, obs, None),
-                    Err(e) => {
+                // Bounded, so that an engine that stops answering delays the
+                // loop by a retry, not by its client's own long timeout.
+                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot)).await {
+                    Ok(Ok(obs)) => (snapshot, obs, None),
+                    Ok(Err(e)) => {
                         self.pass_failed(e.to_string());
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        self.pass_failed(format!(
+                            "the runtime did not answer within {}",
+                            crate::model::short_duration(OBSERVE_TIMEOUT)
+                        ));
                         return Ok(());
                     }
                 }
@@ -416,10 +438,23 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
 
         self.requeue_at = plan.requeue_at;
+        tracing::debug!(
+            pass,
+            ms = began.elapsed().as_millis() as u64,
+            actions = plan.actions.len(),
+            busy = self.busy.len(),
+            "pass"
+        );
         let servers = tally(&self.target.desired, &snapshot);
         self.converged = plan.is_empty()
             && self.busy.is_empty()
             && servers.values().all(|(running, wanted)| running == wanted);
+        let mut short = servers.iter().filter(|(_, (r, w))| r != w).map(|(s, _)| s);
+        self.stuck = self.busy.is_empty()
+            && short.all(|s| {
+                self.failed.contains(s) && snapshot.backoff.get(s).is_some_and(|b| b.until > obs.at)
+            })
+            && servers.iter().any(|(_, (r, w))| r != w);
         let (running, wanted) = servers
             .values()
             .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
@@ -504,6 +539,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         match work {
             Work::Probed { id, at, result } => self.prober.finished(id, at, result),
             Work::Server(done) => {
+                tracing::debug!(server = %done.server, actions = done.done.len(), failed = ?done.failed, "server work done");
                 self.busy.remove(&done.server);
                 match done.failed {
                     Some(error) => {
@@ -522,6 +558,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                     None => {
                         self.retry.remove(&done.server);
                     }
+                }
+                let failed = done.done.iter().any(|d| match d.action.kind {
+                    plan::ActionKind::Fail => d.error.is_none(),
+                    plan::ActionKind::Start | plan::ActionKind::Replace => d.error.is_some(),
+                    _ => false,
+                });
+                if failed {
+                    self.failed.insert(done.server.clone());
                 }
                 self.report.actions.extend(done.done);
             }
@@ -694,37 +738,54 @@ pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usiz
     out
 }
 
-/// The instance records that fresh probe results change without a status
-/// change: a STARTING instance's reason becomes its latest failed
-/// handshake (so `get` says why it is not ready yet), and a RUNNING one
-/// counts liveness failures in a row (so the planner can tell a blip from
-/// an outage). Not transitions: the history is left alone.
+/// The instance records that an observation changes without a status
+/// change: a STARTING instance's restart count, and its reason (its crash,
+/// if it restarted since it became STARTING, else its latest failed
+/// handshake), so `get` says why it is not ready yet; and a RUNNING one's
+/// count of liveness failures in a row, so the planner can tell a blip from
+/// an outage. Not transitions: the history is left alone.
 fn probe_updates(snapshot: &Snapshot, obs: &Observation) -> Vec<Instance> {
     snapshot
         .instances
         .values()
         .filter_map(|i| {
-            let probe = obs.probes.get(&i.id)?;
-            let mut i = i.clone();
-            match (i.status, probe) {
-                (Status::Starting, Probe::NotReady(why)) if *why != i.reason => {
-                    i.reason = why.clone()
-                }
-                (Status::Running, Probe::Ready(_)) => {
-                    i.liveness = Liveness {
-                        failures: 0,
-                        checked_at: obs.at,
+            let probe = obs.probes.get(&i.id);
+            let unit = obs.units.get(&i.id);
+            let mut n = i.clone();
+            match i.status {
+                Status::Starting => {
+                    if let Some(r) = unit.and_then(|u| u.restarts) {
+                        n.restarts = r;
+                    }
+                    let crashed =
+                        unit.filter(|u| u.restarts.is_some_and(|r| r > i.restarts_at_start));
+                    let why = match (crashed, probe) {
+                        (Some(u), _) => Some(plan::restarting(u, i)),
+                        (None, Some(Probe::NotReady(why))) => Some(why.clone()),
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        n.reason = why;
                     }
                 }
-                (Status::Running, Probe::NotReady(_)) => {
-                    i.liveness = Liveness {
-                        failures: i.liveness.failures + 1,
-                        checked_at: obs.at,
+                Status::Running => match probe {
+                    Some(Probe::Ready(_)) => {
+                        n.liveness = Liveness {
+                            failures: 0,
+                            checked_at: obs.at,
+                        }
                     }
-                }
-                _ => return None,
+                    Some(Probe::NotReady(_)) => {
+                        n.liveness = Liveness {
+                            failures: i.liveness.failures + 1,
+                            checked_at: obs.at,
+                        }
+                    }
+                    None => {}
+                },
+                Status::Error => {}
             }
-            Some(i)
+            (n != *i).then_some(n)
         })
         .collect()
 }

@@ -35,16 +35,24 @@ pub struct ProbeTarget {
 pub async fn run<R: Runtime + Sync>(rt: &R, target: &ProbeTarget) -> Readiness {
     match &target.endpoint {
         Endpoint::Http(url) => probe::readiness(Connection::Url(url), ATTEMPT_TIMEOUT).await,
-        Endpoint::Stdio => match rt.attach(&target.handle).await {
-            Ok(a) => {
-                let conn = Connection::Stdio {
-                    reader: a.reader,
-                    writer: a.writer,
-                };
-                probe::readiness(conn, ATTEMPT_TIMEOUT).await
+        // The attach counts against the attempt: an engine that never
+        // answers it must not hold a probe (or a one-shot refresh) forever.
+        Endpoint::Stdio => {
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, rt.attach(&target.handle)).await {
+                Ok(Ok(a)) => {
+                    let conn = Connection::Stdio {
+                        reader: a.reader,
+                        writer: a.writer,
+                    };
+                    probe::readiness(conn, ATTEMPT_TIMEOUT).await
+                }
+                Ok(Err(e)) => Readiness::not_ready(format!("cannot attach to stdio: {e}")),
+                Err(_) => Readiness::not_ready(format!(
+                    "cannot attach to stdio: no answer within {}",
+                    crate::model::short_duration(ATTEMPT_TIMEOUT)
+                )),
             }
-            Err(e) => Readiness::not_ready(format!("cannot attach to stdio: {e}")),
-        },
+        }
     }
 }
 

@@ -114,7 +114,7 @@ impl Bed {
     }
 }
 
-const QUICK: &str = "{timeout: 3s, period: 200ms}";
+const QUICK: &str = "{timeout: 3s, period: 200ms, minReady: 0s}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_fleet_converges_with_every_instance_proven_by_mcp() {
@@ -384,43 +384,51 @@ async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
     );
 }
 
+/// A server that answers, then crashes and is restarted again and again:
+/// never RUNNING, a crash loop at `maxRestarts`, and `apply --wait` gives up
+/// at once instead of waiting out the readiness timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starting_instance_that_keeps_restarting_times_out_with_its_crash() {
+async fn a_crash_loop_fails_at_max_restarts_and_apply_stops_waiting() {
     let bed = Arc::new(Bed::new());
-    bed.rt.behave(
-        "alpha",
-        Behaviour {
-            silent: true,
-            ..Behaviour::default()
-        },
+    let yaml = fleet(
+        &[("alpha", 1, "img:1")],
+        "{timeout: 60s, period: 10s, minReady: 1s, maxRestarts: 3}",
     );
-    let yaml = fleet(&[("alpha", 1, "img:1")], "{timeout: 1500ms, period: 10s}");
     let looping = {
         let rt = bed.rt.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 for id in rt.units().keys() {
                     rt.restart(id, 3, "boom: cannot bind");
                 }
             }
         })
     };
-    let report = bed.apply(&yaml, Duration::from_secs(4)).await;
+    let started = std::time::Instant::now();
+    let report = bed.apply(&yaml, Duration::from_secs(30)).await;
+    let took = started.elapsed();
     looping.abort();
     assert!(!report.converged);
+    assert!(
+        took < Duration::from_secs(5),
+        "apply waited {took:?} for a server in a crash loop"
+    );
     let inst = bed
         .instances("alpha")
         .into_iter()
         .find(|i| i.status == Status::Error)
         .unwrap_or_else(|| panic!("no ERROR instance: {:#?}", bed.snapshot()));
-    assert!(
-        inst.reason
-            .starts_with("not ready after 1s: restarting (exit 3, restarts ")
-            && inst.reason.ends_with("): boom: cannot bind"),
-        "{}",
-        inst.reason
+    assert_eq!(
+        inst.reason,
+        "crash loop: exit 3, 3 restarts: boom: cannot bind"
     );
+    assert!(
+        inst.history.iter().all(|t| t.status != Status::Running),
+        "never RUNNING: {:#?}",
+        inst.history
+    );
+    assert!(bed.snapshot().backoff.contains_key("alpha"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,7 +547,7 @@ mod props {
                         .enumerate()
                         .map(|(i, (r, img))| (names[i], *r, images[*img]))
                         .collect();
-                    fleet(&servers, "{timeout: 5s, period: 10s}")
+                    fleet(&servers, "{timeout: 5s, period: 10s, minReady: 0s}")
                 };
                 let one = bed.apply(&spec(&first), Duration::from_secs(20)).await;
                 prop_assert!(one.converged, "first apply: {one:?}");

@@ -54,7 +54,12 @@ pub struct Instance {
     pub created_at: Timestamp,
     /// When `status` last changed.
     pub transitioned_at: Timestamp,
+    /// Restarts of its unit, as last observed.
     pub restarts: u32,
+    /// Restarts of its unit when it last became STARTING: the restarts since
+    /// are the ones that count toward a crash loop.
+    #[serde(default)]
+    pub restarts_at_start: u32,
     /// Why the instance is in its status (the last error, the probe failure); empty when there is nothing to say.
     pub reason: String,
     /// The most recent transitions, oldest first, capped at [`HISTORY_CAP`].
@@ -101,6 +106,7 @@ impl Instance {
             created_at: at,
             transitioned_at: at,
             restarts: 0,
+            restarts_at_start: 0,
             reason: String::new(),
             history: Vec::new(),
             mcp: None,

@@ -32,6 +32,11 @@ pub struct Desired {
     pub readiness_timeout: Duration,
     /// How often a RUNNING instance's liveness is probed.
     pub liveness_period: Duration,
+    /// How long a STARTING instance must stay up, with no restart, after its
+    /// probe passes, before it is promoted.
+    pub min_ready: Duration,
+    /// Restarts while STARTING that make a crash loop.
+    pub max_restarts: u32,
 }
 
 impl Desired {
@@ -51,6 +56,8 @@ impl Desired {
                 external: s.spec.workload.is_external(),
                 readiness_timeout: s.spec.readiness.timeout,
                 liveness_period: s.spec.readiness.period,
+                min_ready: s.spec.readiness.min_ready,
+                max_restarts: s.spec.readiness.max_restarts,
             })
             .collect()
     }
@@ -211,6 +218,8 @@ struct Live<'a> {
     replaces: Option<&'a InstanceId>,
     /// When liveness was last checked (RUNNING instances).
     checked_at: Timestamp,
+    /// For a STARTING instance that answered: when its stability window ends.
+    stable_at: Option<Timestamp>,
 }
 
 pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
@@ -284,6 +293,12 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             since = now;
             actions.push(act(kind, &inst.server, Some(&inst.id), reason));
         }
+        let stable_at = observation.and_then(|obs| {
+            let answered = matches!(obs.probes.get(&inst.id), Some(Probe::Ready(_)));
+            let unit = obs.units.get(&inst.id)?;
+            (status == Status::Starting && answered && unit.state == UnitState::Running)
+                .then(|| unit.started_at.map(|at| at.plus(d.min_ready)))?
+        });
         live.entry(d.name.as_str()).or_default().push(Live {
             id: &inst.id,
             status,
@@ -292,6 +307,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             hash: &inst.spec_hash,
             replaces: inst.replaces.as_ref(),
             checked_at: inst.liveness.checked_at,
+            stable_at,
         });
     }
 
@@ -322,13 +338,16 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                         hash: &unit.spec_hash,
                         replaces: intent.and_then(|i| i.replaces.as_ref()),
                         checked_at: now,
+                        stable_at: None,
                     });
                 }
                 _ => {
-                    let why = if intent.is_some() {
-                        "left by an interrupted apply, not needed"
-                    } else {
-                        "orphan: not in the state"
+                    let why = match intent {
+                        Some(_) if unit.state == UnitState::Created => {
+                            "left by an interrupted apply, never started"
+                        }
+                        Some(_) => "left by an interrupted apply, not needed",
+                        None => "orphan: not in the state",
                     };
                     actions.push(act(
                         ActionKind::Remove,
@@ -358,6 +377,9 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             due(b.until);
         }
         for l in &insts {
+            if let Some(at) = l.stable_at {
+                due(at);
+            }
             match l.status {
                 // Just past the deadline, where `transition` sees the timeout.
                 Status::Starting => due(l
@@ -578,34 +600,49 @@ fn transition(
     let Some(unit) = obs.units.get(&inst.id) else {
         return Some((Fail, "container not found".into()));
     };
+    let restarted = unit.restarts.is_some_and(|r| r > inst.restarts);
+    let since_start = unit
+        .restarts
+        .map_or(0, |r| r.saturating_sub(inst.restarts_at_start));
     match (inst.status, unit.state) {
         (_, UnitState::Exited(_) | UnitState::Dead) => {
             Some((Fail, format!("{}{}", unit.state.describe(), last_log(unit))))
         }
         (Status::Running, UnitState::Restarting) => Some((Demote, restarting(unit, inst))),
-        (Status::Running, _) if unit.restarts.is_some_and(|r| r > inst.restarts) => Some((
-            Demote,
-            format!(
-                "restarted (restarts {}){}",
-                unit.restarts.unwrap_or(inst.restarts),
-                last_log(unit)
-            ),
-        )),
+        (Status::Running, _) if restarted => Some((Demote, restarting(unit, inst))),
         (Status::Running, _) => match probe {
             Some(Probe::NotReady(why)) => liveness_lost(inst, why),
             _ => None,
         },
+        // Restarting again and again before it was ever stable: waiting out
+        // the readiness timeout would only watch it crash.
+        (Status::Starting, _) if since_start >= d.max_restarts => {
+            Some((Fail, crash_loop(unit, inst)))
+        }
         (Status::Starting, UnitState::Running) if matches!(probe, Some(Probe::Ready(_))) => {
             let Some(Probe::Ready(how)) = probe else {
                 return None;
             };
-            Some((Promote, format!("ready: {how}")))
+            // It answers; it must also stay up for the stability window.
+            let stable = unit
+                .started_at
+                .is_some_and(|at| now.since(at) >= d.min_ready);
+            if stable {
+                Some((Promote, format!("ready: {how}")))
+            } else if timed_out {
+                Some(not_ready(format!(
+                    "answered but not up for {} without a restart",
+                    short_duration(d.min_ready)
+                )))
+            } else {
+                None
+            }
         }
         // A crash loop under the runtime's restart policy: the crash says more than the probe.
         (Status::Starting, UnitState::Restarting) if timed_out => {
             Some(not_ready(restarting(unit, inst)))
         }
-        (Status::Starting, _) if timed_out && unit.restarts.is_some_and(|r| r > 0) => {
+        (Status::Starting, _) if timed_out && since_start > 0 => {
             Some(not_ready(restarting(unit, inst)))
         }
         (Status::Starting, UnitState::Created) if timed_out => {
@@ -640,7 +677,22 @@ fn probe_cause(p: Option<&Probe>) -> String {
     }
 }
 
-fn restarting(unit: &Unit, inst: &Instance) -> String {
+/// `crash loop: exit 3, 4 restarts: <last log line>`.
+fn crash_loop(unit: &Unit, inst: &Instance) -> String {
+    let exit = unit
+        .exit_code
+        .map(|c| format!("exit {c}, "))
+        .unwrap_or_default();
+    format!(
+        "crash loop: {exit}{} restarts{}",
+        unit.restarts.unwrap_or(inst.restarts),
+        last_log(unit)
+    )
+}
+
+/// `restarting (exit 3, restarts 4): <last log line>`: why a STARTING
+/// instance is not ready yet, or why a RUNNING one was demoted.
+pub fn restarting(unit: &Unit, inst: &Instance) -> String {
     let exit = unit
         .exit_code
         .map(|c| format!("exit {c}, "))
@@ -659,12 +711,12 @@ fn last_log(unit: &Unit) -> String {
     }
 }
 
-/// A unit from an interrupted apply is worth keeping only if it can still become ready.
+/// A unit from an interrupted apply is worth keeping only if it runs. One
+/// left created but never started (the apply died between the runtime's
+/// create and start) would wait for a start nobody will make: it is
+/// removed, and the count rules start a fresh one.
 fn adoptable(unit: &Unit) -> bool {
-    matches!(
-        unit.state,
-        UnitState::Created | UnitState::Running | UnitState::Restarting
-    )
+    matches!(unit.state, UnitState::Running | UnitState::Restarting)
 }
 
 fn act(kind: ActionKind, server: &str, instance: Option<&InstanceId>, reason: String) -> Action {

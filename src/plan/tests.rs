@@ -20,6 +20,8 @@ fn desired(name: &str, replicas: u32, image: &str) -> Desired {
         external: false,
         readiness_timeout: Duration::from_secs(60),
         liveness_period: Duration::from_secs(15),
+        min_ready: Duration::from_secs(2),
+        max_restarts: 3,
     }
 }
 
@@ -84,6 +86,7 @@ impl World {
                 created_at: at,
                 transitioned_at: at,
                 restarts: 0,
+                restarts_at_start: 0,
                 reason: String::new(),
                 history: vec![],
                 mcp: None,
@@ -112,7 +115,8 @@ impl World {
                 exit_code: None,
                 last_log: None,
                 endpoint: None,
-                started_at: None,
+                // Up for long enough that the stability window has passed.
+                started_at: Some(Timestamp(NOW.0 - 100_000)),
             },
         );
         self
@@ -268,7 +272,7 @@ fn a_restart_between_observations_demotes() {
         .want(desired("gh", 1, "v1"))
         .running("a", "gh", "v1", 100)
         .with_unit("a", |u| u.restarts = Some(1));
-    check(w, &["demote gh a restarted (restarts 1)"]);
+    check(w, &["demote gh a restarting (restarts 1)"]);
 }
 
 #[test]
@@ -339,37 +343,104 @@ fn starting_past_readiness_timeout_fails_with_probe_cause() {
 }
 
 #[test]
-fn crash_looping_starting_instance_times_out_with_exit_and_log() {
+fn restarts_while_starting_become_a_crash_loop_at_max_restarts() {
+    let build = |restarts: u32| {
+        World::default()
+            .want(desired("gh", 1, "v1"))
+            .inst("a", "gh", "v1", Status::Starting, 5)
+            .unit("a", "gh", "v1", UnitState::Running)
+            .with_unit("a", |u| {
+                u.exit_code = Some(3);
+                u.restarts = Some(restarts);
+                u.last_log = Some("crashing on purpose".into());
+                u.started_at = Some(NOW);
+            })
+            .probe("a", Probe::Ready("srv 1.0".into()))
+    };
+    // Answering, but restarted and not up for the window: still STARTING.
+    check(build(2), &[]);
+    check(
+        build(3),
+        &["fail gh a crash loop: exit 3, 3 restarts: crashing on purpose"],
+    );
+}
+
+#[test]
+fn a_demoted_instance_counts_restarts_from_its_demotion() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .inst("a", "gh", "v1", Status::Starting, 5)
+        .unit("a", "gh", "v1", UnitState::Restarting)
+        .with_unit("a", |u| u.restarts = Some(9));
+    let mut w = w;
+    let inst = w
+        .snapshot
+        .instances
+        .get_mut(&InstanceId("a".into()))
+        .expect("a");
+    inst.restarts = 7;
+    inst.restarts_at_start = 7;
+    check(w.clone(), &[]);
+    w.obs
+        .units
+        .get_mut(&InstanceId("a".into()))
+        .expect("unit")
+        .restarts = Some(10);
+    check(w, &["fail gh a crash loop: 10 restarts"]);
+}
+
+#[test]
+fn an_instance_that_answers_is_promoted_only_once_up_for_min_ready() {
+    let build = |up_ms: i64| {
+        World::default()
+            .want(desired("gh", 1, "v1"))
+            .inst("a", "gh", "v1", Status::Starting, 5)
+            .unit("a", "gh", "v1", UnitState::Running)
+            .with_unit("a", |u| u.started_at = Some(Timestamp(NOW.0 - up_ms)))
+            .probe("a", Probe::Ready("srv 1.0".into()))
+    };
+    let young = build(500);
+    check(young.clone(), &[]);
+    assert_eq!(
+        young.run().unwrap().requeue_at,
+        Some(Timestamp(NOW.0 + 1_500)),
+        "looked at again when the 2 s window ends"
+    );
+    check(build(2_000), &["promote gh a ready: srv 1.0"]);
+    // minReady: 0s promotes the moment it answers.
+    let mut now = build(0);
+    now.desired[0].min_ready = Duration::ZERO;
+    check(now, &["promote gh a ready: srv 1.0"]);
+}
+
+#[test]
+fn an_answer_that_never_stays_up_times_out_saying_so() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .inst("a", "gh", "v1", Status::Starting, 61)
+        .unit("a", "gh", "v1", UnitState::Running)
+        .with_unit("a", |u| u.started_at = Some(Timestamp(NOW.0 - 500)))
+        .probe("a", Probe::Ready("srv 1.0".into()));
+    check(
+        w,
+        &["fail gh a not ready after 1m: answered but not up for 2s without a restart"],
+    );
+}
+
+#[test]
+fn a_restart_loop_slower_than_max_restarts_times_out_with_its_crash() {
     let w = World::default()
         .want(desired("gh", 1, "v1"))
         .inst("a", "gh", "v1", Status::Starting, 61)
         .unit("a", "gh", "v1", UnitState::Restarting)
         .with_unit("a", |u| {
             u.exit_code = Some(2);
-            u.restarts = Some(7);
+            u.restarts = Some(2);
             u.last_log = Some("cannot bind".into());
         });
     check(
         w,
-        &["fail gh a not ready after 1m: restarting (exit 2, restarts 7): cannot bind"],
-    );
-}
-
-#[test]
-fn crash_looping_instance_caught_running_times_out_with_its_crash() {
-    let w = World::default()
-        .want(desired("gh", 1, "v1"))
-        .inst("a", "gh", "v1", Status::Starting, 61)
-        .unit("a", "gh", "v1", UnitState::Running)
-        .with_unit("a", |u| {
-            u.exit_code = Some(3);
-            u.restarts = Some(5);
-            u.last_log = Some("crashing on purpose".into());
-        })
-        .probe("a", Probe::NotReady("up for only 120 ms".into()));
-    check(
-        w,
-        &["fail gh a not ready after 1m: restarting (exit 3, restarts 5): crashing on purpose"],
+        &["fail gh a not ready after 1m: restarting (exit 2, restarts 2): cannot bind"],
     );
 }
 
@@ -694,6 +765,22 @@ fn unknown_unit_with_recorded_intent_is_adopted() {
         .unit("x", "gh", "v1", UnitState::Running)
         .intent("x", "gh", "v1");
     check(w, &["adopt gh x created by an interrupted apply"]);
+}
+
+#[test]
+fn a_unit_an_interrupted_apply_created_but_never_started_is_replaced() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .applied("gh", "v1", 1)
+        .unit("x", "gh", "v1", UnitState::Created)
+        .intent("x", "gh", "v1");
+    check(
+        w,
+        &[
+            "remove gh x left by an interrupted apply, never started (created)",
+            "start gh - scale up 0 -> 1",
+        ],
+    );
 }
 
 #[test]
@@ -1132,15 +1219,17 @@ mod props {
         }
 
         /// A rolling replace never leaves a server with fewer RUNNING
-        /// instances than before a pass, unless the pass itself demoted or
-        /// failed them, or the server is scaled down or pruned.
+        /// instances than before a pass (up to its replicas), unless the
+        /// pass itself demoted or failed them, or scaled the server down.
         #[test]
         fn a_pass_never_drops_running_instances_it_did_not_lose(mut w in world()) {
             let mut next_id = 0;
             let p = plan_at(&w, NOW);
             let running = |w: &World, server: &str| w.snapshot.instances.values()
                 .filter(|i| i.server == server && i.status == Status::Running).count();
-            let before: Vec<(String, usize)> = w.desired.iter().map(|d| (d.name.clone(), running(&w, &d.name))).collect();
+            // RUNNING beyond the replicas (an old instance beside the new one
+            // that replaced it) is surplus, not capacity.
+            let before: Vec<(String, usize)> = w.desired.iter().map(|d| (d.name.clone(), running(&w, &d.name).min(d.target()))).collect();
             apply(&mut w, &p, NOW, &mut next_id);
             for (server, was) in before {
                 let lost = p.actions.iter().any(|a| a.server == server

@@ -119,6 +119,14 @@ pub struct Readiness {
     pub timeout: Duration,
     /// Liveness probe period once RUNNING. Default 15 s.
     pub period: Duration,
+    /// How long an instance must stay up, with no restart, after its probe
+    /// passes, before it counts as RUNNING. Default 2 s, in the spirit of a
+    /// Deployment's `minReadySeconds`: a server that answers and then dies
+    /// half a second later is not ready.
+    pub min_ready: Duration,
+    /// Restarts before an instance was ever stable that make it a crash
+    /// loop (ERROR, then back-off). Default 3.
+    pub max_restarts: u32,
 }
 
 impl Default for Readiness {
@@ -126,6 +134,8 @@ impl Default for Readiness {
         Readiness {
             timeout: Duration::from_secs(60),
             period: Duration::from_secs(15),
+            min_ready: Duration::from_secs(2),
+            max_restarts: 3,
         }
     }
 }

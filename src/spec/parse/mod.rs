@@ -207,9 +207,16 @@ mod tests {
             s.spec.readiness,
             Readiness {
                 timeout: Duration::from_secs(60),
-                period: Duration::from_secs(15)
+                period: Duration::from_secs(15),
+                min_ready: Duration::from_secs(2),
+                max_restarts: 3,
             }
         );
+        let s = one("  image: srv:1
+  readiness: {minReady: 0s, maxRestarts: 5}
+");
+        assert_eq!(s.spec.readiness.min_ready, Duration::ZERO);
+        assert_eq!(s.spec.readiness.max_restarts, 5);
         assert!(s.spec.env.is_empty() && s.spec.command.is_empty());
 
         let s = one("  image: srv:1\n  transport: streamable-http\n  port: 8080\n");

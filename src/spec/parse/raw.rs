@@ -512,6 +512,12 @@ keyed_struct! {
         /// How often a RUNNING instance is probed, e.g. `15s`.
         #[schemars(extend("default" = "15s"))]
         period: Slot<Leaf, DurationSchema> = "period",
+        /// How long an instance must stay up with no restart after its probe passes before it is RUNNING, e.g. `2s`; `0s` promotes at once.
+        #[schemars(extend("default" = "2s"))]
+        min_ready: Slot<Leaf, DurationSchema> = "minReady",
+        /// Restarts before an instance was ever stable that make it a crash loop (ERROR, then back-off).
+        #[schemars(extend("default" = 3, "minimum" = 1, "maximum" = 1000))]
+        max_restarts: Slot<Leaf, u32> = "maxRestarts",
     }
 }
 

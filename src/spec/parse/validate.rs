@@ -21,6 +21,7 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::time::Duration;
 
 /// What one document yielded. The name is kept even when the document has
 /// other problems, so duplicate names are still reported.
@@ -876,12 +877,28 @@ impl<'a> Checker<'a> {
             return out;
         };
         self.unknown_fields(&r.unknown, RawReadiness::FIELDS, RawReadiness::CONTEXT);
+        if let Some((n, _)) = self.whole(
+            &r.max_restarts,
+            "spec.readiness.maxRestarts",
+            1..=1000,
+            "maxRestarts: 3",
+        ) {
+            out.max_restarts = n as u32;
+        }
         for (slot, field, target) in [
             (&r.timeout, "timeout", &mut out.timeout),
             (&r.period, "period", &mut out.period),
+            (&r.min_ready, "minReady", &mut out.min_ready),
         ] {
             let Some(e) = slot.get() else { continue };
             let parsed = match &e.value {
+                // Only the stability window may be zero: "promote at once".
+                Leaf::Str(s)
+                    if field == "minReady"
+                        && humantime::parse_duration(s).is_ok_and(|d| d.is_zero()) =>
+                {
+                    Ok(Duration::ZERO)
+                }
                 Leaf::Str(s) => units::duration(s),
                 Leaf::Int(i) => Err(format!("a number needs a unit, e.g. `{i}s`")),
                 other => Err(format!(
