@@ -1054,3 +1054,52 @@ fn a_removal_during_a_slow_rolling_replace_is_repaired_within_2_s() {
     assert_eq!(r.code, 0, "{r}");
     f.assert_exact(&[("alpha", 3), ("beta", 1)]);
 }
+
+/// A server that answers MCP, then exits 500 ms after every start, over and
+/// over under `unless-stopped`: never RUNNING, a crash loop after
+/// `maxRestarts`, and `apply --wait` says so and exits 1 long before the
+/// readiness timeout.
+#[test]
+fn a_server_that_crashes_after_answering_is_a_crash_loop_not_running() {
+    let (v1, _) = images();
+    let f = Fleet::new("crashloop");
+    f.write(
+        "a.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: alpha}}\nspec:\n  image: {v1}\n  command: [\"--transport\", \"stdio\", \"--crash-after\", \"500\"]\n  readiness: {{timeout: 60s}}\n"
+        ),
+    );
+    let started = Instant::now();
+    let r = f.run(&["apply", "fleet", "--timeout", "120s"]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 1, "a crash loop is not converged: {r}");
+    assert!(
+        took < Duration::from_secs(30),
+        "apply took {took:?}: it should give up well within the 60 s readiness timeout"
+    );
+    assert!(
+        r.stderr.contains("alpha 0/1 RUNNING") && r.stderr.contains("crash loop: exit 3"),
+        "the error names the server and why: {r}"
+    );
+    let instances = f.instances();
+    let failed = instances
+        .iter()
+        .find(|i| i["status"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR instance: {instances:#?}"));
+    let reason = failed["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("crash loop: exit 3, ")
+            && reason.contains("restarts: mcp-fixture: crashing on purpose after 500 ms"),
+        "{reason}"
+    );
+    assert!(
+        failed["restarts"].as_u64().is_some_and(|n| n >= 3),
+        "get shows the restarts: {failed:#}"
+    );
+    assert!(
+        instances.iter().all(|i| i["status"] != "RUNNING"),
+        "it never counted as RUNNING: {instances:#?}"
+    );
+    let r = f.run(&["get", "instances"]);
+    assert!(r.stdout.contains("crash loop"), "{r}");
+}

@@ -180,6 +180,10 @@ pub async fn apply<R: Runtime + Sync>(
     applier.run(first).await
 }
 
+/// A burst of runtime events has ended once none came for this long...
+const EVENTS_QUIET: Duration = Duration::from_millis(50);
+/// ...or, at the latest, this long after it began.
+const EVENTS_SETTLE_MAX: Duration = Duration::from_millis(300);
 /// How long one observation may take before the pass counts as failed.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest pause between two passes that only a requeue asked for.
@@ -488,7 +492,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             }
             ev = events => {
                 match ev {
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => self.settle_events().await,
                     // The stream broke (the daemon restarted, say): carry on
                     // with timers alone; every pass still looks for itself.
                     Some(Err(e)) => {
@@ -505,6 +509,34 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 } else {
                     Trigger::Timer
                 }
+            }
+        }
+    }
+
+    /// Lets a burst of runtime events end before passing: one change
+    /// arrives as several (`docker rm -f` is a kill, a `die`, then a
+    /// `destroy`), and looking in the middle of it sees a container
+    /// half-removed, which reads as a crash. Waits until the events have
+    /// been quiet for a moment, and never much longer than that.
+    async fn settle_events(&mut self) {
+        let Some(stream) = self.events.as_mut() else {
+            return;
+        };
+        let give_up = tokio::time::Instant::now() + EVENTS_SETTLE_MAX;
+        loop {
+            let quiet = (tokio::time::Instant::now() + EVENTS_QUIET).min(give_up);
+            match tokio::time::timeout_at(quiet, stream.next()).await {
+                Ok(Some(Ok(_))) if tokio::time::Instant::now() < give_up => continue,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "runtime events stream failed");
+                    self.events = None;
+                    return;
+                }
+                Ok(None) => {
+                    self.events = None;
+                    return;
+                }
+                _ => return,
             }
         }
     }

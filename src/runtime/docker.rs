@@ -27,7 +27,7 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use tokio::sync::OnceCell;
 
 pub const LABEL_MANAGED: &str = "io.mcpctl.managed";
@@ -285,9 +285,14 @@ impl DockerRuntime {
         Ok(Some(unit))
     }
 
-    /// Containers of this scope that died since `since`: the events the
-    /// engine still buffers, read up to now (the call returns at once).
-    async fn died_since(&self, since: Timestamp) -> Result<HashSet<String>, RuntimeError> {
+    /// Containers of this scope that died since `since`, with the exit code
+    /// of their latest death: the events the engine still buffers, read up
+    /// to now (the call returns at once). A restarted container's inspect
+    /// reports exit code 0 for its current run; the event keeps the real one.
+    async fn died_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<HashMap<String, Option<i64>>, RuntimeError> {
         let mut filters = self.label_filters();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into()]);
@@ -298,11 +303,16 @@ impl DockerRuntime {
             .filters(&filters)
             .build();
         let mut stream = self.docker.events(Some(opts));
-        let mut died = HashSet::new();
+        let mut died = HashMap::new();
         while let Some(ev) = stream.next().await {
             let ev = ev.map_err(unavailable)?;
-            if let Some(id) = ev.actor.and_then(|a| a.id) {
-                died.insert(id);
+            if let Some(actor) = ev.actor
+                && let Some(id) = actor.id
+            {
+                let code = actor
+                    .attributes
+                    .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()));
+                died.insert(id, code);
             }
         }
         Ok(died)
@@ -448,7 +458,7 @@ impl Runtime for DockerRuntime {
                 self.died_since(Timestamp(secs.saturating_mul(1000)))
                     .await?
             }
-            None => HashSet::new(),
+            None => HashMap::new(),
         };
         let mut units = Vec::with_capacity(list.len());
         for c in list {
@@ -463,15 +473,19 @@ impl Runtime for DockerRuntime {
                 }
                 Some(ContainerSummaryStateEnum::RESTARTING) => UnitState::Restarting,
                 Some(ContainerSummaryStateEnum::CREATED) => UnitState::Created,
-                Some(ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING) => {
-                    UnitState::Dead
-                }
+                // Someone is removing it (`docker rm -f`, or us): as good as
+                // gone, and no crash of the server's.
+                Some(ContainerSummaryStateEnum::REMOVING) => continue,
+                Some(ContainerSummaryStateEnum::DEAD) => UnitState::Dead,
                 _ => UnitState::Exited(-1),
             };
-            if state != UnitState::Running || died.contains(&handle) {
+            if state != UnitState::Running || died.contains_key(&handle) {
                 // Only the unhealthy, and those that crashed and came back,
                 // need detail. One that vanished meanwhile is simply not there.
-                if let Some(unit) = self.inspect_unit(&handle).await? {
+                if let Some(mut unit) = self.inspect_unit(&handle).await? {
+                    if unit.exit_code.is_none() {
+                        unit.exit_code = died.get(&handle).copied().flatten();
+                    }
                     units.push(unit);
                 }
                 continue;
