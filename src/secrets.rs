@@ -136,6 +136,20 @@ impl Secrets {
         self.values.get(r)
     }
 
+    /// The values of every secret `server` uses: what must never appear in
+    /// text that server supplies (see `model::text`).
+    pub fn values_of(&self, server: &Server) -> Vec<&str> {
+        server
+            .spec
+            .env
+            .values()
+            .filter_map(|v| match v {
+                EnvValue::Secret(r) => self.get(r).map(SecretValue::expose),
+                EnvValue::Plain(_) => None,
+            })
+            .collect()
+    }
+
     /// HMAC-SHA256 of each value under `key`, shortened to 16 hex digits: enough
     /// to notice a rotation, useless for guessing the value without the key.
     pub fn digests(&self, key: &[u8; 32]) -> SecretDigests {

@@ -1103,3 +1103,73 @@ fn a_server_that_crashes_after_answering_is_a_crash_loop_not_running() {
     let r = f.run(&["get", "instances"]);
     assert!(r.stdout.contains("crash loop"), "{r}");
 }
+
+/// Text a server supplies is untrusted: a server that logs its own token,
+/// wrapped in terminal escape sequences, as its last words before crashing.
+/// Neither the token nor an escape character reaches the state file, `get`,
+/// `describe` or `apply`'s output; the rest of the line does.
+#[test]
+fn a_servers_leaked_secret_and_escapes_are_never_stored_or_printed() {
+    let (v1, _) = images();
+    let f = Fleet::new("leak");
+    let secret = "tok-3f9a1c77e2-NEVER-SHOW";
+    let dir = f.dir.path().join("secrets/app");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("token"), secret).expect("secret");
+    f.write(
+        "a.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: alpha}}\nspec:\n  image: {v1}\n  command: [\"--transport\", \"stdio\", \"--crash-after\", \"300\", \"--leak-env\", \"APP_TOKEN\"]\n  env:\n    APP_TOKEN: {{secretRef: {{name: app, key: token}}}}\n  readiness: {{timeout: 20s}}\n"
+        ),
+    );
+    let apply = f.run(&["apply", "fleet", "--timeout", "60s"]);
+    assert_eq!(apply.code, 1, "{apply}");
+    let instances = f.instances();
+    let failed = instances
+        .iter()
+        .find(|i| i["status"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR instance: {instances:#?}"));
+    let reason = failed["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("mcp-fixture: token (sensitive) rejected"),
+        "the line is kept, the secret is not: {reason}"
+    );
+    let id = failed["id"].as_str().expect("id").to_owned();
+    let outputs = [
+        ("apply", apply.to_string()),
+        (
+            "get -o json",
+            f.run(&["get", "instances", "-o", "json"]).to_string(),
+        ),
+        ("get", f.run(&["get", "instances"]).to_string()),
+        (
+            "describe",
+            f.run(&["describe", "instance", &id]).to_string(),
+        ),
+    ];
+    for (what, text) in &outputs {
+        assert!(!text.contains(secret), "{what} printed the secret:\n{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{what} printed an escape sequence:\n{text:?}"
+        );
+    }
+    let state = std::fs::read(f.state()).expect("state file");
+    assert!(
+        !state.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the state file holds the secret"
+    );
+    assert!(
+        !state.windows(2).any(|w| w == b"\x1b]" || w == b"\x1b["),
+        "the state file holds an escape sequence"
+    );
+    // The secret really reached the server, so its absence above means something.
+    let logs = f.run(&["logs", "alpha", "--tail", "50"]);
+    assert!(
+        logs.stdout.contains(secret) || logs.stderr.contains(secret) || {
+            let raw = fixture::docker(&["logs", &f.containers()[&id].0]).unwrap_or_default();
+            raw.contains(secret)
+        },
+        "the fixture never logged the secret: {logs}"
+    );
+}

@@ -110,6 +110,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
             Ok(c) => (c, None),
             Err(e) => (None, Some(e)),
         };
+        let error = error.map(|e| self.clean(&a.server, &e));
         let elapsed = t.elapsed();
         (self.on_event)(Event::Finished {
             action: a.clone(),
@@ -320,7 +321,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
             }
             Err(e) => {
                 let now = Timestamp::now();
-                let reason = e.to_string();
+                let reason = self.clean(server, &e.to_string());
                 inst.transition(Status::Error, reason.clone(), now);
                 let backoff = next_backoff(ctx.snapshot, server, &reason, now);
                 let server = server.to_owned();
@@ -335,6 +336,18 @@ impl<R: Runtime + Sync> Exec<'_, R> {
                 Err(reason)
             }
         }
+    }
+}
+
+impl<R> Exec<'_, R> {
+    /// An engine's message made safe to store and print (see `model::text`).
+    fn clean(&self, server: &str, text: &str) -> String {
+        let secrets = self
+            .target
+            .server(server)
+            .map(|(s, _)| self.target.secrets.values_of(s))
+            .unwrap_or_default();
+        crate::model::text::untrusted(text, &secrets)
     }
 }
 

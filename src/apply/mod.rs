@@ -25,7 +25,7 @@ mod exec;
 mod observe;
 mod probes;
 
-pub use observe::{observe, refresh};
+pub use observe::{observe, refresh, sanitize};
 pub use probes::ATTEMPT_TIMEOUT;
 
 use crate::model::{
@@ -60,7 +60,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn server(&self, name: &str) -> Option<(&Server, &Desired)> {
+    pub(crate) fn server(&self, name: &str) -> Option<(&Server, &Desired)> {
         let s = self.servers.iter().find(|s| s.name == name)?;
         let d = self.desired.iter().find(|d| d.name == name)?;
         Some((s, d))
@@ -368,6 +368,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         };
         self.pass_retry = None;
         self.prober.fill(&snapshot, &mut obs);
+        sanitize(
+            &mut obs,
+            &snapshot,
+            &self.target.servers,
+            &self.target.secrets,
+        );
         let plan = match given {
             Some(p) => p,
             None => plan::plan(Inputs {

@@ -4,10 +4,14 @@
 //! Everything here is I/O, so that the planner need not be.
 
 use super::probes::{self, ProbeTarget};
-use crate::model::{InstanceId, Observation, Snapshot, Status, Timestamp};
+use crate::model::text::untrusted;
+use crate::model::{InstanceId, Observation, Probe, Snapshot, Status, Timestamp};
 use crate::plan::Desired;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::secrets::Secrets;
+use crate::spec::Server;
 use futures_util::StreamExt;
+use std::collections::BTreeMap;
 
 /// Handshakes in flight at once.
 pub const PROBES_IN_FLIGHT: usize = 16;
@@ -68,4 +72,43 @@ pub async fn refresh<R: Runtime + Sync>(
         obs.probes.insert(id, r.probe);
     }
     Ok(obs)
+}
+
+/// Makes the server-supplied text in `obs` safe to store and print (see
+/// `model::text`): last log lines, probe results and reported identities,
+/// each with the secrets of its own server redacted. Text of servers not in
+/// `servers` (orphans, pruned servers) still loses escapes and is capped.
+pub fn sanitize(obs: &mut Observation, snapshot: &Snapshot, servers: &[Server], secrets: &Secrets) {
+    let by_name: BTreeMap<&str, Vec<&str>> = servers
+        .iter()
+        .map(|s| (s.name.as_str(), secrets.values_of(s)))
+        .collect();
+    let none = Vec::new();
+    let of = |server: &str| by_name.get(server).unwrap_or(&none).as_slice();
+    let mut server_of: BTreeMap<InstanceId, String> = snapshot
+        .instances
+        .values()
+        .map(|i| (i.id.clone(), i.server.clone()))
+        .collect();
+    for u in obs.units.values_mut() {
+        server_of.insert(u.instance.clone(), u.server.clone());
+        if let Some(line) = &u.last_log {
+            u.last_log = Some(untrusted(line, of(&u.server)));
+        }
+    }
+    // An external server's instance has no unit: the snapshot names its server.
+    for (id, p) in obs.probes.iter_mut() {
+        let secrets = server_of.get(id).map_or(&[][..], |s| of(s));
+        *p = match p {
+            Probe::Ready(how) => Probe::Ready(untrusted(how, secrets)),
+            Probe::NotReady(why) => Probe::NotReady(untrusted(why, secrets)),
+        };
+    }
+    for (id, m) in obs.identities.iter_mut() {
+        let secrets = server_of.get(id).map_or(&[][..], |s| of(s));
+        m.server_name = untrusted(&m.server_name, secrets);
+        m.server_version = untrusted(&m.server_version, secrets);
+        m.handshake = untrusted(&m.handshake, secrets);
+        m.protocol_version = untrusted(&m.protocol_version, secrets);
+    }
 }

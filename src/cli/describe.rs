@@ -122,9 +122,8 @@ async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::model::I
             if let Some(c) = unit.exit_code {
                 s.push_str(&format!(", last exit {c}"));
             }
-            if let Some(l) = unit.last_log {
-                s.push_str(&format!(", last log: {l}"));
-            }
+            // No live log line: describe knows no secrets to redact it with.
+            // The recorded reason carries the last line, made safe when stored.
             s
         }
         Ok(None) => "not found".into(),

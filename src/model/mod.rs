@@ -9,6 +9,7 @@
 
 mod ids;
 mod snapshot;
+pub mod text;
 mod time;
 mod unit;
 mod workload;
