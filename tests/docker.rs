@@ -1173,3 +1173,77 @@ fn a_servers_leaked_secret_and_escapes_are_never_stored_or_printed() {
         "the fixture never logged the secret: {logs}"
     );
 }
+
+/// `get` and `describe` show the runtime as it is now beside the record:
+/// a container restarted behind mcpctl's back, one removed out of band. With
+/// `--refresh=false` they show the record alone. Neither writes the state.
+#[test]
+fn get_and_describe_show_live_drift_without_an_apply() {
+    let (v1, _) = images();
+    let f = Fleet::new("live");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    f.write("b.yaml", &stdio("beta", 1, v1, ""));
+    f.apply();
+    let alpha = f.ids_of("alpha")[0].clone();
+    let beta = f.ids_of("beta")[0].clone();
+    let containers = f.containers();
+    let pid =
+        fixture::docker(&["inspect", "-f", "{{.State.Pid}}", &containers[&alpha].0]).expect("pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    eventually("docker to restart alpha", Duration::from_secs(20), || {
+        let n = fixture::docker(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Running}}",
+            &containers[&alpha].0,
+        ])
+        .ok()?;
+        (n.trim() == "1 true").then_some(())
+    });
+    fixture::docker(&["rm", "-f", &containers[&beta].0]).expect("rm -f beta");
+    let state_before = std::fs::read(f.state()).expect("state");
+
+    let r = f.run(&["get", "instances"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("RUNNING (container restarted, 1 restarts)"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("RUNNING (container gone)"), "{r}");
+
+    let r = f.run(&["get", "instances", "-o", "json"]);
+    let rows: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    let row = |id: &str| rows.iter().find(|i| i["id"] == id).cloned().expect("row");
+    let a = row(&alpha);
+    assert_eq!(a["status"], "RUNNING", "the record is unchanged");
+    assert_eq!(a["live"]["state"], "running");
+    assert_eq!(a["live"]["restarts"], 1);
+    assert_eq!(a["restarts"], 1, "restarts shows what the runtime knows");
+    assert_eq!(a["live"]["drift"], "container restarted, 1 restarts");
+    assert_eq!(row(&beta)["live"]["state"], "gone");
+
+    let r = f.run(&["get", "instances", "-o", "json", "--refresh=false"]);
+    let rows: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    assert!(rows.iter().all(|i| i["live"].is_null()), "{r}");
+    let r = f.run(&["get", "instances", "--refresh=false"]);
+    assert!(!r.stdout.contains("container"), "{r}");
+
+    let r = f.run(&["describe", "instance", &alpha]);
+    assert!(
+        r.stdout.contains("(container restarted, 1 restarts)")
+            && r.stdout.contains("running, restarts 1"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(f.state()).expect("state"),
+        state_before,
+        "get and describe only look"
+    );
+}

@@ -1,4 +1,6 @@
-//! `mcpctl describe instance ID`: everything known about one instance.
+//! `mcpctl describe instance ID`: everything known about one instance: the
+//! record, and (unless `--refresh=false`) its container as the runtime
+//! reports it now, with any disagreement between the two.
 
 use super::{Global, Outcome};
 use crate::model::{Timestamp, short_duration};
@@ -15,24 +17,41 @@ pub struct Args {
     pub what: What,
     /// The instance id (a unique prefix is enough).
     pub id: String,
+    /// Ask the runtime about the container; `--refresh=false` shows the record alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let snapshot = Store::new(global.state_path()).load_async().await?;
     let inst = super::logs::find_instance(&snapshot, &args.id)?;
+    // The container as the runtime reports it now: `None` when not asked,
+    // or for an external server, which has none.
+    let container = match (args.refresh, inst.handle.is_empty()) {
+        (true, false) => Some(match super::connect::runtime(global).await {
+            Ok(rt) => rt.inspect(&inst.handle).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }),
+        _ => None,
+    };
     let now = Timestamp::now();
     let mut out = String::new();
     let field =
         |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<16}{v}\n", format!("{k}:")));
     field(&mut out, "Instance", &inst.id.to_string());
     field(&mut out, "Server", &inst.server);
+    let drift = match &container {
+        Some(Ok(unit)) => super::get::live(inst, unit.as_ref()).drift,
+        _ => None,
+    };
     field(
         &mut out,
         "Status",
         &format!(
-            "{} for {}",
+            "{} for {}{}",
             inst.status.as_str(),
-            short_duration(now.since(inst.transitioned_at))
+            short_duration(now.since(inst.transitioned_at)),
+            drift.map(|d| format!(" ({d})")).unwrap_or_default()
         ),
     );
     field(
@@ -92,11 +111,13 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     }
     if !inst.handle.is_empty() {
         // The container's own view, when the runtime answers; the state alone is still worth showing.
-        let container = match super::connect::runtime(global).await {
-            Ok(rt) => container_state(&rt, inst).await,
-            Err(e) => format!("unknown ({e})"),
+        let shown = match &container {
+            None => "not asked (--refresh=false)".to_owned(),
+            Some(Ok(Some(unit))) => container_state(unit),
+            Some(Ok(None)) => "not found".to_owned(),
+            Some(Err(e)) => format!("unknown ({e})"),
         };
-        field(&mut out, "Container", &container);
+        field(&mut out, "Container", &shown);
     }
     out.push_str("History:\n");
     for t in &inst.history {
@@ -111,22 +132,16 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn container_state(rt: &crate::runtime::AnyRuntime, inst: &crate::model::Instance) -> String {
-    match rt.inspect(&inst.handle).await {
-        Ok(Some(unit)) => {
-            let mut s = format!(
-                "{}, restarts {}",
-                unit.state.describe(),
-                unit.restarts.unwrap_or(0)
-            );
-            if let Some(c) = unit.exit_code {
-                s.push_str(&format!(", last exit {c}"));
-            }
-            // No live log line: describe knows no secrets to redact it with.
-            // The recorded reason carries the last line, made safe when stored.
-            s
-        }
-        Ok(None) => "not found".into(),
-        Err(e) => format!("unknown ({e})"),
+fn container_state(unit: &crate::model::Unit) -> String {
+    let mut s = format!(
+        "{}, restarts {}",
+        unit.state.describe(),
+        unit.restarts.unwrap_or(0)
+    );
+    if let Some(c) = unit.exit_code {
+        s.push_str(&format!(", last exit {c}"));
     }
+    // No live log line: describe knows no secrets to redact it with.
+    // The recorded reason carries the last line, made safe when stored.
+    s
 }

@@ -1,12 +1,16 @@
-//! `mcpctl get servers|instances`: what the state says, as a table, JSON or
-//! YAML. Reads only the state, so it works while an applier runs.
+//! `mcpctl get servers|instances`: what the state says, beside what the
+//! runtime says now, as a table, JSON or YAML. The runtime is asked once
+//! (one list call, no probes), so `get` stays cheap at any fleet size and
+//! works while an applier runs; `--refresh=false` reads the state alone.
 
 use super::{Global, Outcome};
-use crate::model::{Instance, Snapshot, Status};
+use crate::model::{Instance, InstanceId, Snapshot, Status, Unit, UnitState};
 use crate::model::{Timestamp, short_duration};
+use crate::runtime::Runtime;
 use crate::state::Store;
 use miette::IntoDiagnostic;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum What {
@@ -26,6 +30,9 @@ pub struct Args {
     pub what: What,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// Ask the runtime what runs now; `--refresh=false` shows the recorded state alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
 }
 
 /// One row of `get instances`, and the contract of its JSON (design §3).
@@ -43,6 +50,59 @@ pub struct InstanceRow {
     pub transitioned_at: String,
     /// The MCP identity the instance proved in its last handshake.
     pub mcp: Option<crate::model::McpIdentity>,
+    /// What the runtime says now; `None` with `--refresh=false`, for an
+    /// external server (it has no container), or when the runtime did not answer.
+    pub live: Option<Live>,
+}
+
+/// An instance's unit as the runtime reports it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Live {
+    /// `running`, `restarting`, `exited`, `created`, `dead`, or `gone`.
+    pub state: &'static str,
+    pub exit_code: Option<i64>,
+    /// `None` when the runtime's listing does not say (a healthy container).
+    pub restarts: Option<u32>,
+    /// How the runtime disagrees with the recorded status, e.g.
+    /// `container restarting, 7 restarts`; `None` when it agrees.
+    pub drift: Option<String>,
+}
+
+/// The live view of `i`, given what the runtime listed (`None`: not listed).
+pub fn live(i: &Instance, unit: Option<&Unit>) -> Live {
+    let Some(u) = unit else {
+        let drift = (i.status != Status::Error).then(|| "container gone".to_owned());
+        return Live {
+            state: "gone",
+            exit_code: None,
+            restarts: None,
+            drift,
+        };
+    };
+    let state = match u.state {
+        UnitState::Created => "created",
+        UnitState::Running => "running",
+        UnitState::Restarting => "restarting",
+        UnitState::Exited(_) => "exited",
+        UnitState::Dead => "dead",
+    };
+    let restarted = u.restarts.is_some_and(|r| r > i.restarts);
+    let counted = |what: String| match u.restarts {
+        Some(n) => format!("{what}, {n} restarts"),
+        None => what,
+    };
+    let drift = match (i.status, u.state) {
+        (Status::Error, _) => None,
+        (_, UnitState::Running) if restarted => Some(counted("container restarted".into())),
+        (_, UnitState::Running | UnitState::Created) => None,
+        (_, other) => Some(counted(format!("container {}", other.describe()))),
+    };
+    Live {
+        state,
+        exit_code: u.exit_code,
+        restarts: u.restarts,
+        drift,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -65,7 +125,11 @@ pub fn reason(i: &Instance, snapshot: &Snapshot, now: Timestamp) -> Option<Strin
     (i.status != Status::Running && !i.reason.is_empty()).then(|| i.reason.clone())
 }
 
-pub fn instance_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<InstanceRow> {
+pub fn instance_rows(
+    snapshot: &Snapshot,
+    units: Option<&BTreeMap<InstanceId, Unit>>,
+    now: Timestamp,
+) -> Vec<InstanceRow> {
     let mut rows: Vec<&Instance> = snapshot.instances.values().collect();
     rows.sort_by(|a, b| (&a.server, a.created_at, &a.id).cmp(&(&b.server, b.created_at, &b.id)));
     rows.into_iter()
@@ -79,11 +143,19 @@ pub fn instance_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<InstanceRow> {
                 .as_ref()
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
-            restarts: i.restarts,
+            restarts: units
+                .and_then(|u| u.get(&i.id))
+                .and_then(|u| u.restarts)
+                .unwrap_or(i.restarts)
+                .max(i.restarts),
             created_at: i.created_at.rfc3339(),
             spec_hash: i.spec_hash.to_string(),
             transitioned_at: i.transitioned_at.rfc3339(),
             mcp: i.mcp.clone(),
+            // External servers have no container to look at.
+            live: units
+                .filter(|_| !i.handle.is_empty())
+                .map(|u| live(i, u.get(&i.id))),
         })
         .collect()
 }
@@ -109,12 +181,45 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
         .collect()
 }
 
+/// One look at the runtime, for `get` and `describe`: every unit by
+/// instance, or `None` (with a warning) when the runtime does not answer,
+/// so the recorded state is still shown.
+pub async fn observe_units(global: &Global) -> Option<BTreeMap<InstanceId, Unit>> {
+    let observed = async {
+        let rt = super::connect::runtime(global).await?;
+        rt.observe().await
+    }
+    .await;
+    match observed {
+        Ok(units) => Some(
+            units
+                .into_iter()
+                .map(|mut u| {
+                    // No secrets are known here: the line is not shown, only the state.
+                    u.last_log = None;
+                    (u.instance.clone(), u)
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            eprintln!(
+                "warning: showing the recorded state only: {e} (--refresh=false skips the runtime)"
+            );
+            None
+        }
+    }
+}
+
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let snapshot = Store::new(global.state_path()).load_async().await?;
+    let units = match (args.refresh, args.what) {
+        (true, What::Instances) => observe_units(global).await,
+        _ => None,
+    };
     let now = Timestamp::now();
     let text = match args.what {
         What::Instances => {
-            let rows = instance_rows(&snapshot, now);
+            let rows = instance_rows(&snapshot, units.as_ref(), now);
             match args.output {
                 Format::Table => instances_table(&snapshot, &rows, now),
                 Format::Json => serde_json::to_string_pretty(&rows).into_diagnostic()? + "\n",
@@ -170,10 +275,14 @@ fn instances_table(snapshot: &Snapshot, rows: &[InstanceRow], now: Timestamp) ->
                 .get(&crate::model::InstanceId(r.id.clone()))
                 .map(|i| short_duration(now.since(i.created_at)))
                 .unwrap_or_default();
+            let status = match r.live.as_ref().and_then(|l| l.drift.as_ref()) {
+                Some(drift) => format!("{} ({drift})", r.status),
+                None => r.status.to_owned(),
+            };
             vec![
                 r.server.clone(),
                 r.id.clone(),
-                r.status.to_owned(),
+                status,
                 age,
                 r.restarts.to_string(),
                 r.endpoint.clone(),
@@ -201,4 +310,68 @@ fn servers_table(rows: &[ServerRow]) -> String {
         })
         .collect();
     table(&["NAME", "READY", "STATUS"], &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpecHash, Timestamp};
+
+    fn instance(status: Status, restarts: u32) -> Instance {
+        let mut i = Instance::starting(
+            InstanceId("i1".into()),
+            "gh",
+            SpecHash("h".into()),
+            "created",
+            Timestamp(0),
+        );
+        i.handle = "c1".into();
+        i.status = status;
+        i.restarts = restarts;
+        i
+    }
+
+    fn unit(state: UnitState, restarts: Option<u32>) -> Unit {
+        Unit {
+            instance: InstanceId("i1".into()),
+            server: "gh".into(),
+            spec_hash: SpecHash("h".into()),
+            handle: "c1".into(),
+            state,
+            restarts,
+            exit_code: None,
+            last_log: None,
+            endpoint: None,
+            started_at: None,
+        }
+    }
+
+    #[test]
+    fn live_state_flags_how_the_runtime_disagrees_with_the_record() {
+        let running = instance(Status::Running, 2);
+        let drift = |i: &Instance, u: Option<Unit>| live(i, u.as_ref()).drift;
+        assert_eq!(drift(&running, Some(unit(UnitState::Running, None))), None);
+        assert_eq!(
+            drift(&running, Some(unit(UnitState::Running, Some(2)))),
+            None
+        );
+        assert_eq!(
+            drift(&running, Some(unit(UnitState::Running, Some(3)))).as_deref(),
+            Some("container restarted, 3 restarts")
+        );
+        assert_eq!(
+            drift(&running, Some(unit(UnitState::Restarting, Some(7)))).as_deref(),
+            Some("container restarting, 7 restarts")
+        );
+        assert_eq!(
+            drift(&running, Some(unit(UnitState::Exited(3), Some(0)))).as_deref(),
+            Some("container exited (3), 0 restarts")
+        );
+        assert_eq!(drift(&running, None).as_deref(), Some("container gone"));
+        assert_eq!(live(&running, None).state, "gone");
+        // An ERROR instance's container being gone or dead is no news.
+        let failed = instance(Status::Error, 0);
+        assert_eq!(drift(&failed, None), None);
+        assert_eq!(drift(&failed, Some(unit(UnitState::Exited(1), None))), None);
+    }
 }
