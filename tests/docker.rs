@@ -1247,3 +1247,49 @@ fn get_and_describe_show_live_drift_without_an_apply() {
         "get and describe only look"
     );
 }
+
+/// A stdio server's stdout carries MCP: every probe adds JSON-RPC lines to
+/// its logs. `logs` leaves them out, so what the server itself wrote on
+/// either stream is not buried, and `--protocol` shows them too.
+#[test]
+fn logs_leave_out_a_stdio_servers_protocol_unless_asked() {
+    let (v1, _) = images();
+    let f = Fleet::new("protocol");
+    f.write(
+        "a.yaml",
+        &stdio("alpha", 1, v1, ", \"--log-stdout\", \"2\""),
+    );
+    f.apply();
+    let id = f.ids_of("alpha")[0].clone();
+    let (cid, _) = f.containers()[&id].clone();
+    let raw = Command::new("docker")
+        .args(["logs", &cid])
+        .output()
+        .expect("docker logs");
+    assert!(
+        String::from_utf8_lossy(&raw.stdout).contains("\"jsonrpc\":\"2.0\""),
+        "the probes left protocol lines on stdout, or this tests nothing"
+    );
+
+    let r = f.run(&["logs", "alpha"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.contains("mcp-fixture log 1/2: warming up")
+            && r.stdout.contains("mcp-fixture log 2/2: warming up"),
+        "the server's own stdout lines stay: {r}"
+    );
+    assert!(
+        r.stdout.contains("mcp-fixture: serving stdio"),
+        "stderr lines stay: {r}"
+    );
+    assert!(!r.stdout.contains("jsonrpc"), "protocol left in: {r}");
+
+    // The tail counts the server's lines, not the protocol's.
+    let r = f.run(&["logs", "alpha", "--tail", "1"]);
+    assert_eq!(r.stdout.lines().count(), 1, "{r}");
+    assert!(r.stdout.contains("serving stdio"), "{r}");
+
+    let r = f.run(&["logs", "alpha", "--protocol"]);
+    assert!(r.stdout.contains("\"jsonrpc\":\"2.0\""), "{r}");
+    assert!(r.stdout.contains("warming up"), "{r}");
+}

@@ -710,15 +710,16 @@ impl Runtime for DockerRuntime {
     async fn logs(
         &self,
         handle: &str,
-        tail: usize,
+        tail: Option<usize>,
         follow: bool,
         on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
             .follow(follow)
-            .tail(&tail.to_string())
+            .tail(&tail)
             .build();
         let mut stream = self.docker.logs(handle, Some(opts));
         while let Some(chunk) = stream.next().await {

@@ -277,12 +277,12 @@ impl Runtime for FakeRuntime {
     async fn logs(
         &self,
         handle: &str,
-        tail: usize,
+        tail: Option<usize>,
         _follow: bool,
         on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
         let lines = self.world().logs.get(handle).cloned().unwrap_or_default();
-        let skip = lines.len().saturating_sub(tail);
+        let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
         for line in lines.into_iter().skip(skip) {
             on_line(line);
         }

@@ -131,12 +131,13 @@ pub trait Runtime {
     ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_;
     /// Attaches to a stdio unit's stdin and stdout, without replaying old output.
     fn attach(&self, handle: &str) -> impl Future<Output = Result<Attached, RuntimeError>> + Send;
-    /// The last `tail` lines of a unit's logs, each passed to `on_line`;
-    /// with `follow`, keeps passing new lines until the unit stops.
+    /// The last `tail` lines of a unit's logs (all of them for `None`), each
+    /// passed to `on_line`; with `follow`, keeps passing new lines until the
+    /// unit stops.
     fn logs(
         &self,
         handle: &str,
-        tail: usize,
+        tail: Option<usize>,
         follow: bool,
         on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
@@ -235,7 +236,7 @@ impl Runtime for AnyRuntime {
     async fn logs(
         &self,
         handle: &str,
-        tail: usize,
+        tail: Option<usize>,
         follow: bool,
         on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> Result<(), RuntimeError> {
