@@ -1293,3 +1293,48 @@ fn logs_leave_out_a_stdio_servers_protocol_unless_asked() {
     assert!(r.stdout.contains("\"jsonrpc\":\"2.0\""), "{r}");
     assert!(r.stdout.contains("warming up"), "{r}");
 }
+
+/// Time is an input too: a readiness deadline that passes between `plan`
+/// and `apply PLANFILE` changes what a plan made now would do, so the saved
+/// plan is refused, naming the difference, and nothing is done.
+#[test]
+fn a_saved_plan_that_time_overtook_is_refused_naming_the_difference() {
+    let (v1, _) = images();
+    let f = Fleet::new("overtaken");
+    f.write(
+        "a.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: alpha}}\nspec:\n  image: {v1}\n  command: [\"--transport\", \"stdio\", \"--delay-start\", \"120000\"]\n  readiness: {{timeout: 3s}}\n"
+        ),
+    );
+    let r = f.run(&["apply", "fleet", "--no-wait"]);
+    assert_eq!(r.code, 0, "{r}");
+    let id = f.ids_of("alpha")[0].clone();
+    let r = f.run(&["plan", "fleet", "--out", "plan.json", "--detailed-exitcode"]);
+    assert_eq!(
+        r.code, 0,
+        "STARTING and within its deadline: nothing to do yet: {r}"
+    );
+    // Once the deadline has passed, a fresh plan fails the instance.
+    eventually(
+        "the readiness deadline to pass",
+        Duration::from_secs(20),
+        || {
+            let r = f.run(&["plan", "fleet", "-o", "json"]);
+            r.stdout.contains("\"fail\"").then_some(())
+        },
+    );
+    let state_before = std::fs::read(f.state()).expect("state");
+    let r = f.run(&["apply", "plan.json", "--timeout", "20s"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains("stale") && r.stderr.contains(&format!("+ fail alpha {id}")),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(f.state()).expect("state"),
+        state_before,
+        "a refused plan changes nothing"
+    );
+    assert_eq!(f.instances()[0]["status"], "STARTING");
+}

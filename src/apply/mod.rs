@@ -77,6 +77,9 @@ pub struct Options {
     pub allow_empty: bool,
     /// The command, for the history.
     pub command: String,
+    /// Carry out only what a saved plan listed (and status changes): see
+    /// [`plan::Allowed`]. `None` carries out whatever each pass plans.
+    pub only: Option<plan::Allowed>,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Default for Options {
             timeout: Duration::from_secs(300),
             allow_empty: false,
             command: "apply".into(),
+            only: None,
         }
     }
 }
@@ -132,6 +136,10 @@ pub struct Report {
     pub servers: BTreeMap<String, (usize, usize)>,
     /// Passes that failed before planning, oldest first.
     pub errors: Vec<String>,
+    /// What the last pass would have done but a saved plan did not list.
+    pub held_back: Vec<Action>,
+    /// The run ended because `timeout` passed.
+    pub timed_out: bool,
 }
 
 /// One executed action and how it ended.
@@ -250,6 +258,8 @@ pub struct Applier<'a, R> {
     /// Every server short of RUNNING replicas failed during this run and
     /// now waits out a back-off: waiting longer would only watch the clock.
     stuck: bool,
+    /// With a saved plan: nothing it permits is left to do or to wait for.
+    done_with_plan: bool,
     started: Instant,
     report: Report,
 }
@@ -280,6 +290,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             converged: false,
             failed: BTreeSet::new(),
             stuck: false,
+            done_with_plan: false,
             started: Instant::now(),
             report: Report::default(),
         }
@@ -299,7 +310,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.pass(first).await?;
         loop {
             let done = if self.opts.wait {
-                self.converged || self.stuck
+                self.converged || self.stuck || self.done_with_plan
             } else {
                 self.busy.is_empty()
             };
@@ -309,6 +320,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             let trigger = self.next_trigger(deadline).await;
             tracing::debug!(?trigger, "woke");
             if let Trigger::Deadline = trigger {
+                self.report.timed_out = true;
                 break;
             }
             self.absorb_ready();
@@ -394,14 +406,28 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         for i in probe_updates(&snapshot, &obs) {
             per_server.entry(i.server.clone()).or_default().0.push(i);
         }
+        let now = Timestamp::now();
+        let mut held_back = Vec::new();
+        let mut permitted = 0;
         for a in plan.runnable() {
+            let busy = self.busy.contains(&a.server)
+                || self.retry.get(&a.server).is_some_and(|(_, at)| *at > now);
+            // A busy server's actions are planned again next pass: only the
+            // ones handed out now use up what a saved plan permits.
+            if !busy
+                && let Some(only) = self.opts.only.as_mut()
+                && !only.take(a)
+            {
+                held_back.push(a.clone());
+                continue;
+            }
+            permitted += 1;
             per_server
                 .entry(a.server.clone())
                 .or_default()
                 .1
                 .push(a.clone());
         }
-        let now = Timestamp::now();
         let snapshot = Arc::new(snapshot);
         let obs = Arc::new(obs);
         for (server, (updates, actions)) in per_server {
@@ -447,6 +473,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             }));
         }
 
+        self.done_with_plan = self.opts.only.is_some()
+            && self.busy.is_empty()
+            && permitted == 0
+            && !snapshot
+                .instances
+                .values()
+                .any(|i| i.status == Status::Starting);
+        self.report.held_back = held_back;
         self.requeue_at = plan.requeue_at;
         tracing::debug!(
             pass,

@@ -502,6 +502,58 @@ async fn without_wait_one_pass_runs_and_nothing_is_awaited() {
     assert_eq!(bed.rt.units().len(), 2);
 }
 
+/// A saved plan runs what it lists, then only waits and changes statuses:
+/// a start it did not list is held back, and the run ends when nothing it
+/// permits is left, saying what a new plan would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_runs_only_what_it_lists() {
+    let bed = Bed::new();
+    let yaml = fleet(&[("alpha", 2, "img:1"), ("beta", 1, "img:1")], QUICK);
+    let listed = |server: &str| crate::plan::Action {
+        kind: ActionKind::Start,
+        server: server.into(),
+        instance: None,
+        reason: "new server".into(),
+        diff: None,
+        waiting: None,
+    };
+    // Reviewed: one start of alpha. Not reviewed: its second replica, and beta.
+    let opts = Options {
+        wait: true,
+        timeout: Duration::from_secs(10),
+        allow_empty: true,
+        only: Some(crate::plan::Allowed::new(&[listed("alpha")])),
+        ..Options::default()
+    };
+    let report = apply(&bed.rt, &bed.store, bed.target(&yaml), None, &opts, &|_| {})
+        .await
+        .expect("apply");
+    assert!(!report.converged && !report.timed_out, "{report:?}");
+    let started: Vec<&Done> = report
+        .actions
+        .iter()
+        .filter(|d| d.action.kind == ActionKind::Start)
+        .collect();
+    assert_eq!(started.len(), 1, "{report:?}");
+    assert_eq!(started[0].action.server, "alpha");
+    assert_eq!(bed.rt.units().len(), 1);
+    assert_eq!(
+        bed.instances("alpha")[0].status,
+        Status::Running,
+        "waiting and promoting are still done"
+    );
+    let mut held: Vec<(ActionKind, &str)> = report
+        .held_back
+        .iter()
+        .map(|a| (a.kind, a.server.as_str()))
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [(ActionKind::Start, "alpha"), (ActionKind::Start, "beta")]
+    );
+}
+
 /// The convergence property, on the real pass: random fleets, then random
 /// damage out of band (containers removed, restarted, records of units that
 /// vanished), and every time one more apply ends with exactly the wanted

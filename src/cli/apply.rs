@@ -114,6 +114,16 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
                 changed.join("; ")
             ));
         }
+        // Time moves on too: a back-off or a readiness deadline may have
+        // passed since `plan`, and a plan made now would do something else.
+        let differ = crate::plan::differences(&saved.plan.actions, &p.plan.actions);
+        if !differ.is_empty() {
+            return Err(miette!(
+                help = "run `mcpctl plan --out` again, review it, and apply the new plan",
+                "the saved plan is stale: a plan made now differs: {}",
+                differ.join("; ")
+            ));
+        }
     }
     let Some(rt) = &p.runtime else {
         return Err(miette!("no runtime was connected"));
@@ -130,6 +140,11 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         timeout: args.timeout,
         allow_empty: args.allow_empty,
         command: "apply".into(),
+        // A saved plan runs exactly what was reviewed: its actions, then
+        // only waiting, status changes and the listed replaces' own steps.
+        only: saved
+            .as_ref()
+            .map(|s| crate::plan::Allowed::new(&s.plan.actions)),
     };
     let progress = Progress::new(args.output == Format::Text);
     let first = p.observation.map(|observation| apply::First {
@@ -251,10 +266,27 @@ fn not_converged(
             })
             .collect();
     }
-    let head = if wait {
-        format!("not converged after {}", short_duration(timeout))
-    } else {
-        "some actions failed".into()
+    if !report.held_back.is_empty() {
+        let rest: Vec<String> = report
+            .held_back
+            .iter()
+            .map(|a| {
+                let inst = a
+                    .instance
+                    .as_ref()
+                    .map_or_else(|| "(new)".to_owned(), |i| i.to_string());
+                format!("{} {} {inst}", a.kind.as_str(), a.server)
+            })
+            .collect();
+        parts.push(format!(
+            "the saved plan is done, and a new plan is needed to {}",
+            rest.join(", ")
+        ));
+    }
+    let head = match (wait, report.timed_out) {
+        (true, true) => format!("not converged after {}", short_duration(timeout)),
+        (true, false) => "not converged".to_owned(),
+        (false, _) => "some actions failed".into(),
     };
     format!("{head}: {}", parts.join("; "))
 }

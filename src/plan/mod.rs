@@ -11,7 +11,7 @@ mod saved;
 mod tests;
 
 pub use render::{PlanJson, render_json, render_text, summary_line};
-pub use saved::SavedPlan;
+pub use saved::{Allowed, SavedPlan, differences};
 
 use crate::model::{
     Instance, InstanceId, IntentOp, Observation, Probe, Runners, Snapshot, SpecHash, Status,
