@@ -37,25 +37,31 @@ impl Env {
         self.path().join("state/state.redb")
     }
 
-    /// Runs mcpctl in the workspace with a clean, colourless environment.
+    /// mcpctl in the workspace with a clean, colourless environment.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpctl"));
+        cmd.current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .env("MCPCTL_STATE", self.state())
+            .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
+            .env("COLUMNS", "100");
+        cmd
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, &[])
     }
 
     /// [`Env::run`] with extra environment variables.
     fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .envs(vars.iter().copied())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("NO_COLOR", "1")
-            .env("MCPCTL_STATE", self.state())
-            .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
-            .env("COLUMNS", "100")
-            .output()
-            .expect("run mcpctl");
+        self.finish(self.command().args(args).envs(vars.iter().copied()))
+    }
+
+    /// Runs `cmd` to its end, with the workspace path masked in its output.
+    fn finish(&self, cmd: &mut Command) -> Run {
+        let out = cmd.output().expect("run mcpctl");
         let clean = |b: &[u8]| {
             String::from_utf8_lossy(b).replace(&self.path().display().to_string(), "[TMP]")
         };
@@ -420,4 +426,67 @@ fn state_file_is_private() {
         !bytes.windows(12).any(|w| w == b"s3cr3t-value"),
         "secret stored in the state"
     );
+}
+
+const BIG_REPLICAS: &str = "apiVersion: mcpctl.io/v1
+kind: McpServer
+metadata: {name: big}
+spec:
+  image: ghcr.io/example/big:1.0
+  replicas: 150
+";
+
+#[test]
+fn replicas_above_the_limit_are_refused_until_the_limit_is_raised() {
+    let env = Env::new();
+    env.file("fleet/big.yaml", BIG_REPLICAS);
+    let r = env.run(&["validate", "fleet"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("fleet/big.yaml:6:13: `spec.replicas` is 150, more than the limit of 100"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("`--max-replicas 150`"), "{r}");
+
+    let r = env.run(&["validate", "fleet", "--max-replicas", "150"]);
+    assert_eq!(r.code, 0, "{r}");
+    let r = env.run_with(
+        &["plan", "fleet", "--refresh=false"],
+        &[("MCPCTL_MAX_REPLICAS", "200")],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("Plan: 150 to start."), "{r}");
+
+    // The limit has a ceiling of its own, so no setting lets a count allocate without bound.
+    let r = env.run(&["validate", "fleet", "--max-replicas", "10001"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("10001 is not in 1..=10000"), "{r}");
+}
+
+#[test]
+fn a_count_past_the_ceiling_is_refused_even_at_the_highest_limit() {
+    let env = Env::new();
+    // Small enough to plan in a blink should the check ever go, so a
+    // regression fails this test rather than exhausting the machine's memory.
+    env.file(
+        "fleet/huge.yaml",
+        &BIG_REPLICAS.replace("replicas: 150", "replicas: 20000"),
+    );
+    let r = env.run(&[
+        "plan",
+        "fleet",
+        "--refresh=false",
+        "--max-replicas",
+        "10000",
+    ]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.is_empty(), "no plan may be printed: {r}");
+    assert!(
+        r.stderr.contains(
+            "fleet/huge.yaml:6:13: `spec.replicas` is 20000, more than the limit of 10000"
+        ),
+        "{r}"
+    );
+    assert!(r.stderr.contains("at most 10000 instances"), "{r}");
 }

@@ -53,7 +53,7 @@ pub async fn make(
     refresh: bool,
     allow_empty: bool,
 ) -> miette::Result<Planned> {
-    let (source, servers) = super::load_source(paths)?;
+    let (source, servers) = super::load_source(global, paths)?;
     let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
     let store = Store::new(global.state_path());
     let key = store.digest_key_async().await?;
