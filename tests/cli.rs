@@ -490,3 +490,92 @@ fn a_count_past_the_ceiling_is_refused_even_at_the_highest_limit() {
     );
     assert!(r.stderr.contains("at most 10000 instances"), "{r}");
 }
+
+/// A child killed when dropped, so a failed assert leaves no process behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 10 ms until it gives a value, for at most 20 s.
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn apply_records_a_non_utf8_command_line_as_its_lock_holder() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::Stdio;
+    let env = Env::new();
+    // Not UTF-8: a Unix path may hold any bytes.
+    let name = OsStr::from_bytes(b"fleet\xff");
+    let fifo = env.path().join(name).join("a.yaml");
+    std::fs::create_dir(env.path().join(name)).expect("mkdir");
+    // Reading a FIFO blocks until it has a writer: that holds the applier
+    // just after it has taken the lock and recorded itself.
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let mut applier = Reaped(
+        env.command()
+            .arg("apply")
+            .arg(name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcpctl"),
+    );
+    let lock = env.path().join("state/state.redb.lock");
+    let holder = poll("the applier to record itself", || {
+        if let Some(status) = applier.0.try_wait().expect("poll the applier") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(applier.0.stderr.as_mut().expect("piped"), &mut stderr)
+                .expect("read stderr");
+            panic!("the applier exited ({status}) before recording itself:\n{stderr}");
+        }
+        let text = std::fs::read_to_string(&lock).unwrap_or_default();
+        text.ends_with('\n').then_some(text)
+    });
+    assert!(holder.contains(" apply fleet\u{fffd})"), "{holder:?}");
+    assert!(
+        holder.starts_with(&format!("pid {} (", applier.0.id())),
+        "{holder:?}"
+    );
+
+    // Something unreadable ends the apply: with an error, not a panic.
+    std::fs::write(&fifo, "kind: [\n").expect("write the FIFO");
+    let status = poll("the applier to exit", || {
+        applier.0.try_wait().expect("poll the applier")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(applier.0.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid YAML"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn apply_cuts_a_long_command_line_on_a_character_boundary() {
+    let env = Env::new();
+    // The holder text is cut at 120 bytes. Whatever the length of the
+    // binary's path, one of these three offsets puts the cut inside a `€`.
+    for pad in ["", "x", "xx"] {
+        let arg = format!("{pad}{}", "€".repeat(60));
+        let r = env.run(&["apply", &arg]);
+        assert_eq!(r.code, 1, "{r}");
+        assert!(!r.stderr.contains("panicked"), "{r}");
+        assert!(r.stderr.contains("does not exist"), "{r}");
+    }
+}

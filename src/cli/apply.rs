@@ -175,11 +175,22 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// How this process names itself to an applier it locks out. Arguments
+/// need not be UTF-8 (paths on Unix), so they are shown lossily.
 fn command_line() -> String {
-    let args: Vec<String> = std::env::args().collect();
-    let mut s = args.join(" ");
-    s.truncate(120);
-    s
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    cut(&args.join(" "), 120).to_owned()
+}
+
+/// At most `max` bytes of `s`, ending on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn summary(report: &Report, wait: bool) -> String {
@@ -336,5 +347,23 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("apply fleet", 120), "apply fleet");
+        // `€` is three bytes; a cut through any of them drops the whole character.
+        let text = format!("{}€x", "a".repeat(118));
+        for max in [118, 119, 120] {
+            assert_eq!(cut(&text, max), "a".repeat(118), "max {max}");
+        }
+        assert_eq!(cut(&text, 121), format!("{}€", "a".repeat(118)));
+        assert_eq!(cut("é", 1), "");
+        assert_eq!(cut("", 120), "");
     }
 }
