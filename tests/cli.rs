@@ -59,6 +59,14 @@ impl Env {
         self.finish(self.command().args(args).envs(vars.iter().copied()))
     }
 
+    /// Runs mcpctl with stdout a pipe whose read end is already closed, so
+    /// that its first write fails with EPIPE however little it prints.
+    fn run_into_a_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.finish(self.command().args(args).stdout(writer))
+    }
+
     /// Runs `cmd` to its end, with the workspace path masked in its output.
     fn finish(&self, cmd: &mut Command) -> Run {
         let out = cmd.output().expect("run mcpctl");
@@ -578,4 +586,62 @@ fn apply_cuts_a_long_command_line_on_a_character_boundary() {
         assert!(!r.stderr.contains("panicked"), "{r}");
         assert!(r.stderr.contains("does not exist"), "{r}");
     }
+}
+
+/// A fleet whose plan text is larger than a pipe's 64 KiB buffer, so that
+/// it could not slip unread into the buffer of a reader that closes late.
+fn big_fleet() -> Env {
+    let env = Env::new();
+    let docs: String = (0..200)
+        .map(|i| {
+            format!(
+                "---\napiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: fleet-server-{i:03}}}\nspec: {{image: srv, replicas: 10}}\n"
+            )
+        })
+        .collect();
+    env.file("fleet/servers.yaml", &docs);
+    env
+}
+
+#[test]
+fn a_closed_stdout_ends_each_command_quietly() {
+    let env = big_fleet();
+    let full = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(full.code, 0, "{full}");
+    assert!(
+        full.stdout.len() > 64 * 1024,
+        "the plan is only {} bytes",
+        full.stdout.len()
+    );
+
+    // Every command is tried, so a failure names all the commands that panic.
+    let mut failures = Vec::new();
+    let mut quiet = |args: &[&str], code: i32| {
+        let r = env.run_into_a_closed_pipe(args);
+        if r.code != code || !r.stderr.is_empty() {
+            failures.push(format!("{args:?} (want exit {code}): {r}"));
+        }
+    };
+    quiet(&["schema"], 0);
+    quiet(&["validate", "fleet"], 0);
+    quiet(&["plan", "fleet", "--refresh=false"], 0);
+    quiet(&["plan", "fleet", "--refresh=false", "-o", "json"], 0);
+    // Its exit code says the plan has changes, whether or not anyone read it.
+    quiet(
+        &["plan", "fleet", "--refresh=false", "--detailed-exitcode"],
+        2,
+    );
+    quiet(
+        &["plan", "fleet", "--refresh=false", "--out", "plan.json"],
+        0,
+    );
+    let saved = env.path().join("plan.json").is_file();
+
+    converge_state(&env);
+    quiet(&["get", "instances", "--refresh=false"], 0);
+    quiet(&["get", "servers", "--refresh=false", "-o", "json"], 0);
+    quiet(&["get", "instances", "--refresh=false", "-o", "yaml"], 0);
+    quiet(&["describe", "instance", "01test00", "--refresh=false"], 0);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(saved, "the plan was not saved");
 }

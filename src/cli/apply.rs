@@ -141,7 +141,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     progress.finish();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
     let snapshot = p.store.load_async().await?;
-    match args.output {
+    let printed = match args.output {
         Format::Json => {
             let servers: serde_json::Map<String, serde_json::Value> = report
                 .servers
@@ -156,9 +156,15 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
                 "actions": report.actions,
                 "servers": servers,
             });
-            println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
+            super::write_stdout(&(serde_json::to_string_pretty(&out).into_diagnostic()? + "\n"))
         }
-        Format::Text => println!("{}", summary(&report, opts.wait)),
+        Format::Text => super::write_stdout(&(summary(&report, opts.wait) + "\n")),
+    };
+    // The apply has happened; a reader that has gone must not turn its failure into success.
+    if let Err(e) = printed
+        && !e.is_closed_pipe()
+    {
+        return Err(e.into());
     }
     let ok = if opts.wait {
         report.converged

@@ -169,6 +169,31 @@ impl Global {
     }
 }
 
+/// Standard output could not be written.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("cannot write to standard output")]
+#[diagnostic(code(mcpctl::output))]
+pub struct OutputError(#[source] pub std::io::Error);
+
+impl OutputError {
+    /// The reader has gone, as `head` does once it has its lines: the output
+    /// is no longer wanted, which is not a failure.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes to standard output and flushes. Unlike `print!`, which panics when
+/// the write fails, it returns the error, so that `main` can end quietly on a
+/// closed pipe and report anything else (a full disk) once.
+pub(crate) fn write_stdout(text: &str) -> Result<(), OutputError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(OutputError)
+}
+
 /// Colour only on a terminal, and never when `NO_COLOR` is set.
 pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())

@@ -13,13 +13,13 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let (source, servers) = super::load_source(global, &args.paths)?;
     let files = source.files.len();
-    println!(
-        "{} valid: {} server{} in {} file{}",
+    super::write_stdout(&format!(
+        "{} valid: {} server{} in {} file{}\n",
         source.info.location,
         servers.len(),
         if servers.len() == 1 { "" } else { "s" },
         files,
         if files == 1 { "" } else { "s" },
-    );
+    ))?;
     Ok(Outcome::Success)
 }
