@@ -2,7 +2,6 @@
 //! report the error once, and exit with the code of design §3.
 
 use clap::Parser;
-use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -39,10 +38,15 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(mcpctl::cli::run(cli)) {
-        Ok(outcome) => {
-            // A closed pipe (`mcpctl plan | head`) is not an error worth reporting.
-            let _ = std::io::stdout().flush();
-            outcome.into()
+        Ok(outcome) => outcome.into(),
+        // `mcpctl plan | head -1`: the reader has what it wanted, and as
+        // with ripgrep, a closed pipe ends the output quietly.
+        Err(report)
+            if report
+                .downcast_ref::<mcpctl::cli::OutputError>()
+                .is_some_and(|e| e.is_closed_pipe()) =>
+        {
+            ExitCode::SUCCESS
         }
         Err(report) => {
             eprintln!("{report:?}");

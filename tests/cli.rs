@@ -37,25 +37,39 @@ impl Env {
         self.path().join("state/state.redb")
     }
 
-    /// Runs mcpctl in the workspace with a clean, colourless environment.
+    /// mcpctl in the workspace with a clean, colourless environment.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpctl"));
+        cmd.current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .env("MCPCTL_STATE", self.state())
+            .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
+            .env("COLUMNS", "100");
+        cmd
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, &[])
     }
 
     /// [`Env::run`] with extra environment variables.
     fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .envs(vars.iter().copied())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("NO_COLOR", "1")
-            .env("MCPCTL_STATE", self.state())
-            .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
-            .env("COLUMNS", "100")
-            .output()
-            .expect("run mcpctl");
+        self.finish(self.command().args(args).envs(vars.iter().copied()))
+    }
+
+    /// Runs mcpctl with stdout a pipe whose read end is already closed, so
+    /// that its first write fails with EPIPE however little it prints.
+    fn run_into_a_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.finish(self.command().args(args).stdout(writer))
+    }
+
+    /// Runs `cmd` to its end, with the workspace path masked in its output.
+    fn finish(&self, cmd: &mut Command) -> Run {
+        let out = cmd.output().expect("run mcpctl");
         let clean = |b: &[u8]| {
             String::from_utf8_lossy(b).replace(&self.path().display().to_string(), "[TMP]")
         };
@@ -420,4 +434,214 @@ fn state_file_is_private() {
         !bytes.windows(12).any(|w| w == b"s3cr3t-value"),
         "secret stored in the state"
     );
+}
+
+const BIG_REPLICAS: &str = "apiVersion: mcpctl.io/v1
+kind: McpServer
+metadata: {name: big}
+spec:
+  image: ghcr.io/example/big:1.0
+  replicas: 150
+";
+
+#[test]
+fn replicas_above_the_limit_are_refused_until_the_limit_is_raised() {
+    let env = Env::new();
+    env.file("fleet/big.yaml", BIG_REPLICAS);
+    let r = env.run(&["validate", "fleet"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("fleet/big.yaml:6:13: `spec.replicas` is 150, more than the limit of 100"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("`--max-replicas 150`"), "{r}");
+
+    let r = env.run(&["validate", "fleet", "--max-replicas", "150"]);
+    assert_eq!(r.code, 0, "{r}");
+    let r = env.run_with(
+        &["plan", "fleet", "--refresh=false"],
+        &[("MCPCTL_MAX_REPLICAS", "200")],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("Plan: 150 to start."), "{r}");
+
+    // The limit has a ceiling of its own, so no setting lets a count allocate without bound.
+    let r = env.run(&["validate", "fleet", "--max-replicas", "10001"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("10001 is not in 1..=10000"), "{r}");
+}
+
+#[test]
+fn a_count_past_the_ceiling_is_refused_even_at_the_highest_limit() {
+    let env = Env::new();
+    // Small enough to plan in a blink should the check ever go, so a
+    // regression fails this test rather than exhausting the machine's memory.
+    env.file(
+        "fleet/huge.yaml",
+        &BIG_REPLICAS.replace("replicas: 150", "replicas: 20000"),
+    );
+    let r = env.run(&[
+        "plan",
+        "fleet",
+        "--refresh=false",
+        "--max-replicas",
+        "10000",
+    ]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.is_empty(), "no plan may be printed: {r}");
+    assert!(
+        r.stderr.contains(
+            "fleet/huge.yaml:6:13: `spec.replicas` is 20000, more than the limit of 10000"
+        ),
+        "{r}"
+    );
+    assert!(r.stderr.contains("at most 10000 instances"), "{r}");
+}
+
+/// A child killed when dropped, so a failed assert leaves no process behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 10 ms until it gives a value, for at most 20 s.
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn apply_records_a_non_utf8_command_line_as_its_lock_holder() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::Stdio;
+    let env = Env::new();
+    // Not UTF-8: a Unix path may hold any bytes.
+    let name = OsStr::from_bytes(b"fleet\xff");
+    let fifo = env.path().join(name).join("a.yaml");
+    std::fs::create_dir(env.path().join(name)).expect("mkdir");
+    // Reading a FIFO blocks until it has a writer: that holds the applier
+    // just after it has taken the lock and recorded itself.
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let mut applier = Reaped(
+        env.command()
+            .arg("apply")
+            .arg(name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcpctl"),
+    );
+    let lock = env.path().join("state/state.redb.lock");
+    let holder = poll("the applier to record itself", || {
+        if let Some(status) = applier.0.try_wait().expect("poll the applier") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(applier.0.stderr.as_mut().expect("piped"), &mut stderr)
+                .expect("read stderr");
+            panic!("the applier exited ({status}) before recording itself:\n{stderr}");
+        }
+        let text = std::fs::read_to_string(&lock).unwrap_or_default();
+        text.ends_with('\n').then_some(text)
+    });
+    assert!(holder.contains(" apply fleet\u{fffd})"), "{holder:?}");
+    assert!(
+        holder.starts_with(&format!("pid {} (", applier.0.id())),
+        "{holder:?}"
+    );
+
+    // Something unreadable ends the apply: with an error, not a panic.
+    std::fs::write(&fifo, "kind: [\n").expect("write the FIFO");
+    let status = poll("the applier to exit", || {
+        applier.0.try_wait().expect("poll the applier")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(applier.0.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid YAML"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn apply_cuts_a_long_command_line_on_a_character_boundary() {
+    let env = Env::new();
+    // The holder text is cut at 120 bytes. Whatever the length of the
+    // binary's path, one of these three offsets puts the cut inside a `€`.
+    for pad in ["", "x", "xx"] {
+        let arg = format!("{pad}{}", "€".repeat(60));
+        let r = env.run(&["apply", &arg]);
+        assert_eq!(r.code, 1, "{r}");
+        assert!(!r.stderr.contains("panicked"), "{r}");
+        assert!(r.stderr.contains("does not exist"), "{r}");
+    }
+}
+
+/// A fleet whose plan text is larger than a pipe's 64 KiB buffer, so that
+/// it could not slip unread into the buffer of a reader that closes late.
+fn big_fleet() -> Env {
+    let env = Env::new();
+    let docs: String = (0..200)
+        .map(|i| {
+            format!(
+                "---\napiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: fleet-server-{i:03}}}\nspec: {{image: srv, replicas: 10}}\n"
+            )
+        })
+        .collect();
+    env.file("fleet/servers.yaml", &docs);
+    env
+}
+
+#[test]
+fn a_closed_stdout_ends_each_command_quietly() {
+    let env = big_fleet();
+    let full = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(full.code, 0, "{full}");
+    assert!(
+        full.stdout.len() > 64 * 1024,
+        "the plan is only {} bytes",
+        full.stdout.len()
+    );
+
+    // Every command is tried, so a failure names all the commands that panic.
+    let mut failures = Vec::new();
+    let mut quiet = |args: &[&str], code: i32| {
+        let r = env.run_into_a_closed_pipe(args);
+        if r.code != code || !r.stderr.is_empty() {
+            failures.push(format!("{args:?} (want exit {code}): {r}"));
+        }
+    };
+    quiet(&["schema"], 0);
+    quiet(&["validate", "fleet"], 0);
+    quiet(&["plan", "fleet", "--refresh=false"], 0);
+    quiet(&["plan", "fleet", "--refresh=false", "-o", "json"], 0);
+    // Its exit code says the plan has changes, whether or not anyone read it.
+    quiet(
+        &["plan", "fleet", "--refresh=false", "--detailed-exitcode"],
+        2,
+    );
+    quiet(
+        &["plan", "fleet", "--refresh=false", "--out", "plan.json"],
+        0,
+    );
+    let saved = env.path().join("plan.json").is_file();
+
+    converge_state(&env);
+    quiet(&["get", "instances", "--refresh=false"], 0);
+    quiet(&["get", "servers", "--refresh=false", "-o", "json"], 0);
+    quiet(&["get", "instances", "--refresh=false", "-o", "yaml"], 0);
+    quiet(&["describe", "instance", "01test00", "--refresh=false"], 0);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(saved, "the plan was not saved");
 }

@@ -876,6 +876,49 @@ fn logs_show_a_servers_output() {
 }
 
 #[test]
+fn apply_and_logs_into_a_closed_pipe_end_quietly() {
+    let (v1, _) = images();
+    let f = Fleet::new("closed-pipe");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    // Read ends closed before mcpctl starts, so its first write fails with EPIPE.
+    let closed = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    let applied = f
+        .command(&["apply", "fleet", "--timeout", "60s"])
+        .stdout(closed())
+        .output()
+        .expect("run mcpctl apply");
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(applied.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    f.assert_exact(&[("alpha", 1)]);
+
+    // `-f` would follow the running container for ever: only the closed
+    // pipe can end it.
+    let mut logs = f
+        .command(&["logs", "alpha", "-f"])
+        .stdout(closed())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mcpctl");
+    let status = eventually("logs -f to end", Duration::from_secs(20), || {
+        let exited = logs.try_wait().expect("poll mcpctl logs");
+        if exited.is_none() && !f.containers().values().any(|(_, s)| s == "running") {
+            panic!("the container stopped, which would end `-f` anyway");
+        }
+        exited
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(logs.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn a_slow_starter_is_starting_until_it_answers_then_running() {
     let (v1, _) = images();
     let f = Fleet::new("slow");

@@ -735,3 +735,28 @@ fn cli_probe_needs_a_url_or_stdio() {
     let out = mcpctl_probe(&["http://x/mcp", "--stdio", "--", "srv"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[tokio::test]
+async fn cli_probe_into_a_closed_pipe_ends_quietly() {
+    let (addr, _log) = serve(|seen: Seen| async move {
+        let id = seen.body["id"].clone();
+        json_reply(initialize_result(&id, "2025-06-18", "quiet"))
+    })
+    .await;
+    // The read end is closed before mcpctl starts, so its first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    // Spawned, not `output()`: tokio's `output()` would replace this stdout with a pipe of its own.
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+        .args(["probe", &format!("http://{addr}/mcp")])
+        .env("NO_COLOR", "1")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mcpctl probe")
+        .wait_with_output()
+        .await
+        .expect("run mcpctl probe");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

@@ -34,6 +34,18 @@ const CASES: &[(&str, usize, &str, &str)] = &[
         "6:12",
         "`spec.command` must be a list, found a string",
     ),
+    (
+        "cpus_too_many",
+        1,
+        "7:11",
+        "CPU limit \"2048000m\" is more than 1024 CPUs",
+    ),
+    (
+        "cpus_too_small",
+        1,
+        "6:36",
+        "CPU limit 0.005 is below Docker's minimum of 0.01",
+    ),
     ("duplicate_key", 1, "7:3", "duplicate key `image`"),
     (
         "duplicate_name_same_file",
@@ -58,6 +70,18 @@ const CASES: &[(&str, usize, &str, &str)] = &[
         1,
         "6:3",
         "`spec` sets both `image` and `package`",
+    ),
+    (
+        "memory_too_large",
+        1,
+        "7:13",
+        "memory limit 9223372036854775808 is too large",
+    ),
+    (
+        "memory_too_small",
+        1,
+        "7:13",
+        "memory limit \"4Mi\" is below Docker's minimum of 6Mi",
     ),
     ("missing_metadata", 1, "1:1", "missing `metadata`"),
     (
@@ -109,6 +133,18 @@ const CASES: &[(&str, usize, &str, &str)] = &[
         1,
         "6:13",
         "`spec.replicas` cannot be negative",
+    ),
+    (
+        "replicas_over_limit",
+        1,
+        "7:13",
+        "`spec.replicas` is 3000, more than the limit of 100",
+    ),
+    (
+        "replicas_past_hard_max",
+        1,
+        "6:13",
+        "`spec.replicas` is 4000000000, more than the limit of 100",
     ),
     (
         "replicas_string",
@@ -177,6 +213,19 @@ const HELP: &[(&str, &str)] = &[
     ("env_not_string", "`DEBUG: \"true\"`"),
     ("command_string", "`command: [\"server\", \"--http\"]`"),
     ("unclosed_flow", "opened here and never closed"),
+    ("replicas_over_limit", "`--max-replicas 3000`"),
+    ("replicas_over_limit", "`MCPCTL_MAX_REPLICAS=3000`"),
+    (
+        "replicas_past_hard_max",
+        "at most 10000 instances of one server",
+    ),
+    (
+        "memory_too_small",
+        "Docker refuses memory limits under 6 MiB",
+    ),
+    ("memory_too_large", "e.g. `512Mi` or `4Gi`"),
+    ("cpus_too_small", "less than 0.01 CPU (`10m`)"),
+    ("cpus_too_many", "e.g. `cpus: 2`"),
 ];
 
 fn manifest() -> &'static Path {

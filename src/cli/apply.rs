@@ -156,7 +156,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     progress.finish();
     let failed = report.actions.iter().filter(|d| d.error.is_some()).count();
     let snapshot = p.store.load_async().await?;
-    match args.output {
+    let printed = match args.output {
         Format::Json => {
             let servers: serde_json::Map<String, serde_json::Value> = report
                 .servers
@@ -171,9 +171,15 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
                 "actions": report.actions,
                 "servers": servers,
             });
-            println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
+            super::write_stdout(&(serde_json::to_string_pretty(&out).into_diagnostic()? + "\n"))
         }
-        Format::Text => println!("{}", summary(&report, opts.wait)),
+        Format::Text => super::write_stdout(&(summary(&report, opts.wait) + "\n")),
+    };
+    // The apply has happened; a reader that has gone must not turn its failure into success.
+    if let Err(e) = printed
+        && !e.is_closed_pipe()
+    {
+        return Err(e.into());
     }
     let ok = if opts.wait {
         report.converged
@@ -190,11 +196,22 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// How this process names itself to an applier it locks out. Arguments
+/// need not be UTF-8 (paths on Unix), so they are shown lossily.
 fn command_line() -> String {
-    let args: Vec<String> = std::env::args().collect();
-    let mut s = args.join(" ");
-    s.truncate(120);
-    s
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    cut(&args.join(" "), 120).to_owned()
+}
+
+/// At most `max` bytes of `s`, ending on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn summary(report: &Report, wait: bool) -> String {
@@ -368,5 +385,23 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("apply fleet", 120), "apply fleet");
+        // `€` is three bytes; a cut through any of them drops the whole character.
+        let text = format!("{}€x", "a".repeat(118));
+        for max in [118, 119, 120] {
+            assert_eq!(cut(&text, max), "a".repeat(118), "max {max}");
+        }
+        assert_eq!(cut(&text, 121), format!("{}€", "a".repeat(118)));
+        assert_eq!(cut("é", 1), "");
+        assert_eq!(cut("", 120), "");
     }
 }

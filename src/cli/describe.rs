@@ -128,7 +128,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             t.reason
         ));
     }
-    print!("{out}");
+    super::write_stdout(&out)?;
     Ok(Outcome::Success)
 }
 

@@ -235,7 +235,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             }
         }
     };
-    print!("{text}");
+    super::write_stdout(&text)?;
     Ok(Outcome::Success)
 }
 

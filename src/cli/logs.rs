@@ -11,6 +11,8 @@ use crate::runtime::{LogLine, LogStream, Runtime};
 use crate::state::Store;
 use miette::miette;
 use std::collections::VecDeque;
+use std::sync::OnceLock;
+use tokio::sync::Notify;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,15 +82,27 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     };
     let rt = super::connect::runtime(global).await?;
     let prefix = targets.len() > 1;
+    // The first failed write to stdout. It also ends the streams, which with
+    // `-f` would otherwise run on for as long as the containers do.
+    let failed = OnceLock::new();
+    let closed = Notify::new();
     let follows = targets.iter().filter(|i| !i.handle.is_empty()).map(|inst| {
-        let rt = &rt;
+        let (rt, failed, closed) = (&rt, &failed, &closed);
         async move {
             let tag = if prefix {
                 format!("[{}] ", inst.id)
             } else {
                 String::new()
             };
-            let mut print = |line: LogLine| println!("{tag}{}", line.text);
+            let mut print = |line: LogLine| {
+                if failed.get().is_some() {
+                    return;
+                }
+                if let Err(e) = super::write_stdout(&format!("{tag}{}\n", line.text)) {
+                    let _ = failed.set(e);
+                    closed.notify_one();
+                }
+            };
             let filter = inst.endpoint == Some(Endpoint::Stdio) && !args.protocol;
             if !filter {
                 return rt
@@ -120,7 +134,14 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             Ok(())
         }
     });
-    for r in futures_util::future::join_all(follows).await {
+    let results = tokio::select! {
+        results = futures_util::future::join_all(follows) => results,
+        () = closed.notified() => Vec::new(),
+    };
+    if let Some(e) = failed.into_inner() {
+        return Err(e.into());
+    }
+    for r in results {
         r?;
     }
     Ok(Outcome::Success)

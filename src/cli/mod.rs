@@ -13,6 +13,7 @@ mod refresh;
 mod schema;
 mod validate;
 
+use crate::spec::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,17 @@ pub struct Global {
     /// Directory of mounted secrets, laid out as NAME/KEY.
     #[arg(long, global = true, env = "MCPCTL_SECRETS_DIR", value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// The most `replicas` a server may ask for (at most 10000); a larger
+    /// count is refused as a likely typo.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPCTL_MAX_REPLICAS",
+        value_name = "N",
+        default_value_t = Limits::DEFAULT_MAX_REPLICAS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Limits::HARD_MAX_REPLICAS)),
+    )]
+    pub max_replicas: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,7 +143,7 @@ impl From<Outcome> for ExitCode {
 
 pub async fn run(cli: Cli) -> miette::Result<Outcome> {
     match cli.command {
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => validate::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args).await,
         Command::Apply(args) => apply::run(&cli.global, args).await,
         Command::Get(args) => get::run(&cli.global, args).await,
@@ -157,6 +169,31 @@ impl Global {
     }
 }
 
+/// Standard output could not be written.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("cannot write to standard output")]
+#[diagnostic(code(mcpctl::output))]
+pub struct OutputError(#[source] pub std::io::Error);
+
+impl OutputError {
+    /// The reader has gone, as `head` does once it has its lines: the output
+    /// is no longer wanted, which is not a failure.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes to standard output and flushes. Unlike `print!`, which panics when
+/// the write fails, it returns the error, so that `main` can end quietly on a
+/// closed pipe and report anything else (a full disk) once.
+pub(crate) fn write_stdout(text: &str) -> Result<(), OutputError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(OutputError)
+}
+
 /// Colour only on a terminal, and never when `NO_COLOR` is set.
 pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -165,9 +202,11 @@ pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
 /// Reads and validates the specs of a source: the shared first half of
 /// `validate`, `plan` and `apply`.
 pub fn load_source(
+    global: &Global,
     paths: &[PathBuf],
 ) -> miette::Result<(crate::source::Snapshot, Vec<crate::spec::Server>)> {
     let snapshot = crate::source::dir::read(paths)?;
-    let servers = crate::spec::load(&snapshot.files)?;
+    let limits = Limits::new(global.max_replicas);
+    let servers = crate::spec::load_with(&snapshot.files, limits)?;
     Ok((snapshot, servers))
 }

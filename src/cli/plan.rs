@@ -53,7 +53,7 @@ pub async fn make(
     refresh: bool,
     allow_empty: bool,
 ) -> miette::Result<Planned> {
-    let (source, servers) = super::load_source(paths)?;
+    let (source, servers) = super::load_source(global, paths)?;
     let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
     let store = Store::new(global.state_path());
     let key = store.digest_key_async().await?;
@@ -91,13 +91,13 @@ pub async fn make(
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let p = make(global, &args.paths, args.refresh, args.allow_empty).await?;
     let json = plan::render_json(&p.plan, &p.source.info);
-    match args.output {
-        Format::Text => print!(
-            "{}",
-            plan::render_text(&p.plan, super::use_color(&std::io::stdout()))
-        ),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json).into_diagnostic()?),
-    }
+    let shown = match args.output {
+        Format::Text => plan::render_text(&p.plan, super::use_color(&std::io::stdout())),
+        Format::Json => serde_json::to_string_pretty(&json).into_diagnostic()? + "\n",
+    };
+    // A reader that has gone (`plan --out p.json | head`) must neither stop
+    // the plan from being saved nor hide the exit code that says it has changes.
+    let mut printed = super::write_stdout(&shown);
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             saved_format: SavedPlan::FORMAT.to_owned(),
@@ -115,17 +115,17 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         fs_err::write(out, text + "\n")
             .into_diagnostic()
             .wrap_err("cannot save the plan")?;
-        if args.output == Format::Text {
-            println!(
-                "Saved the plan to {}; run `mcpctl apply {}` to carry it out.",
+        if args.output == Format::Text && printed.is_ok() {
+            printed = super::write_stdout(&format!(
+                "Saved the plan to {}; run `mcpctl apply {}` to carry it out.\n",
                 out.display(),
                 out.display()
-            );
+            ));
         }
     }
-    Ok(if args.detailed_exitcode && !p.plan.is_empty() {
-        Outcome::Changes
-    } else {
-        Outcome::Success
-    })
+    match printed {
+        Err(e) if !e.is_closed_pipe() => Err(e.into()),
+        _ if args.detailed_exitcode && !p.plan.is_empty() => Ok(Outcome::Changes),
+        _ => Ok(Outcome::Success),
+    }
 }

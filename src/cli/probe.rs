@@ -67,7 +67,7 @@ pub async fn run(args: Args) -> miette::Result<Outcome> {
             json
         }
     };
-    print!("{out}");
+    super::write_stdout(&out)?;
     Ok(Outcome::Success)
 }
 

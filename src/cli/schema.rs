@@ -6,6 +6,6 @@ pub fn run() -> miette::Result<Outcome> {
     let schema = crate::spec::json_schema();
     // Serialising a serde_json::Value cannot fail.
     let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
-    println!("{text}");
+    super::write_stdout(&format!("{text}\n"))?;
     Ok(Outcome::Success)
 }

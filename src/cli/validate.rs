@@ -1,6 +1,6 @@
 //! `mcpctl validate`: parse and validate spec files, offline.
 
-use super::Outcome;
+use super::{Global, Outcome};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -10,16 +10,16 @@ pub struct Args {
     pub paths: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> miette::Result<Outcome> {
-    let (source, servers) = super::load_source(&args.paths)?;
+pub fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let (source, servers) = super::load_source(global, &args.paths)?;
     let files = source.files.len();
-    println!(
-        "{} valid: {} server{} in {} file{}",
+    super::write_stdout(&format!(
+        "{} valid: {} server{} in {} file{}\n",
         source.info.location,
         servers.len(),
         if servers.len() == 1 { "" } else { "s" },
         files,
         if files == 1 { "" } else { "s" },
-    );
+    ))?;
     Ok(Outcome::Success)
 }

@@ -11,4 +11,4 @@ pub mod parse;
 
 pub use canonical::{Canonical, SecretDigests};
 pub use model::*;
-pub use parse::{SpecError, SpecErrors, json_schema, load};
+pub use parse::{Limits, SpecError, SpecErrors, json_schema, load, load_with};

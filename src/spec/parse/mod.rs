@@ -24,17 +24,56 @@ use diag::{FileText, Issue, code};
 use raw::{At, MapOf, Pos, RawServer};
 use std::collections::HashMap;
 
+/// Bounds on values that parse but would harm the rest of mcpctl if
+/// believed: the caller chooses them (the CLI from its flags), so that `spec`
+/// reads no flags or environment itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    max_replicas: u32,
+}
+
+impl Limits {
+    /// More instances of one server than anyone runs on purpose on one
+    /// engine; a stray digit (`replicas: 30000`) stops here.
+    pub const DEFAULT_MAX_REPLICAS: u32 = 100;
+    /// The most any setting allows: the planner and apply hold every
+    /// instance in memory, so the bound must be one they can afford.
+    pub const HARD_MAX_REPLICAS: u32 = 10_000;
+
+    /// `max_replicas` above [`Limits::HARD_MAX_REPLICAS`] is lowered to it.
+    pub fn new(max_replicas: u32) -> Limits {
+        Limits {
+            max_replicas: max_replicas.min(Self::HARD_MAX_REPLICAS),
+        }
+    }
+
+    pub fn max_replicas(&self) -> u32 {
+        self.max_replicas
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new(Limits::DEFAULT_MAX_REPLICAS)
+    }
+}
+
+/// [`load_with`] under the default [`Limits`].
+pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
+    load_with(files, Limits::default())
+}
+
 /// Parses and validates every document of every file, and checks that server
 /// names are unique across files. Servers come back sorted by name; errors in
 /// the order of `files`, then by line.
-pub fn load(files: &[SourceFile]) -> Result<Vec<Server>, SpecErrors> {
+pub fn load_with(files: &[SourceFile], limits: Limits) -> Result<Vec<Server>, SpecErrors> {
     let mut servers = Vec::new();
     // Issues per file, so duplicate names can be added to the right file.
     let mut issues: Vec<Vec<Issue>> = Vec::with_capacity(files.len());
     let mut names: Vec<(String, usize, Pos)> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let text = content(file);
-        let mut checker = validate::Checker::new(&file.path, text);
+        let mut checker = validate::Checker::new(&file.path, text, limits);
         let mut input = text.as_bytes();
         for doc in serde_saphyr::read_with_options::<_, At<MapOf<RawServer>>>(&mut input, options())
         {
@@ -274,12 +313,117 @@ mod tests {
 
     #[test]
     fn quantities_as_numbers() {
-        let s = one("  image: x\n  resources: {memory: 1000, cpus: 2}\n");
-        assert_eq!(s.spec.resources.memory_bytes, Some(1000));
+        let s = one("  image: x\n  resources: {memory: 10000000, cpus: 2}\n");
+        assert_eq!(s.spec.resources.memory_bytes, Some(10_000_000));
         assert_eq!(s.spec.resources.millicpus, Some(2000));
         let s = one("  image: x\n  resources: {memory: 1Gi, cpus: \"250m\"}\n");
         assert_eq!(s.spec.resources.memory_bytes, Some(1 << 30));
         assert_eq!(s.spec.resources.millicpus, Some(250));
+    }
+
+    fn spec_doc(spec: &str) -> String {
+        format!("apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: s}}\nspec:\n{spec}")
+    }
+
+    /// The one error of `spec` under `limits`, as `(line form, help)`.
+    fn error_with(spec: &str, limits: Limits) -> (String, String) {
+        match load_with(&[file("t.yaml", &spec_doc(spec))], limits) {
+            Err(e) if e.len() == 1 => {
+                let e = &e.errors[0];
+                (e.to_string(), e.help_text().unwrap_or_default().to_owned())
+            }
+            other => panic!("expected one error for\n{spec}\ngot {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replicas_are_capped_by_the_given_limit() {
+        assert_eq!(one("  image: x\n  replicas: 100\n").spec.replicas, 100);
+        let (line, help) = error_with("  image: x\n  replicas: 101\n", Limits::default());
+        assert_eq!(
+            line,
+            "t.yaml:6:13: `spec.replicas` is 101, more than the limit of 100"
+        );
+        assert!(help.contains("`--max-replicas 101`"), "{help}");
+
+        let servers = load_with(
+            &[file("t.yaml", &spec_doc("  image: x\n  replicas: 150\n"))],
+            Limits::new(200),
+        );
+        assert_eq!(
+            servers.expect("within a raised limit")[0].spec.replicas,
+            150
+        );
+        let (line, _) = error_with("  image: x\n  replicas: 201\n", Limits::new(200));
+        assert!(
+            line.ends_with("is 201, more than the limit of 200"),
+            "{line}"
+        );
+
+        // Past the hard maximum no setting helps, and the help says so.
+        assert_eq!(
+            Limits::new(u32::MAX).max_replicas(),
+            Limits::HARD_MAX_REPLICAS
+        );
+        for huge in ["10001", "4000000000", "18446744073709551615"] {
+            let (line, help) = error_with(
+                &format!("  image: x\n  replicas: {huge}\n"),
+                Limits::new(u32::MAX),
+            );
+            assert!(line.contains("more than the limit of 10000"), "{line}");
+            assert!(help.contains("at most 10000"), "{help}");
+        }
+    }
+
+    #[test]
+    fn resources_must_be_limits_docker_accepts() {
+        for ok in [
+            "{memory: 6Mi}",
+            "{memory: 6291456}",
+            "{memory: 9223372036854775807}",
+            "{memory: 8388607Ti}",
+            "{cpus: 0.01}",
+            "{cpus: \"10m\"}",
+            "{cpus: 1024}",
+            "{cpus: \"1024000m\"}",
+        ] {
+            one(&format!("  image: x\n  resources: {ok}\n"));
+        }
+        for (bad, message, help) in [
+            (
+                "{memory: 6291455}",
+                "below Docker's minimum of 6Mi",
+                "at least `6Mi`",
+            ),
+            (
+                "{memory: 5Mi}",
+                "below Docker's minimum of 6Mi",
+                "at least `6Mi`",
+            ),
+            ("{memory: 9223372036854775808}", "is too large", "`4Gi`"),
+            ("{memory: 8388608Ti}", "is too large", "`4Gi`"),
+            (
+                "{cpus: 0.005}",
+                "below Docker's minimum of 0.01",
+                "`cpus: 0.01`",
+            ),
+            (
+                "{cpus: \"9m\"}",
+                "below Docker's minimum of 0.01",
+                "`cpus: 0.01`",
+            ),
+            ("{cpus: 1024.001}", "more than 1024 CPUs", "`cpus: 2`"),
+            ("{cpus: \"1024001m\"}", "more than 1024 CPUs", "`cpus: 2`"),
+            ("{cpus: 1e300}", "invalid CPU limit", "`cpus: 0.5`"),
+        ] {
+            let (line, got) = error_with(
+                &format!("  image: x\n  resources: {bad}\n"),
+                Limits::default(),
+            );
+            assert!(line.starts_with("t.yaml:6:"), "{bad}: {line}");
+            assert!(line.contains(message), "{bad}: {line}");
+            assert!(got.contains(help), "{bad}: {got}");
+        }
     }
 
     #[test]

@@ -3,6 +3,19 @@
 
 use std::time::Duration;
 
+/// Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB").
+pub(crate) const MIN_MEMORY: u64 = 6 << 20;
+/// Docker's API takes the limit as a signed 64-bit count of bytes; a larger
+/// value would reach it negative, which means "no limit".
+pub(crate) const MAX_MEMORY: u64 = i64::MAX as u64;
+/// Docker turns a CPU limit into a CFS quota per 100 ms period, and the
+/// kernel refuses quotas under 1 ms: 0.005 CPU fails only when the container
+/// starts (`cpu.cfs_quota_us: invalid argument`).
+pub(crate) const MIN_MILLICPUS: u32 = 10;
+/// Far beyond any one host, and far below where the conversion to Docker's
+/// nanocpus could overflow; a larger number is a typo.
+pub(crate) const MAX_MILLICPUS: u32 = 1024 * 1000;
+
 /// `512Mi`, `1Gi`, `500M`, `1.5G`, `1000` → bytes. Kubernetes spellings:
 /// binary suffixes `Ki`..`Ti`, decimal `k`/`K`, `M`, `G`, `T`.
 pub(crate) fn memory_bytes(text: &str) -> Result<u64, String> {

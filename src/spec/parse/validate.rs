@@ -12,7 +12,7 @@ use super::raw::{
     RawExternal, RawMetadata, RawPackage, RawReadiness, RawResources, RawSecretHolder,
     RawSecretRef, RawServer, RawSpec, Slot, Sub, TRANSPORTS,
 };
-use super::units;
+use super::{Limits, units};
 use crate::spec::model::{
     EnvValue, External, Origin, Package, PackageRuntime, Readiness, Resources, SecretRef, Server,
     ServerSpec, Transport, Workload,
@@ -35,15 +35,17 @@ pub(crate) struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     index: OnceCell<LineIndex>,
+    limits: Limits,
     pub issues: Vec<Issue>,
 }
 
 impl<'a> Checker<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str) -> Checker<'a> {
+    pub(crate) fn new(file: &'a Path, text: &'a str, limits: Limits) -> Checker<'a> {
         Checker {
             file,
             text,
             index: OnceCell::new(),
+            limits,
             issues: Vec::new(),
         }
     }
@@ -302,13 +304,10 @@ impl<'a> Checker<'a> {
         };
         let is_external = s.external.get().is_some();
 
-        let replicas = self.whole(
-            &s.replicas,
-            "spec.replicas",
-            0..=i128::from(u32::MAX),
-            "replicas: 2",
-        );
-        let replicas = replicas.and_then(|(n, at)| Some((u32::try_from(n).ok()?, at)));
+        // Any size is read here, so that a huge count gets the limit's help
+        // below rather than a bare "out of range".
+        let replicas = self.whole(&s.replicas, "spec.replicas", 0..=i128::MAX, "replicas: 2");
+        let replicas = replicas.and_then(|(n, at)| self.replica_count(n, at));
         if let (true, Some((n, at))) = (is_external, replicas)
             && n > 1
         {
@@ -414,6 +413,37 @@ impl<'a> Checker<'a> {
             resources,
             readiness,
         })
+    }
+
+    /// A count within the limit. The planner makes one action per missing
+    /// instance, so an absurd count is refused here, before anything allocates.
+    fn replica_count(&mut self, n: i128, at: Pos) -> Option<(u32, Pos)> {
+        let max = self.limits.max_replicas();
+        if n <= i128::from(max) {
+            return u32::try_from(n).ok().map(|n| (n, at));
+        }
+        let hard = Limits::HARD_MAX_REPLICAS;
+        let help = if n <= i128::from(hard) {
+            format!(
+                "if {n} instances are meant, raise the limit with `--max-replicas {n}` \
+                 (or `MCPCTL_MAX_REPLICAS={n}`); it goes up to {hard}"
+            )
+        } else {
+            format!(
+                "mcpctl runs at most {hard} instances of one server, the most `--max-replicas` \
+                 (or `MCPCTL_MAX_REPLICAS`) allows; check for a typo, or split the server"
+            )
+        };
+        self.push(
+            Issue::new(
+                code::INVALID_VALUE,
+                at,
+                format!("`spec.replicas` is {n}, more than the limit of {max}"),
+            )
+            .label(format!("more than {max} instances"))
+            .help(help),
+        );
+        None
     }
 
     fn image(&mut self, slot: &Slot<Leaf, String>) -> Option<String> {
@@ -841,6 +871,20 @@ impl<'a> Checker<'a> {
                 )),
             };
             match parsed {
+                Ok((bytes, _)) if bytes < units::MIN_MEMORY => self.push(
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        e.at,
+                        format!("memory limit {} is below Docker's minimum of 6Mi", show_leaf(&e.value)),
+                    )
+                    .label(format!("{bytes} bytes"))
+                    .help("Docker refuses memory limits under 6 MiB: write at least `6Mi`, or remove `memory` for no limit"),
+                ),
+                Ok((bytes, _)) if bytes > units::MAX_MEMORY => self.push(
+                    Issue::new(code::INVALID_VALUE, e.at, format!("memory limit {} is too large", show_leaf(&e.value)))
+                        .label("more than 8 EiB, the most Docker can take")
+                        .help("write a limit the host can give, e.g. `512Mi` or `4Gi`, or remove `memory` for no limit"),
+                ),
                 Ok((bytes, written)) => {
                     out.memory_bytes = Some(bytes);
                     out.memory = Some(written);
@@ -860,6 +904,27 @@ impl<'a> Checker<'a> {
                 other => Err(format!("expected a number of CPUs, found {}", other.kind())),
             };
             match parsed {
+                Ok(m) if m < units::MIN_MILLICPUS => self.push(
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        e.at,
+                        format!("CPU limit {} is below Docker's minimum of 0.01", show_leaf(&e.value)),
+                    )
+                    .label(format!("{m} millicpus"))
+                    .help(
+                        "Docker cannot limit a container to less than 0.01 CPU (`10m`): the container would \
+                         fail to start; write at least `cpus: 0.01`, or remove `cpus` for no limit",
+                    ),
+                ),
+                Ok(m) if m > units::MAX_MILLICPUS => self.push(
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        e.at,
+                        format!("CPU limit {} is more than 1024 CPUs", show_leaf(&e.value)),
+                    )
+                    .label("more CPUs than any one host has")
+                    .help("write the CPUs the server may use, e.g. `cpus: 2`, or remove `cpus` for no limit"),
+                ),
                 Ok(m) => out.millicpus = Some(m),
                 Err(why) => self.push(
                     Issue::new(code::INVALID_VALUE, e.at, format!("invalid CPU limit {}", show_leaf(&e.value)))
