@@ -16,6 +16,7 @@
 //! - [`runtime`]: the runtime trait, Docker, and an in-memory fake.
 //! - [`probe`]: the MCP handshake that decides readiness.
 //! - [`apply`]: the reconcile pass and the loop that runs it.
+//! - [`reconcile`]: `watch`, the pass driven by triggers; health, metrics, webhook.
 //! - [`cli`]: clap types and one module per subcommand.
 
 pub mod apply;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod model;
 pub mod plan;
 pub mod probe;
+pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
 pub mod source;

@@ -80,6 +80,8 @@ pub struct Options {
     /// Carry out only what a saved plan listed (and status changes): see
     /// [`plan::Allowed`]. `None` carries out whatever each pass plans.
     pub only: Option<plan::Allowed>,
+    /// Plan on every pass, act on none, and write nothing: drift detection.
+    pub dry_run: bool,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             allow_empty: false,
             command: "apply".into(),
             only: None,
+            dry_run: false,
         }
     }
 }
@@ -140,6 +143,21 @@ pub struct Report {
     pub held_back: Vec<Action>,
     /// The run ended because `timeout` passed.
     pub timed_out: bool,
+}
+
+/// What the last pass found, for a reconciler's health and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PassSummary {
+    /// Passes so far.
+    pub pass: usize,
+    /// The plan's actions, runnable or waiting: the drift from the source.
+    pub actions: Vec<Action>,
+    /// Instances per status, at the start of the pass.
+    pub statuses: BTreeMap<Status, usize>,
+    pub plan_time: Duration,
+    pub converged: bool,
+    /// Why the pass could not plan (the runtime did not answer), if it could not.
+    pub error: Option<String>,
 }
 
 /// One executed action and how it ended.
@@ -225,8 +243,8 @@ type Events<'a> = Pin<
 >;
 
 /// Why the loop woke.
-#[derive(Debug)]
-enum Trigger {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
     Work,
     Event,
     Timer,
@@ -262,6 +280,7 @@ pub struct Applier<'a, R> {
     done_with_plan: bool,
     started: Instant,
     report: Report,
+    last: PassSummary,
 }
 
 impl<'a, R: Runtime + Sync> Applier<'a, R> {
@@ -293,6 +312,48 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             done_with_plan: false,
             started: Instant::now(),
             report: Report::default(),
+            last: PassSummary::default(),
+        }
+    }
+
+    /// Drives toward `target` from the next pass on: a new source revision.
+    /// Work in flight for the old one finishes; the next pass plans anew.
+    pub fn set_target(&mut self, target: Arc<Target>) {
+        self.target = target;
+        self.converged = false;
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// What the last pass found.
+    pub fn last_pass(&self) -> &PassSummary {
+        &self.last
+    }
+
+    /// Holds the runtime's events open, so that a change wakes
+    /// `next_trigger`. Call it before the first pass, so that nothing the
+    /// pass causes is missed.
+    pub fn subscribe(&mut self) {
+        if self.events.is_none() {
+            self.events = Some(Box::pin(self.rt.events()));
+        }
+    }
+
+    /// Whether actions are in flight.
+    pub fn busy(&self) -> bool {
+        !self.busy.is_empty()
+    }
+
+    /// Waits for the actions in flight to finish (probes are dropped): a
+    /// clean end leaves the next run nothing to clean up.
+    pub async fn drain(&mut self) {
+        while !self.busy.is_empty() {
+            match self.work.next().await {
+                Some(w) => self.absorb(w),
+                None => break,
+            }
         }
     }
 
@@ -303,10 +364,9 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         if self.opts.wait {
-            // Subscribed before the first pass, so nothing that pass causes is missed.
-            self.events = Some(Box::pin(self.rt.events()));
+            self.subscribe();
         }
-        drop_stale_intents(self.rt, self.store, first.as_ref().map(|f| &f.observation)).await?;
+        self.start(first.as_ref().map(|f| &f.observation)).await?;
         self.pass(first).await?;
         loop {
             let done = if self.opts.wait {
@@ -330,12 +390,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
         // Let actions in flight finish: cutting them off would be safe (the
         // intents see to that), but the next run would have to clean up.
-        while !self.busy.is_empty() {
-            match self.work.next().await {
-                Some(w) => self.absorb(w),
-                None => break,
-            }
-        }
+        self.drain().await;
         let snapshot = self.store.load_async().await?;
         self.report.servers = tally(&self.target.desired, &snapshot);
         self.report.converged = self.converged;
@@ -349,6 +404,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         )
         .await?;
         Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Before the first pass: drops intents whose unit never appeared (the
+    /// process died before the runtime call), given the first observation
+    /// if one was already made.
+    pub async fn start(&mut self, observed: Option<&Observation>) -> Result<(), ApplyError> {
+        if !self.opts.dry_run {
+            drop_stale_intents(self.rt, self.store, observed).await?;
+        }
+        Ok(())
     }
 
     /// One pass: observe, plan, hand out the runnable actions, schedule probes.
@@ -396,11 +461,18 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 allow_empty: self.opts.allow_empty,
             })?,
         };
-        record_target(self.store, &self.target, &snapshot).await?;
+        let plan_time = began.elapsed();
+        if !self.opts.dry_run {
+            record_target(self.store, &self.target, &snapshot).await?;
+        }
         (self.on_event)(Event::Planned {
             pass,
             actions: plan.runnable().count(),
         });
+        let mut statuses: BTreeMap<Status, usize> = BTreeMap::new();
+        for i in snapshot.instances.values() {
+            *statuses.entry(i.status).or_default() += 1;
+        }
 
         let mut per_server: BTreeMap<String, (Vec<Instance>, Vec<Action>)> = BTreeMap::new();
         for i in probe_updates(&snapshot, &obs) {
@@ -427,6 +499,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 .or_default()
                 .1
                 .push(a.clone());
+        }
+        if self.opts.dry_run {
+            // Drift is reported, never corrected; not even a probe result is written.
+            per_server.clear();
         }
         let snapshot = Arc::new(snapshot);
         let obs = Arc::new(obs);
@@ -502,13 +578,21 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         let (running, wanted) = servers
             .values()
             .fold((0, 0), |(r, w), (a, b)| (r + a, w + b));
+        self.last = PassSummary {
+            pass,
+            actions: plan.actions,
+            statuses,
+            plan_time,
+            converged: self.converged,
+            error: None,
+        };
         (self.on_event)(Event::Waiting { running, wanted });
         Ok(())
     }
 
     /// Waits for the next reason to pass: work finishing, a runtime event,
     /// a requeue or retry coming due, or the deadline.
-    async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
+    pub async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
         let wake = self.next_wake().map(|at| {
             let wait = at.since(Timestamp::now());
             tokio::time::Instant::now() + wait
@@ -598,7 +682,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
 
     /// Takes in whatever else has finished or arrived meanwhile, so that one
     /// pass answers a burst.
-    fn absorb_ready(&mut self) {
+    pub fn absorb_ready(&mut self) {
         while let Some(Some(w)) = self.work.next().now_or_never() {
             self.absorb(w);
         }
@@ -649,6 +733,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         let after = retry_after(failures);
         self.pass_retry = Some((failures, Timestamp::now().plus(after)));
         self.converged = false;
+        self.last.pass = self.report.passes;
+        self.last.error = Some(error.clone());
         self.report.errors.push(error.clone());
         (self.on_event)(Event::Retrying {
             what: "refresh".into(),
@@ -793,10 +879,12 @@ async fn record_history(
 }
 
 /// RUNNING instances with the wanted hash, per server, against replicas.
+/// Suspended servers are left out: nobody is acting on them.
 pub fn tally(desired: &[Desired], snapshot: &Snapshot) -> BTreeMap<String, (usize, usize)> {
     let wanted: BTreeMap<&str, &Desired> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut out: BTreeMap<String, (usize, usize)> = desired
         .iter()
+        .filter(|d| !snapshot.suspended.contains_key(&d.name))
         .map(|d| (d.name.clone(), (0, d.target())))
         .collect();
     for i in snapshot.instances.values() {

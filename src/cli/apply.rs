@@ -145,6 +145,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         only: saved
             .as_ref()
             .map(|s| crate::plan::Allowed::new(&s.plan.actions)),
+        dry_run: false,
     };
     let progress = Progress::new(args.output == Format::Text);
     let first = p.observation.map(|observation| apply::First {
@@ -198,7 +199,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
 
 /// How this process names itself to an applier it locks out. Arguments
 /// need not be UTF-8 (paths on Unix), so they are shown lossily.
-fn command_line() -> String {
+pub fn command_line() -> String {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();

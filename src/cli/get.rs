@@ -110,8 +110,10 @@ pub struct ServerRow {
     pub name: String,
     pub desired: u32,
     pub ready: usize,
-    /// Back-off, when the server is in one.
+    /// Back-off, when the server is in one; or that it is suspended.
     pub status: Option<String>,
+    /// Reconciling leaves it exactly as it is until `mcpctl resume`.
+    pub suspended: bool,
 }
 
 /// The reason an instance shows: its own, or its server's back-off for an ERROR.
@@ -174,9 +176,16 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
                     &i.server == name && i.status == Status::Running && i.spec_hash == applied.hash
                 })
                 .count(),
-            status: snapshot
-                .backoff_left(name, now)
-                .map(|left| format!("{left}: {}", snapshot.backoff[name].reason)),
+            status: match snapshot.suspended.get(name) {
+                Some(s) => Some(format!(
+                    "suspended {} ago",
+                    short_duration(now.since(s.at))
+                )),
+                None => snapshot
+                    .backoff_left(name, now)
+                    .map(|left| format!("{left}: {}", snapshot.backoff[name].reason)),
+            },
+            suspended: snapshot.suspended.contains_key(name),
         })
         .collect()
 }

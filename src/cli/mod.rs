@@ -6,11 +6,13 @@ mod apply;
 mod connect;
 mod describe;
 mod get;
+mod history;
 mod logs;
 mod plan;
 mod probe;
 mod refresh;
 mod schema;
+mod suspend;
 mod validate;
 
 use crate::spec::Limits;
@@ -107,6 +109,14 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl probe http://127.0.0.1:8080/mcp\n  mcpctl probe http://host:9000/sse --transport sse -o json\n  mcpctl probe --stdio -- ./my-server --stdio"
     )]
     Probe(probe::Args),
+    /// Leave a server exactly as it is, whatever the source says, until `resume`.
+    #[command(after_help = "Examples:\n  mcpctl suspend github\n  mcpctl resume github")]
+    Suspend(suspend::Args),
+    /// Reconcile a suspended server again.
+    Resume(suspend::Args),
+    /// The apply history: time, source revision, actions and outcome.
+    #[command(after_help = "Examples:\n  mcpctl history --tail 10\n  mcpctl history -o json")]
+    History(history::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
@@ -150,6 +160,9 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Describe(args) => describe::run(&cli.global, args).await,
         Command::Logs(args) => logs::run(&cli.global, args).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Suspend(args) => suspend::suspend(&cli.global, args).await,
+        Command::Resume(args) => suspend::resume(&cli.global, args).await,
+        Command::History(args) => history::run(&cli.global, args).await,
         Command::Schema => schema::run(),
     }
 }

@@ -17,7 +17,7 @@ mod workload;
 pub use ids::{InstanceId, SpecHash};
 pub use snapshot::{
     AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
-    PreviousSpec, Snapshot, Status, Transition,
+    PreviousSpec, Snapshot, Status, Suspension, Transition,
 };
 pub use time::{Timestamp, short_duration};
 pub use unit::{

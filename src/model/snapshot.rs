@@ -195,6 +195,15 @@ pub struct Backoff {
     pub reason: String,
 }
 
+/// A server that reconciling leaves exactly as it is, until it is resumed:
+/// the escape hatch during an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub at: Timestamp,
+    /// Who suspended it (the command line), for `get` and `history`.
+    pub by: String,
+}
+
 /// One apply, for the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -218,6 +227,8 @@ pub struct Snapshot {
     pub servers: BTreeMap<String, AppliedSpec>,
     pub intents: BTreeMap<InstanceId, Intent>,
     pub backoff: BTreeMap<String, Backoff>,
+    /// Servers left alone until resumed.
+    pub suspended: BTreeMap<String, Suspension>,
 }
 
 impl Snapshot {

@@ -154,6 +154,9 @@ pub struct Plan {
     /// instance's readiness deadline, a RUNNING instance's liveness check.
     /// A reconciler sleeps until then, or until a runtime event.
     pub requeue_at: Option<Timestamp>,
+    /// Servers left exactly as they are because they are suspended, with or
+    /// without drift.
+    pub suspended: Vec<String>,
 }
 
 impl Plan {
@@ -249,7 +252,12 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
     let mut live: BTreeMap<&str, Vec<Live<'_>>> = BTreeMap::new();
     let mut failed_now: BTreeMap<&str, bool> = BTreeMap::new();
 
+    let suspended = |server: &str| snapshot.suspended.contains_key(server);
     for inst in snapshot.instances.values() {
+        if suspended(&inst.server) {
+            // Left exactly as it is, status and all, until resumed.
+            continue;
+        }
         let Some(d) = wanted.get(inst.server.as_str()) else {
             actions.push(act(
                 ActionKind::Remove,
@@ -315,7 +323,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
     // were creating them (a crash between create and record), else orphans.
     if let Some(obs) = observation {
         for unit in obs.units.values() {
-            if snapshot.instances.contains_key(&unit.instance) {
+            if snapshot.instances.contains_key(&unit.instance) || suspended(&unit.server) {
                 continue;
             }
             let intent = snapshot.intents.get(&unit.instance).filter(|i| {
@@ -361,7 +369,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
     }
 
     let mut requeue: Option<Timestamp> = None;
-    for d in desired {
+    for d in desired.iter().filter(|d| !suspended(&d.name)) {
         let mut insts = live.remove(d.name.as_str()).unwrap_or_default();
         let waits_for_backoff = plan_server(
             d,
@@ -403,12 +411,13 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         actions.iter().map(|a| a.server.as_str()).collect();
     let unchanged = desired
         .iter()
-        .filter(|d| !touched.contains(d.name.as_str()))
+        .filter(|d| !touched.contains(d.name.as_str()) && !suspended(&d.name))
         .count();
     Ok(Plan {
         actions,
         unchanged,
         requeue_at: requeue,
+        suspended: snapshot.suspended.keys().cloned().collect(),
     })
 }
 

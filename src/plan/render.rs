@@ -99,10 +99,16 @@ fn instance_text(a: &Action) -> String {
 
 /// `Plan: 2 to start, 1 to replace, 1 to remove, 1 to promote. 4 servers unchanged.`
 pub fn summary_line(plan: &Plan) -> String {
-    let unchanged = match plan.unchanged {
+    let mut unchanged = match plan.unchanged {
         1 => "1 server unchanged.".to_owned(),
         n => format!("{n} servers unchanged."),
     };
+    if !plan.suspended.is_empty() {
+        unchanged.push_str(&format!(
+            " Suspended, left as they are: {}.",
+            plan.suspended.join(", ")
+        ));
+    }
     if plan.actions.is_empty() {
         return format!("No changes. {unchanged}");
     }
@@ -131,6 +137,7 @@ pub fn render_json(plan: &Plan, source: &SourceInfo) -> PlanJson {
         .map(|k| (k.as_str().to_owned(), plan.count(*k)))
         .collect();
     summary.insert("unchanged".to_owned(), plan.unchanged);
+    summary.insert("suspended".to_owned(), plan.suspended.len());
     PlanJson {
         format_version: "1".to_owned(),
         source: source.clone(),

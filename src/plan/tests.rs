@@ -891,6 +891,44 @@ fn empty_source_facing_a_fleet_is_refused_unless_allowed() {
 }
 
 #[test]
+fn a_suspended_server_is_left_exactly_as_it_is() {
+    let mut w = World::default()
+        .want(desired("gh", 3, "v2"))
+        .want(desired("other", 1, "v1"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100)
+        .with_unit("a", |u| u.state = UnitState::Restarting)
+        .inst("b", "gh", "v1", Status::Starting, 100)
+        .unit("stray", "gh", "v1", UnitState::Running)
+        .applied("gone", "v1", 1)
+        .running("g", "gone", "v1", 100)
+        .applied("other", "v1", 1)
+        .running("o", "other", "v1", 100);
+    for server in ["gh", "gone"] {
+        w.snapshot.suspended.insert(
+            server.into(),
+            crate::model::Suspension {
+                at: NOW,
+                by: "test".into(),
+            },
+        );
+    }
+    // A demotion, a readiness timeout, a replace, a scale-up, an orphan and
+    // a prune are all due, and none is planned.
+    check(w.clone(), &[]);
+    let plan = w.run().unwrap();
+    assert_eq!(plan.suspended, ["gh", "gone"]);
+    assert_eq!(plan.unchanged, 1);
+    assert!(
+        render_text(&plan, false).contains("Suspended, left as they are: gh, gone."),
+        "{}",
+        render_text(&plan, false)
+    );
+    w.snapshot.suspended.clear();
+    assert!(!w.run().unwrap().is_empty(), "resumed, it all comes due");
+}
+
+#[test]
 fn backoff_doubles_from_ten_seconds_to_five_minutes() {
     let secs: Vec<u64> = (1..=7).map(|n| backoff_delay(n).as_secs()).collect();
     assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300]);

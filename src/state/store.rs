@@ -12,6 +12,7 @@
 //! | `servers`   | server name     | [`AppliedSpec`]                                |
 //! | `intents`   | instance id     | [`Intent`]                                     |
 //! | `backoff`   | server name     | [`Backoff`]                                    |
+//! | `suspended` | server name     | [`Suspension`]                                 |
 //! | `history`   | sequence (u64)  | [`HistoryEntry`], numbered from 1              |
 //! | `meta`      | name            | raw bytes, see below                           |
 //!
@@ -50,7 +51,9 @@ mod turn;
 
 pub use lock::ApplyLock;
 
-use crate::model::{AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, Snapshot};
+use crate::model::{
+    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, Snapshot, Suspension,
+};
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, Table,
     TableDefinition, TableError, TableHandle, WriteTransaction,
@@ -68,6 +71,7 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 const INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("intents");
 const BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("backoff");
+const SUSPENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("suspended");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -548,6 +552,12 @@ impl<'a> Txn<'a> {
     pub fn clear_backoff(&mut self, server: &str) -> Result<(), StateError> {
         self.remove(BACKOFF, server)
     }
+    pub fn suspend(&mut self, server: &str, s: &Suspension) -> Result<(), StateError> {
+        self.put_json(SUSPENDED, server, s)
+    }
+    pub fn resume(&mut self, server: &str) -> Result<(), StateError> {
+        self.remove(SUSPENDED, server)
+    }
     pub fn set_revision(&mut self, revision: &str) -> Result<(), StateError> {
         let mut meta = self.open(META)?;
         meta.insert(REVISION, revision.as_bytes())
@@ -650,6 +660,7 @@ fn read_snapshot(txn: &ReadTransaction, path: &Path) -> Result<Snapshot, StateEr
     snapshot.servers = read_map(txn, SERVERS, path, str::to_owned)?;
     snapshot.intents = read_map(txn, INTENTS, path, |k| InstanceId(k.to_owned()))?;
     snapshot.backoff = read_map(txn, BACKOFF, path, str::to_owned)?;
+    snapshot.suspended = read_map(txn, SUSPENDED, path, str::to_owned)?;
     Ok(snapshot)
 }
 
