@@ -443,34 +443,16 @@ fn a_killed_mcpctl_applier_releases_the_lock() {
 #[test]
 fn a_killed_foreign_flock_holder_releases_the_lock() {
     // Any flock(2) on the lock file counts, which is also what lets an
-    // operator fence mcpctl off with `flock(1)`.
+    // operator fence mcpctl off with `flock(1)`. The holder here never goes
+    // through `Store`, and writes its own line.
     let dir = tempfile::tempdir().unwrap();
     let path = state_in(&dir);
-    let lock_path = Store::new(&path).lock_path();
-    let script = r#"
-import fcntl, os, sys
-f = open(sys.argv[1], "a+")
-fcntl.flock(f, fcntl.LOCK_EX)
-f.seek(0); f.truncate()
-f.write("pid %d (python flock) since now\n" % os.getpid()); f.flush()
-print("LOCKED", flush=True)
-sys.stdin.read()
-"#;
-    let spawned = Command::new("python3")
-        .args(["-c", script])
-        .arg(&lock_path)
+    let holder = child(ChildMode::ForeignFlock, &path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn();
-    let holder = match spawned {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: python3 is not installed");
-            return;
-        }
-        Err(e) => panic!("cannot start python3: {e}"),
-    };
-    let expect = format!("pid {} (python flock) since now", holder.id());
+        .spawn()
+        .unwrap();
+    let expect = format!("pid {} (foreign flock) since now", holder.id());
     assert_killed_holder_releases_the_lock(holder, &path, &expect);
 }
 
@@ -622,6 +604,8 @@ enum ChildMode {
     WriteLoop(u32),
     /// Opens the file with redb directly and keeps it open.
     HoldFile,
+    /// flock(2)s the applier lock file with std alone, as another program would.
+    ForeignFlock,
 }
 
 fn child(mode: ChildMode, path: &Path) -> Command {
@@ -630,6 +614,7 @@ fn child(mode: ChildMode, path: &Path) -> Command {
         ChildMode::DigestKey => "digest-key".to_owned(),
         ChildMode::WriteLoop(n) => format!("write-loop {n}"),
         ChildMode::HoldFile => "hold-file".to_owned(),
+        ChildMode::ForeignFlock => "foreign-flock".to_owned(),
     };
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["child_process_entry", "--exact", "--ignored", "--nocapture"])
@@ -659,6 +644,20 @@ fn child_process_entry() {
         "hold-file" => {
             let _db = redb::Database::open(store.path()).unwrap();
             writeln!(out, "\nOPEN").unwrap();
+            out.flush().unwrap();
+            let _ = std::io::stdin().lines().count();
+        }
+        "foreign-flock" => {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(store.lock_path())
+                .unwrap();
+            // std's `File::lock` is flock(2) with LOCK_EX on Linux.
+            file.lock().unwrap();
+            file.set_len(0).unwrap();
+            writeln!(file, "pid {} (foreign flock) since now", std::process::id()).unwrap();
+            writeln!(out, "\nLOCKED").unwrap();
             out.flush().unwrap();
             let _ = std::io::stdin().lines().count();
         }
