@@ -711,21 +711,74 @@ async fn cli_probe_succeeds_against_the_fixture_and_fails_with_the_reason() {
 fn cli_probe_stdio_spawns_and_kills_the_command() {
     let binary = fixture::fixture_binary();
     let binary = binary.to_str().expect("utf-8 path");
-    let out = mcpctl_probe(&[
-        "--stdio",
-        "--timeout",
-        "5s",
-        "--",
-        binary,
-        "--transport",
-        "stdio",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("fixture.pid");
+    let stderr_file = dir.path().join("stderr");
+    // The command inherits mcpctl's stderr. Were that a pipe, a command that
+    // outlived mcpctl would hold it open and keep `output()` waiting: a hang
+    // instead of a failure. A file cannot be held that way.
+    let stderr = std::fs::File::create(&stderr_file).expect("stderr file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+        .env("NO_COLOR", "1")
+        .stderr(stderr)
+        .args([
+            "probe",
+            "--stdio",
+            "--timeout",
+            "5s",
+            "--",
+            binary,
+            "--transport",
+            "stdio",
+            "--pid-file",
+            pid_file.to_str().expect("utf-8 path"),
+            // Without it the command would leave by itself when mcpctl's
+            // exit closes its stdin, and a missing kill would go unseen.
+            "--outlive-stdin",
+        ])
+        .output()
+        .expect("run mcpctl probe");
+    let pid: Option<u32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    let _reaper = pid.map(KillOnDrop);
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    assert!(out.status.success(), "{out:?}\nstderr: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("mcp-fixture") && stdout.contains("stdio"),
         "{stdout}"
     );
+
+    let pid = pid.expect("the fixture wrote no pid file");
+    // The kill may land a moment after mcpctl exits: poll against a deadline.
+    fixture::eventually(Duration::from_secs(5), || match running_fixture(pid) {
+        Some(cmdline) => Err(format!(
+            "pid {pid} ({cmdline}) outlived `mcpctl probe --stdio`"
+        )),
+        None => Ok(()),
+    });
+}
+
+/// The command line of `pid` if it is a live `mcp-fixture`. A zombie has an
+/// empty one (it is dead, only not yet reaped), and a recycled pid another.
+fn running_fixture(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+    cmdline.contains("mcp-fixture").then_some(cmdline)
+}
+
+/// Kills a fixture that a failed test left behind, so it does not outlive the run.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if running_fixture(self.0).is_some() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
 }
 
 #[test]
