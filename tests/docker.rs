@@ -615,6 +615,23 @@ fn secrets_reach_the_container_but_not_the_state() {
     let (cid, _) = f.containers()[&id].clone();
     let env = fixture::docker(&["inspect", "-f", "{{json .Config.Env}}", &cid]).expect("env");
     assert!(env.contains("TOKEN=pa55w0rd-xyz"), "{env}");
+
+    // The applied spec is where the value would land: its canonical form
+    // holds the secret, as the keyed digest of its value.
+    let store = mcpctl::state::Store::new(f.state());
+    let source = mcpctl::source::dir::read(&[f.dir.path().join("fleet")]).expect("source");
+    let servers = mcpctl::spec::load(&source.files).expect("spec");
+    let digests = mcpctl::secrets::Resolver::with_env(None, |_| Some("pa55w0rd-xyz".to_owned()))
+        .resolve(&servers)
+        .expect("secrets")
+        .digests(&store.digest_key().expect("digest key"));
+    let digest = digests.values().next().expect("one secret");
+    let applied = &store.load().expect("load").servers["alpha"].canonical;
+    assert!(
+        applied.contains(&format!("value: (sensitive {digest})")),
+        "{applied}"
+    );
+    // Redb stores values as written, so a leak would be these very bytes.
     let state = std::fs::read(f.state()).expect("state");
     assert!(
         !state.windows(12).any(|w| w == b"pa55w0rd-xyz"),
