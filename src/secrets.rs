@@ -279,10 +279,43 @@ mod tests {
         let s = Secrets {
             values: BTreeMap::from([(r.clone(), v)]),
         };
+        // The reference HMAC itself, against RFC 4231 test case 1.
+        assert_eq!(
+            hmac_sha256_prefix(&[0x0b; 20], "Hi There"),
+            "b0344c61d8db3853"
+        );
+
         let d1 = s.digests(&[1; 32]);
         let d2 = s.digests(&[2; 32]);
+        assert_eq!(d1[&r], hmac_sha256_prefix(&[1; 32], "hunter2"));
+        assert_eq!(d2[&r], hmac_sha256_prefix(&[2; 32], "hunter2"));
         assert_ne!(d1[&r], d2[&r]);
-        assert_eq!(d1[&r].len(), 16);
-        assert!(!d1[&r].contains("hunter2"));
+
+        // A rotation must show, under the same key.
+        let rotated = Secrets {
+            values: BTreeMap::from([(r.clone(), SecretValue::new("hunter3".into()))]),
+        };
+        assert_ne!(rotated.digests(&[1; 32])[&r], d1[&r]);
+    }
+
+    /// HMAC-SHA256 (RFC 2104) built from plain SHA-256 rather than the `hmac`
+    /// crate, so a misuse of that crate in `digests` cannot hide here; the
+    /// first 8 bytes, in hex. Keys up to one block (64 bytes) only.
+    fn hmac_sha256_prefix(key: &[u8], message: &str) -> String {
+        use sha2::Digest;
+        let pad = |byte: u8| -> Vec<u8> {
+            let mut block = [0u8; 64];
+            block[..key.len()].copy_from_slice(key);
+            block.iter().map(|b| b ^ byte).collect()
+        };
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(message.as_bytes())
+            .finalize();
+        let outer = Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
+        hex::encode(&outer[..8])
     }
 }

@@ -13,6 +13,7 @@ mod fixture;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,6 +245,29 @@ fn external_server(name: &str) -> (std::process::Child, u16) {
         .spawn()
         .expect("external server");
     (child, port)
+}
+
+/// Reads `child`'s stdout and stderr to their end on threads. The receiver
+/// gets their text once both are closed, which happens when the child exits
+/// (mcpctl starts no processes that could inherit them).
+fn closed_pipes(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::Read;
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        let _ = sender.send(format!("--- stdout\n{stdout}--- stderr\n{stderr}"));
+    });
+    receiver
 }
 
 fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -615,6 +639,23 @@ fn secrets_reach_the_container_but_not_the_state() {
     let (cid, _) = f.containers()[&id].clone();
     let env = fixture::docker(&["inspect", "-f", "{{json .Config.Env}}", &cid]).expect("env");
     assert!(env.contains("TOKEN=pa55w0rd-xyz"), "{env}");
+
+    // The applied spec is where the value would land: its canonical form
+    // holds the secret, as the keyed digest of its value.
+    let store = mcpctl::state::Store::new(f.state());
+    let source = mcpctl::source::dir::read(&[f.dir.path().join("fleet")]).expect("source");
+    let servers = mcpctl::spec::load(&source.files).expect("spec");
+    let digests = mcpctl::secrets::Resolver::with_env(None, |_| Some("pa55w0rd-xyz".to_owned()))
+        .resolve(&servers)
+        .expect("secrets")
+        .digests(&store.digest_key().expect("digest key"));
+    let digest = digests.values().next().expect("one secret");
+    let applied = &store.load().expect("load").servers["alpha"].canonical;
+    assert!(
+        applied.contains(&format!("value: (sensitive {digest})")),
+        "{applied}"
+    );
+    // Redb stores values as written, so a leak would be these very bytes.
     let state = std::fs::read(f.state()).expect("state");
     assert!(
         !state.windows(12).any(|w| w == b"pa55w0rd-xyz"),
@@ -661,18 +702,24 @@ fn kill_9_during_apply_never_leaves_duplicates_or_orphans() {
         }
         let mut child = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
         let delay = Duration::from_millis(next() % 2000);
-        let t = Instant::now();
-        // Kill at a chosen moment, or when the apply finishes by itself first.
-        while t.elapsed() < delay {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // Kill at a chosen moment, or not at all if the apply finishes by
+        // itself first: its pipes close when it exits, which ends the wait.
+        let exited = closed_pipes(&mut child);
+        let finished_first = exited.recv_timeout(delay).ok();
+        if finished_first.is_none() {
+            // SIGKILL: no handler runs, no lock is released by hand, nothing is flushed.
+            let _ = child.kill();
         }
-        let mid_apply = child.try_wait().expect("try_wait").is_none();
-        // SIGKILL: no handler runs, no lock is released by hand, nothing is flushed.
-        let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().expect("wait");
+        // The status tells which came first, even if the apply finished
+        // between the timeout and the kill.
+        let mid_apply = status.signal() == Some(9);
+        if !mid_apply {
+            let output = finished_first
+                .or_else(|| exited.recv().ok())
+                .unwrap_or_default();
+            assert!(status.success(), "iteration {i}: apply failed: {output}");
+        }
         killed_mid_apply += usize::from(mid_apply);
 
         let r = f.run(&["apply", "fleet", "--timeout", "60s"]);

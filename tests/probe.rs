@@ -638,28 +638,81 @@ async fn connection_refused() {
     );
 }
 
-#[tokio::test]
-async fn retry_gives_up_at_its_deadline_with_the_last_error() {
-    let url = format!("http://127.0.0.1:{}/mcp", refused_port());
-    let attempts = Arc::new(Mutex::new(0));
-    let deadline = Duration::from_secs(1);
-    let started = Instant::now();
-    let result = retry(deadline, || {
-        *attempts.lock().expect("poisoned") += 1;
-        probe_url(&url, HttpTransport::Auto, ATTEMPT)
+// `retry` on tokio's paused clock: time moves only when every task waits on
+// a timer, so each attempt's moment is exact however loaded the machine is.
+// The attempts are closures that only count; real servers are covered above.
+
+#[tokio::test(start_paused = true)]
+async fn retry_backs_off_doubling_up_to_2_s_and_gives_up_with_the_last_error() {
+    let started = tokio::time::Instant::now();
+    let mut attempts = Vec::new();
+    let result = retry(Duration::from_secs(10), || {
+        attempts.push(started.elapsed());
+        let n = attempts.len();
+        async move { Err(ProbeError::Connect(format!("attempt {n}"))) }
     })
     .await;
-    let elapsed = started.elapsed();
     assert_eq!(
         result.map_err(|e| e.to_string()),
-        Err("connection refused".to_owned())
+        Err("cannot connect: attempt 9".to_owned())
     );
-    assert!(
-        elapsed >= deadline && elapsed < deadline + Duration::from_millis(500),
-        "gave up after {elapsed:?}"
+    let ms: Vec<u128> = attempts.iter().map(Duration::as_millis).collect();
+    // Pauses of 100, 200, 400, 800, 1600 ms, then 2 s each; the next
+    // attempt would start at 11.1 s, past the deadline.
+    assert_eq!(ms, [0, 100, 300, 700, 1500, 3100, 5100, 7100, 9100]);
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_returns_the_first_success() {
+    let started = tokio::time::Instant::now();
+    let mut attempts = Vec::new();
+    let info = retry(PATIENCE, || {
+        attempts.push(started.elapsed());
+        let n = attempts.len();
+        async move {
+            if n < 4 {
+                return Err(ProbeError::ConnectionRefused);
+            }
+            Ok(ProbeInfo {
+                era: Era::Discover2026,
+                protocol_version: "2026-07-28".into(),
+                server_name: format!("answered attempt {n}"),
+                server_version: String::new(),
+                transport: "stdio",
+                latency: Duration::ZERO,
+            })
+        }
+    })
+    .await
+    .expect("the fourth attempt succeeds");
+    assert_eq!(info.server_name, "answered attempt 4");
+    assert_eq!(attempts.len(), 4);
+    assert_eq!(started.elapsed(), Duration::from_millis(700));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_cuts_off_an_attempt_still_running_at_the_deadline() {
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    let result = retry(Duration::from_secs(1), || {
+        attempts += 1;
+        // The first fails at once; the second never answers.
+        let first = attempts == 1;
+        async move {
+            if first {
+                return Err(ProbeError::ConnectionRefused);
+            }
+            std::future::pending().await
+        }
+    })
+    .await;
+    assert_eq!(
+        result.map_err(|e| e.to_string()),
+        Err("timed out after 900ms waiting for a response".to_owned())
     );
-    // Back-off 100, 200, 400 ms: attempts at about 0, 0.1, 0.3 and 0.7 s.
-    assert_eq!(*attempts.lock().expect("poisoned"), 4);
+    assert_eq!(attempts, 2);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
 }
 
 // ---------------------------------------------------------------------------
@@ -711,21 +764,74 @@ async fn cli_probe_succeeds_against_the_fixture_and_fails_with_the_reason() {
 fn cli_probe_stdio_spawns_and_kills_the_command() {
     let binary = fixture::fixture_binary();
     let binary = binary.to_str().expect("utf-8 path");
-    let out = mcpctl_probe(&[
-        "--stdio",
-        "--timeout",
-        "5s",
-        "--",
-        binary,
-        "--transport",
-        "stdio",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("fixture.pid");
+    let stderr_file = dir.path().join("stderr");
+    // The command inherits mcpctl's stderr. Were that a pipe, a command that
+    // outlived mcpctl would hold it open and keep `output()` waiting: a hang
+    // instead of a failure. A file cannot be held that way.
+    let stderr = std::fs::File::create(&stderr_file).expect("stderr file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+        .env("NO_COLOR", "1")
+        .stderr(stderr)
+        .args([
+            "probe",
+            "--stdio",
+            "--timeout",
+            "5s",
+            "--",
+            binary,
+            "--transport",
+            "stdio",
+            "--pid-file",
+            pid_file.to_str().expect("utf-8 path"),
+            // Without it the command would leave by itself when mcpctl's
+            // exit closes its stdin, and a missing kill would go unseen.
+            "--outlive-stdin",
+        ])
+        .output()
+        .expect("run mcpctl probe");
+    let pid: Option<u32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    let _reaper = pid.map(KillOnDrop);
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    assert!(out.status.success(), "{out:?}\nstderr: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("mcp-fixture") && stdout.contains("stdio"),
         "{stdout}"
     );
+
+    let pid = pid.expect("the fixture wrote no pid file");
+    // The kill may land a moment after mcpctl exits: poll against a deadline.
+    fixture::eventually(Duration::from_secs(5), || match running_fixture(pid) {
+        Some(cmdline) => Err(format!(
+            "pid {pid} ({cmdline}) outlived `mcpctl probe --stdio`"
+        )),
+        None => Ok(()),
+    });
+}
+
+/// The command line of `pid` if it is a live `mcp-fixture`. A zombie has an
+/// empty one (it is dead, only not yet reaped), and a recycled pid another.
+fn running_fixture(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+    cmdline.contains("mcp-fixture").then_some(cmdline)
+}
+
+/// Kills a fixture that a failed test left behind, so it does not outlive the run.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if running_fixture(self.0).is_some() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
 }
 
 #[test]

@@ -8,13 +8,14 @@ use mcpctl::model::{
 };
 use mcpctl::state::{StateError, Store};
 use miette::Diagnostic;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 fn state_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.redb")
@@ -443,34 +444,16 @@ fn a_killed_mcpctl_applier_releases_the_lock() {
 #[test]
 fn a_killed_foreign_flock_holder_releases_the_lock() {
     // Any flock(2) on the lock file counts, which is also what lets an
-    // operator fence mcpctl off with `flock(1)`.
+    // operator fence mcpctl off with `flock(1)`. The holder here never goes
+    // through `Store`, and writes its own line.
     let dir = tempfile::tempdir().unwrap();
     let path = state_in(&dir);
-    let lock_path = Store::new(&path).lock_path();
-    let script = r#"
-import fcntl, os, sys
-f = open(sys.argv[1], "a+")
-fcntl.flock(f, fcntl.LOCK_EX)
-f.seek(0); f.truncate()
-f.write("pid %d (python flock) since now\n" % os.getpid()); f.flush()
-print("LOCKED", flush=True)
-sys.stdin.read()
-"#;
-    let spawned = Command::new("python3")
-        .args(["-c", script])
-        .arg(&lock_path)
+    let holder = child(ChildMode::ForeignFlock, &path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn();
-    let holder = match spawned {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: python3 is not installed");
-            return;
-        }
-        Err(e) => panic!("cannot start python3: {e}"),
-    };
-    let expect = format!("pid {} (python flock) since now", holder.id());
+        .spawn()
+        .unwrap();
+    let expect = format!("pid {} (foreign flock) since now", holder.id());
     assert_killed_holder_releases_the_lock(holder, &path, &expect);
 }
 
@@ -482,10 +465,14 @@ fn readers_keep_working_while_another_thread_writes() {
     // Exists before the reader starts, so every load opens a real file.
     store.update(|_| Ok(())).unwrap();
     let done = Arc::new(AtomicBool::new(false));
+    let (first_load, reader_is_loading) = mpsc::channel();
 
     let writer = {
         let (store, done) = (store.clone(), done.clone());
         std::thread::spawn(move || {
+            // Whichever thread the OS starts first, the writes begin only
+            // once the reader is at work, so the two do overlap.
+            reader_is_loading.recv().unwrap();
             for n in 0..UPDATES {
                 store
                     .update(|t| {
@@ -500,6 +487,7 @@ fn readers_keep_working_while_another_thread_writes() {
     let reader = {
         let store = store.clone();
         std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
             let mut last = 0;
             let mut loads = 0u32;
             loop {
@@ -513,18 +501,32 @@ fn readers_keep_working_while_another_thread_writes() {
                     s.serial
                 );
                 last = s.serial;
+                seen.insert(s.serial);
+                if loads == 0 {
+                    first_load.send(()).unwrap();
+                }
                 loads += 1;
                 if finished || loads > 100_000 {
-                    return (loads, last);
+                    return (seen, last);
                 }
             }
         })
     };
 
     writer.join().unwrap();
-    let (loads, last) = reader.join().unwrap();
-    assert!(loads >= 1);
+    let (seen, last) = reader.join().unwrap();
     assert_eq!(last, u64::from(UPDATES) + 1);
+    // Serials 2..=UPDATES exist only between two of the writer's commits.
+    // Turns on the file go in arrival order, so a reader waiting when a
+    // write ends loads before the next write: it sees nearly every one of
+    // them, missing one only if the OS stalls it for a whole write. A reader
+    // shut out by the writer sees almost none.
+    let meanwhile = seen.range(2..=u64::from(UPDATES)).count();
+    assert!(
+        meanwhile >= (UPDATES as usize - 1) / 2,
+        "only {meanwhile} of {} loads landed between writes; serials seen: {seen:?}",
+        UPDATES - 1
+    );
     assert_eq!(store.history().unwrap().len(), UPDATES as usize);
 }
 
@@ -603,6 +605,8 @@ enum ChildMode {
     WriteLoop(u32),
     /// Opens the file with redb directly and keeps it open.
     HoldFile,
+    /// flock(2)s the applier lock file with std alone, as another program would.
+    ForeignFlock,
 }
 
 fn child(mode: ChildMode, path: &Path) -> Command {
@@ -611,6 +615,7 @@ fn child(mode: ChildMode, path: &Path) -> Command {
         ChildMode::DigestKey => "digest-key".to_owned(),
         ChildMode::WriteLoop(n) => format!("write-loop {n}"),
         ChildMode::HoldFile => "hold-file".to_owned(),
+        ChildMode::ForeignFlock => "foreign-flock".to_owned(),
     };
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["child_process_entry", "--exact", "--ignored", "--nocapture"])
@@ -640,6 +645,20 @@ fn child_process_entry() {
         "hold-file" => {
             let _db = redb::Database::open(store.path()).unwrap();
             writeln!(out, "\nOPEN").unwrap();
+            out.flush().unwrap();
+            let _ = std::io::stdin().lines().count();
+        }
+        "foreign-flock" => {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(store.lock_path())
+                .unwrap();
+            // std's `File::lock` is flock(2) with LOCK_EX on Linux.
+            file.lock().unwrap();
+            file.set_len(0).unwrap();
+            writeln!(file, "pid {} (foreign flock) since now", std::process::id()).unwrap();
+            writeln!(out, "\nLOCKED").unwrap();
             out.flush().unwrap();
             let _ = std::io::stdin().lines().count();
         }

@@ -26,7 +26,8 @@ pub(super) type Migration =
 /// Append one whenever [`CURRENT`] goes up.
 pub(super) const MIGRATIONS: &[Migration] = &[];
 
-// A forgotten migration would otherwise surface only when a user upgrades.
+// Checked by the compiler, not by a test: a forgotten migration would
+// otherwise surface only when a user upgrades.
 const _: () = assert!(MIGRATIONS.len() as u32 == CURRENT - FIRST);
 
 /// The schema key in `meta`.
@@ -167,11 +168,6 @@ mod tests {
             Err(_) => Vec::new(),
         };
         (v, steps)
-    }
-
-    #[test]
-    fn the_real_chain_is_complete() {
-        assert_eq!(MIGRATIONS.len() as u32, CURRENT - FIRST);
     }
 
     #[test]
