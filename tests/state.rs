@@ -4,7 +4,7 @@
 
 use mcpctl::model::{
     AppliedSpec, Backoff, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
-    SpecHash, Status, Timestamp,
+    SpecHash, Status, Suspension, Timestamp,
 };
 use mcpctl::state::{StateError, Store};
 use miette::Diagnostic;
@@ -82,6 +82,13 @@ fn backoff(n: u32) -> Backoff {
     }
 }
 
+fn suspension() -> Suspension {
+    Suspension {
+        at: Timestamp(1_700_000_500_000),
+        by: "mcpctl suspend server-1".into(),
+    }
+}
+
 fn history(n: usize) -> HistoryEntry {
     HistoryEntry {
         at: Timestamp(1_700_000_400_000),
@@ -113,6 +120,7 @@ fn every_table_round_trips_through_update_and_load() {
             t.put_intent(&remove)?;
             t.put_backoff("server-2", &backoff(3))?;
             t.set_revision("0123abcd")?;
+            t.suspend("server-1", &suspension())?;
             t.push_history(&history(1))?;
             t.push_history(&history(2))
         })
@@ -133,6 +141,7 @@ fn every_table_round_trips_through_update_and_load() {
         ]
         .into(),
         backoff: [("server-2".to_owned(), backoff(3))].into(),
+        suspended: [("server-1".to_owned(), suspension())].into(),
     };
     assert_eq!(store.load().unwrap(), expected);
     assert_eq!(store.history().unwrap(), vec![history(1), history(2)]);

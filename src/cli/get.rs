@@ -177,10 +177,7 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
                 })
                 .count(),
             status: match snapshot.suspended.get(name) {
-                Some(s) => Some(format!(
-                    "suspended {} ago",
-                    short_duration(now.since(s.at))
-                )),
+                Some(s) => Some(format!("suspended {} ago", short_duration(now.since(s.at)))),
                 None => snapshot
                     .backoff_left(name, now)
                     .map(|left| format!("{left}: {}", snapshot.backoff[name].reason)),

@@ -133,7 +133,10 @@ impl Server {
             .and_then(|v| v.strip_prefix("sha256="))
             .and_then(|hex_sig| hex::decode(hex_sig).ok());
         let Some(signature) = signature else {
-            return text(StatusCode::UNAUTHORIZED, "missing or malformed X-Hub-Signature-256");
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "missing or malformed X-Hub-Signature-256",
+            );
         };
         let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
             Ok(b) => b.to_bytes(),

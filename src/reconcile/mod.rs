@@ -67,8 +67,12 @@ impl Resolver {
         digest_key: &[u8; 32],
         known: usize,
     ) -> Result<Target, String> {
-        let servers = crate::spec::load_with(&snapshot.files, self.limits)
-            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+        let servers = crate::spec::load_with(&snapshot.files, self.limits).map_err(|e| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
         if servers.is_empty() && known > 0 && !self.allow_empty {
             return Err(format!(
                 "the revision has no servers, but {known} are known; refusing to remove them all (check the path or ref, or pass --allow-empty)"
@@ -133,9 +137,7 @@ pub async fn watch<R: Runtime + Sync>(
             error,
             elapsed,
         } => {
-            shared
-                .metrics
-                .action(action.kind, error.is_none(), elapsed);
+            shared.metrics.action(action.kind, error.is_none(), elapsed);
             let inst = instance
                 .or(action.instance)
                 .map(|i| i.to_string())
@@ -245,13 +247,8 @@ pub async fn watch<R: Runtime + Sync>(
                         match applier.as_mut() {
                             Some(a) => a.set_target(target),
                             None => {
-                                let mut a = Applier::new(
-                                    rt,
-                                    store,
-                                    target,
-                                    apply_opts.clone(),
-                                    &on_event,
-                                );
+                                let mut a =
+                                    Applier::new(rt, store, target, apply_opts.clone(), &on_event);
                                 a.subscribe();
                                 a.start(None).await?;
                                 applier = Some(a);
@@ -261,7 +258,9 @@ pub async fn watch<R: Runtime + Sync>(
                     }
                     Err(why) => {
                         tracing::error!(%revision, reasons = %why, "revision refused; nothing changes");
-                        shared.update(|h| h.source = Some(format!("revision {revision} refused:\n{why}")));
+                        shared.update(|h| {
+                            h.source = Some(format!("revision {revision} refused:\n{why}"))
+                        });
                         if !opts.dry_run {
                             let first = why.lines().next().unwrap_or_default().to_owned();
                             let entry = HistoryEntry {
@@ -333,7 +332,10 @@ pub async fn watch<R: Runtime + Sync>(
                 actions: last.actions.clone(),
                 ..Default::default()
             });
-            Some(entry(format!("watch: applying{forced}: {summary}"), last.actions.len()))
+            Some(entry(
+                format!("watch: applying{forced}: {summary}"),
+                last.actions.len(),
+            ))
         } else if last.converged && !converged {
             Some(entry("watch: converged".into(), 0))
         } else {

@@ -56,7 +56,11 @@ impl Default for Metrics {
             "Actions the last pass planned: the drift from the source (with --dry-run, left uncorrected)",
             drift.clone(),
         );
-        registry.register("healthy", "1 when healthy, 0 when degraded", healthy.clone());
+        registry.register(
+            "healthy",
+            "1 when healthy, 0 when degraded",
+            healthy.clone(),
+        );
         registry.register(
             "plan_duration_seconds",
             "Time to observe and plan, per pass",
@@ -174,7 +178,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Changes the health, logging and counting what changed.
