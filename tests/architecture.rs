@@ -29,9 +29,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "cli",
+        "reconcile",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "apply",
+        ],
+    ),
+    (
+        "cli",
+        &[
+            "model",
+            "source",
+            "spec",
+            "secrets",
+            "plan",
+            "state",
+            "runtime",
+            "probe",
+            "apply",
+            "reconcile",
         ],
     ),
 ];

@@ -352,3 +352,6 @@ pub async fn watch<R: Runtime + Sync>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
