@@ -129,6 +129,10 @@ fn typical_mistakes_fail_the_schema_too() {
         "env_not_string",
         "version_number",
         "missing_metadata",
+        "header_bad_name",
+        "header_value_newline",
+        "header_unknown_field",
+        "header_not_string",
     ] {
         let path = manifest().join(format!("tests/corpus/invalid/{stem}.yaml"));
         let text = std::fs::read_to_string(&path).expect("corpus file");

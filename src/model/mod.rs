@@ -24,5 +24,6 @@ pub use unit::{
     Endpoint, EventKind, McpIdentity, Observation, Probe, RuntimeEvent, Unit, UnitState,
 };
 pub use workload::{
-    EnvSource, EnvVar, PackageRuntime, Program, RunSpec, Runners, SecretValue, Transport,
+    EnvSource, EnvVar, HttpHeader, HttpHeaderValue, PROBE_HEADERS, PackageRuntime, Program,
+    RunSpec, Runners, SecretValue, Transport,
 };

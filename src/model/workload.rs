@@ -101,6 +101,68 @@ impl std::fmt::Display for SecretValue {
     }
 }
 
+/// An HTTP header sent with every request to a server reached by URL: an
+/// external server's `headers`, or `mcpctl probe -H`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: HttpHeaderValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpHeaderValue {
+    Plain(String),
+    /// A secret (with its prefix, e.g. `Bearer `): sent marked sensitive,
+    /// never printed.
+    Sensitive(SecretValue),
+}
+
+impl HttpHeaderValue {
+    /// The text to put on the wire, and nowhere else.
+    pub fn expose(&self) -> &str {
+        match self {
+            HttpHeaderValue::Plain(v) => v,
+            HttpHeaderValue::Sensitive(v) => v.expose(),
+        }
+    }
+
+    pub fn is_sensitive(&self) -> bool {
+        matches!(self, HttpHeaderValue::Sensitive(_))
+    }
+}
+
+impl HttpHeader {
+    /// Whether `name` is an HTTP field name (RFC 9110 `token`): letters,
+    /// digits and ``!#$%&'*+-.^_`|~``.
+    pub fn is_valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+
+    /// The first character that cannot be in an HTTP field value: a control
+    /// character other than tab. CR and LF are the dangerous ones (they
+    /// would end the header and start another).
+    pub fn invalid_value_char(value: &str) -> Option<char> {
+        value.chars().find(|c| c.is_ascii_control() && *c != '\t')
+    }
+}
+
+/// Headers the probe sets itself, per request: a user's value would clash
+/// with the protocol's, so neither a spec nor `probe -H` may set them.
+pub const PROBE_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "mcp-method",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "transfer-encoding",
+];
+
 /// One environment variable of an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvVar {

@@ -1,13 +1,14 @@
 //! The canonical form of a server's spec and its hash.
 //!
 //! The canonical form is YAML with a fixed field order, holding exactly the
-//! fields that change what runs (design §2): image, package (with its runner image), external, command,
-//! transport, port, path, env and resources. Replicas, labels and readiness
-//! are left out, so changing them never replaces an instance. Secret values
-//! never appear: a secret contributes its reference and a keyed digest, so a
-//! rotated secret changes the hash while the text stays safe to print.
+//! fields that change what runs (design §2): image, package (with its runner image), external
+//! (URL and headers), command, transport, port, path, env and resources.
+//! Replicas, labels and readiness are left out, so changing them never
+//! replaces an instance. Secret values never appear: a secret (in env or in
+//! a header) contributes its reference and a keyed digest, so a rotated
+//! secret changes the hash while the text stays safe to print.
 
-use super::model::{EnvValue, External, Package, SecretRef, ServerSpec, Workload};
+use super::model::{EnvValue, HeaderValue, Package, SecretRef, ServerSpec, Workload};
 use crate::model::{Runners, SpecHash};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -36,7 +37,7 @@ struct Form<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     runner: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    external: Option<&'a External>,
+    external: Option<FormExternal<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     command: &'a [String],
     transport: &'a str,
@@ -57,9 +58,40 @@ enum FormEnv<'a> {
     Secret {
         #[serde(rename = "secretRef")]
         secret_ref: &'a SecretRef,
-        /// `(sensitive <digest>)`, or `(sensitive)` when the value is never seen.
+        /// See [`sensitive`].
         value: String,
     },
+}
+
+/// With no headers this is `{url}` alone, as before headers existed, so
+/// adding the feature changed no existing hash.
+#[derive(Serialize)]
+struct FormExternal<'a> {
+    url: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<&'a str, FormHeader<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FormHeader<'a> {
+    Plain(&'a str),
+    Secret {
+        #[serde(rename = "secretRef")]
+        secret_ref: &'a SecretRef,
+        /// Not secret, and part of what is sent: shown as written.
+        #[serde(skip_serializing_if = "str::is_empty")]
+        prefix: &'a str,
+        value: String,
+    },
+}
+
+/// `(sensitive <digest>)`, or `(sensitive)` when the value is never seen.
+fn sensitive(r: &SecretRef, digests: &SecretDigests) -> String {
+    match digests.get(r) {
+        Some(d) => format!("(sensitive {d})"),
+        None => "(sensitive)".to_owned(),
+    }
 }
 
 #[derive(Serialize)]
@@ -75,7 +107,28 @@ impl Canonical {
         let (image, package, external) = match &spec.workload {
             Workload::Image(i) => (Some(i.as_str()), None, None),
             Workload::Package(p) => (None, Some(p), None),
-            Workload::External(e) => (None, None, Some(e)),
+            Workload::External(e) => (
+                None,
+                None,
+                Some(FormExternal {
+                    url: &e.url,
+                    headers: e
+                        .headers
+                        .iter()
+                        .map(|(name, v)| {
+                            let v = match v {
+                                HeaderValue::Plain(s) => FormHeader::Plain(s),
+                                HeaderValue::Secret { secret_ref, prefix } => FormHeader::Secret {
+                                    secret_ref,
+                                    prefix,
+                                    value: sensitive(secret_ref, digests),
+                                },
+                            };
+                            (name.as_str(), v)
+                        })
+                        .collect(),
+                }),
+            ),
         };
         let env = spec
             .env
@@ -85,10 +138,7 @@ impl Canonical {
                     EnvValue::Plain(s) => FormEnv::Plain(s),
                     EnvValue::Secret(r) => FormEnv::Secret {
                         secret_ref: r,
-                        value: match digests.get(r) {
-                            Some(d) => format!("(sensitive {d})"),
-                            None => "(sensitive)".to_owned(),
-                        },
+                        value: sensitive(r, digests),
                     },
                 };
                 (k.as_str(), v)
@@ -234,6 +284,86 @@ mod tests {
             Canonical::of(&image, &BTreeMap::new(), &Runners::default()),
             Canonical::of(&image, &BTreeMap::new(), &other)
         );
+    }
+
+    fn external(headers: &[(&str, HeaderValue)]) -> ServerSpec {
+        ServerSpec {
+            workload: Workload::External(crate::spec::model::External {
+                url: "https://mcp.linear.app/mcp".into(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.clone()))
+                    .collect(),
+            }),
+            port: None,
+            path: None,
+            ..spec()
+        }
+    }
+
+    fn linear_token() -> SecretRef {
+        SecretRef {
+            name: "linear".into(),
+            key: "token".into(),
+        }
+    }
+
+    /// The hash is of this text, so servers applied before headers existed
+    /// are not replaced by the upgrade.
+    #[test]
+    fn an_external_server_without_headers_hashes_as_before_headers_existed() {
+        let c = Canonical::of(&external(&[]), &BTreeMap::new(), &Runners::default());
+        assert_eq!(
+            c.yaml,
+            "external:\n  url: https://mcp.linear.app/mcp\ntransport: streamable-http\n"
+        );
+        // SHA-256 of that text, as mcpctl before headers computed it.
+        assert_eq!(c.hash.0, "5e5ba1fe06acd09c");
+    }
+
+    #[test]
+    fn header_secrets_show_as_digests_and_a_rotation_changes_the_hash() {
+        let s = external(&[
+            (
+                "Authorization",
+                HeaderValue::Secret {
+                    secret_ref: linear_token(),
+                    prefix: "Bearer ".into(),
+                },
+            ),
+            ("X-Team", HeaderValue::Plain("platform".into())),
+        ]);
+        let of = |digest: &str| {
+            Canonical::of(
+                &s,
+                &BTreeMap::from([(linear_token(), digest.to_owned())]),
+                &Runners::default(),
+            )
+        };
+        let (a, b) = (of("aaaa"), of("bbbb"));
+        assert_ne!(a.hash, b.hash);
+        assert!(a.yaml.contains("value: (sensitive aaaa)"), "{}", a.yaml);
+        // The prefix and plain values are not secret, and are part of what is sent.
+        assert!(a.yaml.contains("prefix: \"Bearer \""), "{}", a.yaml);
+        assert!(a.yaml.contains("X-Team: platform"), "{}", a.yaml);
+
+        let mut other_prefix = s.clone();
+        if let Workload::External(e) = &mut other_prefix.workload {
+            e.headers.insert(
+                "Authorization".into(),
+                HeaderValue::Secret {
+                    secret_ref: linear_token(),
+                    prefix: "Token ".into(),
+                },
+            );
+        }
+        let c = Canonical::of(
+            &other_prefix,
+            &BTreeMap::from([(linear_token(), "aaaa".to_owned())]),
+            &Runners::default(),
+        );
+        assert_ne!(c.hash, a.hash, "the prefix is part of what is sent");
+        insta::assert_snapshot!(a.yaml);
     }
 
     #[test]

@@ -79,8 +79,27 @@ pub struct Package {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct External {
-    /// A parsed, absolute http(s) URL.
+    /// A parsed, absolute http(s) URL, with no credentials in it (those go
+    /// in `headers`).
     pub url: String,
+    /// Headers sent with every request to the server, by name as written
+    /// (names differ in more than case).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, HeaderValue>,
+}
+
+/// An `external.headers` value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    Plain(String),
+    /// `prefix` (often `Bearer `), then the secret's value.
+    Secret {
+        #[serde(rename = "secretRef")]
+        secret_ref: SecretRef,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -183,6 +183,7 @@ pub(crate) mod code {
     pub const WORKLOAD: &str = "mcpctl::spec::workload";
     pub const NOT_APPLICABLE: &str = "mcpctl::spec::not_applicable";
     pub const DUPLICATE_NAME: &str = "mcpctl::spec::duplicate_name";
+    pub const SECRET_IN_URL: &str = "mcpctl::spec::secret_in_url";
 }
 
 /// A problem found in one file, before it is tied to that file's text.

@@ -207,7 +207,9 @@ pub fn json_schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::model::{EnvValue, PackageRuntime, Readiness, SecretRef, Transport, Workload};
+    use crate::spec::model::{
+        EnvValue, HeaderValue, PackageRuntime, Readiness, SecretRef, Transport, Workload,
+    };
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -271,9 +273,82 @@ mod tests {
         assert_eq!(
             s.spec.workload,
             Workload::External(crate::spec::External {
-                url: "https://mcp.example.com/mcp".into()
+                url: "https://mcp.example.com/mcp".into(),
+                headers: Default::default(),
             })
         );
+    }
+
+    #[test]
+    fn external_headers() {
+        let s = one(concat!(
+            "  external:\n",
+            "    url: https://mcp.linear.app/mcp\n",
+            "    headers:\n",
+            "      Authorization: {secretRef: {name: linear, key: token}, prefix: \"Bearer \"}\n",
+            "      X-Api-Key: {secretRef: {name: linear, key: key}}\n",
+            "      X-Team: platform\n",
+            "      X-Empty: \"\"\n",
+        ));
+        let Workload::External(e) = &s.spec.workload else {
+            panic!("{:?}", s.spec.workload)
+        };
+        let secret = |key: &str, prefix: &str| HeaderValue::Secret {
+            secret_ref: SecretRef {
+                name: "linear".into(),
+                key: key.into(),
+            },
+            prefix: prefix.into(),
+        };
+        assert_eq!(
+            e.headers,
+            std::collections::BTreeMap::from([
+                ("Authorization".to_owned(), secret("token", "Bearer ")),
+                ("X-Api-Key".to_owned(), secret("key", "")),
+                ("X-Team".to_owned(), HeaderValue::Plain("platform".into())),
+                ("X-Empty".to_owned(), HeaderValue::Plain(String::new())),
+            ])
+        );
+    }
+
+    #[test]
+    fn credentials_in_an_external_url_are_refused() {
+        let doc = |url: &str| spec_doc(&format!("  external: {{url: \"{url}\"}}\n"));
+        for (url, what) in [
+            ("https://me:hunter2@mcp.example.com/mcp", "a password"),
+            ("https://ghp_abc123@mcp.example.com/mcp", "a user name"),
+            ("https://mcp.example.com/mcp?token=abc", "`token`"),
+            ("https://mcp.example.com/mcp?x=1&key=abc", "`key`"),
+            ("https://mcp.example.com/mcp?apikey=abc", "`apikey`"),
+            ("https://mcp.example.com/mcp?apiKey=abc", "`apiKey`"),
+            ("https://mcp.example.com/mcp?api_key=abc", "`api_key`"),
+            ("https://mcp.example.com/mcp?API-KEY=abc", "`API-KEY`"),
+            (
+                "https://mcp.example.com/mcp?Access_Token=abc",
+                "`Access_Token`",
+            ),
+            ("https://mcp.example.com/mcp?password=abc", "`password`"),
+            ("https://mcp.example.com/mcp?secret=abc", "`secret`"),
+            // Named even when empty: the spelling is the mistake.
+            ("https://mcp.example.com/mcp?token=", "`token`"),
+        ] {
+            let errors = errors(&doc(url));
+            assert_eq!(errors.len(), 1, "{url}: {errors:?}");
+            let e = &errors[0];
+            assert!(
+                e.starts_with("t.yaml:5:19: `spec.external.url` holds a secret"),
+                "{e}"
+            );
+            assert!(e.contains(what), "{url}: {e}");
+            assert!(!e.contains("abc") && !e.contains("hunter2"), "{e}");
+        }
+        for fine in [
+            "https://mcp.example.com/mcp?session=abc",
+            "https://mcp.example.com/mcp?keyword=abc&tokens=2",
+            "https://mcp.example.com/token/key?monkey=1",
+        ] {
+            one(&format!("  external: {{url: \"{fine}\"}}\n"));
+        }
     }
 
     #[test]

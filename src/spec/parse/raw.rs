@@ -241,7 +241,25 @@ impl Shape for EnvRaw {
     }
 }
 
-deserialize_via_shape!(Leaf, LeafList, EnvRaw);
+/// An `external.headers` value: a plain value, or a mapping that should
+/// hold `secretRef` (and perhaps `prefix`).
+#[derive(Debug)]
+pub(crate) enum HeaderRaw {
+    Value(Leaf),
+    Secret(Box<RawHeaderSecret>),
+}
+
+impl Shape for HeaderRaw {
+    const EXPECTING: &'static str = "a string or {secretRef: {name, key}, prefix}";
+    fn from_leaf(leaf: Leaf) -> Self {
+        HeaderRaw::Value(leaf)
+    }
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        RawHeaderSecret::from_map(map).map(|h| HeaderRaw::Secret(Box::new(h)))
+    }
+}
+
+deserialize_via_shape!(Leaf, LeafList, EnvRaw, HeaderRaw);
 
 /// A mapping with free-form keys (`env`, `labels`), in the order written.
 /// Duplicate keys never get here: serde-saphyr rejects them first.
@@ -464,9 +482,28 @@ keyed_struct! {
     /// A server running elsewhere.
     #[schemars(rename = "External", extend("required" = ["url"]))]
     struct RawExternal in "spec.external" {
-        /// The server's absolute http(s) URL.
+        /// The server's absolute http(s) URL, with no credentials in it: a
+        /// user name or password, or a query parameter such as `token` or
+        /// `api_key`, is refused (use `headers`).
         #[schemars(regex(pattern = "^https?://"))]
         url: Slot<Leaf, String> = "url",
+        /// HTTP headers sent with every request to the server, such as a
+        /// token: a string, or a secret with an optional prefix. Credentials
+        /// belong here, never in `url`.
+        #[schemars(schema_with = "headers_schema")]
+        headers: Sub<Entries<HeaderRaw>> = "headers",
+    }
+}
+
+keyed_struct! {
+    /// A header value's mapping form: a secret, sent after `prefix`.
+    #[schemars(rename = "HeaderSecret", extend("required" = ["secretRef"]))]
+    struct RawHeaderSecret in "the header value" {
+        secret_ref: Sub<RawSecretRef> = "secretRef",
+        /// Text sent before the secret's value, e.g. `"Bearer "`. It is not
+        /// secret: plans show it.
+        #[schemars(regex(pattern = r"^[^\r\n]*$"))]
+        prefix: Slot<Leaf, String> = "prefix",
     }
 }
 
@@ -575,5 +612,15 @@ pub(crate) fn env_schema(generator: &mut SchemaGenerator) -> Schema {
         "type": "object",
         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "additionalProperties": {"oneOf": [{"type": "string"}, secret]},
+    })
+}
+
+/// `external.headers`: HTTP field names, with string or secret values.
+pub(crate) fn headers_schema(generator: &mut SchemaGenerator) -> Schema {
+    let secret = generator.subschema_for::<RawHeaderSecret>();
+    json_schema!({
+        "type": "object",
+        "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+        "additionalProperties": {"oneOf": [{"type": "string", "pattern": r"^[^\r\n]*$"}, secret]},
     })
 }

@@ -8,14 +8,15 @@
 
 use super::diag::{Issue, LineIndex, code, did_you_mean, list, short, show_leaf, unclosed_opener};
 use super::raw::{
-    API_VERSION, At, Entries, Entry, EnvRaw, KIND, Leaf, LeafList, MapOf, Pos, RUNTIMES,
-    RawExternal, RawMetadata, RawPackage, RawReadiness, RawResources, RawSecretHolder,
-    RawSecretRef, RawServer, RawSpec, Slot, Sub, TRANSPORTS,
+    API_VERSION, At, Entries, Entry, EnvRaw, HeaderRaw, KIND, Leaf, LeafList, MapOf, Pos, RUNTIMES,
+    RawExternal, RawHeaderSecret, RawMetadata, RawPackage, RawReadiness, RawResources,
+    RawSecretHolder, RawSecretRef, RawServer, RawSpec, Slot, Sub, TRANSPORTS,
 };
 use super::{Limits, units};
+use crate::model::{HttpHeader, PROBE_HEADERS};
 use crate::spec::model::{
-    EnvValue, External, Origin, Package, PackageRuntime, Readiness, Resources, SecretRef, Server,
-    ServerSpec, Transport, Workload,
+    EnvValue, External, HeaderValue, Origin, Package, PackageRuntime, Readiness, Resources,
+    SecretRef, Server, ServerSpec, Transport, Workload,
 };
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -545,6 +546,8 @@ impl<'a> Checker<'a> {
     fn external(&mut self, slot: &Sub<RawExternal>) -> Option<External> {
         let (x, entry) = self.mapping(slot, "spec.external")?;
         let suggested = self.unknown_fields(&x.unknown, RawExternal::FIELDS, RawExternal::CONTEXT);
+        // Checked whatever the URL's fate, so a bad header is not hidden by a bad URL.
+        let headers = self.headers(&x.headers);
         let Some((url, at)) = self.text_of(
             &x.url,
             "spec.external.url",
@@ -568,7 +571,26 @@ impl<'a> Checker<'a> {
         let help = "use an absolute http(s) URL, e.g. `https://mcp.example.com/mcp`";
         match url::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                Some(External { url: u.to_string() })
+                if let Some(what) = secret_in_url(&u) {
+                    self.push(
+                        Issue::new(
+                            code::SECRET_IN_URL,
+                            at,
+                            format!("`spec.external.url` holds a secret: {what}"),
+                        )
+                        .label("a credential in the URL")
+                        .help(
+                            "the URL is shown in plans, the state and error messages: send the secret in \
+                             `headers` instead, e.g. `headers: {Authorization: {secretRef: {name: NAME, key: KEY}, \
+                             prefix: \"Bearer \"}}`",
+                        ),
+                    );
+                    return None;
+                }
+                Some(External {
+                    url: u.to_string(),
+                    headers,
+                })
             }
             Ok(u) => {
                 self.push(
@@ -598,6 +620,225 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    fn headers(&mut self, slot: &Sub<Entries<HeaderRaw>>) -> BTreeMap<String, HeaderValue> {
+        let mut out = BTreeMap::new();
+        let Some((entries, _)) = self.mapping(slot, "spec.external.headers") else {
+            return out;
+        };
+        // By lowercased name: HTTP names ignore case, YAML keys do not.
+        let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+        for (key, value) in &entries.0 {
+            let name = &key.value;
+            let path = format!("spec.external.headers.{}", short(name));
+            let lower = name.to_ascii_lowercase();
+            if !HttpHeader::is_valid_name(name) {
+                let why = match name
+                    .chars()
+                    .find(|c| !HttpHeader::is_valid_name(&c.to_string()))
+                {
+                    Some(' ') => "a space is not allowed".to_owned(),
+                    Some(':') => {
+                        "`:` is not allowed; the value goes after the key's colon".to_owned()
+                    }
+                    Some(c) => format!("`{}` is not allowed", c.escape_default()),
+                    None => "empty".to_owned(),
+                };
+                self.push(
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        key.pos,
+                        format!("invalid header name \"{}\"", short(name)),
+                    )
+                    .label(why)
+                    .help(
+                        "a header name is letters, digits and `-` (and a few symbols such as `_` and `.`), \
+                         with no spaces or colons, e.g. `Authorization` or `X-Api-Key`",
+                    ),
+                );
+            } else if PROBE_HEADERS.contains(&lower.as_str()) {
+                self.push(
+                    Issue::new(
+                        code::INVALID_VALUE,
+                        key.pos,
+                        format!("header `{}` is set by mcpctl", short(name)),
+                    )
+                    .label("the probe sets this header on each request")
+                    .help(format!(
+                        "remove it: MCP decides {}, and mcpctl sends them as the protocol requires",
+                        list(&[
+                            "Accept",
+                            "Content-Type",
+                            "Mcp-Session-Id",
+                            "MCP-Protocol-Version"
+                        ])
+                    )),
+                );
+            } else if let Some(first) = seen.get(&lower) {
+                self.push(
+                    Issue::new(
+                        code::DUPLICATE_KEY,
+                        key.pos,
+                        format!("header `{}` is set twice", short(name)),
+                    )
+                    .label("the same header as an earlier key")
+                    .also(*first, "first set here")
+                    .help("HTTP header names ignore case: keep one of the two"),
+                );
+            }
+            seen.entry(lower).or_insert(key.pos);
+            let example = format!(
+                "{}: {{secretRef: {{name: NAME, key: KEY}}, prefix: \"Bearer \"}}",
+                short(name)
+            );
+            let parsed = match &value.value {
+                HeaderRaw::Value(Leaf::Str(v)) => self
+                    .field_text(v, value.pos, &path)
+                    .then(|| HeaderValue::Plain(v.clone())),
+                HeaderRaw::Value(Leaf::Null) => {
+                    self.push(
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            value.pos,
+                            format!("`{path}` has no value"),
+                        )
+                        .label("empty")
+                        .help(format!(
+                            "give the header a value, or remove it; a secret is written `{example}`"
+                        )),
+                    );
+                    None
+                }
+                HeaderRaw::Value(leaf @ (Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_))) => {
+                    let written = self
+                        .written(value.pos)
+                        .map_or_else(|| show_leaf(leaf), str::to_owned);
+                    self.push(
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            value.pos,
+                            format!("`{path}` must be a string, found {}", leaf.kind()),
+                        )
+                        .label(format!("YAML reads this as {}", leaf.kind()))
+                        .help(format!(
+                            "quote it, so the header carries exactly what is written: `{}: \"{written}\"`",
+                            short(name)
+                        )),
+                    );
+                    None
+                }
+                HeaderRaw::Value(leaf) => {
+                    self.push(
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            value.pos,
+                            format!("`{path}` must be a string, found {}", leaf.kind()),
+                        )
+                        .label("expected a string or a secretRef")
+                        .help(format!(
+                            "write `{}: value`, or `{example}` for a secret",
+                            short(name)
+                        )),
+                    );
+                    None
+                }
+                HeaderRaw::Secret(holder) => self.header_secret(holder, value.pos, &path, &example),
+            };
+            if let Some(v) = parsed {
+                out.insert(name.clone(), v);
+            }
+        }
+        out
+    }
+
+    fn header_secret(
+        &mut self,
+        holder: &RawHeaderSecret,
+        at: Pos,
+        path: &str,
+        example: &str,
+    ) -> Option<HeaderValue> {
+        let suggested = self.unknown_fields(
+            &holder.unknown,
+            RawHeaderSecret::FIELDS,
+            RawHeaderSecret::CONTEXT,
+        );
+        let secret_ref = self.secret_ref(
+            &holder.secret_ref,
+            suggested.contains(&"secretRef"),
+            at,
+            path,
+            example,
+        );
+        let prefix = match holder.prefix.get() {
+            None => Some(String::new()),
+            Some(e) => match &e.value {
+                Leaf::Str(p) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphabetic()) => {
+                    // `prefix: Bearer ` unquoted loses its space in YAML, and
+                    // `Bearerabc123` fails only at the server, as a 401. No
+                    // scheme is a bare word glued to its credential.
+                    self.push(
+                        Issue::new(
+                            code::INVALID_VALUE,
+                            e.at,
+                            format!("`{path}.prefix` \"{}\" runs into the secret", short(p)),
+                        )
+                        .label("no space between the prefix and the secret")
+                        .help(format!(
+                            "quote the prefix to keep its trailing space: `prefix: \"{} \"`",
+                            short(p)
+                        )),
+                    );
+                    None
+                }
+                Leaf::Str(p) => self
+                    .field_text(p, e.at, &format!("{path}.prefix"))
+                    .then(|| p.clone()),
+                other => {
+                    self.push(
+                        Issue::new(
+                            code::WRONG_TYPE,
+                            e.at,
+                            format!("`{path}.prefix` must be a string, found {}", other.kind()),
+                        )
+                        .label("expected text to send before the secret")
+                        .help("write the prefix in quotes, e.g. `prefix: \"Bearer \"`"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(HeaderValue::Secret {
+            secret_ref: secret_ref?,
+            prefix: prefix?,
+        })
+    }
+
+    /// Whether `text` can go in an HTTP header; reports why not.
+    fn field_text(&mut self, text: &str, at: Pos, path: &str) -> bool {
+        let Some(c) = HttpHeader::invalid_value_char(text) else {
+            return true;
+        };
+        let (message, label) = match c {
+            '\r' | '\n' => (
+                format!("`{path}` contains a line break"),
+                "CR or LF would end the header and start another",
+            ),
+            _ => (
+                format!(
+                    "`{path}` contains the control character `{}`",
+                    c.escape_default()
+                ),
+                "not allowed in an HTTP header",
+            ),
+        };
+        self.push(
+            Issue::new(code::INVALID_VALUE, at, message)
+                .label(label)
+                .help("a header value is one line of text: remove the control characters"),
+        );
+        false
     }
 
     fn command(&mut self, slot: &Slot<LeafList, Vec<String>>) -> Vec<String> {
@@ -797,9 +1038,27 @@ impl<'a> Checker<'a> {
             RawSecretHolder::FIELDS,
             RawSecretHolder::CONTEXT,
         );
-        let Some((r, entry)) = self.mapping(&holder.secret_ref, &format!("{path}.secretRef"))
-        else {
-            if holder.secret_ref.get().is_none() && !suggested.contains(&"secretRef") {
+        self.secret_ref(
+            &holder.secret_ref,
+            suggested.contains(&"secretRef"),
+            at,
+            path,
+            &example,
+        )
+    }
+
+    /// The `secretRef` of the value at `path` (an env var or a header);
+    /// `misspelt` when an unknown key was already offered as `secretRef`.
+    fn secret_ref(
+        &mut self,
+        slot: &Sub<RawSecretRef>,
+        misspelt: bool,
+        at: Pos,
+        path: &str,
+        example: &str,
+    ) -> Option<SecretRef> {
+        let Some((r, entry)) = self.mapping(slot, &format!("{path}.secretRef")) else {
+            if slot.get().is_none() && !misspelt {
                 self.push(
                     Issue::new(
                         code::MISSING_FIELD,
@@ -817,7 +1076,7 @@ impl<'a> Checker<'a> {
         let suggested =
             self.unknown_fields(&r.unknown, RawSecretRef::FIELDS, RawSecretRef::CONTEXT);
         let part = |this: &mut Self, slot: &Slot<Leaf, String>, field: &str| {
-            let found = this.text_of(slot, &format!("{path}.secretRef.{field}"), &example);
+            let found = this.text_of(slot, &format!("{path}.secretRef.{field}"), example);
             match found {
                 Some((v, at)) if !is_secret_part(v) => {
                     this.push(
@@ -1219,6 +1478,37 @@ fn is_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Query parameters that carry credentials, compared lowercased with `-`
+/// read as `_` (`API-Key` is `api_key`). Besides the usual token names,
+/// `password` and `secret` name a credential as plainly as `token` does.
+const SECRET_PARAMS: &[&str] = &[
+    "token",
+    "key",
+    "apikey",
+    "api_key",
+    "access_token",
+    "password",
+    "secret",
+];
+
+/// What in `url` looks like a credential, in words that do not repeat it.
+fn secret_in_url(url: &url::Url) -> Option<String> {
+    if url.password().is_some() {
+        return Some("a password before `@`".into());
+    }
+    // A user name alone is how many services take a token (`https://TOKEN@host`);
+    // the probe never sends it, so it can only leak.
+    if !url.username().is_empty() {
+        return Some("a user name before `@`, where services put tokens".into());
+    }
+    url.query_pairs().find_map(|(name, _)| {
+        let folded = name.to_ascii_lowercase().replace('-', "_");
+        SECRET_PARAMS
+            .contains(&folded.as_str())
+            .then(|| format!("the query parameter `{}`", short(&name)))
+    })
 }
 
 /// Secret names and keys become path components (`DIR/NAME/KEY`), so they
