@@ -5,7 +5,7 @@
 //! state is a keyed digest.
 
 pub use crate::model::SecretValue;
-use crate::spec::{EnvValue, SecretDigests, SecretRef, Server};
+use crate::spec::{EnvValue, HeaderValue, SecretDigests, SecretRef, Server, Workload};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -13,19 +13,54 @@ use std::path::{Path, PathBuf};
 
 /// A secret that no provider could supply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
-#[error("server {server}: env {env_var}: secret {secret} not found (looked in {})", tried.join(", "))]
+#[error("server {server}: {used_by}: secret {secret} not found (looked in {})", tried.join(", "))]
 #[diagnostic(
     code(mcpctl::secret::missing),
     help("create the file or set the environment variable, or fix the secretRef in {origin}")
 )]
 pub struct MissingSecret {
     pub server: String,
-    pub env_var: String,
+    /// What wanted it: `env GITHUB_TOKEN`, `header Authorization`.
+    pub used_by: UsedBy,
     pub secret: SecretRef,
     /// The places looked at, in order.
     pub tried: Vec<String>,
     /// Where the server was declared, `file:line:column`.
     pub origin: String,
+}
+
+/// Where a server uses a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsedBy {
+    Env(String),
+    Header(String),
+}
+
+impl std::fmt::Display for UsedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsedBy::Env(var) => write!(f, "env {var}"),
+            UsedBy::Header(name) => write!(f, "header {name}"),
+        }
+    }
+}
+
+/// Every secret `server` uses, with where: env vars, then headers.
+fn uses(server: &Server) -> impl Iterator<Item = (UsedBy, &SecretRef)> {
+    let env = server.spec.env.iter().filter_map(|(var, v)| match v {
+        EnvValue::Secret(r) => Some((UsedBy::Env(var.clone()), r)),
+        EnvValue::Plain(_) => None,
+    });
+    let headers = match &server.spec.workload {
+        Workload::External(e) => Some(e.headers.iter().filter_map(|(name, v)| match v {
+            HeaderValue::Secret { secret_ref, .. } => {
+                Some((UsedBy::Header(name.clone()), secret_ref))
+            }
+            HeaderValue::Plain(_) => None,
+        })),
+        _ => None,
+    };
+    env.chain(headers.into_iter().flatten())
 }
 
 /// Errors resolving secrets: all the missing ones, so a user fixes them in one go.
@@ -93,8 +128,7 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         for server in servers {
-            for (var, value) in &server.spec.env {
-                let EnvValue::Secret(r) = value else { continue };
+            for (used_by, r) in uses(server) {
                 if values.contains_key(r) {
                     continue;
                 }
@@ -104,7 +138,7 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
                     }
                     Err(tried) => missing.push(MissingSecret {
                         server: server.name.clone(),
-                        env_var: var.clone(),
+                        used_by,
                         secret: r.clone(),
                         tried,
                         origin: server.origin.to_string(),
@@ -139,14 +173,8 @@ impl Secrets {
     /// The values of every secret `server` uses: what must never appear in
     /// text that server supplies (see `model::text`).
     pub fn values_of(&self, server: &Server) -> Vec<&str> {
-        server
-            .spec
-            .env
-            .values()
-            .filter_map(|v| match v {
-                EnvValue::Secret(r) => self.get(r).map(SecretValue::expose),
-                EnvValue::Plain(_) => None,
-            })
+        uses(server)
+            .filter_map(|(_, r)| self.get(r).map(SecretValue::expose))
             .collect()
     }
 
@@ -256,6 +284,80 @@ mod tests {
         assert!(msg.contains("env GITHUB_TOKEN"), "{msg}");
         assert!(msg.contains("secret github/token"), "{msg}");
         assert!(msg.contains("MCPCTL_SECRET_GITHUB_TOKEN"), "{msg}");
+    }
+
+    /// An external server with `Authorization: Bearer <linear/token>` and a
+    /// plain `X-Team`.
+    fn linear() -> Server {
+        let mut s = server(&[]);
+        s.name = "linear".into();
+        s.spec.transport = Transport::StreamableHttp;
+        s.spec.workload = Workload::External(crate::spec::External {
+            url: "https://mcp.linear.app/mcp".into(),
+            headers: BTreeMap::from([
+                (
+                    "Authorization".to_owned(),
+                    HeaderValue::Secret {
+                        secret_ref: SecretRef {
+                            name: "linear".into(),
+                            key: "token".into(),
+                        },
+                        prefix: "Bearer ".into(),
+                    },
+                ),
+                ("X-Team".to_owned(), HeaderValue::Plain("platform".into())),
+            ]),
+        });
+        s
+    }
+
+    #[test]
+    fn header_secrets_resolve_through_the_same_chain_and_are_redacted_like_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("linear")).unwrap();
+        std::fs::write(dir.path().join("linear/token"), "lin_api_s3cret\n").unwrap();
+        let res = Resolver::with_env(Some(dir.path().into()), |_| None);
+        let secrets = res.resolve(&[linear()]).unwrap();
+        let r = SecretRef {
+            name: "linear".into(),
+            key: "token".into(),
+        };
+        assert_eq!(secrets.get(&r).unwrap().expose(), "lin_api_s3cret");
+        // Text the server supplies is redacted of it, and only of secrets.
+        assert_eq!(secrets.values_of(&linear()), ["lin_api_s3cret"]);
+
+        let digests = secrets.digests(&[7; 32]);
+        let spec = &linear().spec;
+        let canonical = crate::spec::Canonical::of(spec, &digests, &Default::default());
+        assert!(
+            canonical
+                .yaml
+                .contains(&format!("(sensitive {})", digests[&r])),
+            "{}",
+            canonical.yaml
+        );
+        assert!(!canonical.yaml.contains("s3cret"), "{}", canonical.yaml);
+        // A rotation is a new spec hash.
+        std::fs::write(dir.path().join("linear/token"), "lin_api_rotated").unwrap();
+        let rotated = res.resolve(&[linear()]).unwrap().digests(&[7; 32]);
+        let after = crate::spec::Canonical::of(spec, &rotated, &Default::default());
+        assert_ne!(after.hash, canonical.hash);
+    }
+
+    #[test]
+    fn a_missing_header_secret_names_the_header() {
+        let res = Resolver::with_env(None, |_| None);
+        let err = res.resolve(&[linear()]).unwrap_err();
+        assert_eq!(err.missing.len(), 1);
+        assert_eq!(
+            err.missing[0].to_string(),
+            "server linear: header Authorization: secret linear/token not found \
+             (looked in env MCPCTL_SECRET_LINEAR_TOKEN)"
+        );
+        assert_eq!(
+            err.missing[0].used_by,
+            UsedBy::Header("Authorization".into())
+        );
     }
 
     #[test]
