@@ -70,6 +70,19 @@ fn closed_pipes(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     receiver
 }
 
+/// The fixture on the host at `port`, answering only requests that carry
+/// `Authorization: Bearer <token>`.
+fn bearer_server(name: &str, port: u16, token: &str) -> std::process::Child {
+    Command::new(fixture::fixture_binary())
+        .args(["--transport", "http", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--name", name, "--require-bearer", token])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bearer server")
+}
+
 #[test]
 fn a_new_fleet_converges_and_then_plans_no_changes() {
     let (v1, _) = images();
@@ -449,6 +462,151 @@ fn secrets_reach_the_container_but_not_the_state() {
         !state.windows(12).any(|w| w == b"pa55w0rd-xyz"),
         "secret stored in plaintext"
     );
+}
+
+/// An external server behind a bearer token that comes from the secrets
+/// directory: it converges, the token shows in no output and no stored
+/// byte, and rotating it plans a replace whose diff shows only digests.
+#[test]
+fn an_external_server_with_a_header_secret_converges_without_showing_it() {
+    let f = Fleet::new("extauth");
+    let old = "lin_api_OLD-0123456789abcdef";
+    let new = "lin_api_NEW-fedcba9876543210";
+    let never_shown = |what: &str, text: &str| {
+        for token in [old, new] {
+            assert!(!text.contains(token), "{what} shows the token:\n{text}");
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = bearer_server("linear", port, old);
+    std::fs::create_dir_all(f.dir.path().join("secrets/linear")).expect("mkdir");
+    std::fs::write(
+        f.dir.path().join("secrets/linear/token"),
+        format!("{old}\n"),
+    )
+    .expect("secret");
+    f.write(
+        "linear.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: linear}}\nspec:\n  external:\n    url: http://127.0.0.1:{port}/mcp\n    headers:\n      Authorization: {{secretRef: {{name: linear, key: token}}, prefix: \"Bearer \"}}\n      X-Team: platform\n  readiness: {{timeout: 60s}}\n"
+        ),
+    );
+
+    let r = f.run(&["plan", "fleet"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("+ start   linear"), "{r}");
+    never_shown("plan", &r.to_string());
+    let r = f.run(&["plan", "fleet", "-o", "json", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{r}");
+    never_shown("plan -o json", &r.to_string());
+    let saved = std::fs::read_to_string(f.dir.path().join("plan.json")).expect("saved plan");
+    never_shown("the saved plan", &saved);
+
+    let r = f.apply();
+    assert!(r.stdout.contains("converged"), "{r}");
+    never_shown("apply", &r.to_string());
+    let r = f.run(&["get", "instances", "-o", "json"]);
+    never_shown("get instances -o json", &r.to_string());
+    let instances: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["status"], "RUNNING");
+    assert_eq!(
+        instances[0]["mcp"]["server_name"], "linear",
+        "promoted on a handshake the token let through"
+    );
+    let first = instances[0]["id"].as_str().expect("id").to_owned();
+    let r = f.run(&["describe", "instance", &first]);
+    assert_eq!(r.code, 0, "{r}");
+    never_shown("describe", &r.to_string());
+
+    // Rotation: a new spec hash, a replace whose diff shows digests only.
+    std::fs::write(f.dir.path().join("secrets/linear/token"), new).expect("rotate");
+    let r = f.run(&["plan", "fleet"]);
+    assert_eq!(r.code, 0, "{r}");
+    never_shown("the rotation's plan", &r.to_string());
+    assert!(r.stdout.contains("~ replace linear"), "{r}");
+    let digest_lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("value: (sensitive "))
+        .collect();
+    assert_eq!(digest_lines.len(), 2, "{r}");
+    assert!(
+        digest_lines[0].trim_start().starts_with('-')
+            && digest_lines[1].trim_start().starts_with('+'),
+        "{r}"
+    );
+
+    // The server still wants the old token: the replacement is not ready,
+    // and says why without saying what it sent.
+    let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{r}");
+    never_shown("the rotation's apply", &r.to_string());
+    let r = f.run(&["get", "instances", "-o", "json"]);
+    never_shown("get instances", &r.to_string());
+    let instances: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    let replacement = instances
+        .iter()
+        .find(|i| i["id"] != first.as_str())
+        .expect("a replacement");
+    assert_eq!(replacement["status"], "STARTING", "{instances:#?}");
+    assert_eq!(
+        replacement["reason"], "HTTP 401 from /mcp: check the server's headers",
+        "{instances:#?}"
+    );
+
+    // The server takes the new token: the replace completes.
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut server = bearer_server("linear", port, new);
+    // `plan` probes STARTING instances with their headers too.
+    let replacement = replacement["id"].as_str().expect("id").to_owned();
+    eventually(
+        "a plan that promotes the replacement",
+        Duration::from_secs(20),
+        || {
+            let r = f.run(&["plan", "fleet"]);
+            never_shown("plan", &r.to_string());
+            r.stdout
+                .lines()
+                .any(|l| l.contains("promote") && l.contains(&replacement))
+                .then_some(())
+        },
+    );
+    let r = f.apply();
+    never_shown("the last apply", &r.to_string());
+    let instances = f.instances();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["status"], "RUNNING");
+    assert_ne!(instances[0]["id"], first.as_str());
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let state = std::fs::read(f.state()).expect("state");
+    for token in [old, new] {
+        assert!(
+            !state.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the state holds a token"
+        );
+    }
+
+    // A token in the URL never gets as far as a plan.
+    f.write(
+        "leaky.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: leaky}\nspec:\n  external: {url: \"https://mcp.example.com/mcp?token=abc123\"}\n",
+    );
+    let r = f.run(&["validate", "fleet"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("`spec.external.url` holds a secret: the query parameter `token`"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("send the secret in `headers`"), "{r}");
 }
 
 #[test]

@@ -16,7 +16,10 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use mcpctl::probe::{Era, HttpTransport, ProbeError, ProbeInfo, probe_stdio, probe_url, retry};
+use mcpctl::model::{HttpHeader, HttpHeaderValue, Probe, SecretValue};
+use mcpctl::probe::{
+    Connection, Era, HttpTransport, ProbeError, ProbeInfo, probe_stdio, probe_url, readiness, retry,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -59,9 +62,11 @@ fn http_fixture(extra: &[&str]) -> (Child, String) {
 
 /// Probes until the fixture has started listening.
 async fn probe_when_up(url: &str) -> ProbeInfo {
-    retry(PATIENCE, || probe_url(url, HttpTransport::Auto, ATTEMPT))
-        .await
-        .unwrap_or_else(|e| panic!("the fixture never answered at {url}: {e}"))
+    retry(PATIENCE, || {
+        probe_url(url, &[], HttpTransport::Auto, ATTEMPT)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the fixture never answered at {url}: {e}"))
 }
 
 async fn probe_child(child: &mut Child) -> Result<ProbeInfo, ProbeError> {
@@ -85,7 +90,7 @@ async fn fixture_over_streamable_http() {
     let info = probe_when_up(&url).await;
     assert_fixture(&info, "streamable-http");
     // Explicit transport gives the same answer.
-    let info = probe_url(&url, HttpTransport::StreamableHttp, ATTEMPT)
+    let info = probe_url(&url, &[], HttpTransport::StreamableHttp, ATTEMPT)
         .await
         .expect("second probe");
     assert_fixture(&info, "streamable-http");
@@ -109,9 +114,11 @@ async fn fixture_over_stdio_with_log_lines_on_stdout_first() {
 async fn retry_waits_for_a_slow_starter() {
     let (_child, url) = http_fixture(&["--delay-start", "1500"]);
     let started = Instant::now();
-    let info = retry(PATIENCE, || probe_url(&url, HttpTransport::Auto, ATTEMPT))
-        .await
-        .expect("the slow starter never answered");
+    let info = retry(PATIENCE, || {
+        probe_url(&url, &[], HttpTransport::Auto, ATTEMPT)
+    })
+    .await
+    .expect("the slow starter never answered");
     assert_fixture(&info, "streamable-http");
     assert!(
         started.elapsed() >= Duration::from_millis(1000),
@@ -130,7 +137,7 @@ async fn latency_against_the_fixture() {
     probe_when_up(&url).await;
     let mut http = Vec::new();
     for _ in 0..20 {
-        let info = probe_url(&url, HttpTransport::StreamableHttp, ATTEMPT)
+        let info = probe_url(&url, &[], HttpTransport::StreamableHttp, ATTEMPT)
             .await
             .expect("http probe");
         http.push(info.latency);
@@ -152,6 +159,180 @@ async fn latency_against_the_fixture() {
         stdio.as_secs_f64() * 1000.0
     );
     assert!(http < Duration::from_secs(1) && stdio < Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------
+// Servers that want credentials
+
+const TOKEN: &str = "lin_api_s3cr3t-token-0123456789";
+
+fn bearer(token: &str) -> Vec<HttpHeader> {
+    vec![
+        HttpHeader {
+            name: "Authorization".into(),
+            value: HttpHeaderValue::Sensitive(SecretValue::new(format!("Bearer {token}"))),
+        },
+        HttpHeader {
+            name: "X-Team".into(),
+            value: HttpHeaderValue::Plain("platform".into()),
+        },
+    ]
+}
+
+/// The first answer that is not "connection refused": the fixture has started.
+async fn first_answer(url: &str, headers: &[HttpHeader]) -> Result<ProbeInfo, ProbeError> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match probe_url(url, headers, HttpTransport::Auto, ATTEMPT).await {
+            Err(ProbeError::ConnectionRefused) if Instant::now() < deadline => {
+                // Polling a starting process against a deadline.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_wants_a_bearer_token_is_ready_only_with_it() {
+    let (_child, url) = http_fixture(&["--require-bearer", TOKEN]);
+    let reason = first_answer(&url, &[])
+        .await
+        .expect_err("no token, no handshake")
+        .to_string();
+    assert_eq!(reason, "HTTP 401 from /mcp: check the server's headers");
+
+    // What an instance would record: the reason, never the value sent.
+    let wrong = bearer("lin_api_wrong-token-9876543210");
+    let not_ready = readiness(
+        Connection::Url {
+            url: &url,
+            headers: &wrong,
+        },
+        ATTEMPT,
+    )
+    .await;
+    assert_eq!(
+        not_ready.probe,
+        Probe::NotReady("HTTP 401 from /mcp: check the server's headers".into())
+    );
+    assert!(!format!("{not_ready:?}").contains("wrong-token"));
+
+    let right = bearer(TOKEN);
+    let ready = readiness(
+        Connection::Url {
+            url: &url,
+            headers: &right,
+        },
+        ATTEMPT,
+    )
+    .await;
+    assert!(
+        matches!(&ready.probe, Probe::Ready(how) if how.contains("mcp-fixture")),
+        "{ready:?}"
+    );
+    // Headers print redacted, so a stray `{:?}` of a probe's input cannot leak them.
+    assert!(!format!("{right:?}").contains(TOKEN), "{right:?}");
+}
+
+#[tokio::test]
+async fn every_request_of_a_streamable_session_carries_the_headers() {
+    let (addr, log) = serve(|seen: Seen| async move {
+        let id = seen.body["id"].clone();
+        match (seen.method.as_str(), seen.rpc_method()) {
+            ("POST", "server/discover") => json_reply(method_not_found(&id)),
+            ("POST", "initialize") => {
+                let mut reply = json_reply(initialize_result(&id, "2025-06-18", "sessions"));
+                reply.headers_mut().insert(
+                    "mcp-session-id",
+                    hyper::header::HeaderValue::from_static("s-1"),
+                );
+                reply
+            }
+            ("POST", _) => respond(202, "text/plain", ""),
+            ("DELETE", _) => respond(200, "text/plain", ""),
+            _ => respond(405, "text/plain", "no"),
+        }
+    })
+    .await;
+    let info = probe_url(
+        &format!("http://{addr}/mcp"),
+        &bearer(TOKEN),
+        HttpTransport::StreamableHttp,
+        ATTEMPT,
+    )
+    .await
+    .expect("probe");
+    assert_eq!(info.server_name, "sessions");
+    let requests = seen(&log);
+    let methods: Vec<String> = requests
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.rpc_method()))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "POST server/discover",
+            "POST initialize",
+            "POST notifications/initialized",
+            "DELETE ",
+        ]
+    );
+    for r in &requests {
+        let expected = format!("Bearer {TOKEN}");
+        assert_eq!(r.header("authorization"), Some(expected.as_str()), "{r:?}");
+        assert_eq!(r.header("x-team"), Some("platform"), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_request_of_a_legacy_sse_probe_carries_the_headers() {
+    let (addr, log) = legacy_sse_server().await;
+    let info = probe_url(
+        &format!("http://{addr}/sse"),
+        &bearer(TOKEN),
+        HttpTransport::Sse,
+        ATTEMPT,
+    )
+    .await
+    .expect("probe");
+    assert_eq!(info.transport, "sse");
+    let requests = seen(&log);
+    let methods: Vec<String> = requests
+        .iter()
+        .map(|s| format!("{} {} {}", s.method, s.path, s.rpc_method()))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "GET /sse ",
+            "POST /messages initialize",
+            "POST /messages notifications/initialized",
+        ]
+    );
+    for r in &requests {
+        let expected = format!("Bearer {TOKEN}");
+        assert_eq!(r.header("authorization"), Some(expected.as_str()), "{r:?}");
+        assert_eq!(r.header("x-team"), Some("platform"), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_header_that_cannot_be_sent_is_named_without_its_value() {
+    let headers = [HttpHeader {
+        name: "Authorization".into(),
+        value: HttpHeaderValue::Sensitive(SecretValue::new(format!("Bearer {TOKEN}\r\nX-Evil: 1"))),
+    }];
+    // Nothing listens here: the header is refused before any connection.
+    let url = format!("http://127.0.0.1:{}/mcp", refused_port());
+    let error = probe_url(&url, &headers, HttpTransport::Auto, ATTEMPT)
+        .await
+        .expect_err("an unsendable header")
+        .to_string();
+    assert_eq!(
+        error,
+        "header Authorization: the value has a control character (such as a line break)"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -268,9 +449,14 @@ async fn a_2026_server_that_only_knows_discover() {
         }
     })
     .await;
-    let info = probe_url(&format!("http://{addr}/mcp"), HttpTransport::Auto, ATTEMPT)
-        .await
-        .expect("probe");
+    let info = probe_url(
+        &format!("http://{addr}/mcp"),
+        &[],
+        HttpTransport::Auto,
+        ATTEMPT,
+    )
+    .await
+    .expect("probe");
     assert_eq!(info.era, Era::Discover2026);
     assert_eq!(info.protocol_version, "2026-07-28");
     assert_eq!(
@@ -334,9 +520,14 @@ async fn a_streamable_server_answering_in_sse_frames_falls_back_to_initialize() 
         }
     })
     .await;
-    let info = probe_url(&format!("http://{addr}/mcp"), HttpTransport::Auto, ATTEMPT)
-        .await
-        .expect("probe");
+    let info = probe_url(
+        &format!("http://{addr}/mcp"),
+        &[],
+        HttpTransport::Auto,
+        ATTEMPT,
+    )
+    .await
+    .expect("probe");
     assert_eq!(info.era, Era::Initialize2025);
     assert_eq!(info.protocol_version, "2025-06-18");
     assert_eq!(info.server_name, "framed");
@@ -425,7 +616,7 @@ async fn a_legacy_http_sse_server() {
         // ... and otherwise after a POST got 405 and a GET got an event stream.
         (format!("http://{addr}/events"), HttpTransport::Auto),
     ] {
-        let info = probe_url(&url, transport, ATTEMPT)
+        let info = probe_url(&url, &[], transport, ATTEMPT)
             .await
             .unwrap_or_else(|e| panic!("{url} {transport:?}: {e}"));
         assert_eq!(info.transport, "sse", "{url} {transport:?}");
@@ -491,7 +682,7 @@ async fn a_stdio_server_silent_on_discover_gets_initialize_after_a_timeout() {
 // Failures, with the reason an instance would show
 
 async fn probe_err(url: &str, timeout: Duration) -> String {
-    match probe_url(url, HttpTransport::Auto, timeout).await {
+    match probe_url(url, &[], HttpTransport::Auto, timeout).await {
         Ok(info) => panic!("{url} unexpectedly answered: {info:?}"),
         Err(e) => e.to_string(),
     }
@@ -758,6 +949,59 @@ async fn cli_probe_succeeds_against_the_fixture_and_fails_with_the_reason() {
         stderr.contains(&format!("{refusing_url} is not ready: HTTP 503 from /mcp")),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn cli_probe_sends_headers_and_never_prints_them() {
+    let (_child, url) = http_fixture(&["--require-bearer", TOKEN]);
+    first_answer(&url, &[])
+        .await
+        .expect_err("the fixture wants a token");
+
+    let out = mcpctl_probe(&[
+        &url,
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        "-H",
+        "X-Team:platform",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["server_name"], "mcp-fixture");
+
+    for argv in [
+        vec![url.as_str()],
+        vec![
+            url.as_str(),
+            "-H",
+            "Authorization: Bearer lin_api_wrong-token-9876543210",
+        ],
+    ] {
+        let out = mcpctl_probe(&argv);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{url} is not ready: HTTP 401 from /mcp: check the server's headers"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("wrong-token"), "{stderr}");
+    }
+
+    // A malformed or forbidden header is a usage error that does not quote the argument.
+    for bad in [
+        "Authorization Bearer lin_api_wrong-token",
+        "Content-Type: lin_api_wrong-token",
+    ] {
+        let out = mcpctl_probe(&[&url, "-H", bad]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("invalid --header"), "{stderr}");
+        assert!(!stderr.contains("wrong-token"), "{stderr}");
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ mod observe;
 mod probes;
 
 pub use observe::{observe, refresh, sanitize};
-pub use probes::ATTEMPT_TIMEOUT;
+pub use probes::{ATTEMPT_TIMEOUT, ProbeHeaders, probe_headers};
 
 use crate::model::{
     AppliedSpec, HistoryEntry, Instance, InstanceId, IntentOp, Liveness, Observation, PreviousSpec,
@@ -539,8 +539,9 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             .schedule(&snapshot, &obs, &self.target.desired, liveness, obs.at);
         for t in targets {
             let rt = self.rt;
+            let headers = self.target.headers_for(&t.server);
             self.work.push(Box::pin(async move {
-                let result = probes::run(rt, &t).await;
+                let result = probes::run(rt, &t, &headers).await;
                 Work::Probed {
                     id: t.instance,
                     at: Timestamp::now(),

@@ -3,7 +3,7 @@
 //! with each of them. The result is the [`Observation`] the planner reads.
 //! Everything here is I/O, so that the planner need not be.
 
-use super::probes::{self, ProbeTarget};
+use super::probes::{self, ProbeHeaders, ProbeTarget};
 use crate::model::text::untrusted;
 use crate::model::{InstanceId, Observation, Probe, Snapshot, Status, Timestamp};
 use crate::plan::Desired;
@@ -51,17 +51,22 @@ pub async fn observe<R: Runtime + Sync>(
 /// [`observe`], then one handshake with every STARTING instance (and, with
 /// `liveness`, every RUNNING one whose check is due), all awaited. For
 /// `plan` and the first pass of `apply`, which show what the world is now;
-/// a reconciler probes in the background instead.
+/// a reconciler probes in the background instead. External servers' probes
+/// send their `headers` (see [`probes::probe_headers`]).
 pub async fn refresh<R: Runtime + Sync>(
     rt: &R,
     snapshot: &Snapshot,
     desired: &[Desired],
+    headers: &ProbeHeaders,
     liveness: bool,
 ) -> Result<Observation, RuntimeError> {
     let mut obs = observe(rt, snapshot).await?;
     let targets = probes::due(snapshot, &obs, desired, liveness, obs.at);
     let results: Vec<(InstanceId, probes::Result)> = futures_util::stream::iter(targets)
-        .map(|t: ProbeTarget| async move { (t.instance.clone(), probes::run(rt, &t).await) })
+        .map(|t: ProbeTarget| async move {
+            let sent = headers.get(&t.server).map_or(&[][..], Vec::as_slice);
+            (t.instance.clone(), probes::run(rt, &t, sent).await)
+        })
         .buffer_unordered(PROBES_IN_FLIGHT)
         .collect()
         .await;

@@ -6,11 +6,21 @@
 //! A STARTING instance is probed at once, then again with back-off (100 ms
 //! doubling to 2 s) until it answers or its readiness timeout fails it. A
 //! RUNNING one is probed every `readiness.period` (liveness).
+//!
+//! An external server's probes send its `headers`, secrets resolved from
+//! the target's [`Secrets`] when the probe is spawned: they live in the
+//! probe's memory only, never in a [`ProbeTarget`], the plan or the state.
 
-use crate::model::{Endpoint, InstanceId, Observation, Snapshot, Status, Timestamp, UnitState};
+use super::Target;
+use crate::model::{
+    Endpoint, HttpHeader, HttpHeaderValue, InstanceId, Observation, Snapshot, Status, Timestamp,
+    UnitState,
+};
 use crate::plan::Desired;
 use crate::probe::{self, Connection, Readiness};
 use crate::runtime::Runtime;
+use crate::secrets::Secrets;
+use crate::spec::{HeaderValue, Server, Workload};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,10 +41,66 @@ pub struct ProbeTarget {
     pub endpoint: Endpoint,
 }
 
-/// One handshake with `target`: over its URL, or over a runtime attach.
-pub async fn run<R: Runtime + Sync>(rt: &R, target: &ProbeTarget) -> Readiness {
+/// The headers of each external server that has any, by server name.
+pub type ProbeHeaders = BTreeMap<String, Vec<HttpHeader>>;
+
+/// What an external server's probes send: its headers, secrets filled in
+/// (after their prefix). Empty for other servers.
+pub fn headers_of(server: &Server, secrets: &Secrets) -> Vec<HttpHeader> {
+    let Workload::External(e) = &server.spec.workload else {
+        return Vec::new();
+    };
+    e.headers
+        .iter()
+        .filter_map(|(name, v)| {
+            let value = match v {
+                HeaderValue::Plain(s) => HttpHeaderValue::Plain(s.clone()),
+                // Resolution happened at plan time, so a miss cannot occur
+                // here; leaving the header out shows up as a 401, not a panic.
+                HeaderValue::Secret { secret_ref, prefix } => {
+                    let secret = secrets.get(secret_ref)?.expose();
+                    HttpHeaderValue::Sensitive(crate::model::SecretValue::new(format!(
+                        "{prefix}{secret}"
+                    )))
+                }
+            };
+            Some(HttpHeader {
+                name: name.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// [`headers_of`] every server that has headers, for a one-shot refresh.
+pub fn probe_headers(servers: &[Server], secrets: &Secrets) -> ProbeHeaders {
+    servers
+        .iter()
+        .map(|s| (s.name.clone(), headers_of(s, secrets)))
+        .filter(|(_, h)| !h.is_empty())
+        .collect()
+}
+
+impl Target {
+    /// What probes of `server`'s instances send.
+    pub(crate) fn headers_for(&self, server: &str) -> Vec<HttpHeader> {
+        self.server(server)
+            .map(|(s, _)| headers_of(s, &self.secrets))
+            .unwrap_or_default()
+    }
+}
+
+/// One handshake with `target`: over its URL (with `headers`), or over a
+/// runtime attach.
+pub async fn run<R: Runtime + Sync>(
+    rt: &R,
+    target: &ProbeTarget,
+    headers: &[HttpHeader],
+) -> Readiness {
     match &target.endpoint {
-        Endpoint::Http(url) => probe::readiness(Connection::Url(url), ATTEMPT_TIMEOUT).await,
+        Endpoint::Http(url) => {
+            probe::readiness(Connection::Url { url, headers }, ATTEMPT_TIMEOUT).await
+        }
         // The attach counts against the attempt: an engine that never
         // answers it must not hold a probe (or a one-shot refresh) forever.
         Endpoint::Stdio => {

@@ -61,7 +61,8 @@ pub async fn make(
     let desired = Desired::from_servers(&servers, &secrets.digests(&key), &runners);
     let snapshot = store.load_async().await?;
     let (runtime, observation) = if refresh {
-        let (rt, mut obs) = super::refresh::observe(global, &snapshot, &desired).await?;
+        let headers = crate::apply::probe_headers(&servers, &secrets);
+        let (rt, mut obs) = super::refresh::observe(global, &snapshot, &desired, &headers).await?;
         crate::apply::sanitize(&mut obs, &snapshot, &servers, &secrets);
         (Some(rt), Some(obs))
     } else {

@@ -3,6 +3,7 @@
 //! `apply` will see before writing a spec for a server.
 
 use super::{Format, Outcome};
+use crate::model::{HttpHeader, HttpHeaderValue, PROBE_HEADERS, SecretValue};
 use crate::probe::{self, HttpTransport, ProbeInfo};
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub struct Args {
     /// The HTTP transport to speak.
     #[arg(long, value_enum, default_value_t = Transport::Auto)]
     pub transport: Transport,
+    /// A header for every request, as `Name: value` (repeatable), e.g.
+    /// `-H 'Authorization: Bearer TOKEN'`. Values are treated as secrets.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = HeaderParser, conflicts_with = "stdio")]
+    pub headers: Vec<HttpHeader>,
     /// How long the one attempt may take, fallbacks included.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -47,7 +52,7 @@ pub async fn run(args: Args) -> miette::Result<Outcome> {
             };
             (
                 url.clone(),
-                probe::probe_url(url, transport, args.timeout).await,
+                probe::probe_url(url, &args.headers, transport, args.timeout).await,
             )
         }
         (None, true) => (
@@ -69,6 +74,62 @@ pub async fn run(args: Args) -> miette::Result<Outcome> {
     };
     super::write_stdout(&out)?;
     Ok(Outcome::Success)
+}
+
+/// Reads `-H`. clap's own parsers quote a rejected argument back in their
+/// error, and this one may hold a token: its errors never do.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderParser;
+
+impl clap::builder::TypedValueParser for HeaderParser {
+    type Value = HttpHeader;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<HttpHeader, clap::Error> {
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --header: {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("it is not UTF-8".into()))?;
+        parse_header(text).map_err(invalid)
+    }
+}
+
+/// `Name: value`, as curl takes it. The value may well be a token, so it is
+/// kept as a secret and never quoted back.
+fn parse_header(arg: &str) -> Result<HttpHeader, String> {
+    let Some((name, value)) = arg.split_once(':') else {
+        return Err("expected `Name: value`, e.g. `Authorization: Bearer TOKEN`".into());
+    };
+    let name = name.trim();
+    if !HttpHeader::is_valid_name(name) {
+        return Err(format!(
+            "`{}` is not a header name: use letters, digits and any of !#$%&'*+-.^_`|~",
+            name.escape_default()
+        ));
+    }
+    if PROBE_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!("the probe sets `{name}` itself"));
+    }
+    let value = value.trim_start_matches([' ', '\t']);
+    if HttpHeader::invalid_value_char(value).is_some() {
+        return Err(format!(
+            "the value of `{name}` has a control character (such as a line break)"
+        ));
+    }
+    Ok(HttpHeader {
+        name: name.to_owned(),
+        value: HttpHeaderValue::Sensitive(SecretValue::new(value.to_owned())),
+    })
 }
 
 /// Spawns `cmd` with piped stdin and stdout (stderr stays the terminal's, so

@@ -2,15 +2,21 @@
 //! stream) and the legacy HTTP+SSE transport of the 2024-11-05 era, over a
 //! hyper 1 client with rustls for `https`.
 //!
+//! Every request of a probe (each POST, the session's DELETE, the legacy
+//! GET of the event stream) carries the caller's headers; a secret one is
+//! marked sensitive, so hyper keeps it out of its own debug output.
+//!
 //! The rustls configuration names the ring provider itself instead of relying
 //! on a process-wide default (design §10), so a probe never panics because
 //! nobody called `install_default`.
 
 use super::mcp::{self, Channel, Identity, ProbeError, Reply};
+use crate::model::{HttpHeader, PROBE_HEADERS};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Builder;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -48,6 +54,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// One probe attempt against `url`; see [`super::probe_url`].
 pub(crate) async fn probe(
     url: &str,
+    headers: &[HttpHeader],
     transport: HttpTransport,
     attempt_timeout: Duration,
 ) -> Result<(Identity, &'static str, Instant), ProbeError> {
@@ -62,9 +69,11 @@ pub(crate) async fn probe(
             reason: "the scheme must be http or https".into(),
         });
     }
+    let extra = header_map(headers)?;
     let client = client()?;
     let probe = Probe {
         client: &client,
+        extra: &extra,
         deadline,
         attempt_timeout,
     };
@@ -94,6 +103,38 @@ pub(crate) async fn probe(
     }
 }
 
+/// The caller's headers as hyper's, built at the last moment so that a
+/// secret stays in its redacting [`crate::model::SecretValue`] until here.
+fn header_map(headers: &[HttpHeader]) -> Result<HeaderMap, ProbeError> {
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let bad = |reason: &str| ProbeError::BadHeader {
+            name: h.name.clone(),
+            reason: reason.to_owned(),
+        };
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad("not a valid header name"))?;
+        if PROBE_HEADERS.contains(&name.as_str()) {
+            return Err(bad("the probe sets this header itself"));
+        }
+        // From bytes, not from a str: UTF-8 beyond ASCII is legal (obs-text).
+        let mut value = HeaderValue::from_bytes(h.value.expose().as_bytes())
+            .map_err(|_| bad("the value has a control character (such as a line break)"))?;
+        value.set_sensitive(h.value.is_sensitive());
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A request builder with the caller's headers already on it.
+fn builder(method: Method, uri: Uri, extra: &HeaderMap) -> Builder {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in extra {
+        builder = builder.header(name, value.clone());
+    }
+    builder
+}
+
 fn client() -> Result<HttpClient, ProbeError> {
     static TLS: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     let tls = TLS
@@ -121,6 +162,8 @@ fn client() -> Result<HttpClient, ProbeError> {
 
 struct Probe<'a> {
     client: &'a HttpClient,
+    /// The caller's headers, for every request.
+    extra: &'a HeaderMap,
     deadline: Instant,
     attempt_timeout: Duration,
 }
@@ -151,6 +194,7 @@ impl Probe<'_> {
     async fn streamable(&self, url: &Url) -> Result<(Identity, &'static str, Instant), ProbeError> {
         let mut channel = Streamable {
             client: self.client,
+            extra: self.extra,
             uri: to_uri(url)?,
             path: url.path().to_owned(),
             session: None,
@@ -161,7 +205,7 @@ impl Probe<'_> {
         if let Some(session) = channel.session.take() {
             // Ending the session frees it on the server; a 405 means the
             // server does not let clients end sessions, which is fine too.
-            let request = Request::delete(channel.uri.clone())
+            let request = builder(Method::DELETE, channel.uri.clone(), self.extra)
                 .header(SESSION_HEADER, session)
                 .header(VERSION_HEADER, identity.protocol_version.as_str())
                 .body(Full::default());
@@ -176,17 +220,18 @@ impl Probe<'_> {
     }
 
     async fn legacy(&self, url: &Url) -> Result<(Identity, &'static str, Instant), LegacyError> {
-        let request = Request::get(to_uri(url).map_err(LegacyError::NoStream)?)
+        let uri = to_uri(url).map_err(LegacyError::NoStream)?;
+        let request = builder(Method::GET, uri, self.extra)
             .header(ACCEPT, "text/event-stream")
             .body(Full::default())
             .map_err(|e| LegacyError::NoStream(ProbeError::Http(e.to_string())))?;
         let response = self.send(request).await.map_err(LegacyError::NoStream)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(LegacyError::NoStream(ProbeError::HttpStatus {
-                status: status.as_u16(),
-                path: url.path().to_owned(),
-            }));
+            return Err(LegacyError::NoStream(ProbeError::status(
+                status.as_u16(),
+                url.path(),
+            )));
         }
         if !is_event_stream(&response) {
             return Err(LegacyError::NoStream(ProbeError::NotMcp(
@@ -203,6 +248,7 @@ impl Probe<'_> {
         })?;
         let mut channel = LegacySse {
             client: self.client,
+            extra: self.extra,
             uri: to_uri(&endpoint).map_err(LegacyError::Other)?,
             path: endpoint.path().to_owned(),
             events,
@@ -235,12 +281,11 @@ fn is_event_stream(response: &Response<Incoming>) -> bool {
 
 fn post(
     uri: &Uri,
+    extra: &HeaderMap,
     message: &Value,
     headers: &[(&'static str, &str)],
 ) -> Result<Request<Full<Bytes>>, ProbeError> {
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(uri.clone())
+    let mut builder = builder(Method::POST, uri.clone(), extra)
         .header(ACCEPT, "application/json, text/event-stream")
         .header(CONTENT_TYPE, "application/json");
     for (name, value) in headers {
@@ -254,6 +299,7 @@ fn post(
 /// Streamable HTTP: one POST per message, the response in the body.
 struct Streamable<'a> {
     client: &'a HttpClient,
+    extra: &'a HeaderMap,
     uri: Uri,
     path: String,
     session: Option<String>,
@@ -269,7 +315,7 @@ impl Streamable<'_> {
         if let Some(session) = &self.session {
             all.push((SESSION_HEADER, session));
         }
-        let request = post(&self.uri, message, &all)?;
+        let request = post(&self.uri, self.extra, message, &all)?;
         let response = self.client.request(request).await.map_err(client_error)?;
         if let Some(session) = response
             .headers()
@@ -318,10 +364,7 @@ impl Channel for Streamable<'_> {
                 body,
             });
         }
-        Err(ProbeError::HttpStatus {
-            status: status.as_u16(),
-            path: self.path.clone(),
-        })
+        Err(ProbeError::status(status.as_u16(), self.path.as_str()))
     }
 
     async fn notify(&mut self, notification: Value, version: &str) -> Result<(), ProbeError> {
@@ -336,6 +379,7 @@ impl Channel for Streamable<'_> {
 /// back on the stream.
 struct LegacySse<'a> {
     client: &'a HttpClient,
+    extra: &'a HeaderMap,
     uri: Uri,
     path: String,
     events: SseStream<Incoming>,
@@ -350,15 +394,12 @@ impl Channel for LegacySse<'_> {
     ) -> Result<Reply, ProbeError> {
         let response = self
             .client
-            .request(post(&self.uri, &request, &[])?)
+            .request(post(&self.uri, self.extra, &request, &[])?)
             .await
             .map_err(client_error)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(ProbeError::HttpStatus {
-                status: status.as_u16(),
-                path: self.path.clone(),
-            });
+            return Err(ProbeError::status(status.as_u16(), self.path.as_str()));
         }
         // The POST is normally answered "202 Accepted"; a server that puts the
         // response in the POST's body as well is taken at its word.
@@ -375,7 +416,7 @@ impl Channel for LegacySse<'_> {
     async fn notify(&mut self, notification: Value, _version: &str) -> Result<(), ProbeError> {
         let response = self
             .client
-            .request(post(&self.uri, &notification, &[])?)
+            .request(post(&self.uri, self.extra, &notification, &[])?)
             .await
             .map_err(client_error)?;
         status_only(response, &self.path)
@@ -386,10 +427,7 @@ fn status_only(response: Response<Incoming>, path: &str) -> Result<(), ProbeErro
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(ProbeError::HttpStatus {
-            status: response.status().as_u16(),
-            path: path.to_owned(),
-        })
+        Err(ProbeError::status(response.status().as_u16(), path))
     }
 }
 
@@ -525,4 +563,44 @@ fn innermost(error: &(dyn StdError + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HttpHeaderValue, SecretValue};
+
+    #[test]
+    fn secret_headers_are_marked_sensitive_and_plain_ones_are_not() {
+        let map = header_map(&[
+            HttpHeader {
+                name: "Authorization".into(),
+                value: HttpHeaderValue::Sensitive(SecretValue::new("Bearer t0k3n".into())),
+            },
+            HttpHeader {
+                name: "X-Team".into(),
+                value: HttpHeaderValue::Plain("platform".into()),
+            },
+        ])
+        .expect("valid headers");
+        assert!(map["authorization"].is_sensitive());
+        assert_eq!(map["authorization"], "Bearer t0k3n");
+        assert!(!map["x-team"].is_sensitive());
+        // hyper prints a sensitive value as `Sensitive`, so a debug log of a
+        // request cannot show it.
+        assert!(!format!("{map:?}").contains("t0k3n"), "{map:?}");
+    }
+
+    #[test]
+    fn headers_the_probe_owns_are_refused() {
+        let error = header_map(&[HttpHeader {
+            name: "Mcp-Session-Id".into(),
+            value: HttpHeaderValue::Plain("forged".into()),
+        }])
+        .expect_err("a header the probe sets");
+        assert_eq!(
+            error.to_string(),
+            "header Mcp-Session-Id: the probe sets this header itself"
+        );
+    }
 }

@@ -85,6 +85,12 @@ pub enum ProbeError {
     Connect(String),
     #[error("HTTP {status} from {path}")]
     HttpStatus { status: u16, path: String },
+    /// A 401 or 403: the server wants credentials it did not get.
+    #[error("HTTP {status} from {path}: check the server's headers")]
+    Unauthorized { status: u16, path: String },
+    /// A header that cannot be sent. Never names the value.
+    #[error("header {name}: {reason}")]
+    BadHeader { name: String, reason: String },
     #[error("timed out after {} waiting for a response", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("not MCP: {0}")]
@@ -105,6 +111,17 @@ pub enum ProbeError {
     Http(String),
     #[error("I/O error: {0}")]
     Io(String),
+}
+
+impl ProbeError {
+    /// An HTTP error status, told apart when it is about credentials.
+    pub(crate) fn status(status: u16, path: impl Into<String>) -> ProbeError {
+        let path = path.into();
+        match status {
+            401 | 403 => ProbeError::Unauthorized { status, path },
+            _ => ProbeError::HttpStatus { status, path },
+        }
+    }
 }
 
 /// What one request over a [`Channel`] produced.
@@ -402,7 +419,7 @@ pub(crate) async fn handshake<C: Channel>(
         Reply::Answer(answer) => answer,
         Reply::Rejected { status, path, body } => match body.and_then(|b| response_in(b, id)) {
             Some(answer) => answer,
-            None => return Err(ProbeError::HttpStatus { status, path }),
+            None => return Err(ProbeError::status(status, path)),
         },
     };
     let identity = read_initialize(&answer)?;

@@ -7,7 +7,8 @@
 //! connection (a runtime's attach, a child process's pipes) hands it over.
 //!
 //! The handshake itself:
-//! - [`probe_url`]: one attempt over streamable HTTP or legacy HTTP+SSE;
+//! - [`probe_url`]: one attempt over streamable HTTP or legacy HTTP+SSE,
+//!   with the server's headers (a token, say) on every request;
 //! - [`probe_stdio`]: one attempt over already-connected stdio streams;
 //! - [`retry`]: attempts with back-off until a deadline (for `mcpctl probe`).
 //!
@@ -23,15 +24,19 @@ mod stdio;
 pub use http::HttpTransport;
 pub use mcp::{DISCOVER_VERSION, Era, INITIALIZE_VERSION, ProbeError, ProbeInfo};
 
-use crate::model::{McpIdentity, Probe};
+use crate::model::{HttpHeader, McpIdentity, Probe};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How to reach a server for one handshake.
 pub enum Connection<'a> {
-    /// An HTTP(S) MCP endpoint: streamable HTTP, or legacy HTTP+SSE.
-    Url(&'a str),
+    /// An HTTP(S) MCP endpoint: streamable HTTP, or legacy HTTP+SSE. Every
+    /// request carries `headers` (sensitive ones marked so).
+    Url {
+        url: &'a str,
+        headers: &'a [HttpHeader],
+    },
     /// A server's stdout (`reader`) and stdin (`writer`), already connected.
     Stdio {
         reader: Pin<Box<dyn AsyncRead + Send>>,
@@ -58,7 +63,9 @@ impl Readiness {
 /// One handshake attempt over `conn`, bounded by `attempt_timeout`.
 pub async fn readiness(conn: Connection<'_>, attempt_timeout: Duration) -> Readiness {
     let result = match conn {
-        Connection::Url(url) => probe_url(url, HttpTransport::Auto, attempt_timeout).await,
+        Connection::Url { url, headers } => {
+            probe_url(url, headers, HttpTransport::Auto, attempt_timeout).await
+        }
         Connection::Stdio { reader, writer } => probe_stdio(reader, writer, attempt_timeout).await,
     };
     match result {
@@ -93,16 +100,19 @@ pub async fn readiness(conn: Connection<'_>, attempt_timeout: Duration) -> Readi
     }
 }
 
-/// One probe attempt against an HTTP(S) MCP endpoint. Every wait, fallbacks
-/// included, fits in `attempt_timeout`: a server that accepts and never
-/// answers gives [`ProbeError::Timeout`].
+/// One probe attempt against an HTTP(S) MCP endpoint, sending `headers`
+/// with every request. Every wait, fallbacks included, fits in
+/// `attempt_timeout`: a server that accepts and never answers gives
+/// [`ProbeError::Timeout`]. No error repeats a header's value.
 pub async fn probe_url(
     url: &str,
+    headers: &[HttpHeader],
     transport: HttpTransport,
     attempt_timeout: Duration,
 ) -> Result<ProbeInfo, ProbeError> {
     let started = tokio::time::Instant::now();
-    let (identity, transport, answered) = http::probe(url, transport, attempt_timeout).await?;
+    let (identity, transport, answered) =
+        http::probe(url, headers, transport, attempt_timeout).await?;
     Ok(info(identity, transport, answered - started))
 }
 
