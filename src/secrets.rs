@@ -202,6 +202,7 @@ mod tests {
                 file: "fleet/github.yaml".into(),
                 line: 4,
                 column: 9,
+                at: None,
             },
         }
     }
