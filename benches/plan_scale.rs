@@ -107,6 +107,7 @@ fn main() {
         let files = vec![SourceFile {
             path: "fleet.yaml".into(),
             text: fleet_yaml(n),
+            at: None,
         }];
         let now = Timestamp::now();
         // Build a matching world from one untimed pass, as the state would hold after apply.

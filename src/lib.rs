@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`model`]: shared values: ids, time, units, observations, snapshot records.
-//! - [`source`]: where spec files come from (directories now, git later) and their revision.
+//! - [`source`]: where spec files come from (directories, git) and their revision; watching them.
 //! - [`spec`]: the `McpServer` YAML model, validation, canonical form and spec hash.
 //! - [`secrets`]: the `secretRef` provider chain and keyed digests.
 //! - [`plan`]: the pure planner and its text/JSON renderings.

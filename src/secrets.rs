@@ -230,6 +230,7 @@ mod tests {
                 file: "fleet/github.yaml".into(),
                 line: 4,
                 column: 9,
+                at: None,
             },
         }
     }

@@ -2,6 +2,9 @@
 //! stderr, snapshotted through one helper so each test reads like a spec.
 //! Nothing here needs a container runtime: plans use `--refresh=false`.
 
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use mcpctl::model::{AppliedSpec, Endpoint, Instance, InstanceId, Runners, Status, Timestamp};
 use mcpctl::plan::Desired;
 use mcpctl::secrets::Resolver;
@@ -391,6 +394,126 @@ fn digest_of(env: &Env, value: &str) -> String {
         .expect("secrets")
         .digests(&key);
     digests.values().next().expect("one secret").clone()
+}
+
+#[test]
+fn plan_reads_a_git_source_at_a_ref_and_path() {
+    let env = fleet();
+    let mut up = upstream::Upstream::new();
+    let sha = up.commit(&[
+        ("fleet/github.yaml", Some(GITHUB)),
+        ("fleet/tools/fetch.yaml", Some(FETCH)),
+        ("other/ignored.yaml", Some("not: read")),
+    ]);
+    let url = up.url();
+    let r = env.run(&[
+        "plan",
+        "--git",
+        &url,
+        "--ref",
+        "main",
+        "--path",
+        "fleet",
+        "--refresh=false",
+        "-o",
+        "json",
+        "--out",
+        "plan.json",
+    ]);
+    assert_eq!(r.code, 0, "{r}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        v["source"],
+        serde_json::json!({"kind": "git", "location": format!("{url}#main:fleet"), "revision": sha})
+    );
+    let started: Vec<&str> = v["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| a["server"].as_str().expect("server"))
+        .collect();
+    assert_eq!(started, ["fetch", "github", "github"]);
+
+    // `apply plan.json` must fetch the same ref and path again.
+    let saved: mcpctl::plan::SavedPlan = serde_json::from_str(
+        &std::fs::read_to_string(env.path().join("plan.json")).expect("saved"),
+    )
+    .expect("parses");
+    assert_eq!(
+        saved.git,
+        Some(mcpctl::source::GitSource {
+            url: url.clone(),
+            reference: Some("main".into()),
+            path: Some("fleet".into()),
+        })
+    );
+    assert!(saved.paths.is_empty());
+    // The mirror is kept beside the state, bare.
+    let mirrors: Vec<_> = std::fs::read_dir(env.path().join("state/git"))
+        .expect("the git cache beside the state")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    assert!(mirrors[0].join("HEAD").is_file() && !mirrors[0].join(".git").exists());
+}
+
+#[test]
+fn validate_reads_a_git_source_and_names_the_commit_in_diagnostics() {
+    let env = Env::new();
+    let mut up = upstream::Upstream::new();
+    up.commit(&[("fleet/github.yaml", Some(GITHUB))]);
+    let url = up.url();
+    let r = env.run(&["validate", "--git", &url, "--path", "fleet"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        r.stdout,
+        format!("{url}#HEAD:fleet valid: 1 server in 1 file\n")
+    );
+
+    let sha = up.commit(&[(
+        "fleet/bad.yaml",
+        Some("apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: bad}\nspec:\n  image: x\n  replica: 2\n"),
+    )]);
+    let r = env.run(&["validate", "--git", &url, "--path", "fleet"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains(&format!(
+            "fleet/bad.yaml:6:3 @ {}: unknown field",
+            &sha[..7]
+        )),
+        "{r}"
+    );
+}
+
+#[test]
+fn git_flags_and_paths_do_not_mix() {
+    let env = fleet();
+    let r = env.run(&[
+        "plan",
+        "fleet",
+        "--git",
+        "file:///nowhere",
+        "--refresh=false",
+    ]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("cannot be used with '--git <URL>'"),
+        "{r}"
+    );
+    let r = env.run(&["plan", "fleet", "--ref", "main", "--refresh=false"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("cannot be used with '--ref <REF>'"),
+        "{r}"
+    );
+    let r = env.run(&["validate", "--path", "fleet"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("required arguments were not provided"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("--git <URL>"), "{r}");
 }
 
 #[test]

@@ -103,6 +103,7 @@ fn examples_are_valid_for_the_schema_and_for_load() {
         sources.push(SourceFile {
             path: relative,
             text,
+            at: None,
         });
     }
     let servers = load(&sources).unwrap_or_else(|e| panic!("examples must load: {e:?}"));

@@ -357,6 +357,7 @@ fn read(relative: &str) -> SourceFile {
     SourceFile {
         path: PathBuf::from(relative),
         text,
+        at: None,
     }
 }
 

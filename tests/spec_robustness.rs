@@ -49,6 +49,7 @@ fn timed_load(text: &str, limit: Duration) -> Result<Vec<Server>, SpecErrors> {
     let files = [SourceFile {
         path: PathBuf::from("input.yaml"),
         text: text.to_owned(),
+        at: None,
     }];
     let start = Instant::now();
     let result = load(&files);

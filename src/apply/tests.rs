@@ -47,6 +47,7 @@ impl Bed {
         let servers = crate::spec::load(&[SourceFile {
             path: "fleet.yaml".into(),
             text: yaml.into(),
+            at: None,
         }])
         .expect("valid specs");
         let secrets = Secrets::default();

@@ -1,10 +1,11 @@
 //! `mcpctl apply`: plan (or load a saved plan), take the applier lock, carry
 //! the plan out, and by default wait for convergence.
 
-use super::{Format, Global, Outcome};
+use super::{Format, GitArgs, Global, Outcome};
 use crate::apply::{self, Event, Options, Report, Target};
 use crate::model::short_duration;
 use crate::plan::{ActionKind, SavedPlan};
+use crate::source::Location;
 use miette::{IntoDiagnostic, miette};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Spec files or directories, or one saved plan file from `plan --out`.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", conflicts_with = "git")]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Wait until every wanted instance is RUNNING (the default).
     #[arg(long, overrides_with = "no_wait")]
     pub wait: bool,
@@ -99,12 +102,20 @@ fn staleness(saved: &SavedPlan, p: &super::plan::Planned) -> Vec<String> {
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let saved = saved_plan(&args.paths)?;
-    let paths: &[PathBuf] = saved.as_ref().map_or(&args.paths, |s| &s.paths);
+    let saved = match args.git.git {
+        Some(_) => None,
+        None => saved_plan(&args.paths)?,
+    };
+    // A saved plan is applied to the source it was made from.
+    let location = match &saved {
+        Some(SavedPlan { git: Some(git), .. }) => Location::Git(git.clone()),
+        Some(s) => Location::Paths(s.paths.clone()),
+        None => args.git.location(&args.paths),
+    };
     let store = crate::state::Store::new(global.state_path());
     // Lock before planning, so the plan we act on is not raced by another applier.
     let _lock = store.lock_applier(&command_line())?;
-    let p = super::plan::make(global, paths, true, args.allow_empty).await?;
+    let p = super::plan::make(global, &location, true, args.allow_empty).await?;
     if let Some(saved) = &saved {
         let changed = staleness(saved, &p);
         if !changed.is_empty() {

@@ -15,6 +15,7 @@ mod schema;
 mod suspend;
 mod validate;
 
+use crate::source::{GitSource, Location};
 use crate::spec::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -78,17 +79,17 @@ pub enum RuntimeKind {
 pub enum Command {
     /// Check spec files; exit 0 if valid, 1 if not (diagnostics on stderr).
     #[command(
-        after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl validate github.yaml tools.yaml"
+        after_help = "Examples:\n  mcpctl validate fleet/\n  mcpctl validate github.yaml tools.yaml\n  mcpctl validate --git https://github.com/org/fleet --ref main --path mcp"
     )]
     Validate(validate::Args),
     /// Show what apply would do to make the runtime match the source.
     #[command(
-        after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json"
+        after_help = "Examples:\n  mcpctl plan fleet/\n  mcpctl plan fleet/ -o json\n  mcpctl plan fleet/ --detailed-exitcode   # 0 no changes, 1 error, 2 changes\n  mcpctl plan fleet/ --refresh=false --out plan.json\n  mcpctl plan --git https://github.com/org/fleet --ref main --path mcp"
     )]
     Plan(plan::Args),
     /// Make the runtime match the source, and (by default) wait until it does.
     #[command(
-        after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16"
+        after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16\n  mcpctl apply --git https://github.com/org/fleet --ref v1.4.0 --path mcp"
     )]
     Apply(apply::Args),
     /// List servers or instances, from the state.
@@ -153,7 +154,7 @@ impl From<Outcome> for ExitCode {
 
 pub async fn run(cli: Cli) -> miette::Result<Outcome> {
     match cli.command {
-        Command::Validate(args) => validate::run(&cli.global, args),
+        Command::Validate(args) => validate::run(&cli.global, args).await,
         Command::Plan(args) => plan::run(&cli.global, args).await,
         Command::Apply(args) => apply::run(&cli.global, args).await,
         Command::Get(args) => get::run(&cli.global, args).await,
@@ -212,14 +213,73 @@ pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// `--git URL [--ref REF] [--path SUBDIR]`: the git form of a SOURCE (design
+/// §3), taken instead of PATH arguments.
+#[derive(Debug, Clone, Args)]
+pub struct GitArgs {
+    /// Read the specs from this git repository instead of PATHs
+    /// (https://, ssh://, git@host:path, file://). HTTPS takes a token from
+    /// MCPCTL_GIT_TOKEN; SSH an ssh-agent key or the key file MCPCTL_GIT_SSH_KEY.
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// Branch, tag or commit SHA to read [default: the remote's HEAD branch].
+    // `requires` alone lets `plan fleet --ref x` through: clap drops a
+    // requirement that conflicts with an argument given (PATHs and `--git`).
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        requires = "git",
+        conflicts_with = "paths"
+    )]
+    pub reference: Option<String>,
+    /// Directory in the repository holding the specs [default: its root].
+    #[arg(
+        long,
+        value_name = "SUBDIR",
+        requires = "git",
+        conflicts_with = "paths"
+    )]
+    pub path: Option<String>,
+}
+
+impl GitArgs {
+    /// The source these flags and the PATH arguments name.
+    pub fn location(&self, paths: &[PathBuf]) -> Location {
+        match &self.git {
+            Some(url) => Location::Git(GitSource {
+                url: url.clone(),
+                reference: self.reference.clone(),
+                path: self.path.clone(),
+            }),
+            None => Location::Paths(paths.to_vec()),
+        }
+    }
+}
+
 /// Reads and validates the specs of a source: the shared first half of
-/// `validate`, `plan` and `apply`.
-pub fn load_source(
+/// `validate`, `plan` and `apply`. Reading blocks (a git fetch may take
+/// seconds), so it runs on tokio's blocking pool.
+pub async fn load_source(
     global: &Global,
-    paths: &[PathBuf],
+    location: &Location,
 ) -> miette::Result<(crate::source::Snapshot, Vec<crate::spec::Server>)> {
-    let snapshot = crate::source::dir::read(paths)?;
+    let cache = git_cache(global);
+    let loc = location.clone();
+    let snapshot = tokio::task::spawn_blocking(move || crate::source::read(&loc, &cache))
+        .await
+        .map_err(|e| miette::miette!("reading the source stopped: {e}"))??;
     let limits = Limits::new(global.max_replicas);
     let servers = crate::spec::load_with(&snapshot.files, limits)?;
     Ok((snapshot, servers))
+}
+
+/// Where git sources keep their mirrors: beside the state, which is already
+/// mcpctl's own per-user (or per-deployment) place.
+pub fn git_cache(global: &Global) -> PathBuf {
+    let state = global.state_path();
+    let dir = state
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    dir.join("git")
 }

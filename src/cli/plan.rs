@@ -1,10 +1,11 @@
 //! `mcpctl plan`: read the source, resolve secrets, refresh the observation,
 //! and print (or save) the plan.
 
-use super::{Format, Global, Outcome};
+use super::{Format, GitArgs, Global, Outcome};
 use crate::model::{Observation, Timestamp};
 use crate::plan::{self, Desired, Inputs, SavedPlan};
 use crate::secrets::Resolver;
+use crate::source::Location;
 use crate::state::Store;
 use miette::{Context, IntoDiagnostic};
 use std::path::PathBuf;
@@ -12,8 +13,10 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Spec files or directories (walked for *.yaml and *.yml).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", conflicts_with = "git")]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -49,11 +52,11 @@ pub struct Planned {
 /// secret refuses the whole plan before anything else is looked at.
 pub async fn make(
     global: &Global,
-    paths: &[PathBuf],
+    location: &Location,
     refresh: bool,
     allow_empty: bool,
 ) -> miette::Result<Planned> {
-    let (source, servers) = super::load_source(global, paths)?;
+    let (source, servers) = super::load_source(global, location).await?;
     let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
     let store = Store::new(global.state_path());
     let key = store.digest_key_async().await?;
@@ -90,7 +93,8 @@ pub async fn make(
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let p = make(global, &args.paths, args.refresh, args.allow_empty).await?;
+    let location = args.git.location(&args.paths);
+    let p = make(global, &location, args.refresh, args.allow_empty).await?;
     let json = plan::render_json(&p.plan, &p.source.info);
     let shown = match args.output {
         Format::Text => plan::render_text(&p.plan, super::use_color(&std::io::stdout())),
@@ -102,7 +106,14 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             saved_format: SavedPlan::FORMAT.to_owned(),
-            paths: args.paths.clone(),
+            paths: match &location {
+                Location::Paths(paths) => paths.clone(),
+                Location::Git(_) => Vec::new(),
+            },
+            git: match &location {
+                Location::Git(source) => Some(source.clone()),
+                Location::Paths(_) => None,
+            },
             state_serial: p.snapshot.serial,
             observation: p.observation.as_ref().map(Observation::fingerprint),
             desired: p

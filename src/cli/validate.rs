@@ -1,17 +1,21 @@
-//! `mcpctl validate`: parse and validate spec files, offline.
+//! `mcpctl validate`: parse and validate spec files, without a runtime
+//! (a git source is fetched).
 
-use super::{Global, Outcome};
+use super::{GitArgs, Global, Outcome};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Spec files or directories (walked for *.yaml and *.yml).
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", conflicts_with = "git")]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub git: GitArgs,
 }
 
-pub fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let (source, servers) = super::load_source(global, &args.paths)?;
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let location = args.git.location(&args.paths);
+    let (source, servers) = super::load_source(global, &location).await?;
     let files = source.files.len();
     super::write_stdout(&format!(
         "{} valid: {} server{} in {} file{}\n",

@@ -18,8 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct SavedPlan {
     /// Changes only on purpose; `apply` refuses versions it does not know.
     pub saved_format: String,
-    /// The source paths, so `apply PLANFILE` reads the same files again.
+    /// The source paths, so `apply PLANFILE` reads the same files again
+    /// (empty for a git source).
     pub paths: Vec<std::path::PathBuf>,
+    /// The git source, so `apply PLANFILE` fetches the same ref again; a
+    /// plan file from before git sources has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::source::GitSource>,
     /// The snapshot serial the plan was made against.
     pub state_serial: u64,
     /// [`Observation::fingerprint`](crate::model::Observation::fingerprint), or `None` for `--refresh=false`.

@@ -25,10 +25,7 @@ fn revision(rev: &str, files: &[(&str, String)]) -> SourceEvent {
             },
             files: files
                 .iter()
-                .map(|(path, text)| SourceFile {
-                    path: path.into(),
-                    text: text.clone(),
-                })
+                .map(|(path, text)| SourceFile::new(path, text.clone()))
                 .collect(),
         },
         forced_from: None,

@@ -42,7 +42,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Snapshot, SourceError> {
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
-            files.push(SourceFile { path: shown, text });
+            files.push(SourceFile::new(shown, text));
         }
     }
     let digest = hasher.finalize();

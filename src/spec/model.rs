@@ -26,11 +26,17 @@ pub struct Origin {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
+    /// The version of the file (a short git commit), when the source has one.
+    pub at: Option<String>,
 }
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)?;
+        match &self.at {
+            Some(at) => write!(f, " @ {at}"),
+            None => Ok(()),
+        }
     }
 }
 

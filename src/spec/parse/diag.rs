@@ -20,6 +20,8 @@ use std::sync::Arc;
 /// another file, a related diagnostic pointing at the first definition.
 pub struct SpecError {
     file: PathBuf,
+    /// The version of the file (a short commit), shown after the position.
+    at: Option<String>,
     line: usize,
     column: usize,
     code: &'static str,
@@ -37,6 +39,11 @@ impl SpecError {
     /// The file, as the source named it.
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// The version of the file the source read, e.g. a short commit SHA.
+    pub fn at(&self) -> Option<&str> {
+        self.at.as_deref()
     }
 
     /// 1-based line in the file (not in the document); 0 when unknown.
@@ -67,17 +74,34 @@ impl SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = At(self.at.as_deref());
         if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.message)
+            write!(f, "{}{at}: {}", self.file.display(), self.message)
         } else {
             write!(
                 f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                self.line,
-                self.column,
+                "{}: {}",
+                place(&self.file, self.line, self.column, self.at.as_deref()),
                 self.message
             )
+        }
+    }
+}
+
+/// `file:line:col`, then ` @ <version>` for a file read at a named version
+/// (a git commit), so the position stays in the form editors follow.
+pub(crate) fn place(file: &Path, line: usize, column: usize, at: Option<&str>) -> String {
+    format!("{}:{line}:{column}{}", file.display(), At(at))
+}
+
+/// ` @ <version>`, or nothing.
+struct At<'a>(Option<&'a str>);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(at) => write!(f, " @ {at}"),
+            None => Ok(()),
         }
     }
 }
@@ -88,7 +112,7 @@ impl fmt::Debug for SpecError {
         f.debug_struct("SpecError")
             .field(
                 "at",
-                &format_args!("{}:{}:{}", self.file.display(), self.line, self.column),
+                &place(&self.file, self.line, self.column, self.at.as_deref()),
             )
             .field("code", &self.code)
             .field("message", &self.message)
@@ -486,6 +510,7 @@ fn advance(text: &str, from: usize, chars: usize) -> usize {
 /// line index. Built once per file that has errors.
 pub(crate) struct FileText {
     path: PathBuf,
+    at: Option<String>,
     text: Arc<NamedSource<Arc<str>>>,
     index: LineIndex,
 }
@@ -493,13 +518,14 @@ pub(crate) struct FileText {
 impl FileText {
     /// `last_line` is the last line any diagnostic of this file points at;
     /// the text kept for snippets stops a few lines after it.
-    pub(crate) fn new(path: &Path, text: &str, last_line: u32) -> FileText {
+    pub(crate) fn new(path: &Path, at: Option<&str>, text: &str, last_line: u32) -> FileText {
         const CONTEXT: usize = 8;
         let needed = (last_line as usize).saturating_add(CONTEXT);
         let index = LineIndex::up_to(text, needed);
         let end = index.end_of(text, needed);
         FileText {
             path: path.to_owned(),
+            at: at.map(str::to_owned),
             index,
             text: Arc::new(NamedSource::new(
                 path.display().to_string(),
@@ -523,6 +549,7 @@ impl FileText {
             .collect();
         SpecError {
             file: self.path.clone(),
+            at: self.at.clone(),
             line: issue.pos.line as usize,
             column: issue.pos.col as usize,
             code: issue.code,
@@ -649,11 +676,11 @@ mod tests {
             (shown.len(), shown.chars().count()),
             (text.len(), text.chars().count())
         );
-        let file = FileText::new(Path::new("f.yaml"), "a\nb\nc\n", 1);
+        let file = FileText::new(Path::new("f.yaml"), None, "a\nb\nc\n", 1);
         assert_eq!(file.text.inner().len(), 6);
         let long = "x\n".repeat(100);
         assert_eq!(
-            FileText::new(Path::new("f.yaml"), &long, 2)
+            FileText::new(Path::new("f.yaml"), None, &long, 2)
                 .text
                 .inner()
                 .len(),

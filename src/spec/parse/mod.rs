@@ -73,7 +73,7 @@ pub fn load_with(files: &[SourceFile], limits: Limits) -> Result<Vec<Server>, Sp
     let mut names: Vec<(String, usize, Pos)> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let text = content(file);
-        let mut checker = validate::Checker::new(&file.path, text, limits);
+        let mut checker = validate::Checker::new(&file.path, file.at.as_deref(), text, limits);
         let mut input = text.as_bytes();
         for doc in serde_saphyr::read_with_options::<_, At<MapOf<RawServer>>>(&mut input, options())
         {
@@ -124,11 +124,11 @@ pub fn load_with(files: &[SourceFile], limits: Limits) -> Result<Vec<Server>, Sp
     let mut texts: Vec<Option<FileText>> = files.iter().map(|_| None).collect();
     let mut errors: Vec<Vec<(Pos, SpecError)>> = files.iter().map(|_| Vec::new()).collect();
     for (name, file, pos, first_file, first_pos) in duplicates {
-        let first_at = format!(
-            "{}:{}:{}",
-            files[first_file].path.display(),
-            first_pos.line,
-            first_pos.col
+        let first_at = diag::place(
+            &files[first_file].path,
+            first_pos.line as usize,
+            first_pos.col as usize,
+            files[first_file].at.as_deref(),
         );
         let mut issue = Issue::new(code::DUPLICATE_NAME, pos, format!("server name `{name}` is already used at {first_at}"))
             .label("second definition")
@@ -173,7 +173,10 @@ fn text_of<'t>(
     last_line: &[u32],
     i: usize,
 ) -> &'t FileText {
-    texts[i].get_or_insert_with(|| FileText::new(&files[i].path, content(&files[i]), last_line[i]))
+    texts[i].get_or_insert_with(|| {
+        let file = &files[i];
+        FileText::new(&file.path, file.at.as_deref(), content(file), last_line[i])
+    })
 }
 
 /// The text that positions are counted in: a byte-order mark is encoding,
@@ -217,6 +220,7 @@ mod tests {
         SourceFile {
             path: PathBuf::from(path),
             text: text.to_owned(),
+            at: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub(crate) struct Outcome {
 /// Validates the documents of one file and collects their issues.
 pub(crate) struct Checker<'a> {
     file: &'a Path,
+    at: Option<&'a str>,
     text: &'a str,
     index: OnceCell<LineIndex>,
     limits: Limits,
@@ -41,9 +42,15 @@ pub(crate) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str, limits: Limits) -> Checker<'a> {
+    pub(crate) fn new(
+        file: &'a Path,
+        at: Option<&'a str>,
+        text: &'a str,
+        limits: Limits,
+    ) -> Checker<'a> {
         Checker {
             file,
+            at,
             text,
             index: OnceCell::new(),
             limits,
@@ -194,6 +201,7 @@ impl<'a> Checker<'a> {
                 spec,
                 origin: Origin {
                     file: self.file.to_owned(),
+                    at: self.at.map(str::to_owned),
                     line: start.line as usize,
                     column: start.col as usize,
                 },
