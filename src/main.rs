@@ -9,10 +9,18 @@ fn main() -> ExitCode {
     let color = mcpctl::cli::use_color(&std::io::stderr());
     // Wrapped lines help on a terminal; in logs and CI they split paths in two.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `watch` is a service: it logs what it does by default. One-shot
+    // commands speak through their output and log only warnings.
+    let default = if cli.command.is_service() {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MCPCTL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(color)

@@ -14,6 +14,7 @@ mod refresh;
 mod schema;
 mod suspend;
 mod validate;
+mod watch;
 
 use crate::source::{GitSource, Location};
 use crate::spec::Limits;
@@ -92,6 +93,11 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl apply fleet/\n  mcpctl apply fleet/ --no-wait -o json\n  mcpctl plan fleet/ --out plan.json && mcpctl apply plan.json\n  mcpctl apply fleet/ --timeout 10m --parallelism 16\n  mcpctl apply --git https://github.com/org/fleet --ref v1.4.0 --path mcp"
     )]
     Apply(apply::Args),
+    /// Keep the runtime matching a directory or git repository, as it changes.
+    #[command(
+        after_help = "Examples:\n  mcpctl watch fleet/\n  mcpctl watch --git https://github.com/org/fleet --ref main --path mcp --interval 1m\n  mcpctl watch fleet/ --dry-run --listen 0.0.0.0:9464\n\nEndpoints on --listen: GET /healthz, GET /metrics, POST /hooks/sync (signed with MCPCTL_WEBHOOK_SECRET)."
+    )]
+    Watch(watch::Args),
     /// List servers or instances, from the state.
     #[command(
         after_help = "Examples:\n  mcpctl get instances\n  mcpctl get servers -o json\n  mcpctl get instances -o yaml"
@@ -123,6 +129,13 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
     )]
     Schema,
+}
+
+impl Command {
+    /// Long-running, like a service, rather than one-shot.
+    pub fn is_service(&self) -> bool {
+        matches!(self, Command::Watch(_))
+    }
 }
 
 /// `-o text|json`, for the commands whose output is a report.
@@ -161,6 +174,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Describe(args) => describe::run(&cli.global, args).await,
         Command::Logs(args) => logs::run(&cli.global, args).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Watch(args) => watch::run(&cli.global, args).await,
         Command::Suspend(args) => suspend::suspend(&cli.global, args).await,
         Command::Resume(args) => suspend::resume(&cli.global, args).await,
         Command::History(args) => history::run(&cli.global, args).await,
