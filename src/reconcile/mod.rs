@@ -107,6 +107,22 @@ pub struct Options {
     pub parallelism: usize,
 }
 
+/// `1 to start, 2 to replace`, or `no changes`.
+fn actions_summary(actions: &[crate::plan::Action]) -> String {
+    let parts: Vec<String> = crate::plan::ActionKind::ALL
+        .into_iter()
+        .filter_map(|k| {
+            let n = actions.iter().filter(|a| a.kind == k).count();
+            (n > 0).then(|| format!("{n} to {}", k.as_str()))
+        })
+        .collect();
+    if parts.is_empty() {
+        "no changes".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// Why the loop woke.
 enum Wake {
     Shutdown,
@@ -328,10 +344,7 @@ pub async fn watch<R: Runtime + Sync>(
             let forced = forced_from
                 .map(|f| format!(" (force-push from {f})"))
                 .unwrap_or_default();
-            let summary = crate::plan::summary_line(&crate::plan::Plan {
-                actions: last.actions.clone(),
-                ..Default::default()
-            });
+            let summary = actions_summary(&last.actions);
             Some(entry(
                 format!("watch: applying{forced}: {summary}"),
                 last.actions.len(),
