@@ -201,9 +201,9 @@ impl<R: Runtime + Sync> Exec<'_, R> {
             failures: 0,
             checked_at: now,
         };
-        // Only a crash starts a back-off; a unit removed out of band is
-        // replaced at once (the plan already holds the replacement).
-        let crashed = unit.is_some() || inst.handle.is_empty();
+        // Only a crash starts a back-off; a unit removed or stopped out of
+        // band is replaced at once (the plan already holds the replacement).
+        let crashed = crate::plan::is_crash(inst.handle.is_empty(), unit);
         let backoff = (status == Status::Error && crashed)
             .then(|| next_backoff(ctx.snapshot, &a.server, &a.reason, now));
         let server = a.server.clone();

@@ -353,7 +353,7 @@ async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
     let snap = bed.snapshot();
     let inst = &snap.instances[&alpha];
     assert_eq!(inst.status, Status::Error);
-    assert_eq!(inst.reason, "exited (3): fatal: token rejected");
+    assert_eq!(inst.reason, "dead: fatal: token rejected");
     let backoff = &snap.backoff["alpha"];
     assert_eq!(backoff.failures, 1);
     assert!(backoff.until > Timestamp::now(), "the back-off is ahead");

@@ -290,9 +290,7 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                 ActionKind::Promote => Status::Running,
                 ActionKind::Demote => Status::Starting,
                 _ => {
-                    // A crash starts a back-off; a container removed out of band
-                    // is not a crash, and is replaced at once.
-                    if d.external || obs.units.contains_key(&inst.id) {
+                    if is_crash(d.external, obs.units.get(&inst.id)) {
                         failed_now.insert(d.name.as_str(), true);
                     }
                     Status::Error
@@ -718,6 +716,17 @@ fn last_log(unit: &Unit) -> String {
         Some(l) if !l.trim().is_empty() => format!(": {}", l.trim()),
         _ => String::new(),
     }
+}
+
+/// Whether the failure of an instance whose unit is `unit` (as observed)
+/// was its own doing, and so starts its server's back-off. A container
+/// that is gone, or that was stopped (our runtimes restart whatever exits
+/// on its own, so a stopped unit is one somebody stopped: `docker stop`, the
+/// kill half of `docker rm -f`), is replaced at once. An external server
+/// that stopped answering, a readiness timeout, a crash loop and a dead
+/// unit are the server's own failures.
+pub fn is_crash(external: bool, unit: Option<&Unit>) -> bool {
+    external || unit.is_some_and(|u| !matches!(u.state, UnitState::Exited(_)))
 }
 
 /// A unit from an interrupted apply is worth keeping only if it runs. One

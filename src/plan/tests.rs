@@ -296,15 +296,35 @@ fn failing_liveness_probe_demotes_on_the_third_failure_in_a_row() {
 }
 
 #[test]
-fn exited_instance_fails_with_last_log_line_and_waits_for_backoff() {
+fn a_stopped_container_fails_with_its_last_line_and_is_replaced_at_once() {
+    // Exited: our runtimes restart whatever exits on its own, so somebody
+    // stopped it. Not the server's failure: no back-off.
     let w = World::default()
         .want(desired("gh", 1, "v1"))
+        .applied("gh", "v1", 1)
         .running("a", "gh", "v1", 100)
         .with_unit("a", |u| {
             u.state = UnitState::Exited(1);
             u.last_log = Some("fatal: bad token".into());
         });
-    check(w, &["fail gh a exited (1): fatal: bad token"]);
+    check(
+        w,
+        &[
+            "fail gh a exited (1): fatal: bad token",
+            "remove gh a clean up failed instance",
+            "start gh - replace failed instance",
+        ],
+    );
+}
+
+#[test]
+fn a_dead_container_fails_and_waits_for_the_backoff() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100)
+        .with_unit("a", |u| u.state = UnitState::Dead);
+    check(w, &["fail gh a dead"]);
 }
 
 #[test]

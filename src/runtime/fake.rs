@@ -92,12 +92,14 @@ impl FakeRuntime {
     }
 
     /// The process of `id` exits with `code` after logging `line`, and the
-    /// restart policy does not bring it back.
+    /// runtime gives up on it instead of restarting it (Docker's `dead`, a
+    /// failed pod). A unit that merely exited would be one stopped out of
+    /// band: the restart policy brings back whatever exits on its own.
     pub fn crash(&self, id: &InstanceId, code: i64, line: &str) {
         let unit = {
             let mut w = self.world();
             let Some(u) = w.units.get_mut(id) else { return };
-            u.state = UnitState::Exited(code);
+            u.state = UnitState::Dead;
             u.exit_code = Some(code);
             u.last_log = Some(line.to_owned());
             let u = u.clone();
