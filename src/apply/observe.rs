@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 /// Handshakes in flight at once.
 pub const PROBES_IN_FLIGHT: usize = 16;
+/// Inspects in flight at once, within one look.
+const INSPECTS_IN_FLIGHT: usize = 16;
 
 /// One look: the list, plus an inspect of each unit whose status is in
 /// question and whose restart count the listing left out (STARTING
@@ -28,22 +30,28 @@ pub async fn observe<R: Runtime + Sync>(
         at: Timestamp::now(),
         ..Observation::default()
     };
-    for unit in units {
+    let (in_question, settled): (Vec<_>, Vec<_>) = units.into_iter().partition(|unit| {
         let in_question = match snapshot.instances.get(&unit.instance) {
             Some(i) => i.status == Status::Starting,
             // Unknown to the state: a candidate for adoption, so check it too.
             None => snapshot.intents.contains_key(&unit.instance),
         };
-        let unit = if in_question && unit.restarts.is_none() {
-            match rt.inspect(&unit.handle).await? {
-                Some(detailed) => detailed,
-                // Gone between the list and the inspect.
-                None => continue,
-            }
-        } else {
-            unit
-        };
-        obs.units.insert(unit.instance.clone(), unit);
+        in_question && unit.restarts.is_none()
+    });
+    obs.units
+        .extend(settled.into_iter().map(|u| (u.instance.clone(), u)));
+    // A cold start has every unit in question at once; one inspect after
+    // another would make each pass as slow as the fleet is large.
+    let detailed: Vec<Result<Option<_>, RuntimeError>> = futures_util::stream::iter(in_question)
+        .map(|unit| async move { rt.inspect(&unit.handle).await })
+        .buffer_unordered(INSPECTS_IN_FLIGHT)
+        .collect()
+        .await;
+    for unit in detailed {
+        // `None`: gone between the list and the inspect.
+        if let Some(unit) = unit? {
+            obs.units.insert(unit.instance.clone(), unit);
+        }
     }
     Ok(obs)
 }
