@@ -434,7 +434,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 let snapshot = self.store.load_async().await?;
                 // Bounded, so that an engine that stops answering delays the
                 // loop by a retry, not by its client's own long timeout.
-                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot)).await {
+                let prober = &self.prober;
+                let answered = |id: &InstanceId| {
+                    snapshot
+                        .instances
+                        .get(id)
+                        .is_some_and(|i| prober.answered(i))
+                };
+                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot, answered))
+                    .await
+                {
                     Ok(Ok(obs)) => (snapshot, obs, None),
                     Ok(Err(e)) => {
                         self.pass_failed(e.to_string());
