@@ -618,20 +618,28 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
     }
 
-    /// Whether a probe result can change what a pass decides. A STARTING
-    /// instance that still does not answer changes nothing until its
-    /// readiness deadline (a timer of its own), so its result only sets
-    /// when to try again; anything else is worth a pass.
+    /// Whether a probe result can change what a pass decides or records. A
+    /// STARTING instance that still fails the way its reason already says
+    /// changes nothing until its readiness deadline (a timer of its own),
+    /// so its result only sets when to try again; anything else, a new
+    /// failure message included, is worth a pass.
     fn worth_a_pass(&self, work: &Work) -> bool {
         let Work::Probed { id, result, .. } = work else {
             return true;
         };
-        let starting = self
+        let Some(inst) = self
             .seen
             .as_ref()
             .and_then(|(snapshot, _, _)| snapshot.instances.get(id))
-            .is_some_and(|i| i.status == Status::Starting);
-        !(starting && matches!(result.probe, crate::model::Probe::NotReady(_)))
+        else {
+            return true;
+        };
+        match &result.probe {
+            crate::model::Probe::NotReady(why) => {
+                inst.status != Status::Starting || inst.reason != *why
+            }
+            crate::model::Probe::Ready(_) => true,
+        }
     }
 
     /// Waits for the next reason to pass: work finishing, a runtime event,
