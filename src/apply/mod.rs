@@ -540,8 +540,18 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         for t in targets {
             let rt = self.rt;
             let headers = self.target.headers_for(&t.server);
+            let dry_run = self.opts.dry_run;
             self.work.push(Box::pin(async move {
                 let result = probes::run(rt, &t, &headers).await;
+                // A runtime that routes traffic by readiness (a Kubernetes
+                // readiness gate) learns the handshake's outcome; a dry run
+                // changes nothing, and external servers have no unit.
+                if !dry_run && !t.handle.is_empty() {
+                    let passed = matches!(result.probe, crate::model::Probe::Ready(_));
+                    if let Err(e) = rt.set_ready(&t.handle, passed).await {
+                        tracing::warn!(instance = %t.instance, error = %e, "cannot record readiness with the runtime");
+                    }
+                }
                 Work::Probed {
                     id: t.instance,
                     at: Timestamp::now(),
