@@ -18,7 +18,8 @@
 //! `status` subresource, made only when the value changes). A server with
 //! an HTTP transport gets a Service selecting its pods, so clients reach
 //! only instances that really speak MCP. The Service is made with the first
-//! pod and deleted with the last one.
+//! pod and deleted with the last one (under a per-server lock, since a pass
+//! starts and removes one server's pods at once).
 //!
 //! **Observation** is one labelled list of pods. Unlike Docker's list, it
 //! carries restart counts, container states and start times, so nothing
@@ -75,7 +76,7 @@ use kube::api::{
     WatchEvent, WatchParams,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 pub use super::docker::{
@@ -121,6 +122,11 @@ pub struct KubernetesRuntime {
     /// The readiness gate of each pod as last seen or set, so a probe that
     /// agrees with it costs no PATCH.
     gates: Mutex<HashMap<String, bool>>,
+    /// One lock per server around "create a pod, then its Service" and
+    /// "no pod left, so delete the Service": a pass starts and removes a
+    /// server's instances at once, and without it the last removal could
+    /// delete the Service a concurrent start has just counted on.
+    service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
@@ -197,6 +203,7 @@ impl KubernetesRuntime {
             reach,
             relay: OnceCell::new(),
             gates: Mutex::new(HashMap::new()),
+            service_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -311,6 +318,15 @@ impl KubernetesRuntime {
         }
     }
 
+    fn service_lock(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.service_locks.lock() {
+            Ok(mut locks) => locks.entry(server.to_owned()).or_default().clone(),
+            // A poisoned map only loses the serialisation, not correctness of
+            // each call; a fresh lock keeps going.
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// Makes `server`'s Service unless it exists.
     async fn ensure_service(&self, spec: &RunSpec, port: u16) -> Result<(), RuntimeError> {
         let name = self.service_name(&spec.server);
@@ -340,24 +356,35 @@ impl KubernetesRuntime {
             }),
             ..Default::default()
         };
-        match self
-            .services()
-            .create(&PostParams::default(), &service)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Made by an earlier create; its port follows the spec's, which
-            // a changed port rolls, so replace the ports if they differ.
-            Err(e) if api_code(&e) == Some(409) => {
-                let patch = serde_json::json!({"spec": {"ports": service.spec.as_ref().and_then(|s| s.ports.clone())}});
-                self.services()
+        let patch = serde_json::json!({"spec": {"ports": service.spec.as_ref().and_then(|s| s.ports.clone())}});
+        // Someone else may delete it between our create and patch (a
+        // `kubectl delete`); a few rounds settle it.
+        let mut last = None;
+        for _ in 0..3 {
+            match self
+                .services()
+                .create(&PostParams::default(), &service)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Made by an earlier create; its port follows the spec's,
+                // which a changed port rolls, so the ports are made to match.
+                Err(e) if api_code(&e) == Some(409) => match self
+                    .services()
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map(|_| ())
-                    .map_err(|e| op_error("update service", &name, &e))
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if api_code(&e) == Some(404) => last = Some(e),
+                    Err(e) => return Err(op_error("update service", &name, &e)),
+                },
+                Err(e) => return Err(op_error("create service", &name, &e)),
             }
-            Err(e) => Err(op_error("create service", &name, &e)),
         }
+        Err(match last {
+            Some(e) => op_error("update service", &name, &e),
+            None => unavailable("the service kept vanishing"),
+        })
     }
 
     /// Deletes `server`'s Service once no pod of it is left (or leaving).
@@ -738,14 +765,20 @@ impl Runtime for KubernetesRuntime {
     async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
         let instance = spec.instance.to_string();
         self.ready_to_reach().await?;
-        if let Some(port) = spec.port.filter(|_| spec.transport.is_http()) {
-            self.ensure_service(spec, port).await?;
-        }
+        let http_port = spec.port.filter(|_| spec.transport.is_http());
+        let lock = self.service_lock(&spec.server);
+        let _held = match http_port {
+            Some(_) => Some(lock.lock().await),
+            None => None,
+        };
         let pod = self
             .pods()
             .create(&PostParams::default(), &self.pod_for(spec))
             .await
             .map_err(|e| op_error("create", &instance, &e))?;
+        if let Some(port) = http_port {
+            self.ensure_service(spec, port).await?;
+        }
         let endpoint = match spec.port.filter(|_| spec.transport.is_http()) {
             None => Endpoint::Stdio,
             Some(port) => {
@@ -778,7 +811,11 @@ impl Runtime for KubernetesRuntime {
             gates.remove(handle);
         }
         match server {
-            Some(server) => self.drop_service_if_unused(&server).await,
+            Some(server) => {
+                let lock = self.service_lock(&server);
+                let _held = lock.lock().await;
+                self.drop_service_if_unused(&server).await
+            }
             None => Ok(()),
         }
     }

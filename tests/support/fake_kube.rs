@@ -271,7 +271,10 @@ fn status_body(code: u16, reason: &str, message: String) -> Response<Body> {
     let mut v = serde_json::to_value(&status).expect("status json");
     v["kind"] = json!("Status");
     v["apiVersion"] = json!("v1");
-    json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), &v)
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+        &v,
+    )
 }
 
 fn json_response(code: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
@@ -316,7 +319,9 @@ fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
                 .or_else(|| p.split_once('='))
                 .ok_or_else(|| format!("the fake supports only equality selectors, not {p:?}"))?;
             if k.ends_with('!') {
-                return Err(format!("the fake supports only equality selectors, not {p:?}"));
+                return Err(format!(
+                    "the fake supports only equality selectors, not {p:?}"
+                ));
             }
             Ok((k.to_owned(), v.to_owned()))
         })
@@ -353,7 +358,11 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let sub = parts.get(6).copied();
     match (kind, name, sub) {
         ("pods", None, None) => match *req.method() {
-            Method::GET if query(&req).get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            Method::GET
+                if query(&req)
+                    .get("watch")
+                    .is_some_and(|w| w == "true" || w == "1") =>
+            {
                 watch_pods(shared, &ns, &req)
             }
             Method::GET => list(shared, &ns, &req, |w| &w.pods),
@@ -379,7 +388,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ("pods", Some(name), Some("log")) => pod_log(shared, &name, &req),
         ("pods", Some(name_port), Some("proxy")) => {
             let rest = parts[7..].join("/");
-            proxy(shared, name_port, &rest, req).await
+            proxy(shared, &name_port, &rest, req).await
         }
         ("services", name, None) => {
             object_crud(shared, &ns, name, req, "services", |w| &mut w.services).await
@@ -398,9 +407,13 @@ fn list<T>(
     of: impl Fn(&World) -> &BTreeMap<(String, String), T>,
 ) -> Response<Body>
 where
-    T: k8s_openapi::ListableResource + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> + Clone + serde::Serialize,
+    T: k8s_openapi::ListableResource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + Clone
+        + serde::Serialize,
 {
-    let selector = match parse_selector(query(req).get("labelSelector").map_or("", String::as_str)) {
+    let selector = match parse_selector(query(req).get("labelSelector").map_or("", String::as_str))
+    {
         Ok(s) => s,
         Err(e) => return status_body(400, "BadRequest", e),
     };
@@ -476,7 +489,12 @@ fn now() -> Time {
 }
 
 /// The status the fake's kubelet gives a new pod.
-fn kubelet_status(pod: &Pod, behaviour: &Behaviour, secrets: &BTreeMap<(String, String), Secret>, ns: &str) -> Value {
+fn kubelet_status(
+    pod: &Pod,
+    behaviour: &Behaviour,
+    secrets: &BTreeMap<(String, String), Secret>,
+    ns: &str,
+) -> Value {
     let container = pod
         .spec
         .as_ref()
@@ -502,14 +520,25 @@ fn kubelet_status(pod: &Pod, behaviour: &Behaviour, secrets: &BTreeMap<(String, 
     // A secretKeyRef to a Secret or key that does not exist stops the
     // container from being made, as the kubelet's does.
     for env in container.env.iter().flatten() {
-        if let Some(r) = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+        if let Some(r) = env
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
             let secret = secrets.get(&(ns.to_owned(), r.name.clone()));
             let message = match secret {
                 None => Some(format!("secret \"{}\" not found", r.name)),
-                Some(s) if !s.string_data.as_ref().is_some_and(|d| d.contains_key(&r.key))
-                    && !s.data.as_ref().is_some_and(|d| d.contains_key(&r.key)) =>
+                Some(s)
+                    if !s
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&r.key))
+                        && !s.data.as_ref().is_some_and(|d| d.contains_key(&r.key)) =>
                 {
-                    Some(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name))
+                    Some(format!(
+                        "couldn't find key {} in Secret {ns}/{}",
+                        r.key, r.name
+                    ))
                 }
                 Some(_) => None,
             };
@@ -587,9 +616,17 @@ async fn create_pod(shared: &Arc<Shared>, ns: &str, req: Request<Incoming>) -> R
     let mut w = shared.world.lock().expect("world");
     let key = (ns.to_owned(), name.clone());
     if w.pods.contains_key(&key) {
-        return status_body(409, "AlreadyExists", format!("pods \"{name}\" already exists"));
+        return status_body(
+            409,
+            "AlreadyExists",
+            format!("pods \"{name}\" already exists"),
+        );
     }
-    let behaviour = w.behaviours.get(&image).cloned().unwrap_or(Behaviour::Serve);
+    let behaviour = w
+        .behaviours
+        .get(&image)
+        .cloned()
+        .unwrap_or(Behaviour::Serve);
     w.version += 1;
     pod.metadata.namespace = Some(ns.to_owned());
     pod.metadata.uid = Some(format!("uid-{}", w.version));
@@ -599,21 +636,24 @@ async fn create_pod(shared: &Arc<Shared>, ns: &str, req: Request<Incoming>) -> R
     pod.status = Some(serde_json::from_value(status).expect("pod status"));
     match &behaviour {
         Behaviour::CrashLoop { last_words, .. } => {
-            w.logs.insert(name.clone(), (Vec::new(), vec!["starting".into(), last_words.clone()]));
+            w.logs.insert(
+                name.clone(),
+                (Vec::new(), vec!["starting".into(), last_words.clone()]),
+            );
         }
         Behaviour::Exit { last_words, .. } => {
-            w.logs.insert(name.clone(), (vec!["starting".into(), last_words.clone()], Vec::new()));
+            w.logs.insert(
+                name.clone(),
+                (vec!["starting".into(), last_words.clone()], Vec::new()),
+            );
         }
         Behaviour::Serve | Behaviour::Refuse => {
-            w.logs.insert(name.clone(), (vec![format!("{name}: serving")], Vec::new()));
+            w.logs
+                .insert(name.clone(), (vec![format!("{name}: serving")], Vec::new()));
         }
         _ => {}
     }
-    let serving = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        == Some("Running")
+    let serving = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         && matches!(behaviour, Behaviour::Serve | Behaviour::Refuse);
     if let (true, Some(_)) = (serving, port) {
         // A real MCP server behind the pod proxy.
@@ -628,7 +668,8 @@ async fn create_pod(shared: &Arc<Shared>, ns: &str, req: Request<Incoming>) -> R
     }
     let v = w.version;
     w.pods.insert(key, pod.clone());
-    w.history.push((v, ns.to_owned(), WatchEvent::Added(pod.clone())));
+    w.history
+        .push((v, ns.to_owned(), WatchEvent::Added(pod.clone())));
     drop(w);
     shared.changed.notify_waiters();
     json_response(StatusCode::CREATED, &pod)
@@ -643,7 +684,8 @@ fn remove_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
     w.version += 1;
     pod.metadata.resource_version = Some(w.version.to_string());
     let v = w.version;
-    w.history.push((v, ns.to_owned(), WatchEvent::Deleted(pod.clone())));
+    w.history
+        .push((v, ns.to_owned(), WatchEvent::Deleted(pod.clone())));
     Some(pod)
 }
 
@@ -662,7 +704,11 @@ async fn patch_pod_status(
     if content_type != "application/strategic-merge-patch+json"
         && content_type != "application/merge-patch+json"
     {
-        return status_body(415, "UnsupportedMediaType", format!("the fake does not take {content_type:?} patches of pods/status"));
+        return status_body(
+            415,
+            "UnsupportedMediaType",
+            format!("the fake does not take {content_type:?} patches of pods/status"),
+        );
     }
     let patch = match body_json(req).await {
         Ok(v) => v,
@@ -678,7 +724,11 @@ async fn patch_pod_status(
     if let Some(status) = patch.get("status") {
         merge(&mut v["status"], status);
     }
-    for c in patch["status"]["conditions"].as_array().into_iter().flatten() {
+    for c in patch["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         w.journal.push(Journal::StatusPatch {
             pod: name.to_owned(),
             condition: c["type"].as_str().unwrap_or("").to_owned(),
@@ -693,7 +743,8 @@ async fn patch_pod_status(
     pod.metadata.resource_version = Some(w.version.to_string());
     let ver = w.version;
     w.pods.insert(key, pod.clone());
-    w.history.push((ver, ns.to_owned(), WatchEvent::Modified(pod.clone())));
+    w.history
+        .push((ver, ns.to_owned(), WatchEvent::Modified(pod.clone())));
     drop(w);
     shared.changed.notify_waiters();
     json_response(StatusCode::OK, &pod)
@@ -708,7 +759,11 @@ fn pod_log(shared: &Shared, name: &str, req: &Request<Incoming>) -> Response<Bod
     let (current, previous) = w.logs.get(name).cloned().unwrap_or_default();
     let lines = if q.get("previous").is_some_and(|p| p == "true") {
         if previous.is_empty() {
-            return status_body(400, "BadRequest", format!("previous terminated container \"server\" in pod \"{name}\" not found"));
+            return status_body(
+                400,
+                "BadRequest",
+                format!("previous terminated container \"server\" in pod \"{name}\" not found"),
+            );
         }
         previous
     } else {
@@ -754,7 +809,9 @@ fn watch_pods(shared: &Arc<Shared>, ns: &str, req: &Request<Incoming>) -> Respon
                     let mut text = Vec::new();
                     for (_, ev) in next {
                         let pod = match &ev {
-                            WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) => p,
+                            WatchEvent::Added(p)
+                            | WatchEvent::Modified(p)
+                            | WatchEvent::Deleted(p) => p,
                             _ => continue,
                         };
                         if matches(pod.metadata.labels.as_ref(), &selector) {
@@ -781,7 +838,12 @@ fn watch_pods(shared: &Arc<Shared>, ns: &str, req: &Request<Incoming>) -> Respon
     r
 }
 
-async fn proxy(shared: &Arc<Shared>, name_port: &str, rest: &str, req: Request<Incoming>) -> Response<Body> {
+async fn proxy(
+    shared: &Arc<Shared>,
+    name_port: &str,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some((name, port)) = name_port.split_once(':') else {
         return status_body(400, "BadRequest", "the fake proxies only pod:port".into());
     };
@@ -796,9 +858,16 @@ async fn proxy(shared: &Arc<Shared>, name_port: &str, rest: &str, req: Request<I
                     .is_some_and(|ps| ps.iter().any(|p| p.container_port.to_string() == port))
         });
         if !declared {
-            return status_body(503, "ServiceUnavailable", format!("no endpoints available for pod \"{name}\" on port {port}"));
+            return status_body(
+                503,
+                "ServiceUnavailable",
+                format!("no endpoints available for pod \"{name}\" on port {port}"),
+            );
         }
-        (w.backends.get(name).map(|(a, _)| *a), w.refusing.contains(name))
+        (
+            w.backends.get(name).map(|(a, _)| *a),
+            w.refusing.contains(name),
+        )
     };
     let record = |status: u16| {
         shared
@@ -813,7 +882,11 @@ async fn proxy(shared: &Arc<Shared>, name_port: &str, rest: &str, req: Request<I
     };
     let Some(addr) = backend else {
         record(502);
-        return status_body(502, "InternalError", format!("error trying to reach service: dial tcp: pod {name} is not running"));
+        return status_body(
+            502,
+            "InternalError",
+            format!("error trying to reach service: dial tcp: pod {name} is not running"),
+        );
     };
     if refusing {
         record(503);
@@ -821,7 +894,11 @@ async fn proxy(shared: &Arc<Shared>, name_port: &str, rest: &str, req: Request<I
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return r;
     }
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let uri: hyper::Uri = match format!("http://{addr}/{rest}{query}").parse() {
         Ok(u) => u,
         Err(e) => return status_body(400, "BadRequest", e.to_string()),
@@ -843,7 +920,11 @@ async fn proxy(shared: &Arc<Shared>, name_port: &str, rest: &str, req: Request<I
         }
         Err(e) => {
             record(502);
-            status_body(502, "InternalError", format!("error trying to reach service: {e}"))
+            status_body(
+                502,
+                "InternalError",
+                format!("error trying to reach service: {e}"),
+            )
         }
     }
 }
@@ -866,10 +947,11 @@ where
 {
     match (req.method().clone(), name) {
         (Method::GET, None) => {
-            let selector = match parse_selector(query(&req).get("labelSelector").map_or("", String::as_str)) {
-                Ok(s) => s,
-                Err(e) => return status_body(400, "BadRequest", e),
-            };
+            let selector =
+                match parse_selector(query(&req).get("labelSelector").map_or("", String::as_str)) {
+                    Ok(s) => s,
+                    Err(e) => return status_body(400, "BadRequest", e),
+                };
             let mut w = shared.world.lock().expect("world");
             let version = w.version;
             let items: Vec<T> = of(&mut w)
@@ -906,7 +988,11 @@ where
             let map = of(&mut w);
             let key = (ns.to_owned(), name.clone());
             if map.contains_key(&key) {
-                return status_body(409, "AlreadyExists", format!("{kind} \"{name}\" already exists"));
+                return status_body(
+                    409,
+                    "AlreadyExists",
+                    format!("{kind} \"{name}\" already exists"),
+                );
             }
             obj.metadata_mut().namespace = Some(ns.to_owned());
             obj.metadata_mut().resource_version = Some(version.to_string());
@@ -965,7 +1051,9 @@ async fn serve_mcp(listener: std::net::TcpListener, name: String) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
-    let server = PodServer { name: Arc::from(name.as_str()) };
+    let server = PodServer {
+        name: Arc::from(name.as_str()),
+    };
     let mcp = StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),
@@ -996,6 +1084,9 @@ struct PodServer {
 impl rmcp::ServerHandler for PodServer {
     fn get_info(&self) -> rmcp::model::ServerConfig {
         rmcp::model::ServerConfig::new(rmcp::model::ServerCapabilities::builder().build())
-            .with_server_info(rmcp::model::Implementation::new(self.name.to_string(), "1.0.0"))
+            .with_server_info(rmcp::model::Implementation::new(
+                self.name.to_string(),
+                "1.0.0",
+            ))
     }
 }
