@@ -401,6 +401,47 @@ mod tests {
     }
 
     #[test]
+    fn native_env_refs_read_no_env_secret_but_still_resolve_headers() {
+        use crate::spec::{External, HeaderValue};
+        let mut srv = server(&[("GITHUB_TOKEN", "github", "token")]);
+        srv.spec.workload = Workload::External(External {
+            url: "https://example.com/mcp".into(),
+            headers: BTreeMap::from([(
+                "Authorization".to_owned(),
+                HeaderValue::Secret {
+                    secret_ref: SecretRef {
+                        name: "linear".into(),
+                        key: "token".into(),
+                    },
+                    prefix: "Bearer ".into(),
+                },
+            )]),
+        });
+        let asked = std::cell::RefCell::new(Vec::new());
+        let r = Resolver::with_env(None, |k: &str| {
+            asked.borrow_mut().push(k.to_owned());
+            Some("v".to_owned())
+        })
+        .native_env_refs(true);
+        let s = r.resolve(&[srv]).expect("resolves");
+        let github = SecretRef {
+            name: "github".into(),
+            key: "token".into(),
+        };
+        assert!(s.is_native(&github));
+        assert!(s.get(&github).is_none(), "an env secret's value was read");
+        assert!(
+            s.get(&SecretRef {
+                name: "linear".into(),
+                key: "token".into()
+            })
+            .is_some()
+        );
+        assert_eq!(*asked.borrow(), ["MCPCTL_SECRET_LINEAR_TOKEN"]);
+        assert!(!s.digests(&[1; 32]).contains_key(&github));
+    }
+
+    #[test]
     fn values_are_redacted_and_digests_are_keyed() {
         let v = SecretValue::new("hunter2".into());
         assert_eq!(format!("{v:?} {v}"), "(sensitive) (sensitive)");
@@ -410,6 +451,7 @@ mod tests {
         };
         let s = Secrets {
             values: BTreeMap::from([(r.clone(), v)]),
+            native: Default::default(),
         };
         // The reference HMAC itself, against RFC 4231 test case 1.
         assert_eq!(
@@ -426,6 +468,7 @@ mod tests {
         // A rotation must show, under the same key.
         let rotated = Secrets {
             values: BTreeMap::from([(r.clone(), SecretValue::new("hunter3".into()))]),
+            native: Default::default(),
         };
         assert_ne!(rotated.digests(&[1; 32])[&r], d1[&r]);
     }

@@ -278,10 +278,10 @@ impl KubernetesRuntime {
             return Ok(None);
         };
         let mut unit = view.unit;
-        if let Some(previous) = view.log {
-            if let Some(line) = self.last_log_line(&unit.handle, previous).await {
-                unit.last_log = Some(line);
-            }
+        if let Some(previous) = view.log
+            && let Some(line) = self.last_log_line(&unit.handle, previous).await
+        {
+            unit.last_log = Some(line);
         }
         if let Some(gate) = gate_of(pod) {
             self.remember_gate(&unit.handle, gate);
@@ -1077,8 +1077,9 @@ mod relay {
                 None => (rest, "/".to_owned()),
             },
         };
+        // A DNS-1123 name: no `..`, nothing that climbs out of the pod path.
         let valid = |s: &str| {
-            !s.is_empty()
+            s.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         };
@@ -1205,8 +1206,8 @@ mod tests {
         Some(Endpoint::Http(format!("http://pod:{port}{path}")))
     }
 
-    #[test]
-    fn the_pod_spec_references_secrets_and_never_holds_their_value() {
+    #[tokio::test]
+    async fn the_pod_spec_references_secrets_and_never_holds_their_value() {
         let client = kube::Client::try_from(kube::Config::new(
             "http://127.0.0.1:1".parse().expect("uri"),
         ))
