@@ -714,3 +714,120 @@ fn the_events_stream_reports_pod_changes_from_a_watch() {
     assert_eq!(ev.server, "alpha");
     assert_eq!(ev.kind, mcpctl::model::EventKind::Created);
 }
+
+/// Parses each document of `examples/kubernetes/*.yaml` as its Kubernetes
+/// type. k8s-openapi ignores fields it does not know, so each document must
+/// also come back unchanged from its typed form: a misspelt field is lost on
+/// the way, and shows.
+fn example_manifests() -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes");
+    let mut docs = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/kubernetes")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read manifest");
+        let parsed: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        docs.extend(parsed);
+    }
+    docs
+}
+
+fn round_trips<T: serde::Serialize + serde::de::DeserializeOwned>(doc: &Value) {
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", doc["kind"]));
+    let back = serde_json::to_value(&typed).expect("serialise");
+    assert_eq!(
+        &back, doc,
+        "{} changed on the way through its type",
+        doc["kind"]
+    );
+}
+
+#[test]
+fn the_in_cluster_manifests_are_valid_and_fit_together() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let docs = example_manifests();
+    let of = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    for d in &docs {
+        match d["kind"].as_str() {
+            Some("Deployment") => round_trips::<Deployment>(d),
+            Some("ServiceAccount") => round_trips::<ServiceAccount>(d),
+            Some("Role") => round_trips::<Role>(d),
+            Some("RoleBinding") => round_trips::<RoleBinding>(d),
+            other => panic!("unexpected manifest kind {other:?}"),
+        }
+    }
+    let (deployment, account, role, binding) = (
+        of("Deployment"),
+        of("ServiceAccount"),
+        of("Role"),
+        of("RoleBinding"),
+    );
+    assert_eq!(
+        (deployment.len(), account.len(), role.len(), binding.len()),
+        (1, 1, 1, 1)
+    );
+    let account_name = &account[0]["metadata"]["name"];
+    let pod = &deployment[0]["spec"]["template"]["spec"];
+    assert_eq!(&pod["serviceAccountName"], account_name);
+    assert_eq!(&binding[0]["subjects"][0]["name"], account_name);
+    assert_eq!(binding[0]["roleRef"]["name"], role[0]["metadata"]["name"]);
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "watch");
+    assert!(args.iter().any(|a| a.starts_with("--git=")), "{args:?}");
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "MCPCTL_RUNTIME" && e["value"] == "kubernetes")
+    );
+    // What the runtime calls, granted; Secrets, never.
+    let rules = role[0]["rules"].as_array().expect("rules");
+    let verbs = |resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == resource))
+            })
+            .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    for (resource, needed) in [
+        ("pods", &["get", "list", "watch", "create", "delete"][..]),
+        ("pods/status", &["patch"]),
+        ("pods/log", &["get"]),
+        ("pods/attach", &["create"]),
+        ("services", &["create", "patch", "delete"]),
+    ] {
+        let granted = verbs(resource);
+        for v in needed {
+            assert!(granted.iter().any(|g| g == v), "{resource}: {v} missing");
+        }
+        assert_eq!(
+            granted.len(),
+            needed.len(),
+            "{resource}: more than needed: {granted:?}"
+        );
+    }
+    assert!(verbs("secrets").is_empty(), "mcpctl reads no Secret");
+    assert!(
+        rules.iter().all(|r| r["verbs"]
+            .as_array()
+            .is_some_and(|v| v.iter().all(|x| x != "*"))),
+        "no wildcard verbs"
+    );
+}
