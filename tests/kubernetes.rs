@@ -44,6 +44,13 @@ impl std::fmt::Display for Run {
     }
 }
 
+/// A stdio server of `image`.
+fn stdio(name: &str, replicas: u32, image: &str, timeout: &str) -> String {
+    format!(
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  image: {image}\n  command: [\"--transport\", \"stdio\"]\n  readiness: {{timeout: {timeout}, minReady: 1s}}\n"
+    )
+}
+
 /// A streamable-HTTP server of `image` (the fake decides what the image does).
 fn http(name: &str, replicas: u32, image: &str, timeout: &str) -> String {
     format!(
@@ -172,13 +179,21 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
     let c = Cluster::new();
     c.write("a.yaml", &http("alpha", 2, "fixture:v1", "20s"));
     c.write("b.yaml", &http("beta", 1, "fixture:v1", "20s"));
+    c.write("s.yaml", &stdio("sigma", 2, "fixture:v1", "20s"));
     let r = c.apply();
     assert!(r.stdout.contains("converged"), "{r}");
-    c.assert_exact(&[("alpha", 2), ("beta", 1)]);
+    c.assert_exact(&[("alpha", 2), ("beta", 1), ("sigma", 2)]);
     for i in c.instances() {
         let endpoint = i["endpoint"].as_str().expect("endpoint");
-        assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
-        assert!(endpoint.ends_with("/8080/mcp"), "{endpoint}");
+        if i["server"] == "sigma" {
+            // Probed over `pods/attach`, with the stream protocol.
+            assert_eq!(endpoint, "stdio");
+            assert_eq!(i["mcp"]["transport"], "stdio", "{i}");
+        } else {
+            assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+            assert!(endpoint.ends_with("/8080/mcp"), "{endpoint}");
+            assert_eq!(i["mcp"]["transport"], "streamable-http", "{i}");
+        }
         // Promoted on a real handshake with the server behind the pod proxy.
         let pod = format!(
             "mcpctl-{}-{}",
@@ -195,7 +210,32 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
         .filter_map(|s| s.metadata.name.clone())
         .collect();
     names.sort();
-    assert_eq!(names, ["mcpctl-alpha", "mcpctl-beta"]);
+    assert_eq!(
+        names,
+        ["mcpctl-alpha", "mcpctl-beta"],
+        "no Service for stdio"
+    );
+    let attached: Vec<String> = c
+        .fake
+        .journal()
+        .into_iter()
+        .filter_map(|j| match j {
+            Journal::Attached { pod, protocol } => Some(format!("{pod} {protocol}")),
+            _ => None,
+        })
+        .collect();
+    for pod in c.pods_of("sigma") {
+        let name = pod.metadata.name.clone().expect("name");
+        assert!(
+            attached.iter().any(|a| a.starts_with(&name)),
+            "{name} was not attached: {attached:?}"
+        );
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        assert_eq!(
+            (container.stdin, container.stdin_once),
+            (Some(true), Some(false))
+        );
+    }
     let alpha = services
         .iter()
         .find(|s| s.metadata.name.as_deref() == Some("mcpctl-alpha"))

@@ -15,8 +15,11 @@
 //! A pod that [`Behaviour::Serve`]s and has a container port is backed by a
 //! real MCP server (rmcp, streamable HTTP) on a loopback port, and the pod
 //! proxy forwards to it: the probe's handshake is real, only the path to the
-//! server is the fake's. stdio pods have no backend (the fake does not speak
-//! the attach WebSocket protocol), so they never become ready here.
+//! server is the fake's. A serving pod without a port is a real rmcp stdio
+//! server on in-memory pipes that live as long as the pod (its stdin stays
+//! open between attaches, as `stdinOnce: false` asks), reached through the
+//! `attach` subresource: a WebSocket speaking the `v4.channel.k8s.io`
+//! stream protocol (channel 0 stdin, 1 stdout).
 //!
 //! Everything the tests assert on is recorded: every request line, every
 //! status PATCH, and every proxied request with its answer's status, in one
@@ -66,6 +69,8 @@ pub enum Journal {
     Request(String),
     /// A request through a pod's proxy, and the status it was answered with.
     Proxied { pod: String, status: u16 },
+    /// An attach to a pod's stdin and stdout, and the protocol agreed.
+    Attached { pod: String, protocol: String },
     /// A PATCH of a pod's status: the condition type and status it set.
     StatusPatch {
         pod: String,
@@ -87,7 +92,16 @@ struct World {
     logs: HashMap<String, (Vec<String>, Vec<String>)>,
     backends: HashMap<String, (SocketAddr, tokio::task::AbortHandle)>,
     refusing: std::collections::HashSet<String>,
+    /// A stdio pod's stdin, and its stdout as each attach sees it.
+    stdio: HashMap<String, StdioPod>,
     journal: Vec<Journal>,
+}
+
+#[derive(Clone)]
+struct StdioPod {
+    stdin: Arc<tokio::sync::Mutex<tokio::io::WriteHalf<tokio::io::DuplexStream>>>,
+    stdout: tokio::sync::broadcast::Sender<Bytes>,
+    task: tokio::task::AbortHandle,
 }
 
 struct Shared {
@@ -153,6 +167,7 @@ impl FakeKube {
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
                                 .await;
                         });
                     }
@@ -386,6 +401,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             _ => status_body(405, "MethodNotAllowed", "method not allowed".into()),
         },
         ("pods", Some(name), Some("log")) => pod_log(shared, &name, &req),
+        ("pods", Some(name), Some("attach")) => attach(shared, &name, req),
         ("pods", Some(name_port), Some("proxy")) => {
             let rest = parts[7..].join("/");
             proxy(shared, &name_port, &rest, req).await
@@ -666,6 +682,16 @@ async fn create_pod(shared: &Arc<Shared>, ns: &str, req: Request<Incoming>) -> R
             w.refusing.insert(name.clone());
         }
     }
+    let stdin_open = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.stdin)
+        == Some(true);
+    if serving && port.is_none() && stdin_open && matches!(behaviour, Behaviour::Serve) {
+        let stdio = spawn_stdio(&shared.handle, name.clone());
+        w.stdio.insert(name.clone(), stdio);
+    }
     let v = w.version;
     w.pods.insert(key, pod.clone());
     w.history
@@ -680,6 +706,9 @@ fn remove_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
     let mut pod = w.pods.remove(&(ns.to_owned(), name.to_owned()))?;
     if let Some((_, task)) = w.backends.remove(name) {
         task.abort();
+    }
+    if let Some(stdio) = w.stdio.remove(name) {
+        stdio.task.abort();
     }
     w.version += 1;
     pod.metadata.resource_version = Some(w.version.to_string());
@@ -1089,4 +1118,170 @@ impl rmcp::ServerHandler for PodServer {
                 "1.0.0",
             ))
     }
+}
+
+/// A pod's stdio server: rmcp over in-memory pipes, its stdout copied to
+/// whoever is attached. Spawned, never awaited, so it can start from inside
+/// the world's lock.
+fn spawn_stdio(handle: &tokio::runtime::Handle, name: String) -> StdioPod {
+    use rmcp::ServiceExt;
+    let (server_stdin, stdin) = tokio::io::duplex(64 * 1024);
+    let (server_stdout, stdout) = tokio::io::duplex(64 * 1024);
+    let (tx, _) = tokio::sync::broadcast::channel(256);
+    let out = tx.clone();
+    let server = PodServer {
+        name: Arc::from(name.as_str()),
+    };
+    let (stdin_write, stdin_write_keep) = {
+        let (r, w) = tokio::io::split(stdin);
+        (w, r)
+    };
+    let task = handle.spawn(async move {
+        let _keep = stdin_write_keep;
+        let mut stdout = stdout;
+        let pump = async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    // Nobody attached: the output is gone, as a container's
+                    // unread stdout is to a later attach.
+                    Ok(n) => {
+                        let _ = out.send(Bytes::copy_from_slice(&buf[..n]));
+                    }
+                }
+            }
+        };
+        let serve = async move {
+            // One session for the pod's life; rmcp answers a repeated
+            // `initialize` within it, so each probe can handshake.
+            let (r, w) = tokio::io::split(server_stdin);
+            let (_, out_w) = tokio::io::split(server_stdout);
+            if let Ok(running) = server.serve((r, out_w)).await {
+                let _ = running.waiting().await;
+            }
+            drop(w);
+        };
+        tokio::join!(pump, serve);
+    });
+    StdioPod {
+        stdin: Arc::new(tokio::sync::Mutex::new(stdin_write)),
+        stdout: tx,
+        task: task.abort_handle(),
+    }
+}
+
+/// `pods/NAME/attach`: a WebSocket upgrade into the Kubernetes stream
+/// protocol. Only `v4.channel.k8s.io` is agreed; stdin arrives on channel 0
+/// and stdout leaves on channel 1.
+fn attach(shared: &Arc<Shared>, name: &str, req: Request<Incoming>) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let q = query(&req);
+    if q.get("stdin").map(String::as_str) != Some("true")
+        || q.get("stdout").map(String::as_str) != Some("true")
+    {
+        return status_body(
+            400,
+            "BadRequest",
+            "the fake attaches stdin and stdout only".into(),
+        );
+    }
+    let stdio = shared.world.lock().expect("world").stdio.get(name).cloned();
+    let Some(stdio) = stdio else {
+        return status_body(
+            400,
+            "BadRequest",
+            format!("container server in pod {name} is not a running stdio server"),
+        );
+    };
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let Some(key) = header("sec-websocket-key") else {
+        return status_body(400, "BadRequest", "attach needs a WebSocket upgrade".into());
+    };
+    let offered = header("sec-websocket-protocol").unwrap_or_default();
+    let protocol = "v4.channel.k8s.io";
+    if !offered.split(',').any(|p| p.trim() == protocol) {
+        return status_body(
+            400,
+            "BadRequest",
+            format!("the fake speaks {protocol}, offered {offered:?}"),
+        );
+    }
+    shared
+        .world
+        .lock()
+        .expect("world")
+        .journal
+        .push(Journal::Attached {
+            pod: name.to_owned(),
+            protocol: protocol.to_owned(),
+        });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut out = stdio.stdout.subscribe();
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let (mut sink, mut stream) = ws.split();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Binary(data))) if data.first() == Some(&0) => {
+                        use tokio::io::AsyncWriteExt;
+                        let mut stdin = stdio.stdin.lock().await;
+                        if stdin.write_all(&data[1..]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+                chunk = out.recv() => match chunk {
+                    Ok(bytes) => {
+                        let mut frame = Vec::with_capacity(bytes.len() + 1);
+                        frame.push(1u8);
+                        frame.extend_from_slice(&bytes);
+                        if sink.send(Message::binary(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
+        h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    r
 }
