@@ -95,7 +95,7 @@ pub enum RuntimeError {
     /// The runtime cannot be reached at all.
     #[error("cannot reach the {runtime} runtime: {message}")]
     #[diagnostic(help(
-        "is the daemon running? for docker try `docker info`; or plan with --refresh=false"
+        "is it running? for docker try `docker info`, for kubernetes check KUBECONFIG (`kubectl version`); or plan with --refresh=false"
     ))]
     Unavailable {
         runtime: &'static str,
