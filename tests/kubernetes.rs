@@ -871,3 +871,56 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
         "no wildcard verbs"
     );
 }
+
+#[test]
+fn remove_is_idempotent_and_a_gone_pod_inspects_as_none() {
+    use mcpctl::model::{InstanceId, Program, RunSpec, SpecHash, Transport};
+    use mcpctl::runtime::Runtime;
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime, Reach};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeKube::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let kube = KubernetesRuntime::new(
+            fake.client(NS),
+            KubeSettings {
+                namespace: None,
+                scope: "default".into(),
+                runners: Default::default(),
+            },
+            Reach::ApiProxy,
+        );
+        let spec = RunSpec {
+            instance: InstanceId("01jk0000000000000000000001".into()),
+            server: "alpha".into(),
+            spec_hash: SpecHash("0123456789abcdef".into()),
+            program: Program::Image("fixture:v1".into()),
+            args: vec![],
+            transport: Transport::StreamableHttp,
+            port: Some(8080),
+            path: None,
+            env: vec![],
+            memory_bytes: None,
+            millicpus: None,
+        };
+        let created = kube.create(&spec).await.expect("create");
+        assert_eq!(created.handle, "mcpctl-alpha-01jk0000000000000000000001");
+        let unit = kube
+            .inspect(&created.handle)
+            .await
+            .expect("inspect")
+            .expect("there");
+        assert_eq!(unit.instance, spec.instance);
+        assert_eq!(unit.spec_hash, spec.spec_hash);
+        assert_eq!(Some(created.endpoint), unit.endpoint);
+        kube.remove(&created.handle).await.expect("remove");
+        kube.remove(&created.handle).await.expect("remove again");
+        assert_eq!(kube.inspect(&created.handle).await.expect("inspect"), None);
+        assert!(kube.observe().await.expect("observe").is_empty());
+    });
+    assert!(fake.pods().is_empty());
+    assert!(
+        fake.services().is_empty(),
+        "the Service went with the last pod"
+    );
+}

@@ -283,9 +283,9 @@ impl KubernetesRuntime {
         {
             unit.last_log = Some(line);
         }
-        if let Some(gate) = gate_of(pod) {
-            self.remember_gate(&unit.handle, gate);
-        }
+        // No condition yet counts as not ready, as the kubelet reads it: a
+        // failing probe of a pod never gated writes nothing.
+        self.remember_gate(&unit.handle, gate_of(pod).unwrap_or(false));
         Ok(Some(unit))
     }
 
