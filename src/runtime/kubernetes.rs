@@ -227,11 +227,20 @@ impl KubernetesRuntime {
     /// The Service of `server`: `mcpctl-<server>`, with the scope in the
     /// name unless it is the default one.
     pub fn service_name(&self, server: &str) -> String {
-        if self.scope == "default" {
+        let full = if self.scope == "default" {
             format!("mcpctl-{server}")
         } else {
             format!("mcpctl-{}-{server}", self.scope)
+        };
+        // A Service name is a DNS label: 63 characters at most. A longer
+        // one keeps its start and a digest of the whole, so it stays unique.
+        if full.len() <= 63 {
+            return full;
         }
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(&Sha256::digest(full.as_bytes())[..4]);
+        let head = full[..54].trim_end_matches('-');
+        format!("{head}-{digest}")
     }
 
     /// The loopback port of the pod-proxy relay, started on first use.
@@ -1242,6 +1251,21 @@ mod tests {
         let c = &pod.spec.as_ref().expect("spec").containers[0];
         assert_eq!((c.stdin, c.stdin_once), (Some(true), Some(false)));
         assert!(pod.metadata.annotations.is_none());
+    }
+
+    #[tokio::test]
+    async fn service_names_are_dns_labels() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("uri"),
+        ))
+        .expect("client");
+        let rt = KubernetesRuntime::new(client, settings(), Reach::ApiProxy);
+        assert_eq!(rt.service_name("github"), "mcpctl-github");
+        let long = "a".repeat(63);
+        let name = rt.service_name(&long);
+        assert_eq!(name.len(), 63, "{name}");
+        assert!(name.starts_with("mcpctl-aaaa"));
+        assert_ne!(name, rt.service_name(&"a".repeat(62)));
     }
 
     #[test]
