@@ -924,3 +924,67 @@ fn remove_is_idempotent_and_a_gone_pod_inspects_as_none() {
         "the Service went with the last pod"
     );
 }
+
+#[test]
+fn get_and_describe_show_live_drift_without_an_apply() {
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.write("b.yaml", &stdio("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    let id_of = |server: &str| {
+        c.instances()
+            .iter()
+            .find(|i| i["server"] == server)
+            .and_then(|i| i["id"].as_str().map(str::to_owned))
+            .expect("id")
+    };
+    let (alpha, beta) = (id_of("alpha"), id_of("beta"));
+    // The kubelet restarted alpha's container once; beta's pod was deleted.
+    c.fake
+        .update_pod(NS, &format!("mcpctl-alpha-{alpha}"), |pod| {
+            let cs = &mut pod
+                .status
+                .as_mut()
+                .expect("status")
+                .container_statuses
+                .as_mut()
+                .expect("statuses")[0];
+            cs.restart_count = 1;
+            cs.last_state = Some(
+                serde_json::from_value(serde_json::json!({"terminated": {"exitCode": 137}}))
+                    .expect("state"),
+            );
+        });
+    assert!(c.fake.delete_pod(NS, &format!("mcpctl-beta-{beta}")));
+    let state = c.dir.path().join("state.redb");
+    let before = std::fs::read(&state).expect("state");
+
+    let r = c.run(&["get", "instances"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("RUNNING (container restarted, 1 restarts)"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("RUNNING (container gone)"), "{r}");
+    let r = c.run(&["get", "instances", "-o", "json"]);
+    let rows: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
+    let row = |id: &str| rows.iter().find(|i| i["id"] == id).cloned().expect("row");
+    let a = row(&alpha);
+    assert_eq!(a["status"], "RUNNING", "the record is unchanged");
+    assert_eq!(a["live"]["state"], "running");
+    assert_eq!(a["live"]["restarts"], 1);
+    assert_eq!(a["live"]["drift"], "container restarted, 1 restarts");
+    assert_eq!(row(&beta)["live"]["state"], "gone");
+    let r = c.run(&["describe", "instance", &alpha]);
+    assert!(
+        r.stdout.contains("(container restarted, 1 restarts)")
+            && r.stdout.contains("running, restarts 1"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(&state).expect("state"),
+        before,
+        "get and describe only look"
+    );
+}
