@@ -958,6 +958,14 @@ fn get_and_describe_show_live_drift_without_an_apply() {
     assert!(c.fake.delete_pod(NS, &format!("mcpctl-beta-{beta}")));
     let state = c.dir.path().join("state.redb");
     let before = std::fs::read(&state).expect("state");
+    let patches = || {
+        c.fake
+            .journal()
+            .iter()
+            .filter(|j| matches!(j, Journal::StatusPatch { .. }))
+            .count()
+    };
+    let patched = patches();
 
     let r = c.run(&["get", "instances"]);
     assert_eq!(r.code, 0, "{r}");
@@ -987,4 +995,5 @@ fn get_and_describe_show_live_drift_without_an_apply() {
         before,
         "get and describe only look"
     );
+    assert_eq!(patches(), patched, "nor do they touch a readiness gate");
 }
