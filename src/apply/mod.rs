@@ -262,6 +262,11 @@ pub struct Applier<'a, R> {
     work: FuturesUnordered<WorkFuture<'a>>,
     events: Option<Events<'a>>,
     prober: Prober,
+    /// Handshakes in flight at once: a cold start of a hundred instances
+    /// must not attach to all of them at the same moment.
+    probe_sem: Arc<Semaphore>,
+    /// What the last pass saw, for starting probe retries between passes.
+    seen: Option<(Arc<Snapshot>, Arc<Observation>, bool)>,
     /// Servers with actions in flight.
     busy: BTreeSet<String>,
     /// Servers whose last actions failed: (failures in a row, not before).
@@ -302,6 +307,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             work: FuturesUnordered::new(),
             events: None,
             prober: Prober::default(),
+            probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
+            seen: None,
             busy: BTreeSet::new(),
             retry: BTreeMap::new(),
             pass_retry: None,
@@ -427,7 +434,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 let snapshot = self.store.load_async().await?;
                 // Bounded, so that an engine that stops answering delays the
                 // loop by a retry, not by its client's own long timeout.
-                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot)).await {
+                let prober = &self.prober;
+                let answered = |id: &InstanceId| {
+                    snapshot
+                        .instances
+                        .get(id)
+                        .is_some_and(|i| prober.answered(i))
+                };
+                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot, answered))
+                    .await
+                {
                     Ok(Ok(obs)) => (snapshot, obs, None),
                     Ok(Err(e)) => {
                         self.pass_failed(e.to_string());
@@ -534,31 +550,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         // Liveness waits for the second pass, so that a fleet found converged
         // costs one list call and no handshakes.
         let liveness = self.opts.wait && pass > 1;
-        let targets = self
-            .prober
-            .schedule(&snapshot, &obs, &self.target.desired, liveness, obs.at);
-        for t in targets {
-            let rt = self.rt;
-            let headers = self.target.headers_for(&t.server);
-            let dry_run = self.opts.dry_run;
-            self.work.push(Box::pin(async move {
-                let result = probes::run(rt, &t, &headers).await;
-                // A runtime that routes traffic by readiness (a Kubernetes
-                // readiness gate) learns the handshake's outcome; a dry run
-                // changes nothing, and external servers have no unit.
-                if !dry_run && !t.handle.is_empty() {
-                    let passed = matches!(result.probe, crate::model::Probe::Ready(_));
-                    if let Err(e) = rt.set_ready(&t.handle, passed).await {
-                        tracing::warn!(instance = %t.instance, error = %e, "cannot record readiness with the runtime");
-                    }
-                }
-                Work::Probed {
-                    id: t.instance,
-                    at: Timestamp::now(),
-                    result,
-                }
-            }));
-        }
+        self.seen = Some((snapshot.clone(), obs.clone(), liveness));
+        self.start_probes(obs.at);
 
         self.done_with_plan = self.opts.only.is_some()
             && self.busy.is_empty()
@@ -601,9 +594,95 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         Ok(())
     }
 
+    /// Starts the probes due at `now`, against what the last pass saw.
+    fn start_probes(&mut self, now: Timestamp) {
+        let Some((snapshot, obs, liveness)) = self.seen.clone() else {
+            return;
+        };
+        let targets = self
+            .prober
+            .schedule(&snapshot, &obs, &self.target.desired, liveness, now);
+        for t in targets {
+            let rt = self.rt;
+            let headers = self.target.headers_for(&t.server);
+            let sem = self.probe_sem.clone();
+            let dry_run = self.opts.dry_run;
+            self.work.push(Box::pin(async move {
+                let _permit = sem.acquire_owned().await;
+                let result = probes::run(rt, &t, &headers).await;
+                // A runtime that routes traffic by readiness (a Kubernetes
+                // readiness gate) learns the handshake's outcome; a dry run
+                // changes nothing, and external servers have no unit.
+                if !dry_run && !t.handle.is_empty() {
+                    let passed = matches!(result.probe, crate::model::Probe::Ready(_));
+                    if let Err(e) = rt.set_ready(&t.handle, passed).await {
+                        tracing::warn!(instance = %t.instance, error = %e, "cannot record readiness with the runtime");
+                    }
+                }
+                Work::Probed {
+                    id: t.instance,
+                    at: Timestamp::now(),
+                    result,
+                }
+            }));
+        }
+    }
+
+    /// Whether a probe result can change what a pass decides. A STARTING
+    /// instance that still does not answer changes nothing until its
+    /// readiness deadline (a timer of its own), so its result only sets
+    /// when to try again; anything else is worth a pass.
+    fn worth_a_pass(&self, work: &Work) -> bool {
+        let Work::Probed { id, result, .. } = work else {
+            return true;
+        };
+        let starting = self
+            .seen
+            .as_ref()
+            .and_then(|(snapshot, _, _)| snapshot.instances.get(id))
+            .is_some_and(|i| i.status == Status::Starting);
+        !(starting && matches!(result.probe, crate::model::Probe::NotReady(_)))
+    }
+
     /// Waits for the next reason to pass: work finishing, a runtime event,
-    /// a requeue or retry coming due, or the deadline.
+    /// a requeue or retry coming due, or the deadline. Probe retries that
+    /// fall due meanwhile are started here, without a pass, and a burst of
+    /// finishing work is taken in whole, so that a cold start of many
+    /// instances costs a few passes a second rather than one per probe.
     pub async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
+        loop {
+            let trigger = self.next_wake_or_work(deadline).await;
+            match trigger {
+                Some(Trigger::Work) => {
+                    self.settle_work().await;
+                    return Trigger::Work;
+                }
+                Some(t) => return t,
+                None => continue,
+            }
+        }
+    }
+
+    /// Takes in work finishing within a moment of the last, for at most
+    /// [`EVENTS_SETTLE_MAX`].
+    async fn settle_work(&mut self) {
+        let give_up = tokio::time::Instant::now() + EVENTS_SETTLE_MAX;
+        while !self.work.is_empty() {
+            let quiet = (tokio::time::Instant::now() + EVENTS_QUIET).min(give_up);
+            match tokio::time::timeout_at(quiet, self.work.next()).await {
+                Ok(Some(w)) => self.absorb(w),
+                _ => return,
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return;
+            }
+        }
+    }
+
+    /// One wait: `None` when what woke it needs no pass (a probe that
+    /// changed nothing, probes falling due).
+    async fn next_wake_or_work(&mut self, deadline: tokio::time::Instant) -> Option<Trigger> {
+        let probes_only = self.next_wake_is_probes_only();
         let wake = self.next_wake().map(|at| {
             let wait = at.since(Timestamp::now());
             tokio::time::Instant::now() + wait
@@ -620,9 +699,15 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let trigger = tokio::select! {
             Some(w) = self.work.next(), if !self.work.is_empty() => {
+                let worth = self.worth_a_pass(&w);
                 self.absorb(w);
+                if !worth {
+                    // Arms its retry (and starts whatever else is due).
+                    self.start_probes(Timestamp::now());
+                    return None;
+                }
                 Trigger::Work
             }
             ev = events => {
@@ -641,11 +726,26 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             () = sleep => {
                 if tokio::time::Instant::now() >= deadline {
                     Trigger::Deadline
+                } else if probes_only {
+                    self.start_probes(Timestamp::now());
+                    return None;
                 } else {
                     Trigger::Timer
                 }
             }
-        }
+        };
+        Some(trigger)
+    }
+
+    /// Whether the next timer to fire is only a probe falling due.
+    fn next_wake_is_probes_only(&self) -> bool {
+        let Some(probe) = self.prober.next_due() else {
+            return false;
+        };
+        self.seen.is_some()
+            && self
+                .next_wake()
+                .is_some_and(|at| at == probe && self.next_pass_wake().is_none_or(|p| p > at))
     }
 
     /// Lets a burst of runtime events end before passing: one change
@@ -676,13 +776,21 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
     }
 
-    /// When a pass is next due with nothing else happening.
+    /// When something is next due with nothing else happening: a pass, or
+    /// a probe.
     fn next_wake(&self) -> Option<Timestamp> {
+        [self.next_pass_wake(), self.prober.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When a pass is next due with nothing else happening.
+    fn next_pass_wake(&self) -> Option<Timestamp> {
         let now = Timestamp::now();
         let requeue = self.requeue_at.map(|at| at.max(now.plus(MIN_REQUEUE)));
         [
             requeue,
-            self.prober.next_due(),
             self.pass_retry.map(|(_, at)| at),
             self.retry.values().map(|(_, at)| *at).min(),
         ]

@@ -15,37 +15,71 @@ use std::collections::BTreeMap;
 
 /// Handshakes in flight at once.
 pub const PROBES_IN_FLIGHT: usize = 16;
+/// Inspects in flight at once, within one look.
+const INSPECTS_IN_FLIGHT: usize = 16;
 
-/// One look: the list, plus an inspect of each unit whose status is in
-/// question and whose restart count the listing left out (STARTING
-/// instances, and units an intent says we were creating). No probes.
+/// One look: the list, plus an inspect of each unit whose detail the
+/// planner needs and the listing left out: units an intent says we were
+/// creating (candidates for adoption), and the STARTING instances `detail`
+/// names. A STARTING instance needs its start time only once it has
+/// answered (the stability window runs from it); restarts need no inspect
+/// here, since a runtime's listing reports any it sees. No probes.
 pub async fn observe<R: Runtime + Sync>(
     rt: &R,
     snapshot: &Snapshot,
+    detail: impl Fn(&InstanceId) -> bool,
 ) -> Result<Observation, RuntimeError> {
     let units = rt.observe().await?;
     let mut obs = Observation {
         at: Timestamp::now(),
         ..Observation::default()
     };
+    let mut wanted = Vec::new();
     for unit in units {
         let in_question = match snapshot.instances.get(&unit.instance) {
-            Some(i) => i.status == Status::Starting,
+            Some(i) => i.status == Status::Starting && detail(&i.id),
             // Unknown to the state: a candidate for adoption, so check it too.
             None => snapshot.intents.contains_key(&unit.instance),
         };
-        let unit = if in_question && unit.restarts.is_none() {
-            match rt.inspect(&unit.handle).await? {
-                Some(detailed) => detailed,
-                // Gone between the list and the inspect.
-                None => continue,
-            }
-        } else {
-            unit
-        };
+        if in_question && unit.restarts.is_none() {
+            wanted.push(unit.instance.clone());
+        }
         obs.units.insert(unit.instance.clone(), unit);
     }
+    inspect(rt, &mut obs, wanted).await?;
     Ok(obs)
+}
+
+/// Replaces the listed units `ids` in `obs` by their inspected detail.
+async fn inspect<R: Runtime + Sync>(
+    rt: &R,
+    obs: &mut Observation,
+    ids: Vec<InstanceId>,
+) -> Result<(), RuntimeError> {
+    let handles: Vec<(InstanceId, String)> = ids
+        .into_iter()
+        .filter_map(|id| obs.units.get(&id).map(|u| (id, u.handle.clone())))
+        .collect();
+    // A cold start has many units in question at once; one inspect after
+    // another would make each look as slow as the fleet is large.
+    let detailed: Vec<(InstanceId, Result<Option<_>, RuntimeError>)> =
+        futures_util::stream::iter(handles)
+            .map(|(id, handle)| async move { (id, rt.inspect(&handle).await) })
+            .buffer_unordered(INSPECTS_IN_FLIGHT)
+            .collect()
+            .await;
+    for (id, unit) in detailed {
+        match unit? {
+            Some(unit) => {
+                obs.units.insert(unit.instance.clone(), unit);
+            }
+            // Gone between the list and the inspect.
+            None => {
+                obs.units.remove(&id);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`observe`], then one handshake with every STARTING instance (and, with
@@ -60,7 +94,7 @@ pub async fn refresh<R: Runtime + Sync>(
     headers: &ProbeHeaders,
     liveness: bool,
 ) -> Result<Observation, RuntimeError> {
-    let mut obs = observe(rt, snapshot).await?;
+    let mut obs = observe(rt, snapshot, |_| false).await?;
     let targets = probes::due(snapshot, &obs, desired, liveness, obs.at);
     let results: Vec<(InstanceId, probes::Result)> = futures_util::stream::iter(targets)
         .map(|t: ProbeTarget| async move {
@@ -76,6 +110,21 @@ pub async fn refresh<R: Runtime + Sync>(
         }
         obs.probes.insert(id, r.probe);
     }
+    // Those that answered: their start time decides whether they are stable.
+    let answered: Vec<InstanceId> = obs
+        .probes
+        .iter()
+        .filter(|(id, p)| {
+            matches!(p, Probe::Ready(_))
+                && snapshot
+                    .instances
+                    .get(*id)
+                    .is_some_and(|i| i.status == Status::Starting)
+                && obs.units.get(*id).is_some_and(|u| u.restarts.is_none())
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    inspect(rt, &mut obs, answered).await?;
     Ok(obs)
 }
 

@@ -162,6 +162,16 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// Whether the STARTING instance `inst` has answered since it became
+    /// STARTING.
+    pub fn answered(&self, inst: &crate::model::Instance) -> bool {
+        inst.status == Status::Starting
+            && self.latest.get(&inst.id).is_some_and(|s| {
+                s.at >= inst.transitioned_at
+                    && matches!(s.result.probe, crate::model::Probe::Ready(_))
+            })
+    }
+
     /// Puts the results the planner may act on into `obs`: for a STARTING
     /// instance, a result taken since it became STARTING; for a RUNNING
     /// one, a liveness result not yet counted.
