@@ -5,6 +5,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // kube's rustls client takes the process-wide crypto provider and
+    // panics without one; ring is the only provider built in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = mcpctl::cli::Cli::parse();
     let color = mcpctl::cli::use_color(&std::io::stderr());
     // Wrapped lines help on a terminal; in logs and CI they split paths in two.

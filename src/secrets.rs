@@ -1,6 +1,9 @@
 //! Secret references, resolved at plan time through a chain of providers
 //! (design §2): a file `DIR/NAME/KEY`, then the environment variable
-//! `MCPCTL_SECRET_<NAME>_<KEY>`. Values are held in [`SecretValue`], which
+//! `MCPCTL_SECRET_<NAME>_<KEY>`. On a runtime with secrets of its own
+//! (Kubernetes), env secrets are not read at all: they stay references,
+//! which the runtime hands to its own store (a `secretKeyRef`), and only the
+//! headers mcpctl itself sends are resolved. Values are held in [`SecretValue`], which
 //! never prints its content; everything that leaves this module for output or
 //! state is a keyed digest.
 
@@ -75,6 +78,7 @@ pub struct SecretErrors {
 pub struct Resolver<E = fn(&str) -> Option<String>> {
     dir: Option<PathBuf>,
     env: E,
+    native_env: bool,
 }
 
 impl Resolver {
@@ -83,6 +87,7 @@ impl Resolver {
         Resolver {
             dir,
             env: |k| std::env::var(k).ok(),
+            native_env: false,
         }
     }
 }
@@ -90,7 +95,19 @@ impl Resolver {
 impl<E: Fn(&str) -> Option<String>> Resolver<E> {
     /// With an injected environment, for tests.
     pub fn with_env(dir: Option<PathBuf>, env: E) -> Self {
-        Resolver { dir, env }
+        Resolver {
+            dir,
+            env,
+            native_env: false,
+        }
+    }
+
+    /// Leaves env secrets as references for the runtime's own secret store
+    /// (Kubernetes `secretKeyRef`), reading none of their values. Header
+    /// secrets, which mcpctl sends itself, are still resolved.
+    pub fn native_env_refs(mut self, native: bool) -> Self {
+        self.native_env = native;
+        self
     }
 
     /// The environment variable that supplies `r`.
@@ -126,9 +143,14 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
     /// Resolves every secret of every server. All failures are reported at once.
     pub fn resolve(&self, servers: &[Server]) -> Result<Secrets, SecretErrors> {
         let mut values = BTreeMap::new();
+        let mut native = std::collections::BTreeSet::new();
         let mut missing = Vec::new();
         for server in servers {
             for (used_by, r) in uses(server) {
+                if self.native_env && matches!(used_by, UsedBy::Env(_)) {
+                    native.insert(r.clone());
+                    continue;
+                }
                 if values.contains_key(r) {
                     continue;
                 }
@@ -147,7 +169,7 @@ impl<E: Fn(&str) -> Option<String>> Resolver<E> {
             }
         }
         if missing.is_empty() {
-            Ok(Secrets { values })
+            Ok(Secrets { values, native })
         } else {
             Err(SecretErrors { missing })
         }
@@ -163,9 +185,16 @@ fn is_plain_component(s: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<SecretRef, SecretValue>,
+    /// Env secrets left to the runtime's own store, values unread.
+    native: std::collections::BTreeSet<SecretRef>,
 }
 
 impl Secrets {
+    /// Whether `r` is left to the runtime (a Kubernetes `secretKeyRef`).
+    pub fn is_native(&self, r: &SecretRef) -> bool {
+        self.native.contains(r)
+    }
+
     pub fn get(&self, r: &SecretRef) -> Option<&SecretValue> {
         self.values.get(r)
     }
@@ -372,6 +401,47 @@ mod tests {
     }
 
     #[test]
+    fn native_env_refs_read_no_env_secret_but_still_resolve_headers() {
+        use crate::spec::{External, HeaderValue};
+        let mut srv = server(&[("GITHUB_TOKEN", "github", "token")]);
+        srv.spec.workload = Workload::External(External {
+            url: "https://example.com/mcp".into(),
+            headers: BTreeMap::from([(
+                "Authorization".to_owned(),
+                HeaderValue::Secret {
+                    secret_ref: SecretRef {
+                        name: "linear".into(),
+                        key: "token".into(),
+                    },
+                    prefix: "Bearer ".into(),
+                },
+            )]),
+        });
+        let asked = std::cell::RefCell::new(Vec::new());
+        let r = Resolver::with_env(None, |k: &str| {
+            asked.borrow_mut().push(k.to_owned());
+            Some("v".to_owned())
+        })
+        .native_env_refs(true);
+        let s = r.resolve(&[srv]).expect("resolves");
+        let github = SecretRef {
+            name: "github".into(),
+            key: "token".into(),
+        };
+        assert!(s.is_native(&github));
+        assert!(s.get(&github).is_none(), "an env secret's value was read");
+        assert!(
+            s.get(&SecretRef {
+                name: "linear".into(),
+                key: "token".into()
+            })
+            .is_some()
+        );
+        assert_eq!(*asked.borrow(), ["MCPCTL_SECRET_LINEAR_TOKEN"]);
+        assert!(!s.digests(&[1; 32]).contains_key(&github));
+    }
+
+    #[test]
     fn values_are_redacted_and_digests_are_keyed() {
         let v = SecretValue::new("hunter2".into());
         assert_eq!(format!("{v:?} {v}"), "(sensitive) (sensitive)");
@@ -381,6 +451,7 @@ mod tests {
         };
         let s = Secrets {
             values: BTreeMap::from([(r.clone(), v)]),
+            native: Default::default(),
         };
         // The reference HMAC itself, against RFC 4231 test case 1.
         assert_eq!(
@@ -397,6 +468,7 @@ mod tests {
         // A rotation must show, under the same key.
         let rotated = Secrets {
             values: BTreeMap::from([(r.clone(), SecretValue::new("hunter3".into()))]),
+            native: Default::default(),
         };
         assert_ne!(rotated.digests(&[1; 32])[&r], d1[&r]);
     }

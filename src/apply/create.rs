@@ -31,6 +31,10 @@ pub fn run_spec(
                 EnvValue::Plain(s) => EnvSource::Plain(s.clone()),
                 // Resolution happened at plan time; a miss here cannot occur
                 // for a plan that got this far, and skipping is safer than a panic.
+                EnvValue::Secret(r) if secrets.is_native(r) => EnvSource::Reference {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                },
                 EnvValue::Secret(r) => EnvSource::Secret {
                     name: r.name.clone(),
                     key: r.key.clone(),

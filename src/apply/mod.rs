@@ -606,9 +606,19 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             let rt = self.rt;
             let headers = self.target.headers_for(&t.server);
             let sem = self.probe_sem.clone();
+            let dry_run = self.opts.dry_run;
             self.work.push(Box::pin(async move {
                 let _permit = sem.acquire_owned().await;
                 let result = probes::run(rt, &t, &headers).await;
+                // A runtime that routes traffic by readiness (a Kubernetes
+                // readiness gate) learns the handshake's outcome; a dry run
+                // changes nothing, and external servers have no unit.
+                if !dry_run && !t.handle.is_empty() {
+                    let passed = matches!(result.probe, crate::model::Probe::Ready(_));
+                    if let Err(e) = rt.set_ready(&t.handle, passed).await {
+                        tracing::warn!(instance = %t.instance, error = %e, "cannot record readiness with the runtime");
+                    }
+                }
                 Work::Probed {
                     id: t.instance,
                     at: Timestamp::now(),

@@ -2,6 +2,7 @@
 
 use super::{Global, RuntimeKind};
 use crate::runtime::docker::{DockerConfig, DockerRuntime};
+use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
 use crate::runtime::{AnyRuntime, RuntimeError};
 
 pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
@@ -13,9 +14,13 @@ pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
             ))
             .await?,
         )),
-        RuntimeKind::Kubernetes => Err(RuntimeError::Unavailable {
-            runtime: "kubernetes",
-            message: "the Kubernetes runtime is not available in this build yet".into(),
-        }),
+        RuntimeKind::Kubernetes => Ok(AnyRuntime::Kubernetes(
+            KubernetesRuntime::connect(KubeSettings {
+                namespace: global.namespace.clone().filter(|n| !n.is_empty()),
+                scope: global.scope.clone(),
+                runners: crate::runtime::runners_from_env(),
+            })
+            .await?,
+        )),
     }
 }

@@ -54,7 +54,13 @@ pub struct Global {
         value_name = "NAME"
     )]
     pub scope: String,
-    /// Directory of mounted secrets, laid out as NAME/KEY.
+    /// The Kubernetes namespace of the pods [default: the kubeconfig
+    /// context's, or the service account's in a pod].
+    #[arg(long, global = true, env = "MCPCTL_NAMESPACE", value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Directory of mounted secrets, laid out as NAME/KEY. On Kubernetes it
+    /// is read only for external servers' headers: env secrets become
+    /// secretKeyRefs to the Secret NAME, key KEY.
     #[arg(long, global = true, env = "MCPCTL_SECRETS_DIR", value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
     /// The most `replicas` a server may ask for (at most 10000); a larger
@@ -183,6 +189,13 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
 }
 
 impl Global {
+    /// The secret provider chain for this runtime: on Kubernetes, env
+    /// secrets stay references that the kubelet resolves.
+    pub fn secret_resolver(&self) -> crate::secrets::Resolver {
+        crate::secrets::Resolver::new(self.secrets_dir.clone())
+            .native_env_refs(self.runtime == RuntimeKind::Kubernetes)
+    }
+
     /// The state file path, defaulting per the XDG base directory spec.
     pub fn state_path(&self) -> PathBuf {
         if let Some(p) = &self.state {

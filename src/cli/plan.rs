@@ -4,7 +4,6 @@
 use super::{Format, GitArgs, Global, Outcome};
 use crate::model::{Observation, Timestamp};
 use crate::plan::{self, Desired, Inputs, SavedPlan};
-use crate::secrets::Resolver;
 use crate::source::Location;
 use crate::state::Store;
 use miette::{Context, IntoDiagnostic};
@@ -57,7 +56,7 @@ pub async fn make(
     allow_empty: bool,
 ) -> miette::Result<Planned> {
     let (source, servers) = super::load_source(global, location).await?;
-    let secrets = Resolver::new(global.secrets_dir.clone()).resolve(&servers)?;
+    let secrets = global.secret_resolver().resolve(&servers)?;
     let store = Store::new(global.state_path());
     let key = store.digest_key_async().await?;
     let runners = crate::runtime::runners_from_env();

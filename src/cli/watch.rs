@@ -93,6 +93,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     tracing::info!(listen = %args.listen, dry_run = args.dry_run, "watching");
     let resolver = Resolver {
         secrets_dir: global.secrets_dir.clone(),
+        native_env_secrets: global.runtime == super::RuntimeKind::Kubernetes,
         runners: crate::runtime::runners_from_env(),
         limits: Limits::new(global.max_replicas),
         allow_empty: args.allow_empty,

@@ -180,14 +180,23 @@ pub enum EnvSource {
         key: String,
         value: SecretValue,
     },
+    /// A `secretRef` left unresolved, for a runtime that reads the secret
+    /// itself (a Kubernetes `secretKeyRef`): its value never passes through
+    /// mcpctl.
+    Reference {
+        name: String,
+        key: String,
+    },
 }
 
 impl EnvSource {
-    /// The value to hand to a runtime that takes plain values.
-    pub fn expose(&self) -> &str {
+    /// The value to hand to a runtime that takes plain values; `None` for a
+    /// reference only the runtime itself can read.
+    pub fn expose(&self) -> Option<&str> {
         match self {
-            EnvSource::Plain(v) => v,
-            EnvSource::Secret { value, .. } => value.expose(),
+            EnvSource::Plain(v) => Some(v),
+            EnvSource::Secret { value, .. } => Some(value.expose()),
+            EnvSource::Reference { .. } => None,
         }
     }
 }

@@ -653,7 +653,11 @@ fn transition(
             Some(not_ready(restarting(unit, inst)))
         }
         (Status::Starting, UnitState::Created) if timed_out => {
-            Some(not_ready("container created but never started".into()))
+            // A runtime that knows why (a scheduler's reason) says so in the last line.
+            Some(not_ready(format!(
+                "container created but never started{}",
+                last_log(unit)
+            )))
         }
         (Status::Starting, _) if timed_out => Some(not_ready(probe_cause(probe))),
         _ => None,

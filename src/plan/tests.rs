@@ -184,9 +184,48 @@ impl World {
     }
 }
 
-/// Plans `world` and compares a compact line per action: `kind server
-/// instance reason`, and `[waiting: ...]` for an action a pass leaves for later.
+/// What each runtime fills in when it observes a unit: the planner must
+/// give the same plan whichever one reported it.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// As the tables write them: Docker's list, plus the inspect it makes
+    /// of units whose status is in question (`restarts` only when known,
+    /// container ids as handles).
+    Docker,
+    /// A pod list: every unit carries its restart count, pods are named
+    /// `mcpctl-<server>-<instance>`.
+    Kubernetes,
+}
+
+impl Shape {
+    fn observe(self, mut world: World) -> World {
+        if let Shape::Kubernetes = self {
+            for (id, unit) in world.obs.units.iter_mut() {
+                // The kubelet's count, which has not moved unless a table says so.
+                let recorded = world.snapshot.instances.get(id).map_or(0, |i| i.restarts);
+                unit.restarts = unit.restarts.or(Some(recorded));
+                unit.handle = format!("mcpctl-{}-{id}", unit.server);
+            }
+            for (id, inst) in world.snapshot.instances.iter_mut() {
+                if !inst.handle.is_empty() {
+                    inst.handle = format!("mcpctl-{}-{id}", inst.server);
+                }
+            }
+        }
+        world
+    }
+}
+
+/// Plans `world` with units shaped like each runtime's, and compares a
+/// compact line per action: `kind server instance reason`, and `[waiting:
+/// ...]` for an action a pass leaves for later.
 fn check(world: World, expected: &[&str]) {
+    for shape in [Shape::Docker, Shape::Kubernetes] {
+        check_shaped(shape, shape.observe(world.clone()), expected);
+    }
+}
+
+fn check_shaped(shape: Shape, world: World, expected: &[&str]) {
     let plan = world.run().expect("plan succeeds");
     let got: Vec<String> = plan
         .actions
@@ -207,7 +246,12 @@ fn check(world: World, expected: &[&str]) {
             )
         })
         .collect();
-    assert_eq!(got, expected, "\nplan was:\n{}", render_text(&plan, false));
+    assert_eq!(
+        got,
+        expected,
+        "\nunits shaped like {shape:?}'s; plan was:\n{}",
+        render_text(&plan, false)
+    );
 }
 
 #[test]
@@ -220,13 +264,15 @@ fn new_server_starts_replicas() {
 
 #[test]
 fn converged_fleet_plans_nothing() {
-    let w = World::default()
-        .want(desired("gh", 1, "v1"))
-        .applied("gh", "v1", 1)
-        .running("a", "gh", "v1", 100);
-    let plan = w.run().unwrap();
-    assert!(plan.is_empty());
-    assert_eq!(plan.unchanged, 1);
+    for shape in [Shape::Docker, Shape::Kubernetes] {
+        let w = World::default()
+            .want(desired("gh", 1, "v1"))
+            .applied("gh", "v1", 1)
+            .running("a", "gh", "v1", 100);
+        let plan = shape.observe(w).run().unwrap();
+        assert!(plan.is_empty(), "{shape:?}");
+        assert_eq!(plan.unchanged, 1, "{shape:?}");
+    }
 }
 
 #[test]
@@ -360,6 +406,29 @@ fn starting_past_readiness_timeout_fails_with_probe_cause() {
         .unit("a", "gh", "v1", UnitState::Running)
         .probe("a", Probe::NotReady("HTTP 503 from /mcp".into()));
     check(w, &["fail gh a not ready after 1m: HTTP 503 from /mcp"]);
+}
+
+#[test]
+fn a_unit_never_started_past_the_timeout_fails_with_the_runtimes_reason() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .inst("a", "gh", "v1", Status::Starting, 61)
+        .unit("a", "gh", "v1", UnitState::Created)
+        .with_unit("a", |u| u.started_at = None);
+    check(
+        w.clone(),
+        &["fail gh a not ready after 1m: container created but never started"],
+    );
+    // A pod the scheduler could not place says why.
+    let w = w.with_unit("a", |u| {
+        u.last_log = Some("Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.".into())
+    });
+    check(
+        w,
+        &[
+            "fail gh a not ready after 1m: container created but never started: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.",
+        ],
+    );
 }
 
 #[test]
@@ -701,13 +770,19 @@ fn an_adopted_replacement_keeps_its_place_in_the_replace() {
 
 #[test]
 fn requeue_is_the_earliest_deadline_backoff_or_liveness_check() {
+    for shape in [Shape::Docker, Shape::Kubernetes] {
+        requeue_is_the_earliest_deadline(shape);
+    }
+}
+
+fn requeue_is_the_earliest_deadline(shape: Shape) {
     let converged = World::default()
         .want(desired("gh", 1, "v1"))
         .applied("gh", "v1", 1)
         .running("a", "gh", "v1", 100);
     // Liveness was checked at NOW; the next check is a period later.
     assert_eq!(
-        converged.run().unwrap().requeue_at,
+        shape.observe(converged.clone()).run().unwrap().requeue_at,
         Some(NOW.plus(Duration::from_secs(15)))
     );
     let starting = converged
@@ -715,7 +790,7 @@ fn requeue_is_the_earliest_deadline_backoff_or_liveness_check() {
         .inst("s", "gh", "v1", Status::Starting, 50)
         .unit("s", "gh", "v1", UnitState::Running);
     assert_eq!(
-        starting.run().unwrap().requeue_at,
+        shape.observe(starting).run().unwrap().requeue_at,
         Some(Timestamp(NOW.0 + 10_001)),
         "60 s readiness timeout, 50 s in"
     );
@@ -725,7 +800,7 @@ fn requeue_is_the_earliest_deadline_backoff_or_liveness_check() {
         .inst("e", "gh", "v1", Status::Error, 100)
         .backoff("gh", 7);
     assert_eq!(
-        backing_off.run().unwrap().requeue_at,
+        shape.observe(backing_off).run().unwrap().requeue_at,
         Some(Timestamp(NOW.0 + 7_000))
     );
     let nothing = World::default().want(desired("gh", 0, "v1"));
@@ -1009,7 +1084,9 @@ fn mixed_plan_renders_as_text_and_json() {
         .running("01jqu0000000000000000000d1", "quiet", "v1", 100)
         .applied("old", "v1", 1)
         .running("01jol0000000000000000000e1", "old", "v1", 100);
-    let plan = w.run().unwrap();
+    let plan = Shape::Docker.observe(w.clone()).run().unwrap();
+    // The same plan, to the byte, from units shaped like pods.
+    assert_eq!(Shape::Kubernetes.observe(w).run().unwrap(), plan);
     insta::assert_snapshot!("mixed_plan_text", render_text(&plan, false));
     let source = SourceInfo {
         kind: "dir".into(),
@@ -1030,9 +1107,14 @@ fn planning_is_deterministic() {
             .running("y", "a", "v1", 10)
             .unit("z", "b", "v1", UnitState::Running)
     };
-    let (p1, p2) = (build().run().unwrap(), build().run().unwrap());
-    assert_eq!(p1, p2);
-    assert_eq!(render_text(&p1, false), render_text(&p2, false));
+    for shape in [Shape::Docker, Shape::Kubernetes] {
+        let (p1, p2) = (
+            shape.observe(build()).run().unwrap(),
+            shape.observe(build()).run().unwrap(),
+        );
+        assert_eq!(p1, p2);
+        assert_eq!(render_text(&p1, false), render_text(&p2, false));
+    }
 }
 
 /// Property tests: random fleets, snapshots and observations, against a
@@ -1211,6 +1293,7 @@ mod props {
             strays in proptest::collection::vec((0usize..6, 0usize..2, unit_state(), proptest::bool::ANY), 0..3),
             applied in proptest::collection::vec((0usize..6, 0usize..2), 0..4),
             backoffs in proptest::collection::vec((0usize..6, -30i64..30), 0..3),
+            kubernetes in proptest::bool::ANY,
         ) -> World {
             let names = ["a", "b", "c", "d", "e", "gone"];
             let images = ["v1", "v2"];
@@ -1245,7 +1328,8 @@ mod props {
             for (s, secs) in backoffs {
                 w = w.backoff(names[s], secs);
             }
-            w
+            // Half the worlds are observed the way a pod list reports them.
+            if kubernetes { Shape::Kubernetes.observe(w) } else { Shape::Docker.observe(w) }
         }
     }
 

@@ -50,6 +50,8 @@ pub enum SourceEvent {
 /// How a revision's files become the target of the passes.
 pub struct Resolver {
     pub secrets_dir: Option<PathBuf>,
+    /// Leave env secrets to the runtime's own store (Kubernetes).
+    pub native_env_secrets: bool,
     pub runners: Runners,
     pub limits: Limits,
     /// Accept a revision with no servers even when the state has some.
@@ -79,6 +81,7 @@ impl Resolver {
             ));
         }
         let secrets = SecretResolver::new(self.secrets_dir.clone())
+            .native_env_refs(self.native_env_secrets)
             .resolve(&servers)
             .map_err(|e| {
                 e.missing

@@ -75,6 +75,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
         tokio::spawn(async move {
             let resolver = Resolver {
                 secrets_dir: None,
+                native_env_secrets: false,
                 runners: Runners::default(),
                 limits: Limits::default(),
                 allow_empty: false,

@@ -551,16 +551,27 @@ impl Runtime for DockerRuntime {
             }
             None => (None, None),
         };
+        // Docker has no secrets of its own: every value must have been resolved.
+        let env = spec
+            .env
+            .iter()
+            .map(|v| match v.value.expose() {
+                Some(value) => Ok(format!("{}={value}", v.name)),
+                None => Err(RuntimeError::Operation {
+                    op: "create",
+                    instance: instance.clone(),
+                    message: format!(
+                        "env {}: a secret reference the Docker runtime cannot read",
+                        v.name
+                    ),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let stdio = spec.transport == Transport::Stdio;
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: (!command.is_empty()).then_some(command),
-            env: Some(
-                spec.env
-                    .iter()
-                    .map(|v| format!("{}={}", v.name, v.value.expose()))
-                    .collect(),
-            ),
+            env: Some(env),
             labels: Some(labels),
             exposed_ports: exposed,
             // stdio servers must not see EOF between probes: keep stdin open, never once.

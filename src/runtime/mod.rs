@@ -1,5 +1,5 @@
 //! Runtimes run instances and report what exists. This module owns the
-//! [`Runtime`] trait that Docker (and, later, Kubernetes) implement, the
+//! [`Runtime`] trait that Docker and Kubernetes implement, the
 //! lowering of package programs onto runner images that every container
 //! runtime shares, and [`fake::FakeRuntime`], an in-memory world whose stdio
 //! units answer MCP, for apply's unit tests.
@@ -56,6 +56,7 @@
 
 pub mod docker;
 pub mod fake;
+pub mod kubernetes;
 
 use crate::model::{Endpoint, Program, RunSpec, Runners, RuntimeEvent, Unit};
 use std::future::Future;
@@ -94,7 +95,7 @@ pub enum RuntimeError {
     /// The runtime cannot be reached at all.
     #[error("cannot reach the {runtime} runtime: {message}")]
     #[diagnostic(help(
-        "is the daemon running? for docker try `docker info`; or plan with --refresh=false"
+        "is it running? for docker try `docker info`, for kubernetes check KUBECONFIG (`kubectl version`); or plan with --refresh=false"
     ))]
     Unavailable {
         runtime: &'static str,
@@ -129,6 +130,17 @@ pub trait Runtime {
     fn events(
         &self,
     ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_;
+    /// Tells the runtime whether the unit's latest MCP probe passed, for a
+    /// runtime that routes traffic by it (Kubernetes: the pod's readiness
+    /// gate). Others need not know.
+    fn set_ready(
+        &self,
+        handle: &str,
+        ready: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = (handle, ready);
+        std::future::ready(Ok(()))
+    }
     /// Attaches to a stdio unit's stdin and stdout, without replaying old output.
     fn attach(&self, handle: &str) -> impl Future<Output = Result<Attached, RuntimeError>> + Send;
     /// The last `tail` lines of a unit's logs (all of them for `None`), each
@@ -190,6 +202,7 @@ pub fn lower(program: &Program, args: &[String], runners: &Runners) -> (String, 
 #[allow(clippy::large_enum_variant)]
 pub enum AnyRuntime {
     Docker(docker::DockerRuntime),
+    Kubernetes(kubernetes::KubernetesRuntime),
     Fake(fake::FakeRuntime),
 }
 
@@ -197,24 +210,28 @@ impl Runtime for AnyRuntime {
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.observe().await,
+            AnyRuntime::Kubernetes(r) => r.observe().await,
             AnyRuntime::Fake(r) => r.observe().await,
         }
     }
     async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.inspect(handle).await,
+            AnyRuntime::Kubernetes(r) => r.inspect(handle).await,
             AnyRuntime::Fake(r) => r.inspect(handle).await,
         }
     }
     async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.create(spec).await,
+            AnyRuntime::Kubernetes(r) => r.create(spec).await,
             AnyRuntime::Fake(r) => r.create(spec).await,
         }
     }
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.remove(handle).await,
+            AnyRuntime::Kubernetes(r) => r.remove(handle).await,
             AnyRuntime::Fake(r) => r.remove(handle).await,
         }
     }
@@ -224,12 +241,20 @@ impl Runtime for AnyRuntime {
         use futures_util::StreamExt;
         match self {
             AnyRuntime::Docker(r) => r.events().boxed(),
+            AnyRuntime::Kubernetes(r) => r.events().boxed(),
             AnyRuntime::Fake(r) => r.events().boxed(),
+        }
+    }
+    async fn set_ready(&self, handle: &str, ready: bool) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Kubernetes(r) => r.set_ready(handle, ready).await,
+            AnyRuntime::Docker(_) | AnyRuntime::Fake(_) => Ok(()),
         }
     }
     async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.attach(handle).await,
+            AnyRuntime::Kubernetes(r) => r.attach(handle).await,
             AnyRuntime::Fake(r) => r.attach(handle).await,
         }
     }
@@ -242,6 +267,7 @@ impl Runtime for AnyRuntime {
     ) -> Result<(), RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.logs(handle, tail, follow, on_line).await,
+            AnyRuntime::Kubernetes(r) => r.logs(handle, tail, follow, on_line).await,
             AnyRuntime::Fake(r) => r.logs(handle, tail, follow, on_line).await,
         }
     }
