@@ -64,7 +64,13 @@ fn committed_schema_is_up_to_date() {
 #[test]
 fn examples_are_valid_for_the_schema_and_for_load() {
     let validator = validator();
-    let files = yaml_files(&manifest().join("examples"));
+    // examples/kubernetes holds Kubernetes manifests that run mcpctl, not
+    // specs; tests/kubernetes.rs checks those against k8s-openapi's types.
+    let kubernetes = manifest().join("examples").join("kubernetes");
+    let files: Vec<PathBuf> = yaml_files(&manifest().join("examples"))
+        .into_iter()
+        .filter(|p| !p.starts_with(&kubernetes))
+        .collect();
     assert!(files.len() >= 2, "expected example files, found {files:?}");
     let mut sources = Vec::new();
     let mut documents_seen = 0;

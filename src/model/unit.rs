@@ -16,7 +16,9 @@ pub enum UnitState {
     Restarting,
     /// Stopped with this exit code, and will not be restarted.
     Exited(i64),
-    /// The runtime gave up on it (Docker `dead`, a pod that failed).
+    /// The runtime gave up on it: it will not run again, and nobody asked
+    /// for that. (Docker's `dead` is not this: Docker marks a container
+    /// dead while removing it, so it reads as exited.)
     Dead,
 }
 

@@ -229,7 +229,9 @@ impl DockerRuntime {
         } else if state.running == Some(true) {
             UnitState::Running
         } else if state.dead == Some(true) {
-            UnitState::Dead
+            // Docker marks a container dead while it removes it (or when
+            // that removal failed): somebody removed it, it did not crash.
+            UnitState::Exited(state.exit_code.unwrap_or(-1))
         } else if state
             .started_at
             .as_deref()
@@ -476,7 +478,8 @@ impl Runtime for DockerRuntime {
                 // Someone is removing it (`docker rm -f`, or us): as good as
                 // gone, and no crash of the server's.
                 Some(ContainerSummaryStateEnum::REMOVING) => continue,
-                Some(ContainerSummaryStateEnum::DEAD) => UnitState::Dead,
+                // Dead is Docker's word for "being removed" (see inspect).
+                Some(ContainerSummaryStateEnum::DEAD) => UnitState::Exited(-1),
                 _ => UnitState::Exited(-1),
             };
             if state != UnitState::Running || died.contains_key(&handle) {
