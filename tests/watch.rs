@@ -208,6 +208,16 @@ fn running(f: &Fleet, server: &str) -> usize {
         .count()
 }
 
+/// Waits (up to a minute: images may still be building) until `server`
+/// has exactly `n` RUNNING instances.
+fn await_running(f: &Fleet, server: &str, n: usize) {
+    eventually(
+        &format!("{server} to have {n} RUNNING"),
+        Duration::from_secs(60),
+        || (running(f, server) == n).then_some(()),
+    );
+}
+
 fn containers_of(f: &Fleet, server: &str) -> Vec<String> {
     docker_lines(&[
         "ps",
@@ -265,18 +275,14 @@ fn commits_start_and_prune_servers_and_an_invalid_one_changes_nothing() {
         ],
     );
     w.wait_healthy(&first);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
 
     let second = repo.commit(
         "beta",
         &[("mcp/beta.yaml", Some(&stdio("beta", 1, v1, "")))],
     );
     w.wait_healthy(&second);
-    eventually("beta to run", Duration::from_secs(60), || {
-        (running(&f, "beta") == 1).then_some(())
-    });
+    await_running(&f, "beta", 1);
 
     // An invalid file, and alpha's file deleted in the same commit: the
     // revision is refused whole, nothing is pruned or replaced, and
@@ -354,9 +360,7 @@ fn an_emptied_or_wrong_path_never_deletes_the_fleet() {
     ];
     let w = Watching::start(&f, &args);
     w.wait_healthy(&first);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
     let containers = f.containers();
 
     // Every spec file gone from the path: refused, not a prune of everything.
@@ -409,9 +413,7 @@ fn a_force_push_to_an_older_commit_is_followed_and_recorded() {
     let newer = repo.commit("beta", &[("beta.yaml", Some(&stdio("beta", 1, v1, "")))]);
     let w = Watching::start(&f, &["--git", &repo.url(), "--interval", "1s"]);
     w.wait_healthy(&newer);
-    eventually("beta to run", Duration::from_secs(60), || {
-        (running(&f, "beta") == 1).then_some(())
-    });
+    await_running(&f, "beta", 1);
 
     git(&repo.work, &["reset", "-q", "--hard", &older]);
     git(&repo.work, &["push", "-q", "-f", "origin", "main"]);
@@ -434,9 +436,7 @@ fn an_editors_atomic_save_is_one_revision_with_the_change_applied() {
     let f = Fleet::new("w-dir");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     let w = Watching::start(&f, &["fleet"]);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
     eventually("the first revision", Duration::from_secs(10), || {
         (accepted(&w) == 1).then_some(())
     });
@@ -445,9 +445,7 @@ fn an_editors_atomic_save_is_one_revision_with_the_change_applied() {
     let dir = f.dir.path().join("fleet");
     std::fs::write(dir.join(".a.yaml.swp"), stdio("alpha", 2, v1, "")).expect("write");
     std::fs::rename(dir.join(".a.yaml.swp"), dir.join("a.yaml")).expect("rename");
-    eventually("alpha to scale to 2", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 2).then_some(())
-    });
+    await_running(&f, "alpha", 2);
     // Let any stray reports arrive, then count.
     passes(&w, 2.0);
     assert_eq!(accepted(&w), 2, "one save, one revision:\n{}", w.log());
@@ -461,9 +459,7 @@ fn a_container_removed_out_of_band_comes_back_through_the_events_stream() {
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     // No resync for an hour: only the events stream can bring it back soon.
     let w = Watching::start(&f, &["fleet", "--resync", "1h", "--interval", "1h"]);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
     let old = containers_of(&f, "alpha");
     let removed = Instant::now();
     fixture::docker(&["rm", "-f", &old[0]]).expect("rm -f");
@@ -526,9 +522,7 @@ fn metrics_parse_as_prometheus_text_and_their_counters_move() {
     let f = Fleet::new("w-metrics");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     let w = Watching::start(&f, &["fleet", "--resync", "1s"]);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
     let reply = w.get("/metrics").expect("metrics");
     assert_eq!(reply.status, 200);
     assert!(
@@ -589,9 +583,7 @@ fn metrics_parse_as_prometheus_text_and_their_counters_move() {
     );
     let before = metric(&w, "mcpctl_actions_total{kind=\"start\",result=\"ok\"}");
     f.write("b.yaml", &stdio("beta", 1, v1, ""));
-    eventually("beta to run", Duration::from_secs(60), || {
-        (running(&f, "beta") == 1).then_some(())
-    });
+    await_running(&f, "beta", 1);
     assert_eq!(
         metric(&w, "mcpctl_actions_total{kind=\"start\",result=\"ok\"}"),
         before + 1.0
@@ -650,9 +642,7 @@ fn a_suspended_servers_container_stays_removed_until_resumed() {
     let f = Fleet::new("w-suspend");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     let w = Watching::start(&f, &["fleet", "--resync", "1s"]);
-    eventually("alpha to run", Duration::from_secs(60), || {
-        (running(&f, "alpha") == 1).then_some(())
-    });
+    await_running(&f, "alpha", 1);
     let r = f.run(&["suspend", "alpha"]);
     assert_eq!(r.code, 0, "{r}");
     let r = f.run(&["get", "servers", "-o", "json"]);
@@ -712,8 +702,6 @@ fn the_webhook_syncs_at_once_when_signed_and_refuses_anything_else() {
     let r = post(&[("X-Hub-Signature-256", &good)]);
     assert_eq!(r.status, 202, "{r:?}");
     w.wait_healthy(&second);
-    eventually("beta to run", Duration::from_secs(60), || {
-        (running(&f, "beta") == 1).then_some(())
-    });
+    await_running(&f, "beta", 1);
     assert!(w.stop().success());
 }

@@ -77,6 +77,27 @@ impl<'a> Checker<'a> {
     }
 
     /// The text at `pos` as written, for help that quotes it (`"1.10"`, not `1.1`).
+    /// A number or boolean where a string value belongs (an env var's, a
+    /// header's): YAML changed what was typed, so the help quotes it back
+    /// exactly as written.
+    fn unquoted_scalar(&mut self, path: &str, name: &str, leaf: &Leaf, at: Pos, so: &str) {
+        let written = self
+            .written(at)
+            .map_or_else(|| show_leaf(leaf), str::to_owned);
+        self.push(
+            Issue::new(
+                code::WRONG_TYPE,
+                at,
+                format!("`{path}` must be a string, found {}", leaf.kind()),
+            )
+            .label(format!("YAML reads this as {}", leaf.kind()))
+            .help(format!(
+                "quote it, so {so}: `{}: \"{written}\"`",
+                short(name)
+            )),
+        );
+    }
+
     fn written(&self, pos: Pos) -> Option<&'a str> {
         let text = self.text;
         let span = self
@@ -719,20 +740,12 @@ impl<'a> Checker<'a> {
                     None
                 }
                 HeaderRaw::Value(leaf @ (Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_))) => {
-                    let written = self
-                        .written(value.pos)
-                        .map_or_else(|| show_leaf(leaf), str::to_owned);
-                    self.push(
-                        Issue::new(
-                            code::WRONG_TYPE,
-                            value.pos,
-                            format!("`{path}` must be a string, found {}", leaf.kind()),
-                        )
-                        .label(format!("YAML reads this as {}", leaf.kind()))
-                        .help(format!(
-                            "quote it, so the header carries exactly what is written: `{}: \"{written}\"`",
-                            short(name)
-                        )),
+                    self.unquoted_scalar(
+                        &path,
+                        name,
+                        leaf,
+                        value.pos,
+                        "the header carries exactly what is written",
                     );
                     None
                 }
@@ -991,20 +1004,12 @@ impl<'a> Checker<'a> {
                     None
                 }
                 EnvRaw::Value(leaf @ (Leaf::Int(_) | Leaf::Float(_) | Leaf::Bool(_))) => {
-                    let written = self
-                        .written(value.pos)
-                        .map_or_else(|| show_leaf(leaf), str::to_owned);
-                    self.push(
-                        Issue::new(
-                            code::WRONG_TYPE,
-                            value.pos,
-                            format!("`{path}` must be a string, found {}", leaf.kind()),
-                        )
-                        .label(format!("YAML reads this as {}", leaf.kind()))
-                        .help(format!(
-                            "quote it, so every tool reads the same text: `{}: \"{written}\"`",
-                            short(name)
-                        )),
+                    self.unquoted_scalar(
+                        &path,
+                        name,
+                        leaf,
+                        value.pos,
+                        "every tool reads the same text",
                     );
                     None
                 }
