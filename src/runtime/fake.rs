@@ -25,6 +25,9 @@ pub struct Behaviour {
     pub ready_after: Duration,
     /// The unit never answers MCP (it reads and swallows what it is sent).
     pub silent: bool,
+    /// `attach` fails at once, the same way every time, so each probe
+    /// fails fast with the same reason.
+    pub refuse_attach: bool,
     /// `create` fails with this message (a missing image, say).
     pub fail_create: Option<String>,
 }
@@ -264,6 +267,9 @@ impl Runtime for FakeRuntime {
         };
         if unit.state != UnitState::Running {
             return Err(operation("attach", handle, "container is not running"));
+        }
+        if behaviour.refuse_attach {
+            return Err(operation("attach", handle, "attach refused"));
         }
         let started = unit.started_at.unwrap_or_else(Timestamp::now);
         let ready_in = started.plus(behaviour.ready_after).since(Timestamp::now());
