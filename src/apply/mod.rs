@@ -260,6 +260,9 @@ pub struct Applier<'a, R> {
     on_event: &'a (dyn Fn(Event) + Sync),
     sem: Arc<Semaphore>,
     work: FuturesUnordered<WorkFuture<'a>>,
+    /// Work that finished while a pass waited (see [`beside`]), not yet
+    /// taken in: a pass that ends early, by an error, leaves it here too.
+    finished: Vec<Work>,
     events: Option<Events<'a>>,
     prober: Prober,
     /// Handshakes in flight at once: a cold start of a hundred instances
@@ -305,6 +308,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             on_event,
             sem,
             work: FuturesUnordered::new(),
+            finished: Vec::new(),
             events: None,
             prober: Prober::default(),
             probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
@@ -356,6 +360,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Waits for the actions in flight to finish (probes are dropped): a
     /// clean end leaves the next run nothing to clean up.
     pub async fn drain(&mut self) {
+        self.requeue_finished();
         while !self.busy.is_empty() {
             match self.work.next().await {
                 Some(w) => self.absorb(w),
@@ -428,10 +433,13 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.report.passes += 1;
         let pass = self.report.passes;
         let began = Instant::now();
+        let mut load_time = Duration::ZERO;
         let (snapshot, mut obs, given) = match first {
             Some(f) => (f.snapshot, f.observation, Some(f.plan)),
             None => {
-                let snapshot = self.store.load_async().await?;
+                let snapshot =
+                    beside(&mut self.work, &mut self.finished, self.store.load_async()).await?;
+                load_time = began.elapsed();
                 // Bounded, so that an engine that stops answering delays the
                 // loop by a retry, not by its client's own long timeout.
                 let prober = &self.prober;
@@ -441,9 +449,11 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                         .get(id)
                         .is_some_and(|i| prober.answered(i))
                 };
-                match tokio::time::timeout(OBSERVE_TIMEOUT, observe(self.rt, &snapshot, answered))
-                    .await
-                {
+                let looked = tokio::time::timeout(
+                    OBSERVE_TIMEOUT,
+                    observe(self.rt, &snapshot, &self.busy, answered),
+                );
+                match beside(&mut self.work, &mut self.finished, looked).await {
                     Ok(Ok(obs)) => (snapshot, obs, None),
                     Ok(Err(e)) => {
                         self.pass_failed(e.to_string());
@@ -478,8 +488,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             })?,
         };
         let plan_time = began.elapsed();
+        let observe_time = plan_time.saturating_sub(load_time);
         if !self.opts.dry_run {
-            record_target(self.store, &self.target, &snapshot).await?;
+            let recorded = record_target(self.store, &self.target, &snapshot);
+            beside(&mut self.work, &mut self.finished, recorded).await?;
         }
         (self.on_event)(Event::Planned {
             pass,
@@ -547,6 +559,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 .push(Box::pin(async move { Work::Server(exec.run(work).await) }));
         }
 
+        self.requeue_finished();
+
         // Liveness waits for the second pass, so that a fleet found converged
         // costs one list call and no handshakes.
         let liveness = self.opts.wait && pass > 1;
@@ -565,6 +579,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         tracing::debug!(
             pass,
             ms = began.elapsed().as_millis() as u64,
+            load_ms = load_time.as_millis() as u64,
+            look_and_plan_ms = observe_time.as_millis() as u64,
             actions = plan.actions.len(),
             busy = self.busy.len(),
             "pass"
@@ -592,6 +608,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         };
         (self.on_event)(Event::Waiting { running, wanted });
         Ok(())
+    }
+
+    /// Puts work that finished during a pass back, as ready, so the next
+    /// wait takes it in like any other: the pass planned without it.
+    fn requeue_finished(&mut self) {
+        for w in std::mem::take(&mut self.finished) {
+            self.work.push(Box::pin(std::future::ready(w)));
+        }
     }
 
     /// Starts the probes due at `now`, against what the last pass saw.
@@ -658,6 +682,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// finishing work is taken in whole, so that a cold start of many
     /// instances costs a few passes a second rather than one per probe.
     pub async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
+        self.requeue_finished();
         loop {
             let trigger = self.next_wake_or_work(deadline).await;
             match trigger {
@@ -720,6 +745,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             }
             ev = events => {
                 match ev {
+                    // The server's own actions under way: their finishing
+                    // brings the pass that looks at it, so an event about it
+                    // now (our create's own `start`, say) is no news, and a
+                    // look while the engine is busy starting it only slows
+                    // the start down.
+                    Some(Ok(ev)) if self.busy.contains(&ev.server) => return None,
                     Some(Ok(_)) => self.settle_events().await,
                     // The stream broke (the daemon restarted, say): carry on
                     // with timers alone; every pass still looks for itself.
@@ -810,6 +841,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Takes in whatever else has finished or arrived meanwhile, so that one
     /// pass answers a burst.
     pub fn absorb_ready(&mut self) {
+        self.requeue_finished();
         while let Some(Some(w)) = self.work.next().now_or_never() {
             self.absorb(w);
         }
@@ -868,6 +900,25 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             error,
             after,
         });
+    }
+}
+
+/// Awaits `fut` while the work in flight keeps moving, keeping what
+/// finishes in `finished`. Work is polled only by the applier's own loop, so
+/// a pass that waited on a busy engine without this would stall every
+/// create and probe beside it for as long as it waits.
+async fn beside<'a, T>(
+    work: &mut FuturesUnordered<WorkFuture<'a>>,
+    finished: &mut Vec<Work>,
+    fut: impl Future<Output = T>,
+) -> T {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            Some(w) = work.next(), if !work.is_empty() => finished.push(w),
+        }
     }
 }
 

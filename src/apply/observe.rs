@@ -11,7 +11,7 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::secrets::Secrets;
 use crate::spec::Server;
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Handshakes in flight at once.
 pub const PROBES_IN_FLIGHT: usize = 16;
@@ -20,13 +20,15 @@ const INSPECTS_IN_FLIGHT: usize = 16;
 
 /// One look: the list, plus an inspect of each unit whose detail the
 /// planner needs and the listing left out: units an intent says we were
-/// creating (candidates for adoption), and the STARTING instances `detail`
+/// creating (candidates for adoption) unless their server is one of `busy`
+/// (the create is ours, and under way), and the STARTING instances `detail`
 /// names. A STARTING instance needs its start time only once it has
 /// answered (the stability window runs from it); restarts need no inspect
 /// here, since a runtime's listing reports any it sees. No probes.
 pub async fn observe<R: Runtime + Sync>(
     rt: &R,
     snapshot: &Snapshot,
+    busy: &BTreeSet<String>,
     detail: impl Fn(&InstanceId) -> bool,
 ) -> Result<Observation, RuntimeError> {
     let units = rt.observe().await?;
@@ -38,8 +40,11 @@ pub async fn observe<R: Runtime + Sync>(
     for unit in units {
         let in_question = match snapshot.instances.get(&unit.instance) {
             Some(i) => i.status == Status::Starting && detail(&i.id),
-            // Unknown to the state: a candidate for adoption, so check it too.
-            None => snapshot.intents.contains_key(&unit.instance),
+            // Unknown to the state: a candidate for adoption, so check it
+            // too; unless it is ours, being made right now. An inspect of a
+            // unit being started waits for the start to finish, and would
+            // hold up the whole pass.
+            None => snapshot.intents.contains_key(&unit.instance) && !busy.contains(&unit.server),
         };
         if in_question && unit.restarts.is_none() {
             wanted.push(unit.instance.clone());
@@ -94,7 +99,7 @@ pub async fn refresh<R: Runtime + Sync>(
     headers: &ProbeHeaders,
     liveness: bool,
 ) -> Result<Observation, RuntimeError> {
-    let mut obs = observe(rt, snapshot, |_| false).await?;
+    let mut obs = observe(rt, snapshot, &BTreeSet::new(), |_| false).await?;
     let targets = probes::due(snapshot, &obs, desired, liveness, obs.at);
     let results: Vec<(InstanceId, probes::Result)> = futures_util::stream::iter(targets)
         .map(|t: ProbeTarget| async move {

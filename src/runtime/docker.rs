@@ -436,6 +436,10 @@ fn endpoint(
     published(port).map(|host| Endpoint::Http(format!("http://127.0.0.1:{host}{path}")))
 }
 
+/// How long a listed container may stay `created` before it counts as one
+/// that failed to start, and is inspected for why.
+const CREATED_GRACE_SECS: i64 = 10;
+
 impl Runtime for DockerRuntime {
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         let opts = ListContainersOptionsBuilder::default()
@@ -462,6 +466,7 @@ impl Runtime for DockerRuntime {
             }
             None => HashMap::new(),
         };
+        let now_secs = Timestamp::now().0 / 1000;
         let mut units = Vec::with_capacity(list.len());
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -482,7 +487,15 @@ impl Runtime for DockerRuntime {
                 Some(ContainerSummaryStateEnum::DEAD) => UnitState::Exited(-1),
                 _ => UnitState::Exited(-1),
             };
-            if state != UnitState::Running || died.contains_key(&handle) {
+            // A container made moments ago and not yet started is one being
+            // started: its inspect would wait for the start to finish (the
+            // engine holds the container's lock throughout), and it has
+            // nothing to tell yet. One left unstarted for longer failed to
+            // start, and its detail says why.
+            let starting = state == UnitState::Created
+                && c.created
+                    .is_some_and(|at| now_secs.saturating_sub(at) < CREATED_GRACE_SECS);
+            if (state != UnitState::Running && !starting) || died.contains_key(&handle) {
                 // Only the unhealthy, and those that crashed and came back,
                 // need detail. One that vanished meanwhile is simply not there.
                 if let Some(mut unit) = self.inspect_unit(&handle).await? {
