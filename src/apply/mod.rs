@@ -270,8 +270,14 @@ pub struct Applier<'a, R> {
     probe_sem: Arc<Semaphore>,
     /// What the last pass saw, for starting probe retries between passes.
     seen: Option<(Arc<Snapshot>, Arc<Observation>, bool)>,
-    /// Servers with actions in flight.
+    /// Servers with work in flight: actions, or records of what a look
+    /// found (probe results, restart counts). They sit passes out.
     busy: BTreeSet<String>,
+    /// Those of `busy` whose work includes actions. Records alone do not
+    /// keep a run from being converged: with looks slower than the liveness
+    /// period, some record is always in flight, and a run that waited for
+    /// none would never end.
+    acting: BTreeSet<String>,
     /// Servers whose last actions failed: (failures in a row, not before).
     retry: BTreeMap<String, (u32, Timestamp)>,
     /// A pass that failed before planning: (failures in a row, not before).
@@ -314,6 +320,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
             seen: None,
             busy: BTreeSet::new(),
+            acting: BTreeSet::new(),
             retry: BTreeMap::new(),
             pass_retry: None,
             requeue_at: None,
@@ -541,6 +548,9 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 continue;
             }
             self.busy.insert(server.clone());
+            if !actions.is_empty() {
+                self.acting.insert(server.clone());
+            }
             let exec = Exec {
                 rt: self.rt,
                 store: self.store,
@@ -568,7 +578,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.start_probes(obs.at);
 
         self.done_with_plan = self.opts.only.is_some()
-            && self.busy.is_empty()
+            && self.acting.is_empty()
             && permitted == 0
             && !snapshot
                 .instances
@@ -587,10 +597,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         );
         let servers = tally(&self.target.desired, &snapshot);
         self.converged = plan.is_empty()
-            && self.busy.is_empty()
+            && self.acting.is_empty()
             && servers.values().all(|(running, wanted)| running == wanted);
         let mut short = servers.iter().filter(|(_, (r, w))| r != w).map(|(s, _)| s);
-        self.stuck = self.busy.is_empty()
+        self.stuck = self.acting.is_empty()
             && short.all(|s| {
                 self.failed.contains(s) && snapshot.backoff.get(s).is_some_and(|b| b.until > obs.at)
             })
@@ -856,6 +866,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             Work::Server(done) => {
                 tracing::debug!(server = %done.server, actions = done.done.len(), failed = ?done.failed, "server work done");
                 self.busy.remove(&done.server);
+                self.acting.remove(&done.server);
                 match done.failed {
                     Some(error) => {
                         let failures = self.retry.get(&done.server).map_or(0, |r| r.0) + 1;

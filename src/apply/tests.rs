@@ -661,3 +661,110 @@ async fn probe_retries_that_change_nothing_cost_no_pass() {
     // Measured: 4 passes; 9 when every failed retry asked for a pass.
     assert!(report.passes <= 6, "{} passes: {probes}", report.passes);
 }
+
+/// Work is polled by the applier's loop alone: a pass that waited on a slow
+/// engine without driving it would hold every create and probe in flight
+/// until it ended. Here alpha's create finishes while a pass (started when
+/// beta's finished) waits 1.5 s for its look; the create must be taken as
+/// done when it is, not when the look ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_keep_moving_while_a_pass_waits_on_a_slow_look() {
+    let bed = Bed::new();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            create_takes: Duration::from_millis(400),
+            ..Behaviour::default()
+        },
+    );
+    bed.rt.slow_looks(Duration::from_millis(1500));
+    // Looks this slow would outlast QUICK's readiness timeout.
+    let readiness = "{timeout: 30s, period: 200ms, minReady: 0s}";
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1"), ("beta", 1, "img:1")], readiness),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(report.converged, "{report:?}");
+    let start = report
+        .actions
+        .iter()
+        .find(|d| d.action.server == "alpha" && d.action.kind == ActionKind::Start)
+        .expect("alpha started");
+    // Measured: 400 ms; about 1,550 ms when the pass stalls the work.
+    assert!(start.elapsed_ms < 1000, "{} ms", start.elapsed_ms);
+}
+
+/// A create's own `create` and `start` events arrive while its server's
+/// work is in flight; the work finishing brings the pass that looks at
+/// them, so they must not cost a pass (a look at an engine busy starting)
+/// of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_servers_own_events_cost_no_pass() {
+    let bed = Bed::new();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            create_takes: Duration::from_millis(300),
+            ..Behaviour::default()
+        },
+    );
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1")], QUICK),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(report.converged, "{report:?}");
+    // start, then (work done) probe, then (ready) promote, then (work done)
+    // converged: 4 passes; 5 when the create's events wake a pass.
+    assert_eq!(report.passes, 4);
+}
+
+/// A unit an intent names but the state does not know is a candidate for
+/// adoption, and gets inspected; unless its server's create is this run's
+/// own and under way, since an inspect waits out the start it is watching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_leaves_alone_the_units_this_run_is_creating() {
+    use crate::model::{Intent, Program, RunSpec, SpecHash, Transport};
+    let rt = FakeRuntime::new();
+    let id = InstanceId("01jzzzzzzzzzzzzzzzzzzzzzzz".into());
+    rt.create(&RunSpec {
+        instance: id.clone(),
+        server: "alpha".into(),
+        spec_hash: SpecHash("h1".into()),
+        program: Program::Image("img:1".into()),
+        args: vec![],
+        transport: Transport::Stdio,
+        port: None,
+        path: None,
+        env: vec![],
+        memory_bytes: None,
+        millicpus: None,
+    })
+    .await
+    .expect("create");
+    let mut snapshot = Snapshot::default();
+    snapshot.intents.insert(
+        id.clone(),
+        Intent {
+            instance: id.clone(),
+            server: "alpha".into(),
+            spec_hash: SpecHash("h1".into()),
+            op: IntentOp::Create,
+            at: Timestamp::now(),
+            replaces: None,
+        },
+    );
+    let busy = BTreeSet::from(["alpha".to_owned()]);
+    let obs = observe(&rt, &snapshot, &busy, |_| false)
+        .await
+        .expect("look");
+    assert!(obs.units.contains_key(&id));
+    assert_eq!(rt.inspects(), 0, "a unit being created was inspected");
+    observe(&rt, &snapshot, &BTreeSet::new(), |_| false)
+        .await
+        .expect("look");
+    assert_eq!(rt.inspects(), 1, "an adoption candidate was not inspected");
+}

@@ -30,6 +30,9 @@ pub struct Behaviour {
     pub refuse_attach: bool,
     /// `create` fails with this message (a missing image, say).
     pub fail_create: Option<String>,
+    /// `create` answers only this long after the unit started (and its
+    /// events went out), like an engine busy starting many at once.
+    pub create_takes: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +43,9 @@ struct World {
     /// Calls made, for tests that count them.
     creates: usize,
     removes: usize,
+    inspects: usize,
+    /// How long every `observe` takes: an engine slow to list.
+    look_takes: Duration,
 }
 
 /// The fake world. Cloning shares it.
@@ -92,6 +98,16 @@ impl FakeRuntime {
     pub fn calls(&self) -> (usize, usize) {
         let w = self.world();
         (w.creates, w.removes)
+    }
+
+    /// `inspect` calls so far.
+    pub fn inspects(&self) -> usize {
+        self.world().inspects
+    }
+
+    /// Makes every `observe` from now on take `d`.
+    pub fn slow_looks(&self, d: Duration) {
+        self.world().look_takes = d;
     }
 
     /// The process of `id` exits with `code` after logging `line`, and the
@@ -170,6 +186,8 @@ impl Runtime for FakeRuntime {
         // Like Docker's list call, the listing carries no restart count;
         // unlike Docker, the fake has no event buffer to consult, so it says
         // what it knows: a unit that restarted reports it.
+        let takes = self.world().look_takes;
+        tokio::time::sleep(takes).await;
         Ok(self
             .world()
             .units
@@ -182,17 +200,14 @@ impl Runtime for FakeRuntime {
     }
 
     async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
-        Ok(self
-            .world()
-            .units
-            .values()
-            .find(|u| u.handle == handle)
-            .cloned())
+        let mut w = self.world();
+        w.inspects += 1;
+        Ok(w.units.values().find(|u| u.handle == handle).cloned())
     }
 
     async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
         let handle = format!("fake-{}", spec.instance);
-        let unit = {
+        let (unit, takes) = {
             let mut w = self.world();
             w.creates += 1;
             let behaviour = w.behaviour.get(&spec.server).cloned().unwrap_or_default();
@@ -212,10 +227,11 @@ impl Runtime for FakeRuntime {
                 started_at: Some(Timestamp::now()),
             };
             w.units.insert(spec.instance.clone(), unit.clone());
-            unit
+            (unit, behaviour.create_takes)
         };
         self.announce(&unit, EventKind::Created);
         self.announce(&unit, EventKind::Started);
+        tokio::time::sleep(takes).await;
         Ok(Created {
             handle,
             endpoint: Endpoint::Stdio,
