@@ -8,7 +8,9 @@
 //! container was created, answered from the engine's event buffer. Only
 //! containers that are not running, or that died in that window, are
 //! inspected (for the exit code and restart count) and have their logs read
-//! (for the last line). A converged fleet therefore costs two calls.
+//! (for the last line); not one created moments ago that is still being
+//! started, whose inspect would wait for the start. A converged fleet
+//! therefore costs two calls.
 
 use super::{Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
