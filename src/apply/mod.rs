@@ -101,7 +101,8 @@ impl Default for Options {
 /// Something that happened during an apply, for progress displays.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A pass planned these actions.
+    /// A pass handed out this many actions. A server whose earlier actions
+    /// are still in flight waits for a later pass, so its actions count there.
     Planned {
         pass: usize,
         actions: usize,
@@ -500,10 +501,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             let recorded = record_target(self.store, &self.target, &snapshot);
             beside(&mut self.work, &mut self.finished, recorded).await?;
         }
-        (self.on_event)(Event::Planned {
-            pass,
-            actions: plan.runnable().count(),
-        });
         let mut statuses: BTreeMap<Status, usize> = BTreeMap::new();
         for i in snapshot.instances.values() {
             *statuses.entry(i.status).or_default() += 1;
@@ -541,12 +538,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
         let snapshot = Arc::new(snapshot);
         let obs = Arc::new(obs);
+        let mut handed_out = 0;
         for (server, (updates, actions)) in per_server {
             let resting = self.retry.get(&server).is_some_and(|(_, at)| *at > now);
             if self.busy.contains(&server) || resting {
                 // Its next turn comes when its work finishes or its retry is due.
                 continue;
             }
+            handed_out += actions.len();
             self.busy.insert(server.clone());
             if !actions.is_empty() {
                 self.acting.insert(server.clone());
@@ -568,6 +567,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             self.work
                 .push(Box::pin(async move { Work::Server(exec.run(work).await) }));
         }
+        // What runs now: a busy server's actions are planned again, and
+        // counted, by the pass that hands them out.
+        (self.on_event)(Event::Planned {
+            pass,
+            actions: handed_out,
+        });
 
         self.requeue_finished();
 
