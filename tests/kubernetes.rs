@@ -11,6 +11,8 @@
 //! proxy, so readiness is a real handshake through the same relay and
 //! subresource mcpctl uses against a cluster.
 
+#[path = "support/drift.rs"]
+mod drift;
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
 
@@ -967,28 +969,13 @@ fn get_and_describe_show_live_drift_without_an_apply() {
     };
     let patched = patches();
 
-    let r = c.run(&["get", "instances"]);
-    assert_eq!(r.code, 0, "{r}");
-    assert!(
-        r.stdout
-            .contains("RUNNING (container restarted, 1 restarts)"),
-        "{r}"
-    );
-    assert!(r.stdout.contains("RUNNING (container gone)"), "{r}");
-    let r = c.run(&["get", "instances", "-o", "json"]);
-    let rows: Vec<Value> = serde_json::from_str(&r.stdout).expect("json");
-    let row = |id: &str| rows.iter().find(|i| i["id"] == id).cloned().expect("row");
-    let a = row(&alpha);
-    assert_eq!(a["status"], "RUNNING", "the record is unchanged");
-    assert_eq!(a["live"]["state"], "running");
-    assert_eq!(a["live"]["restarts"], 1);
-    assert_eq!(a["live"]["drift"], "container restarted, 1 restarts");
-    assert_eq!(row(&beta)["live"]["state"], "gone");
-    let r = c.run(&["describe", "instance", &alpha]);
-    assert!(
-        r.stdout.contains("(container restarted, 1 restarts)")
-            && r.stdout.contains("running, restarts 1"),
-        "{r}"
+    drift::assert_live_drift(
+        |args| {
+            let r = c.run(args);
+            (r.code, r.stdout)
+        },
+        &alpha,
+        &beta,
     );
     assert_eq!(
         std::fs::read(&state).expect("state"),

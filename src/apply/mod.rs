@@ -261,8 +261,8 @@ pub struct Applier<'a, R> {
     on_event: &'a (dyn Fn(Event) + Sync),
     sem: Arc<Semaphore>,
     work: FuturesUnordered<WorkFuture<'a>>,
-    /// Work that finished while a pass waited (see [`beside`]), not yet
-    /// taken in: a pass that ends early, by an error, leaves it here too.
+    /// Work that finished while the current pass waited (see [`beside`]);
+    /// empty between passes.
     finished: Vec<Work>,
     events: Option<Events<'a>>,
     prober: Prober,
@@ -368,7 +368,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Waits for the actions in flight to finish (probes are dropped): a
     /// clean end leaves the next run nothing to clean up.
     pub async fn drain(&mut self) {
-        self.requeue_finished();
         while !self.busy.is_empty() {
             match self.work.next().await {
                 Some(w) => self.absorb(w),
@@ -438,6 +437,16 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
 
     /// One pass: observe, plan, hand out the runnable actions, schedule probes.
     pub async fn pass(&mut self, first: Option<First>) -> Result<(), ApplyError> {
+        let passed = self.pass_inner(first).await;
+        // However the pass ended, what finished while it waited is taken in
+        // by the next wait, like any other work.
+        for w in std::mem::take(&mut self.finished) {
+            self.work.push(Box::pin(std::future::ready(w)));
+        }
+        passed
+    }
+
+    async fn pass_inner(&mut self, first: Option<First>) -> Result<(), ApplyError> {
         self.report.passes += 1;
         let pass = self.report.passes;
         let began = Instant::now();
@@ -496,7 +505,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             })?,
         };
         let plan_time = began.elapsed();
-        let observe_time = plan_time.saturating_sub(load_time);
+        let look_and_plan_time = plan_time.saturating_sub(load_time);
         if !self.opts.dry_run {
             let recorded = record_target(self.store, &self.target, &snapshot);
             beside(&mut self.work, &mut self.finished, recorded).await?;
@@ -574,8 +583,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             actions: handed_out,
         });
 
-        self.requeue_finished();
-
         // Liveness waits for the second pass, so that a fleet found converged
         // costs one list call and no handshakes.
         let liveness = self.opts.wait && pass > 1;
@@ -595,7 +602,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             pass,
             ms = began.elapsed().as_millis() as u64,
             load_ms = load_time.as_millis() as u64,
-            look_and_plan_ms = observe_time.as_millis() as u64,
+            look_and_plan_ms = look_and_plan_time.as_millis() as u64,
             actions = plan.actions.len(),
             busy = self.busy.len(),
             "pass"
@@ -623,14 +630,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         };
         (self.on_event)(Event::Waiting { running, wanted });
         Ok(())
-    }
-
-    /// Puts work that finished during a pass back, as ready, so the next
-    /// wait takes it in like any other: the pass planned without it.
-    fn requeue_finished(&mut self) {
-        for w in std::mem::take(&mut self.finished) {
-            self.work.push(Box::pin(std::future::ready(w)));
-        }
     }
 
     /// Starts the probes due at `now`, against what the last pass saw.
@@ -697,7 +696,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// finishing work is taken in whole, so that a cold start of many
     /// instances costs a few passes a second rather than one per probe.
     pub async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
-        self.requeue_finished();
         loop {
             let trigger = self.next_wake_or_work(deadline).await;
             match trigger {
@@ -760,10 +758,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             }
             ev = events => {
                 match ev {
-                    // The server's own actions under way: their finishing
-                    // brings the pass that looks at it, so an event about it
-                    // now (our create's own `start`, say) is no news, and a
-                    // look while the engine is busy starting it only slows
+                    // The server has work under way: its finishing brings
+                    // the pass that looks at the server, so an event about
+                    // it now (our create's own `start`, say) is no news, and
+                    // a look while the engine is busy starting it only slows
                     // the start down.
                     Some(Ok(ev)) if self.busy.contains(&ev.server) => return None,
                     Some(Ok(_)) => self.settle_events().await,
@@ -856,7 +854,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Takes in whatever else has finished or arrived meanwhile, so that one
     /// pass answers a burst.
     pub fn absorb_ready(&mut self) {
-        self.requeue_finished();
         while let Some(Some(w)) = self.work.next().now_or_never() {
             self.absorb(w);
         }

@@ -39,20 +39,38 @@ pub async fn observe<R: Runtime + Sync>(
     let mut wanted = Vec::new();
     for unit in units {
         let in_question = match snapshot.instances.get(&unit.instance) {
-            Some(i) => i.status == Status::Starting && detail(&i.id),
+            Some(_) => needs_start_time(snapshot, &unit, &detail),
             // Unknown to the state: a candidate for adoption, so check it
             // too; unless it is ours, being made right now. An inspect of a
             // unit being started waits for the start to finish, and would
             // hold up the whole pass.
-            None => snapshot.intents.contains_key(&unit.instance) && !busy.contains(&unit.server),
+            None => {
+                unit.restarts.is_none()
+                    && snapshot.intents.contains_key(&unit.instance)
+                    && !busy.contains(&unit.server)
+            }
         };
-        if in_question && unit.restarts.is_none() {
+        if in_question {
             wanted.push(unit.instance.clone());
         }
         obs.units.insert(unit.instance.clone(), unit);
     }
     inspect(rt, &mut obs, wanted).await?;
     Ok(obs)
+}
+
+/// Whether `unit` is a STARTING instance that `answered` and whose start
+/// time the listing left out: the stability window runs from it.
+fn needs_start_time(
+    snapshot: &Snapshot,
+    unit: &crate::model::Unit,
+    answered: impl Fn(&InstanceId) -> bool,
+) -> bool {
+    unit.restarts.is_none()
+        && snapshot
+            .instances
+            .get(&unit.instance)
+            .is_some_and(|i| i.status == Status::Starting && answered(&i.id))
 }
 
 /// Replaces the listed units `ids` in `obs` by their inspected detail.
@@ -115,19 +133,12 @@ pub async fn refresh<R: Runtime + Sync>(
         }
         obs.probes.insert(id, r.probe);
     }
-    // Those that answered: their start time decides whether they are stable.
+    let ready = |id: &InstanceId| matches!(obs.probes.get(id), Some(Probe::Ready(_)));
     let answered: Vec<InstanceId> = obs
-        .probes
-        .iter()
-        .filter(|(id, p)| {
-            matches!(p, Probe::Ready(_))
-                && snapshot
-                    .instances
-                    .get(*id)
-                    .is_some_and(|i| i.status == Status::Starting)
-                && obs.units.get(*id).is_some_and(|u| u.restarts.is_none())
-        })
-        .map(|(id, _)| id.clone())
+        .units
+        .values()
+        .filter(|u| needs_start_time(snapshot, u, ready))
+        .map(|u| u.instance.clone())
         .collect();
     inspect(rt, &mut obs, answered).await?;
     Ok(obs)

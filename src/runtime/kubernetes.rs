@@ -239,7 +239,12 @@ impl KubernetesRuntime {
         }
         use sha2::{Digest, Sha256};
         let digest = hex::encode(&Sha256::digest(full.as_bytes())[..4]);
-        let head = full[..54].trim_end_matches('-');
+        // The scope is the user's to choose: cut on a character boundary.
+        let cut = (0..=54)
+            .rev()
+            .find(|&i| full.is_char_boundary(i))
+            .unwrap_or(0);
+        let head = full[..cut].trim_end_matches('-');
         format!("{head}-{digest}")
     }
 
@@ -1266,6 +1271,14 @@ mod tests {
         assert_eq!(name.len(), 63, "{name}");
         assert!(name.starts_with("mcpctl-aaaa"));
         assert_ne!(name, rt.service_name(&"a".repeat(62)));
+        // A multi-byte character across the cut does not panic.
+        let scope = format!("{}é", "s".repeat(46));
+        let settings = KubeSettings {
+            scope,
+            ..settings()
+        };
+        let odd = KubernetesRuntime::new(rt.client.clone(), settings, Reach::ApiProxy);
+        assert!(odd.service_name(&long).len() <= 63);
     }
 
     #[test]
