@@ -783,7 +783,9 @@ async fn the_events_stream_reports_our_units_only() {
             .unwrap_or_else(|_| panic!("no start and destroy events within 20 s; saw {seen:?}"))
             .expect("stream open")
             .expect("event");
-        seen.push((ev.server.clone(), ev.kind));
+        if let mcpctl::model::Watched::Event(ev) = ev {
+            seen.push((ev.server.clone(), ev.kind));
+        }
     }
     assert!(
         seen.iter().all(|(server, _)| server == "alpha"),

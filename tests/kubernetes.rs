@@ -753,6 +753,9 @@ fn the_events_stream_reports_pod_changes_from_a_watch() {
     let ev = eventually("the created event", Duration::from_secs(1), || {
         rx.try_recv().ok()
     });
+    let mcpctl::model::Watched::Event(ev) = ev else {
+        panic!("a unit's event, not {ev:?}");
+    };
     assert_eq!(ev.server, "alpha");
     assert_eq!(ev.kind, mcpctl::model::EventKind::Created);
 }

@@ -29,8 +29,8 @@ pub use observe::{observe, refresh, sanitize};
 pub use probes::{ATTEMPT_TIMEOUT, ProbeHeaders, probe_headers};
 
 use crate::model::{
-    AppliedSpec, HistoryEntry, Instance, InstanceId, IntentOp, Liveness, Observation, PreviousSpec,
-    Probe, Snapshot, Status, Timestamp,
+    AppliedSpec, Doubling, HistoryEntry, Instance, InstanceId, IntentOp, Liveness, Observation,
+    PreviousSpec, Probe, Snapshot, Status, Timestamp, Watched,
 };
 use crate::plan::{self, Action, Desired, Inputs, Plan};
 use crate::runtime::{Runtime, RuntimeError};
@@ -216,12 +216,26 @@ const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest pause between two passes that only a requeue asked for.
 const MIN_REQUEUE: Duration = Duration::from_millis(250);
 /// Retries of a failed pass or a failed server: 1 s doubling to 30 s.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+const RETRY: Doubling = Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
 
 fn retry_after(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    (FIRST_RETRY * (1u32 << exp)).min(MAX_RETRY)
+    RETRY.after(failures)
+}
+
+/// Failures in a row of a server's actions or of a pass, and when to try
+/// again. **Invariant:** `due` is in the past only until the next pass,
+/// which takes it up (sets it to `None`, keeping the count for the next
+/// pause), so no wake time is ever in the past twice.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    failures: u32,
+    due: Option<Timestamp>,
+}
+
+impl Retry {
+    fn resting(&self, now: Timestamp) -> bool {
+        self.due.is_some_and(|at| at > now)
+    }
 }
 
 /// What finished beside the passes.
@@ -236,11 +250,7 @@ enum Work {
 
 type WorkFuture<'a> = Pin<Box<dyn Future<Output = Work> + Send + 'a>>;
 type Events<'a> = Pin<
-    Box<
-        dyn futures_core::Stream<Item = Result<crate::model::RuntimeEvent, RuntimeError>>
-            + Send
-            + 'a,
-    >,
+    Box<dyn futures_core::Stream<Item = Result<crate::model::Watched, RuntimeError>> + Send + 'a>,
 >;
 
 /// Why the loop woke.
@@ -265,6 +275,9 @@ pub struct Applier<'a, R> {
     /// empty between passes.
     finished: Vec<Work>,
     events: Option<Events<'a>>,
+    /// Whether events were asked for: a stream that ended against the
+    /// contract is opened again by the next pass.
+    wants_events: bool,
     prober: Prober,
     /// Handshakes in flight at once: a cold start of a hundred instances
     /// must not attach to all of them at the same moment.
@@ -279,10 +292,10 @@ pub struct Applier<'a, R> {
     /// period, some record is always in flight, and a run that waited for
     /// none would never end.
     acting: BTreeSet<String>,
-    /// Servers whose last actions failed: (failures in a row, not before).
-    retry: BTreeMap<String, (u32, Timestamp)>,
-    /// A pass that failed before planning: (failures in a row, not before).
-    pass_retry: Option<(u32, Timestamp)>,
+    /// Servers whose last actions failed.
+    retry: BTreeMap<String, Retry>,
+    /// A pass that failed before planning.
+    pass_retry: Option<Retry>,
     /// The last plan's wish to be looked at again.
     requeue_at: Option<Timestamp>,
     converged: bool,
@@ -317,6 +330,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             work: FuturesUnordered::new(),
             finished: Vec::new(),
             events: None,
+            wants_events: false,
             prober: Prober::default(),
             probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
             seen: None,
@@ -355,6 +369,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// `next_trigger`. Call it before the first pass, so that nothing the
     /// pass causes is missed.
     pub fn subscribe(&mut self) {
+        self.wants_events = true;
         if self.events.is_none() {
             self.events = Some(Box::pin(self.rt.events()));
         }
@@ -447,6 +462,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     }
 
     async fn pass_inner(&mut self, first: Option<First>) -> Result<(), ApplyError> {
+        if self.wants_events {
+            self.subscribe();
+        }
+        self.take_up_due_retries(Timestamp::now());
         self.report.passes += 1;
         let pass = self.report.passes;
         let began = Instant::now();
@@ -524,7 +543,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         let mut permitted = 0;
         for a in plan.runnable() {
             let busy = self.busy.contains(&a.server)
-                || self.retry.get(&a.server).is_some_and(|(_, at)| *at > now);
+                || self.retry.get(&a.server).is_some_and(|r| r.resting(now));
             // A busy server's actions are planned again next pass: only the
             // ones handed out now use up what a saved plan permits.
             if !busy
@@ -549,7 +568,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         let obs = Arc::new(obs);
         let mut handed_out = 0;
         for (server, (updates, actions)) in per_server {
-            let resting = self.retry.get(&server).is_some_and(|(_, at)| *at > now);
+            let resting = self.retry.get(&server).is_some_and(|r| r.resting(now));
             if self.busy.contains(&server) || resting {
                 // Its next turn comes when its work finishes or its retry is due.
                 continue;
@@ -763,15 +782,27 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                     // it now (our create's own `start`, say) is no news, and
                     // a look while the engine is busy starting it only slows
                     // the start down.
-                    Some(Ok(ev)) if self.busy.contains(&ev.server) => return None,
-                    Some(Ok(_)) => self.settle_events().await,
-                    // The stream broke (the daemon restarted, say): carry on
-                    // with timers alone; every pass still looks for itself.
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "runtime events stream failed");
-                        self.events = None;
+                    Some(Ok(Watched::Event(ev))) if self.busy.contains(&ev.server) => return None,
+                    Some(Ok(Watched::Event(_))) => self.settle_events().await,
+                    // The stream was broken and is back: what happened in
+                    // the gap is found by looking.
+                    Some(Ok(Watched::Resumed)) => {
+                        tracing::info!("runtime events resumed");
                     }
-                    None => self.events = None,
+                    // The stream broke (the daemon restarted, say) and
+                    // opens itself again; until it says it is back, timers
+                    // and passes carry on alone.
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "runtime events stream broke; it reopens by itself");
+                        return None;
+                    }
+                    // Against the contract, but not worth a hot loop: the
+                    // next pass subscribes again.
+                    None => {
+                        tracing::warn!("runtime events stream ended; subscribing again at the next pass");
+                        self.events = None;
+                        return None;
+                    }
                 }
                 Trigger::Event
             }
@@ -815,8 +846,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             match tokio::time::timeout_at(quiet, stream.next()).await {
                 Ok(Some(Ok(_))) if tokio::time::Instant::now() < give_up => continue,
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "runtime events stream failed");
-                    self.events = None;
+                    tracing::warn!(error = %e, "runtime events stream broke; it reopens by itself");
                     return;
                 }
                 Ok(None) => {
@@ -837,14 +867,15 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             .min()
     }
 
-    /// When a pass is next due with nothing else happening.
+    /// When a pass is next due with nothing else happening. A moment
+    /// already past only until the next pass: see [`Retry`].
     fn next_pass_wake(&self) -> Option<Timestamp> {
         let now = Timestamp::now();
         let requeue = self.requeue_at.map(|at| at.max(now.plus(MIN_REQUEUE)));
         [
             requeue,
-            self.pass_retry.map(|(_, at)| at),
-            self.retry.values().map(|(_, at)| *at).min(),
+            self.pass_retry.and_then(|r| r.due),
+            self.retry.values().filter_map(|r| r.due).min(),
         ]
         .into_iter()
         .flatten()
@@ -871,11 +902,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 self.acting.remove(&done.server);
                 match done.failed {
                     Some(error) => {
-                        let failures = self.retry.get(&done.server).map_or(0, |r| r.0) + 1;
+                        let failures = self.retry.get(&done.server).map_or(0, |r| r.failures) + 1;
                         let after = retry_after(failures);
                         self.retry.insert(
                             done.server.clone(),
-                            (failures, Timestamp::now().plus(after)),
+                            Retry {
+                                failures,
+                                due: Some(Timestamp::now().plus(after)),
+                            },
                         );
                         (self.on_event)(Event::Retrying {
                             what: format!("server {}", done.server),
@@ -900,10 +934,24 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
     }
 
+    /// A pass takes up every retry that has fallen due, whatever it then
+    /// hands out: the server may still wait out a crash back-off, and a due
+    /// time left in place would wake the loop at once, forever.
+    fn take_up_due_retries(&mut self, now: Timestamp) {
+        for r in self.retry.values_mut().chain(self.pass_retry.as_mut()) {
+            if r.due.is_some_and(|at| at <= now) {
+                r.due = None;
+            }
+        }
+    }
+
     fn pass_failed(&mut self, error: String) {
-        let failures = self.pass_retry.map_or(0, |r| r.0) + 1;
+        let failures = self.pass_retry.map_or(0, |r| r.failures) + 1;
         let after = retry_after(failures);
-        self.pass_retry = Some((failures, Timestamp::now().plus(after)));
+        self.pass_retry = Some(Retry {
+            failures,
+            due: Some(Timestamp::now().plus(after)),
+        });
         self.converged = false;
         self.last.pass = self.report.passes;
         self.last.error = Some(error.clone());

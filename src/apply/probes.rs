@@ -26,8 +26,6 @@ use std::time::Duration;
 
 /// One handshake attempt per probe; a slow server is retried, not waited on.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(2);
 
 pub type Result = Readiness;
 
@@ -135,9 +133,9 @@ pub fn due(
 }
 
 /// The delay before attempt `n + 1` of a readiness probe, after `n` failed.
+/// The same schedule as one probe's own attempts: 100 ms doubling to 2 s.
 fn retry_delay(failed: u32) -> Duration {
-    let exp = failed.saturating_sub(1).min(16);
-    (FIRST_RETRY * (1u32 << exp)).min(MAX_RETRY)
+    crate::probe::BACKOFF.after(failed)
 }
 
 /// The latest result for one instance.

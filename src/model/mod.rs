@@ -19,9 +19,9 @@ pub use snapshot::{
     AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
     PreviousSpec, Snapshot, Status, Suspension, Transition,
 };
-pub use time::{Timestamp, short_duration};
+pub use time::{Doubling, Timestamp, short_duration};
 pub use unit::{
-    Endpoint, EventKind, McpIdentity, Observation, Probe, RuntimeEvent, Unit, UnitState,
+    Endpoint, EventKind, McpIdentity, Observation, Probe, RuntimeEvent, Unit, UnitState, Watched,
 };
 pub use workload::{
     EnvSource, EnvVar, HttpHeader, HttpHeaderValue, PROBE_HEADERS, PackageRuntime, Program,

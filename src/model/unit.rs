@@ -143,6 +143,16 @@ impl Observation {
     }
 }
 
+/// One item of a runtime's events stream (see the runtime contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// One of our units changed.
+    Event(RuntimeEvent),
+    /// The stream broke and has been opened again. Whatever happened in the
+    /// gap may be missing, so the world is worth one more look.
+    Resumed,
+}
+
 /// A change the runtime reports for one of our units; a reason to look again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeEvent {

@@ -198,10 +198,14 @@ pub struct Inputs<'a> {
     pub allow_empty: bool,
 }
 
-/// Back-off before replacing failed instances: 10 s doubling to 5 min.
+/// Back-off before replacing failed instances: 10 s doubling to 5 min,
+/// like a kubelet's CrashLoopBackOff.
+pub const CRASH_BACKOFF: crate::model::Doubling =
+    crate::model::Doubling::new(Duration::from_secs(10), Duration::from_secs(300));
+
+/// The back-off after `failures` crashes in a row.
 pub fn backoff_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    Duration::from_secs(10u64.saturating_mul(1 << exp)).min(Duration::from_secs(300))
+    CRASH_BACKOFF.after(failures)
 }
 
 /// Replacements in flight at once per server. One keeps a rolling replace

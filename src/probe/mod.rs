@@ -150,9 +150,9 @@ fn info(identity: mcp::Identity, transport: &'static str, latency: Duration) -> 
     }
 }
 
-/// The first pause between attempts; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Pauses between attempts: 100 ms doubling to 2 s.
+pub const BACKOFF: crate::model::Doubling =
+    crate::model::Doubling::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Runs `attempt` until it succeeds or `deadline` (from now) passes, pausing
 /// 100 ms, 200 ms, ... up to 2 s between attempts. On giving up it returns the
@@ -165,7 +165,7 @@ where
 {
     let started = tokio::time::Instant::now();
     let end = started + deadline;
-    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0;
     loop {
         let attempt_started = tokio::time::Instant::now();
         let error = match tokio::time::timeout_at(end, attempt()).await {
@@ -177,11 +177,12 @@ where
         if now >= end {
             return Err(error);
         }
+        failures += 1;
+        let backoff = BACKOFF.after(failures);
         tracing::debug!("probe attempt failed ({error}); retrying in {backoff:?}");
         tokio::time::sleep_until(end.min(now + backoff)).await;
         if tokio::time::Instant::now() >= end {
             return Err(error);
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

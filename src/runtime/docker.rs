@@ -15,7 +15,7 @@
 use super::{Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
     Endpoint, EventKind, InstanceId, RunSpec, Runners, RuntimeEvent, SpecHash, Timestamp,
-    Transport, Unit, UnitState,
+    Transport, Unit, UnitState, Watched,
 };
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -32,11 +32,9 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use tokio::sync::OnceCell;
 
-pub const LABEL_MANAGED: &str = "io.mcpctl.managed";
-pub const LABEL_SCOPE: &str = "io.mcpctl.scope";
-pub const LABEL_SERVER: &str = "io.mcpctl.server";
-pub const LABEL_INSTANCE: &str = "io.mcpctl.instance";
-pub const LABEL_SPEC_HASH: &str = "io.mcpctl.spec-hash";
+pub use super::{
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE, LABEL_SERVER, LABEL_SPEC_HASH, unit_name,
+};
 /// The container port and path, so an observer can rebuild the endpoint
 /// from the list call alone.
 const LABEL_PORT: &str = "io.mcpctl.port";
@@ -412,7 +410,7 @@ fn split_image(image: &str) -> (&str, Option<&str>) {
 
 /// Container name: `mcpctl-<server>-<instance>`.
 pub fn container_name(server: &str, instance: &InstanceId) -> String {
-    format!("mcpctl-{server}-{instance}")
+    unit_name(server, instance)
 }
 
 /// Instance, server and spec hash from a container's labels; `None` for a
@@ -652,7 +650,7 @@ impl Runtime for DockerRuntime {
 
     fn events(
         &self,
-    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+    ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
         let mut filters = self.label_filters();
         filters.insert("type".into(), vec!["container".into()]);
         // Only lifecycle events: health checks' exec_* events would wake the
@@ -684,11 +682,11 @@ impl Runtime for DockerRuntime {
                         Some("destroy") => EventKind::Removed,
                         _ => return None,
                     };
-                    Some(Ok(RuntimeEvent {
+                    Some(Ok(Watched::Event(RuntimeEvent {
                         instance: InstanceId(attrs.get(LABEL_INSTANCE)?.clone()),
                         server: attrs.get(LABEL_SERVER).cloned().unwrap_or_default(),
                         kind,
-                    }))
+                    })))
                 }
             }
         })

@@ -11,7 +11,7 @@
 
 use super::{Attached, Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
-    Endpoint, EventKind, InstanceId, RunSpec, RuntimeEvent, Timestamp, Unit, UnitState,
+    Endpoint, EventKind, InstanceId, RunSpec, RuntimeEvent, Timestamp, Unit, UnitState, Watched,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -258,14 +258,16 @@ impl Runtime for FakeRuntime {
 
     fn events(
         &self,
-    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+    ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
         let rx = self.events.subscribe();
         futures_util::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
-                    Ok(ev) => return Some((Ok(ev), rx)),
-                    // A slow reader lost some: the next look covers them.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Ok(ev) => return Some((Ok(Watched::Event(ev)), rx)),
+                    // A slow reader lost some: a look covers them.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((Ok(Watched::Resumed), rx));
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }

@@ -61,7 +61,7 @@
 use super::{Attached, Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
     Endpoint, EnvSource, EventKind, InstanceId, RunSpec, Runners, RuntimeEvent, SpecHash,
-    Timestamp, Transport, Unit, UnitState,
+    Timestamp, Transport, Unit, UnitState, Watched,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
@@ -79,9 +79,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
-pub use super::docker::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE, LABEL_SERVER, LABEL_SPEC_HASH,
-};
+pub use super::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE, LABEL_SERVER, LABEL_SPEC_HASH};
 
 /// The readiness gate mcpctl sets after a successful MCP handshake.
 pub const READY_CONDITION: &str = "mcpctl.io/mcp-ready";
@@ -567,7 +565,7 @@ impl KubernetesRuntime {
 
 /// Pod name: `mcpctl-<server>-<instance>`, like Docker's container name.
 pub fn pod_name(server: &str, instance: &InstanceId) -> String {
-    super::docker::container_name(server, instance)
+    super::unit_name(server, instance)
 }
 
 /// A pod as mcpctl sees it, before any log is read.
@@ -708,7 +706,7 @@ pub fn view(pod: &Pod, endpoint: impl Fn(u16, &str) -> Option<Endpoint>) -> Opti
 }
 
 /// What a watch event of one pod says, in no runtime's dialect.
-fn event_of(ev: WatchEvent<Pod>) -> Option<Result<RuntimeEvent, RuntimeError>> {
+fn event_of(ev: WatchEvent<Pod>) -> Option<Result<Watched, RuntimeError>> {
     let (pod, kind) = match ev {
         WatchEvent::Added(p) => (p, Some(EventKind::Created)),
         WatchEvent::Deleted(p) => (p, Some(EventKind::Removed)),
@@ -742,11 +740,11 @@ fn event_of(ev: WatchEvent<Pod>) -> Option<Result<RuntimeEvent, RuntimeError>> {
             }
         }
     };
-    Some(Ok(RuntimeEvent {
+    Some(Ok(Watched::Event(RuntimeEvent {
         instance,
         server,
         kind,
-    }))
+    })))
 }
 
 impl Runtime for KubernetesRuntime {
@@ -836,7 +834,7 @@ impl Runtime for KubernetesRuntime {
 
     fn events(
         &self,
-    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+    ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
         let pods = self.pods();
         let selector = self.selector();
         // The watch starts from the resource version of a list made on first
@@ -933,7 +931,7 @@ fn tokio_stream_of<T: Send + 'static>(
 async fn watch_loop(
     pods: Api<Pod>,
     selector: String,
-    tx: tokio::sync::mpsc::Sender<Result<RuntimeEvent, RuntimeError>>,
+    tx: tokio::sync::mpsc::Sender<Result<Watched, RuntimeError>>,
 ) {
     let mut version = String::new();
     loop {

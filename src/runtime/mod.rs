@@ -38,15 +38,21 @@
 //!   output; dropping the connection detaches and leaves the unit running
 //!   with its stdin open.
 //! - `events` announces lifecycle changes of this scope's units from the
-//!   moment the stream is first polled, with no gap.
+//!   moment the stream is first polled. It never ends on its own, like
+//!   kube-runtime's watcher: a broken connection (an engine restart, a
+//!   watch the API server closed or expired) is an `Err` item, after which
+//!   the stream opens itself again with back-off, resuming where it can,
+//!   and yields [`Watched::Resumed`] once it is back, so the caller can
+//!   look again for whatever the gap hid.
 //!
 //! **Assumptions.** Instance ids are unique; callers never create the same id
 //! twice. Callers run at most one `create` or `remove` per unit at a time.
 //!
 //! **Caveats.** `observe` is a point-in-time view: a unit may die right after.
 //! The planner therefore never trusts it beyond one pass. Events may be lost
-//! (a dropped connection); they only hasten a look, and a resync or requeue
-//! timer must still bound how stale the world can get. Every method may be
+//! (a dropped connection, or events older than the engine's buffer); they
+//! only hasten a look, and a resync or requeue timer must still bound how
+//! stale the world can get. Every method may be
 //! cancelled at an await point: callers bracket side effects with intents.
 //!
 //! **Errors.** [`RuntimeError::Unavailable`] when the engine cannot be
@@ -58,8 +64,24 @@ pub mod docker;
 pub mod fake;
 pub mod kubernetes;
 
-use crate::model::{Endpoint, Program, RunSpec, Runners, RuntimeEvent, Unit};
+use crate::model::{Endpoint, InstanceId, Program, RunSpec, Runners, Unit, Watched};
 use std::future::Future;
+
+/// The labels every unit carries, on every runtime (Kubernetes keeps the
+/// Docker spelling, so one selector reads both). A unit is ours only when
+/// it carries all of them with our scope.
+pub const LABEL_MANAGED: &str = "io.mcpctl.managed";
+pub const LABEL_SCOPE: &str = "io.mcpctl.scope";
+pub const LABEL_SERVER: &str = "io.mcpctl.server";
+pub const LABEL_INSTANCE: &str = "io.mcpctl.instance";
+pub const LABEL_SPEC_HASH: &str = "io.mcpctl.spec-hash";
+
+/// A unit's name on every runtime: `mcpctl-<server>-<instance>`. Server
+/// names are DNS labels and instance ids lowercase ULIDs, so it is a valid
+/// container name and pod name alike.
+pub fn unit_name(server: &str, instance: &InstanceId) -> String {
+    format!("mcpctl-{server}-{instance}")
+}
 
 /// A connection to a stdio unit's stdin and stdout. Dropping it detaches;
 /// the unit keeps running, and its stdin stays open for the next attach.
@@ -126,10 +148,12 @@ pub trait Runtime {
     fn create(&self, spec: &RunSpec) -> impl Future<Output = Result<Created, RuntimeError>> + Send;
     /// Stops and removes one unit; a unit that is already gone is success.
     fn remove(&self, handle: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Changes to this scope's units as they happen, until the stream is dropped.
-    fn events(
-        &self,
-    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_;
+    /// Changes to this scope's units as they happen, until the stream is
+    /// dropped. The stream never ends on its own: a break is an `Err` item,
+    /// then the stream opens itself again (with back-off) and says
+    /// [`Watched::Resumed`].
+    fn events(&self)
+    -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_;
     /// Tells the runtime whether the unit's latest MCP probe passed, for a
     /// runtime that routes traffic by it (Kubernetes: the pod's readiness
     /// gate). Others need not know.
@@ -237,7 +261,7 @@ impl Runtime for AnyRuntime {
     }
     fn events(
         &self,
-    ) -> impl futures_core::Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send + '_ {
+    ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
         use futures_util::StreamExt;
         match self {
             AnyRuntime::Docker(r) => r.events().boxed(),
