@@ -261,15 +261,13 @@ impl Runtime for FakeRuntime {
     ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
         let rx = self.events.subscribe();
         futures_util::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((Ok(Watched::Event(ev)), rx)),
-                    // A slow reader lost some: a look covers them.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((Ok(Watched::Resumed), rx));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            match rx.recv().await {
+                Ok(ev) => Some((Ok(Watched::Event(ev)), rx)),
+                // A slow reader lost some: a look covers them.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Some((Ok(Watched::Resumed), rx))
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }
         })
     }
