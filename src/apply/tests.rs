@@ -779,3 +779,63 @@ async fn a_look_leaves_alone_the_units_this_run_is_creating() {
         .expect("look");
     assert_eq!(rt.inspects(), 1, "an adoption candidate was not inspected");
 }
+
+/// Drives an applier the way `watch` does, on whatever clock the test
+/// runs, for `span`; returns the passes it ran.
+async fn drive_for(bed: &Bed, yaml: &str, span: Duration) -> usize {
+    let opts = Options {
+        wait: true,
+        timeout: span,
+        allow_empty: true,
+        ..Options::default()
+    };
+    let log = |_: Event| {};
+    let mut a = Applier::new(&bed.rt, &bed.store, bed.target(yaml), opts, &log);
+    a.subscribe();
+    a.start(None).await.expect("start");
+    a.pass(None).await.expect("first pass");
+    let deadline = tokio::time::Instant::now() + span;
+    // A hot loop on a paused clock never lets time move: stop counting
+    // well past any sane number, so the test fails instead of hanging.
+    while a.report.passes < 10_000 {
+        if let Trigger::Deadline = a.next_trigger(deadline).await {
+            break;
+        }
+        a.absorb_ready();
+        a.pass(None).await.expect("pass");
+    }
+    a.drain().await;
+    a.report.passes
+}
+
+/// An image that cannot be pulled fails every create. The crash back-off
+/// (10 s doubling to 5 min) and the server's retries (1 s doubling to 30 s)
+/// each fall due now and then; a due time that outlived the pass that took
+/// it up used to wake the loop at once, forever (about 360 passes a second
+/// for as long as the back-off lasted). Over ten minutes on the paused
+/// clock, the passes are counted: a few per back-off step, not thousands.
+#[tokio::test(start_paused = true)]
+async fn a_create_that_always_fails_costs_a_handful_of_passes_not_a_hot_loop() {
+    let bed = Bed::new();
+    bed.rt.behave(
+        "alpha",
+        Behaviour {
+            fail_create: Some("pull access denied for img".into()),
+            ..Behaviour::default()
+        },
+    );
+    let yaml = fleet(&[("alpha", 1, "img:1")], QUICK);
+    let passes = drive_for(&bed, &yaml, Duration::from_secs(600)).await;
+    let creates = bed.rt.calls().0;
+    eprintln!("10 min with an unpullable image: {passes} passes, {creates} creates");
+    // Back-offs of 10, 20, 40, 80, 160 and 300 s fit in ten minutes: about
+    // seven creates, each costing a pass or two (the failure, its retry).
+    assert!(
+        (5..=9).contains(&creates),
+        "creates in 10 min: {creates} (passes {passes})"
+    );
+    assert!(
+        passes <= 4 * creates + 4,
+        "{passes} passes for {creates} failed creates in 10 minutes: a hot loop"
+    );
+}
