@@ -79,6 +79,7 @@ fn backoff(n: u32) -> Backoff {
         failures: n,
         until: Timestamp(1_700_000_300_000),
         reason: format!("exited with code {n}"),
+        spec_hash: Some(mcpctl::model::SpecHash(format!("h{n}"))),
     }
 }
 

@@ -12,8 +12,8 @@
 
 use super::{Done, Event, Target, create};
 use crate::model::{
-    Backoff, Instance, InstanceId, Intent, IntentOp, Liveness, Observation, Snapshot, Status,
-    Timestamp,
+    Backoff, Instance, InstanceId, Intent, IntentOp, Liveness, Observation, Snapshot, SpecHash,
+    Status, Timestamp,
 };
 use crate::plan::{Action, ActionKind, backoff_delay};
 use crate::runtime::Runtime;
@@ -205,7 +205,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         // band is replaced at once (the plan already holds the replacement).
         let crashed = crate::plan::is_crash(inst.handle.is_empty(), unit);
         let backoff = (status == Status::Error && crashed)
-            .then(|| next_backoff(ctx.snapshot, &a.server, &a.reason, now));
+            .then(|| next_backoff(ctx.snapshot, &a.server, &inst.spec_hash, &a.reason, now));
         let server = a.server.clone();
         self.store
             .update_async(move |tx| {
@@ -323,7 +323,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
                 let now = Timestamp::now();
                 let reason = self.clean(server, &e.to_string());
                 inst.transition(Status::Error, reason.clone(), now);
-                let backoff = next_backoff(ctx.snapshot, server, &reason, now);
+                let backoff = next_backoff(ctx.snapshot, server, &inst.spec_hash, &reason, now);
                 let server = server.to_owned();
                 self.store
                     .update_async(move |tx| {
@@ -357,10 +357,24 @@ struct Ctx<'a> {
     obs: &'a Observation,
 }
 
-/// The back-off after one more failure of `server`.
-fn next_backoff(snapshot: &Snapshot, server: &str, reason: &str, now: Timestamp) -> Backoff {
-    let failures = snapshot.backoff.get(server).map_or(0, |b| b.failures) + 1;
+/// The back-off after one more failure of `server` running the spec `hash`.
+/// Failures of another spec do not count: a fixed spec starts from the
+/// first step, not from where its broken predecessor left off.
+fn next_backoff(
+    snapshot: &Snapshot,
+    server: &str,
+    hash: &SpecHash,
+    reason: &str,
+    now: Timestamp,
+) -> Backoff {
+    let failures = snapshot
+        .backoff
+        .get(server)
+        .filter(|b| b.spec_hash.as_ref().is_none_or(|h| h == hash))
+        .map_or(0, |b| b.failures)
+        + 1;
     Backoff {
+        spec_hash: Some(hash.clone()),
         failures,
         until: now.plus(backoff_delay(failures)),
         reason: reason.to_owned(),

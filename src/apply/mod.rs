@@ -352,6 +352,18 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Drives toward `target` from the next pass on: a new source revision.
     /// Work in flight for the old one finishes; the next pass plans anew.
     pub fn set_target(&mut self, target: Arc<Target>) {
+        // A retry, like a back-off, belongs to the spec that failed: a
+        // server whose spec changed is tried at once.
+        let old = &self.target;
+        self.retry.retain(|server, _| {
+            let hash = |t: &Target| {
+                t.desired
+                    .iter()
+                    .find(|d| &d.name == server)
+                    .map(|d| d.canonical.hash.clone())
+            };
+            hash(old) == hash(&target)
+        });
         self.target = target;
         self.converged = false;
     }

@@ -3,24 +3,50 @@
 use super::{Global, RuntimeKind};
 use crate::runtime::docker::{DockerConfig, DockerRuntime};
 use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
-use crate::runtime::{AnyRuntime, RuntimeError};
+use crate::runtime::{AnyRuntime, Bounded, Deadlines, RuntimeError};
 
-pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
-    match global.runtime {
-        RuntimeKind::Docker => Ok(AnyRuntime::Docker(
-            DockerRuntime::connect(DockerConfig::from_env(
-                &global.scope,
-                crate::runtime::runners_from_env(),
-            ))
-            .await?,
-        )),
-        RuntimeKind::Kubernetes => Ok(AnyRuntime::Kubernetes(
-            KubernetesRuntime::connect(KubeSettings {
-                namespace: global.namespace.clone().filter(|n| !n.is_empty()),
-                scope: global.scope.clone(),
-                runners: crate::runtime::runners_from_env(),
-            })
-            .await?,
-        )),
-    }
+/// The runtime as every command uses it: each call bounded by
+/// `--runtime-timeout`.
+pub type Connected = Bounded<AnyRuntime>;
+
+pub async fn runtime(global: &Global) -> Result<Connected, RuntimeError> {
+    let deadlines = Deadlines::from_call(global.runtime_timeout);
+    let connect = async {
+        match global.runtime {
+            RuntimeKind::Docker => Ok(AnyRuntime::Docker(
+                DockerRuntime::connect(DockerConfig::from_env(
+                    &global.scope,
+                    crate::runtime::runners_from_env(),
+                ))
+                .await?,
+            )),
+            RuntimeKind::Kubernetes => Ok(AnyRuntime::Kubernetes(
+                KubernetesRuntime::connect(KubeSettings {
+                    namespace: global.namespace.clone().filter(|n| !n.is_empty()),
+                    scope: global.scope.clone(),
+                    runners: crate::runtime::runners_from_env(),
+                })
+                .await?,
+            )),
+        }
+    };
+    let name = match global.runtime {
+        RuntimeKind::Docker => "docker",
+        RuntimeKind::Kubernetes => "kubernetes",
+    };
+    // Connecting asks the engine for its API version: a hung engine must
+    // not hang the command before its first call.
+    let rt = match tokio::time::timeout(deadlines.call, connect).await {
+        Ok(rt) => rt?,
+        Err(_) => {
+            return Err(RuntimeError::Unavailable {
+                runtime: name,
+                message: format!(
+                    "the {name} runtime did not answer within {}",
+                    crate::model::short_duration(deadlines.call)
+                ),
+            });
+        }
+    };
+    Ok(Bounded::new(rt, name, deadlines))
 }

@@ -74,6 +74,18 @@ pub struct Global {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(Limits::HARD_MAX_REPLICAS)),
     )]
     pub max_replicas: u32,
+    /// How long any one call to the runtime may take before it counts as
+    /// failed (a hung engine); a create, which may pull an image, gets ten
+    /// times as long.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPCTL_RUNTIME_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub runtime_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

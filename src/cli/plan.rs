@@ -43,7 +43,7 @@ pub struct Planned {
     pub observation: Option<Observation>,
     pub plan: plan::Plan,
     /// The runtime that was observed, kept for apply.
-    pub runtime: Option<crate::runtime::AnyRuntime>,
+    pub runtime: Option<super::connect::Connected>,
     pub store: Store,
 }
 

@@ -193,6 +193,19 @@ pub struct Backoff {
     /// No replacement starts before this.
     pub until: Timestamp,
     pub reason: String,
+    /// The spec that failed. A back-off belongs to it: once the source
+    /// changes the spec (the fix for an image typo, say), the new one starts
+    /// at once. `None` in state files from before this was recorded, whose
+    /// back-off holds whatever the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<SpecHash>,
+}
+
+impl Backoff {
+    /// Whether this back-off holds back starts of the spec `hash` at `now`.
+    pub fn holds(&self, hash: &SpecHash, now: Timestamp) -> bool {
+        now < self.until && self.spec_hash.as_ref().is_none_or(|h| h == hash)
+    }
 }
 
 /// A server that reconciling leaves exactly as it is, until it is resumed:

@@ -294,7 +294,11 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                 ActionKind::Promote => Status::Running,
                 ActionKind::Demote => Status::Starting,
                 _ => {
-                    if is_crash(d.external, obs.units.get(&inst.id)) {
+                    // A crash of an outdated spec holds nothing back: the
+                    // spec that replaces it has not failed yet.
+                    if is_crash(d.external, obs.units.get(&inst.id))
+                        && inst.spec_hash == d.canonical.hash
+                    {
                         failed_now.insert(d.name.as_str(), true);
                     }
                     Status::Error
@@ -383,7 +387,10 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         );
         // When this server next needs a look even if nothing happens.
         let mut due = |t: Timestamp| requeue = Some(requeue.map_or(t, |r| r.min(t)));
-        if waits_for_backoff && let Some(b) = snapshot.backoff.get(&d.name) {
+        if waits_for_backoff
+            && let Some(b) = snapshot.backoff.get(&d.name)
+            && b.holds(&d.canonical.hash, now)
+        {
             due(b.until);
         }
         for l in &insts {
@@ -436,7 +443,10 @@ fn plan_server(
 ) -> bool {
     let name = d.name.as_str();
     let target = d.target();
-    let backoff = snapshot.backoff.get(name).filter(|b| now < b.until);
+    let backoff = snapshot
+        .backoff
+        .get(name)
+        .filter(|b| b.holds(&d.canonical.hash, now));
     // A failure seen in this very pass starts a back-off that apply records.
     let waiting = failed_now || backoff.is_some();
     let backoff_text = || match backoff {

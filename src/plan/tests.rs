@@ -168,8 +168,18 @@ impl World {
                 failures: 1,
                 until: Timestamp(NOW.0 + until_in_secs * 1000),
                 reason: "crashed".into(),
+                spec_hash: None,
             },
         );
+        self
+    }
+
+    /// A back-off recorded for the spec of `image`, as apply records it.
+    fn backoff_of(mut self, server: &str, until_in_secs: i64, image: &str) -> Self {
+        self = self.backoff(server, until_in_secs);
+        if let Some(b) = self.snapshot.backoff.get_mut(server) {
+            b.spec_hash = Some(canonical(image).hash);
+        }
         self
     }
 
@@ -542,6 +552,45 @@ fn error_instance_waits_during_backoff() {
         .unit("a", "gh", "v1", UnitState::Exited(1))
         .backoff("gh", 30);
     check(w, &[]);
+}
+
+#[test]
+fn a_back_off_holds_only_the_spec_that_failed() {
+    let failed = || {
+        World::default()
+            .applied("gh", "v1", 1)
+            .inst("a", "gh", "v1", Status::Error, 100)
+            .unit("a", "gh", "v1", UnitState::Exited(1))
+            .backoff_of("gh", 30, "v1")
+    };
+    // The same spec waits out its back-off...
+    check(failed().want(desired("gh", 1, "v1")), &[]);
+    // ...but the fix for it (an image typo corrected, say) starts at once,
+    // and `plan` says so instead of "No changes".
+    check(
+        failed().want(desired("gh", 1, "v2")),
+        &[
+            "remove gh a clean up failed instance",
+            "start gh - replace failed instance",
+        ],
+    );
+}
+
+#[test]
+fn a_crash_of_an_outdated_spec_holds_back_no_start_of_the_new_one() {
+    let w = World::default()
+        .want(desired("gh", 1, "v2"))
+        .applied("gh", "v1", 1)
+        .running("a", "gh", "v1", 100)
+        .with_unit("a", |u| u.state = UnitState::Dead);
+    check(
+        w,
+        &[
+            "fail gh a dead",
+            "remove gh a clean up failed instance",
+            "start gh - replace failed instance",
+        ],
+    );
 }
 
 #[test]
@@ -1193,6 +1242,7 @@ mod props {
                                 failures,
                                 until,
                                 reason: a.reason.clone(),
+                                spec_hash: None,
                             },
                         );
                     }

@@ -1,8 +1,9 @@
 //! Runtimes run instances and report what exists. This module owns the
 //! [`Runtime`] trait that Docker and Kubernetes implement, the
 //! lowering of package programs onto runner images that every container
-//! runtime shares, and [`fake::FakeRuntime`], an in-memory world whose stdio
-//! units answer MCP, for apply's unit tests.
+//! runtime shares, the labels and unit names they share, [`Bounded`], which
+//! puts our own deadline on every call, and (in unit tests only) `fake`, an
+//! in-memory world whose stdio units answer MCP, for apply's tests.
 //!
 //! **API boundary:** runtimes speak [`crate::model`] types only. They know
 //! nothing of specs, plans, the state file or the probe; what to start
@@ -60,9 +61,13 @@
 //! [`RuntimeError::Operation`] naming the unit and operation, with the
 //! engine's own message (recorded on that action; the rest carry on).
 
+mod bounded;
 pub mod docker;
+#[cfg(test)]
 pub mod fake;
 pub mod kubernetes;
+
+pub use bounded::{Bounded, Deadlines};
 
 use crate::model::{Endpoint, InstanceId, Program, RunSpec, Runners, Unit, Watched};
 use std::future::Future;
@@ -227,7 +232,20 @@ pub fn lower(program: &Program, args: &[String], runners: &Runners) -> (String, 
 pub enum AnyRuntime {
     Docker(docker::DockerRuntime),
     Kubernetes(kubernetes::KubernetesRuntime),
+    #[cfg(test)]
     Fake(fake::FakeRuntime),
+}
+
+impl AnyRuntime {
+    /// `docker` or `kubernetes`, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyRuntime::Docker(_) => "docker",
+            AnyRuntime::Kubernetes(_) => "kubernetes",
+            #[cfg(test)]
+            AnyRuntime::Fake(_) => "fake",
+        }
+    }
 }
 
 impl Runtime for AnyRuntime {
@@ -235,6 +253,7 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.observe().await,
             AnyRuntime::Kubernetes(r) => r.observe().await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.observe().await,
         }
     }
@@ -242,6 +261,7 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.inspect(handle).await,
             AnyRuntime::Kubernetes(r) => r.inspect(handle).await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.inspect(handle).await,
         }
     }
@@ -249,6 +269,7 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.create(spec).await,
             AnyRuntime::Kubernetes(r) => r.create(spec).await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.create(spec).await,
         }
     }
@@ -256,6 +277,7 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.remove(handle).await,
             AnyRuntime::Kubernetes(r) => r.remove(handle).await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.remove(handle).await,
         }
     }
@@ -266,19 +288,23 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.events().boxed(),
             AnyRuntime::Kubernetes(r) => r.events().boxed(),
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.events().boxed(),
         }
     }
     async fn set_ready(&self, handle: &str, ready: bool) -> Result<(), RuntimeError> {
         match self {
             AnyRuntime::Kubernetes(r) => r.set_ready(handle, ready).await,
-            AnyRuntime::Docker(_) | AnyRuntime::Fake(_) => Ok(()),
+            AnyRuntime::Docker(_) => Ok(()),
+            #[cfg(test)]
+            AnyRuntime::Fake(_) => Ok(()),
         }
     }
     async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.attach(handle).await,
             AnyRuntime::Kubernetes(r) => r.attach(handle).await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.attach(handle).await,
         }
     }
@@ -292,6 +318,7 @@ impl Runtime for AnyRuntime {
         match self {
             AnyRuntime::Docker(r) => r.logs(handle, tail, follow, on_line).await,
             AnyRuntime::Kubernetes(r) => r.logs(handle, tail, follow, on_line).await,
+            #[cfg(test)]
             AnyRuntime::Fake(r) => r.logs(handle, tail, follow, on_line).await,
         }
     }
