@@ -203,8 +203,64 @@ pub async fn apply<R: Runtime + Sync>(
     opts: &Options,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, ApplyError> {
-    let mut applier = Applier::new(rt, store, target, opts.clone(), on_event);
-    applier.run(first).await
+    // The report is built from the events, as any other watcher of the run
+    // would build it: the applier itself keeps nothing that grows with time,
+    // so `watch`, which runs it for weeks, needs no report at all.
+    let done: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::default();
+    let errors: std::sync::Mutex<Vec<String>> = std::sync::Mutex::default();
+    let record = |e: Event| {
+        match &e {
+            Event::Finished {
+                action,
+                instance,
+                error,
+                elapsed,
+            } => done.lock().unwrap_or_else(|p| p.into_inner()).push(Done {
+                action: action.clone(),
+                created: instance.clone(),
+                error: error.clone(),
+                elapsed_ms: elapsed.as_millis() as u64,
+            }),
+            Event::Retrying { what, error, .. } if what == REFRESH => errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(error.clone()),
+            _ => {}
+        }
+        on_event(e);
+    };
+    let target_for_history = target.clone();
+    let mut applier = Applier::new(rt, store, target, opts.clone(), &record);
+    let ran = applier.run(first).await?;
+    drop(applier);
+    let report = Report {
+        actions: done.into_inner().unwrap_or_else(|p| p.into_inner()),
+        passes: ran.passes,
+        converged: ran.converged,
+        elapsed: ran.elapsed,
+        servers: ran.servers,
+        errors: errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        held_back: ran.held_back,
+        timed_out: ran.timed_out,
+    };
+    record_history(store, &target_for_history, opts, &report, report.converged).await?;
+    Ok(report)
+}
+
+/// What `Event::Retrying` names a failed pass.
+const REFRESH: &str = "refresh";
+
+/// How a run of passes ended, for `apply`'s report.
+#[derive(Debug, Clone, Default)]
+pub struct Ran {
+    pub passes: usize,
+    pub converged: bool,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+    /// Per server: (RUNNING, wanted), at the end.
+    pub servers: BTreeMap<String, (usize, usize)>,
+    /// What the last pass would have done but a saved plan did not list.
+    pub held_back: Vec<Action>,
 }
 
 /// A burst of runtime events has ended once none came for this long...
@@ -307,7 +363,9 @@ pub struct Applier<'a, R> {
     /// With a saved plan: nothing it permits is left to do or to wait for.
     done_with_plan: bool,
     started: Instant,
-    report: Report,
+    passes: usize,
+    /// What the last pass would have done but a saved plan did not list.
+    held_back: Vec<Action>,
     last: PassSummary,
 }
 
@@ -344,7 +402,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             stuck: false,
             done_with_plan: false,
             started: Instant::now(),
-            report: Report::default(),
+            passes: 0,
+            held_back: Vec::new(),
             last: PassSummary::default(),
         }
     }
@@ -406,8 +465,9 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Runs passes until converged (with `wait`) or until the first pass's
     /// actions are done (without), or until the timeout. In-flight actions
     /// are always let finish; in-flight probes are dropped.
-    pub async fn run(&mut self, first: Option<First>) -> Result<Report, ApplyError> {
+    pub async fn run(&mut self, first: Option<First>) -> Result<Ran, ApplyError> {
         self.started = Instant::now();
+        let mut timed_out = false;
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         if self.opts.wait {
             self.subscribe();
@@ -423,10 +483,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             if done {
                 break;
             }
-            let trigger = self.next_trigger(deadline).await;
+            let trigger = self.next_trigger(Some(deadline)).await;
             tracing::debug!(?trigger, "woke");
             if let Trigger::Deadline = trigger {
-                self.report.timed_out = true;
+                timed_out = true;
                 break;
             }
             self.absorb_ready();
@@ -438,18 +498,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         // intents see to that), but the next run would have to clean up.
         self.drain().await;
         let snapshot = self.store.load_async().await?;
-        self.report.servers = tally(&self.target.desired, &snapshot);
-        self.report.converged = self.converged;
-        self.report.elapsed = self.started.elapsed();
-        record_history(
-            self.store,
-            &self.target,
-            &self.opts,
-            &self.report,
-            self.converged,
-        )
-        .await?;
-        Ok(std::mem::take(&mut self.report))
+        Ok(Ran {
+            passes: self.passes,
+            converged: self.converged,
+            timed_out,
+            elapsed: self.started.elapsed(),
+            servers: tally(&self.target.desired, &snapshot),
+            held_back: std::mem::take(&mut self.held_back),
+        })
     }
 
     /// Before the first pass: drops intents whose unit never appeared (the
@@ -478,8 +534,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             self.subscribe();
         }
         self.take_up_due_retries(Timestamp::now());
-        self.report.passes += 1;
-        let pass = self.report.passes;
+        self.passes += 1;
+        let pass = self.passes;
         let began = Instant::now();
         let mut load_time = Duration::ZERO;
         let (snapshot, mut obs, given) = match first {
@@ -627,7 +683,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 .instances
                 .values()
                 .any(|i| i.status == Status::Starting);
-        self.report.held_back = held_back;
+        self.held_back = held_back;
         self.requeue_at = plan.requeue_at;
         tracing::debug!(
             pass,
@@ -726,7 +782,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// fall due meanwhile are started here, without a pass, and a burst of
     /// finishing work is taken in whole, so that a cold start of many
     /// instances costs a few passes a second rather than one per probe.
-    pub async fn next_trigger(&mut self, deadline: tokio::time::Instant) -> Trigger {
+    pub async fn next_trigger(&mut self, deadline: Option<tokio::time::Instant>) -> Trigger {
         loop {
             let trigger = self.next_wake_or_work(deadline).await;
             match trigger {
@@ -758,16 +814,23 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
 
     /// One wait: `None` when what woke it needs no pass (a probe that
     /// changed nothing, probes falling due).
-    async fn next_wake_or_work(&mut self, deadline: tokio::time::Instant) -> Option<Trigger> {
+    async fn next_wake_or_work(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<Trigger> {
         let probes_only = self.next_wake_is_probes_only();
         let wake = self.next_wake().map(|at| {
             let wait = at.since(Timestamp::now());
             tokio::time::Instant::now() + wait
         });
+        let until = match (wake, deadline) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        };
         let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at.min(deadline)).await,
-                None => tokio::time::sleep_until(deadline).await,
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
         let events = async {
@@ -819,7 +882,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 Trigger::Event
             }
             () = sleep => {
-                if tokio::time::Instant::now() >= deadline {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     Trigger::Deadline
                 } else if probes_only {
                     self.start_probes(Timestamp::now());
@@ -941,7 +1004,6 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 if failed {
                     self.failed.insert(done.server.clone());
                 }
-                self.report.actions.extend(done.done);
             }
         }
     }
@@ -965,11 +1027,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             due: Some(Timestamp::now().plus(after)),
         });
         self.converged = false;
-        self.last.pass = self.report.passes;
+        self.last.pass = self.passes;
         self.last.error = Some(error.clone());
-        self.report.errors.push(error.clone());
         (self.on_event)(Event::Retrying {
-            what: "refresh".into(),
+            what: REFRESH.into(),
             error,
             after,
         });

@@ -797,15 +797,15 @@ async fn drive_for(bed: &Bed, yaml: &str, span: Duration) -> usize {
     let deadline = tokio::time::Instant::now() + span;
     // A hot loop on a paused clock never lets time move: stop counting
     // well past any sane number, so the test fails instead of hanging.
-    while a.report.passes < 10_000 {
-        if let Trigger::Deadline = a.next_trigger(deadline).await {
+    while a.passes < 10_000 {
+        if let Trigger::Deadline = a.next_trigger(Some(deadline)).await {
             break;
         }
         a.absorb_ready();
         a.pass(None).await.expect("pass");
     }
     a.drain().await;
-    a.report.passes
+    a.passes
 }
 
 /// An image that cannot be pulled fails every create. The crash back-off

@@ -1,8 +1,13 @@
 //! `mcpctl watch`: the always-on reconciler. It follows a directory (inotify)
 //! or a git repository (a fetch every `--interval`, and on the webhook), and
 //! passes on every revision, runtime event and timer, until SIGTERM or
-//! SIGINT, when it lets the actions in flight finish and exits 0. It serves
-//! `/healthz`, `/metrics` and `/hooks/sync` on `--listen`.
+//! SIGINT, when it lets the actions in flight finish (for at most
+//! `--shutdown-timeout`; a second signal stops it at once). It serves
+//! `/healthz`, `/livez`, `/metrics` and `/hooks/sync` on `--listen`.
+//!
+//! Only bad flags or configuration end it at start. An engine that is down,
+//! a state file that is busy or held by another applier are waited out,
+//! with `/healthz` saying why, as a service should.
 
 use super::{GitArgs, Global, Outcome};
 use crate::model::SecretValue;
@@ -42,21 +47,88 @@ pub struct Args {
     /// Accept a revision with no servers even when some are running (removes them all).
     #[arg(long)]
     pub allow_empty: bool,
+    /// On SIGTERM or SIGINT, how long the actions in flight may take to
+    /// finish before mcpctl exits anyway (like a pod's grace period). A
+    /// second signal exits at once. Either way the next run finishes what
+    /// was cut short.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let store = Store::new(global.state_path());
-    // One applier per state file; a dry run writes nothing and needs no lock.
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(store.lock_applier(&super::apply::command_line())?)
-    };
-    let rt = super::connect::runtime(global).await?;
+    let signals = Signals::install();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot listen on {}", args.listen))?;
+    let shared = Arc::new(Shared::default());
+    let secret = std::env::var("MCPCTL_WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(SecretValue::new);
+    if secret.is_none() {
+        tracing::info!("MCPCTL_WEBHOOK_SECRET is not set: /hooks/sync refuses every call");
+    }
+    // Served from the start, so that a watch waiting for its engine or its
+    // lock says so on /healthz instead of refusing connections.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(reconcile::serve(listener, shared.clone(), secret, async {
+        let _ = server_stopped.await;
+    }));
+    let outcome = watch(global, args, &store, &shared, &signals).await;
+    let _ = stop_server.send(());
+    let _ = server.await;
+    outcome
+}
+
+async fn watch(
+    global: &Global,
+    args: Args,
+    store: &Store,
+    shared: &Arc<Shared>,
+    signals: &Signals,
+) -> miette::Result<Outcome> {
+    // One applier per state file; a dry run writes nothing and needs no lock.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match wait_for(shared, signals, "state", || {
+            let store = store.clone();
+            async move {
+                let command = super::apply::command_line();
+                match tokio::task::spawn_blocking(move || store.lock_applier(&command)).await {
+                    Ok(Ok(lock)) => Ok(Ok(lock)),
+                    Ok(Err(e)) if e.is_passing() => Err(e.to_string()),
+                    Ok(Err(e)) => Ok(Err(miette::Report::new(e))),
+                    Err(e) => Err(format!("cannot take the applier lock: {e}")),
+                }
+            }
+        })
+        .await
+        {
+            Some(lock) => Some(lock?),
+            None => return Ok(Outcome::Success),
+        }
+    };
+    let rt = match wait_for(shared, signals, "runtime", || async {
+        match super::connect::runtime(global).await {
+            Ok(rt) => Ok(Ok(rt)),
+            // An engine that is down or slow at start is waited for;
+            // a Kubernetes client with no configuration at all is not.
+            Err(e @ crate::runtime::RuntimeError::Unavailable { .. })
+                if global.runtime == super::RuntimeKind::Docker =>
+            {
+                Err(e.to_string())
+            }
+            Err(e) => Ok(Err(miette::Report::new(e))),
+        }
+    })
+    .await
+    {
+        Some(rt) => rt?,
+        None => return Ok(Outcome::Success),
+    };
     let location = args.git.location(&args.paths);
     let (watch, mut updates) = Watch::start(location, super::git_cache(global), args.interval)?;
     // The source's updates, as the loop takes them.
@@ -78,18 +150,6 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             }
         }
     });
-    let shared = Arc::new(Shared::default());
-    let secret = std::env::var("MCPCTL_WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(SecretValue::new);
-    if secret.is_none() {
-        tracing::info!("MCPCTL_WEBHOOK_SECRET is not set: /hooks/sync refuses every call");
-    }
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(reconcile::serve(listener, shared.clone(), secret, async {
-        let _ = server_stopped.await;
-    }));
     tracing::info!(listen = %args.listen, dry_run = args.dry_run, "watching");
     let resolver = Resolver {
         secrets_dir: global.secrets_dir.clone(),
@@ -102,39 +162,122 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         resync: args.resync,
         dry_run: args.dry_run,
         parallelism: args.parallelism,
+        shutdown_timeout: args.shutdown_timeout,
     };
-    let result = reconcile::watch(
+    let stopped = reconcile::watch(
         &rt,
-        &store,
+        store,
         &resolver,
         rx,
         &|| watch.sync_now(),
-        &shared,
+        shared,
         &opts,
-        signalled(),
+        signals.first(),
+        signals.second(),
     )
-    .await;
-    let _ = stop_server.send(());
-    let _ = server.await;
-    result?;
-    tracing::info!("stopped");
-    Ok(Outcome::Success)
+    .await?;
+    tracing::info!(?stopped, "stopped");
+    Ok(match stopped {
+        reconcile::Stopped::Drained => Outcome::Success,
+        reconcile::Stopped::CutShort => Outcome::Failure,
+    })
 }
 
-/// Resolves on SIGTERM or SIGINT. If the handlers cannot be installed, it
-/// never resolves: the process is then stopped the hard way, which the
-/// intents make safe.
-async fn signalled() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop mcpctl watch with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// Tries `attempt` until it gives an answer (`Ok`), with back-off, while
+/// `/healthz` says what is awaited (`Err` is the reason to wait). `None`
+/// when a signal came first: the caller stops quietly.
+async fn wait_for<T, F, Fut>(
+    shared: &Shared,
+    signals: &Signals,
+    what: &str,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    const BACKOFF: crate::model::Doubling =
+        crate::model::Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut failures = 0;
+    loop {
+        let answer = tokio::select! {
+            () = signals.first() => return None,
+            a = attempt() => a,
+        };
+        let why = match answer {
+            Ok(t) => {
+                if failures > 0 {
+                    set_reason(shared, what, None);
+                }
+                return Some(t);
+            }
+            Err(why) => why,
+        };
+        failures += 1;
+        let after = BACKOFF.after(failures);
+        tracing::warn!(reason = %why, retry_in_ms = after.as_millis() as u64, "waiting for the {what}");
+        set_reason(shared, what, Some(why));
+        tokio::select! {
+            () = signals.first() => return None,
+            () = tokio::time::sleep(after) => {}
+        }
+    }
+}
+
+fn set_reason(shared: &Shared, what: &str, why: Option<String>) {
+    shared.update(|h| match what {
+        "runtime" => h.runtime = why,
+        _ => h.state = why,
+    });
+}
+
+/// SIGTERM and SIGINT, counted: the first asks for a clean stop, the
+/// second for an immediate one. If the handlers cannot be installed, no
+/// signal is ever seen: the process is then stopped the hard way, which
+/// the intents make safe.
+struct Signals {
+    count: tokio::sync::watch::Receiver<u32>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (tx, count) = tokio::sync::watch::channel(0u32);
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::spawn(async move {
+                    loop {
+                        let name = tokio::select! {
+                            _ = term.recv() => "SIGTERM",
+                            _ = int.recv() => "SIGINT",
+                        };
+                        tracing::info!("{name}: stopping");
+                        tx.send_modify(|n| *n += 1);
+                    }
+                });
+            }
+            _ => tracing::warn!("cannot install signal handlers; stop mcpctl watch with SIGKILL"),
+        }
+        Signals { count }
+    }
+
+    async fn at_least(&self, n: u32) {
+        let mut count = self.count.clone();
+        // The sender lives as long as the process when handlers are
+        // installed; without them, no signal ever comes.
+        if count.wait_for(|c| *c >= n).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn first(&self) {
+        self.at_least(1).await
+    }
+
+    async fn second(&self) {
+        self.at_least(2).await
     }
 }

@@ -108,6 +108,18 @@ pub struct Options {
     pub dry_run: bool,
     /// Runtime calls in flight at once.
     pub parallelism: usize,
+    /// On shutdown, how long actions in flight may take to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// How `watch` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every action in flight finished.
+    Drained,
+    /// Actions were still in flight when the shutdown timeout passed or a
+    /// second signal came; the intents let the next run finish them.
+    CutShort,
 }
 
 /// `1 to start, 2 to replace`, or `no changes`.
@@ -132,11 +144,45 @@ enum Wake {
     Source(Option<SourceEvent>),
     Sync,
     Resync,
+    Retry,
     Applier(Trigger),
 }
 
-/// Runs until `shutdown` resolves. `sync_now` asks the source to fetch at
-/// once (the webhook). Returns an error only for a state file it cannot use.
+/// Faults that pass (a busy state file, a runtime that does not answer
+/// when the applier starts), and when to try again: 1 s doubling to 30 s.
+#[derive(Default)]
+struct Fault {
+    failures: u32,
+    /// When to try again; `None` when nothing is failing.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+const FAULT_BACKOFF: crate::model::Doubling =
+    crate::model::Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
+
+impl Fault {
+    /// Counts one more failure and sets when to try again.
+    fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let after = FAULT_BACKOFF.after(self.failures);
+        self.retry_at = Some(tokio::time::Instant::now() + after);
+        after
+    }
+
+    fn cleared(&mut self) {
+        *self = Fault::default();
+    }
+}
+
+/// Runs until `shutdown` resolves, then lets the actions in flight finish
+/// for at most `opts.shutdown_timeout`, or until `abort` resolves (a second
+/// signal). `sync_now` asks the source to fetch at once (the webhook).
+///
+/// It never ends on a fault that passes: a busy state file, a runtime that
+/// does not answer, a failed fetch. Each makes `/healthz` degraded, with
+/// the reason, and is tried again with back-off. It returns an error only
+/// for a state file that cannot be used until somebody acts (damaged, or
+/// written by a newer mcpctl).
 #[allow(clippy::too_many_arguments)]
 pub async fn watch<R: Runtime + Sync>(
     rt: &R,
@@ -147,8 +193,8 @@ pub async fn watch<R: Runtime + Sync>(
     shared: &Shared,
     opts: &Options,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ApplyError> {
-    let key = store.digest_key_async().await?;
+    abort: impl Future<Output = ()>,
+) -> Result<Stopped, ApplyError> {
     let on_event = |e: Event| match e {
         Event::Finished {
             action,
@@ -187,16 +233,23 @@ pub async fn watch<R: Runtime + Sync>(
     let apply_opts = ApplyOptions {
         parallelism: opts.parallelism,
         wait: true,
-        // The loop runs until shutdown; no pass has a deadline of its own.
-        timeout: Duration::from_secs(u64::from(u32::MAX)),
+        // Unused: `watch` drives the applier's turns itself, with no deadline.
+        timeout: Duration::ZERO,
         allow_empty: resolver.allow_empty,
         command: "watch".into(),
         only: None,
         dry_run: opts.dry_run,
     };
     shared.update(|h| h.dry_run = opts.dry_run);
-    let far = tokio::time::Instant::now() + Duration::from_secs(u64::from(u32::MAX));
     let mut applier: Option<Applier<'_, R>> = None;
+    // Whether the applier has made its start (dropped stale intents); it
+    // needs the runtime, so it waits, like a pass, for one that answers.
+    let mut started = false;
+    let mut key: Option<[u8; 32]> = None;
+    // A revision read but not yet resolved, because the state was busy.
+    let mut pending: Option<(source::Snapshot, Option<String>)> = None;
+    let mut fault = Fault::default();
+    let mut source_open = true;
     let mut resync = tokio::time::interval(opts.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
@@ -205,30 +258,46 @@ pub async fn watch<R: Runtime + Sync>(
     let mut converged = false;
     tokio::pin!(shutdown);
     loop {
-        let wake = match applier.as_mut() {
-            Some(a) => tokio::select! {
-                () = &mut shutdown => Wake::Shutdown,
-                ev = source.recv() => Wake::Source(ev),
-                () = shared.sync.notified() => Wake::Sync,
-                _ = resync.tick() => Wake::Resync,
-                t = a.next_trigger(far) => Wake::Applier(t),
-            },
-            // No good revision yet: nothing to reconcile toward.
-            None => tokio::select! {
-                () = &mut shutdown => Wake::Shutdown,
-                ev = source.recv() => Wake::Source(ev),
-                () = shared.sync.notified() => Wake::Sync,
-            },
+        let retry = async {
+            match fault.retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let source_next = async {
+            if source_open {
+                source.recv().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let waiting_out_fault = fault.retry_at.is_some();
+        // The applier's own wakes keep its work in flight moving even while
+        // a fault is waited out; only the pass waits for the retry.
+        let triggers = async {
+            match applier.as_mut().filter(|_| started) {
+                Some(a) => a.next_trigger(None).await,
+                None => std::future::pending().await,
+            }
+        };
+        let wake = tokio::select! {
+            () = &mut shutdown => Wake::Shutdown,
+            ev = source_next => Wake::Source(ev),
+            () = shared.sync.notified() => Wake::Sync,
+            _ = resync.tick() => Wake::Resync,
+            () = retry => Wake::Retry,
+            t = triggers => Wake::Applier(t),
         };
         match wake {
             Wake::Shutdown => break,
             Wake::Source(None) => {
-                // The source's watcher is gone: keep reconciling what we have.
+                // The source's watcher is gone: keep reconciling what we
+                // have, and stop listening to a channel that would wake
+                // the loop at once, forever.
+                source_open = false;
                 shared.update(|h| {
                     h.source = Some("the source watcher stopped; keeping the last revision".into())
                 });
-                // Without this, a closed channel would wake the loop at once, forever.
-                let _ = std::mem::replace(&mut source, mpsc::channel(1).1);
                 continue;
             }
             Wake::Source(Some(SourceEvent::Failed(error))) => {
@@ -245,128 +314,253 @@ pub async fn watch<R: Runtime + Sync>(
             Wake::Source(Some(SourceEvent::Revision {
                 snapshot,
                 forced_from,
-            })) => {
-                let revision = snapshot.info.revision.clone();
-                let location = snapshot.info.location.clone();
-                let known = store.load_async().await?.servers.len();
-                match resolver.target(snapshot, &key, known) {
-                    Ok(target) => {
-                        tracing::info!(
-                            %revision,
-                            servers = target.servers.len(),
-                            forced_from = forced_from.as_deref().unwrap_or(""),
-                            "revision accepted"
-                        );
-                        shared.metrics.revision(&revision);
-                        shared.update(|h| {
-                            h.revision = Some(revision.clone());
-                            h.source = None;
-                        });
-                        let target = Arc::new(target);
-                        match applier.as_mut() {
-                            Some(a) => a.set_target(target),
-                            None => {
-                                let mut a =
-                                    Applier::new(rt, store, target, apply_opts.clone(), &on_event);
-                                a.subscribe();
-                                a.start(None).await?;
-                                applier = Some(a);
-                            }
-                        }
-                        fresh = Some(forced_from);
-                    }
-                    Err(why) => {
-                        tracing::error!(%revision, reasons = %why, "revision refused; nothing changes");
-                        shared.update(|h| {
-                            h.source = Some(format!("revision {revision} refused:\n{why}"))
-                        });
-                        if !opts.dry_run {
-                            let first = why.lines().next().unwrap_or_default().to_owned();
-                            let entry = HistoryEntry {
-                                at: Timestamp::now(),
-                                revision,
-                                source: location,
-                                actions: 0,
-                                outcome: format!("watch: refused: {first}"),
-                            };
-                            store
-                                .update_async(move |tx| tx.push_history(&entry))
-                                .await?;
-                        }
-                        continue;
-                    }
-                }
-            }
+            })) => pending = Some((snapshot, forced_from)),
             Wake::Sync => {
                 sync_now();
-                if applier.is_none() {
+                if applier.is_none() && pending.is_none() {
                     continue;
                 }
             }
             Wake::Resync => tracing::debug!("resync"),
+            Wake::Retry => fault.retry_at = None,
             Wake::Applier(trigger) => tracing::trace!(?trigger, "woke"),
         }
-        let Some(a) = applier.as_mut() else { continue };
-        a.absorb_ready();
-        match a.pass(None).await {
-            Ok(()) => {}
-            // The safety rules refused the plan: keep the fleet as it is.
-            Err(ApplyError::Plan(e)) => {
-                shared.update(|h| h.source = Some(e.to_string()));
-                continue;
+        if waiting_out_fault && fault.retry_at.is_some() {
+            // Taken in; the turn waits for the fault's retry.
+            continue;
+        }
+
+        // Each step below may meet a fault that passes; it is reported, and
+        // the loop comes back to the same step after a pause.
+        let step = turn(
+            rt,
+            store,
+            resolver,
+            shared,
+            opts,
+            &apply_opts,
+            &on_event,
+            Turn {
+                applier: &mut applier,
+                started: &mut started,
+                key: &mut key,
+                pending: &mut pending,
+                fresh: &mut fresh,
+                converged: &mut converged,
+            },
+        )
+        .await;
+        match step {
+            Ok(()) => {
+                if fault.failures > 0 {
+                    shared.update(|h| h.state = None);
+                }
+                fault.cleared();
+            }
+            Err(ApplyError::State(e)) if e.is_passing() => {
+                let after = fault.failed();
+                tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "state file unavailable; retrying");
+                shared.update(|h| h.state = Some(e.to_string()));
+            }
+            Err(ApplyError::Runtime(e)) => {
+                let after = fault.failed();
+                tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "runtime unavailable; retrying");
+                shared.update(|h| h.runtime = Some(e.to_string()));
             }
             Err(e) => return Err(e),
         }
-        let last = a.last_pass().clone();
-        shared.metrics.pass(last.plan_time, last.actions.len());
-        shared.metrics.instances(&last.statuses);
-        shared.update(|h| {
-            h.runtime = last.error.clone();
-            h.drift = last.actions.len();
-        });
-        if opts.dry_run && !last.actions.is_empty() {
-            let drift: Vec<String> = last
-                .actions
-                .iter()
-                .map(|x| format!("{} {}", x.kind.as_str(), x.server))
-                .collect();
-            tracing::warn!(actions = last.actions.len(), drift = ?drift, "drift (left alone: --dry-run)");
-        }
-        if opts.dry_run || last.error.is_some() {
-            continue;
-        }
-        let target = a.target().clone();
-        let entry = |outcome: String, actions: usize| HistoryEntry {
-            at: Timestamp::now(),
-            revision: target.source.revision.clone(),
-            source: target.source.location.clone(),
-            actions,
-            outcome,
-        };
-        let record = if let Some(forced_from) = fresh.take() {
-            let forced = forced_from
-                .map(|f| format!(" (force-push from {f})"))
-                .unwrap_or_default();
-            let summary = actions_summary(&last.actions);
-            Some(entry(
-                format!("watch: applying{forced}: {summary}"),
-                last.actions.len(),
-            ))
-        } else if last.converged && !converged {
-            Some(entry("watch: converged".into(), 0))
-        } else {
-            None
-        };
-        converged = last.converged;
-        if let Some(e) = record {
-            store.update_async(move |tx| tx.push_history(&e)).await?;
+    }
+    let Some(a) = applier.as_mut().filter(|a| a.busy()) else {
+        return Ok(Stopped::Drained);
+    };
+    tracing::info!(
+        timeout_s = opts.shutdown_timeout.as_secs(),
+        "shutting down: letting the actions in flight finish (a second signal stops at once)"
+    );
+    tokio::select! {
+        finished = tokio::time::timeout(opts.shutdown_timeout, a.drain()) => match finished {
+            Ok(()) => Ok(Stopped::Drained),
+            Err(_) => {
+                tracing::warn!("actions still in flight after the shutdown timeout; the next run finishes them");
+                Ok(Stopped::CutShort)
+            }
+        },
+        () = abort => {
+            tracing::warn!("second signal: stopping now; the next run finishes what was in flight");
+            Ok(Stopped::CutShort)
         }
     }
-    if let Some(a) = applier.as_mut() {
-        tracing::info!("shutting down: letting the actions in flight finish");
-        a.drain().await;
+}
+
+/// The loop's state that one turn may change.
+struct Turn<'t, 'a, R> {
+    applier: &'t mut Option<Applier<'a, R>>,
+    started: &'t mut bool,
+    key: &'t mut Option<[u8; 32]>,
+    pending: &'t mut Option<(source::Snapshot, Option<String>)>,
+    fresh: &'t mut Option<Option<String>>,
+    converged: &'t mut bool,
+}
+
+/// One turn after a wake: take in a pending revision, make the applier's
+/// start, pass, and record. A fault that passes comes back as an error and
+/// leaves everything ready for the same turn to be tried again.
+#[allow(clippy::too_many_arguments)]
+async fn turn<'a, R: Runtime + Sync>(
+    rt: &'a R,
+    store: &'a Store,
+    resolver: &Resolver,
+    shared: &Shared,
+    opts: &Options,
+    apply_opts: &ApplyOptions,
+    on_event: &'a (dyn Fn(Event) + Sync),
+    t: Turn<'_, 'a, R>,
+) -> Result<(), ApplyError> {
+    if let Some((snapshot, forced_from)) = t.pending.take() {
+        let resolved = resolve(store, resolver, shared, t.key, &snapshot).await;
+        let target = match resolved {
+            Ok(target) => target,
+            Err(e) => {
+                *t.pending = Some((snapshot, forced_from));
+                return Err(e);
+            }
+        };
+        let revision = snapshot.info.revision.clone();
+        match target {
+            Ok(target) => {
+                tracing::info!(
+                    %revision,
+                    servers = target.servers.len(),
+                    forced_from = forced_from.as_deref().unwrap_or(""),
+                    "revision accepted"
+                );
+                shared.metrics.revision(&revision);
+                shared.update(|h| {
+                    h.revision = Some(revision.clone());
+                    h.source = None;
+                });
+                let target = Arc::new(target);
+                match t.applier.as_mut() {
+                    Some(a) => a.set_target(target),
+                    None => {
+                        let mut a = Applier::new(rt, store, target, apply_opts.clone(), on_event);
+                        a.subscribe();
+                        *t.applier = Some(a);
+                    }
+                }
+                *t.fresh = Some(forced_from);
+            }
+            Err(why) => {
+                tracing::error!(%revision, reasons = %why, "revision refused; nothing changes");
+                shared.update(|h| h.source = Some(format!("revision {revision} refused:\n{why}")));
+                if !opts.dry_run {
+                    let first = why.lines().next().unwrap_or_default().to_owned();
+                    let entry = HistoryEntry {
+                        at: Timestamp::now(),
+                        revision,
+                        source: snapshot.info.location.clone(),
+                        actions: 0,
+                        outcome: format!("watch: refused: {first}"),
+                    };
+                    record(store, entry).await;
+                }
+                if t.applier.is_none() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let Some(a) = t.applier.as_mut() else {
+        return Ok(());
+    };
+    if !*t.started {
+        a.start(None).await?;
+        *t.started = true;
+    }
+    a.absorb_ready();
+    match a.pass(None).await {
+        Ok(()) => {}
+        // The safety rules refused the plan: keep the fleet as it is.
+        Err(ApplyError::Plan(e)) => {
+            shared.update(|h| h.source = Some(e.to_string()));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    let last = a.last_pass().clone();
+    shared.metrics.pass(last.plan_time, last.actions.len());
+    shared.metrics.instances(&last.statuses);
+    shared.update(|h| {
+        h.runtime = last.error.clone();
+        h.drift = last.actions.len();
+    });
+    if opts.dry_run && !last.actions.is_empty() {
+        let drift: Vec<String> = last
+            .actions
+            .iter()
+            .map(|x| format!("{} {}", x.kind.as_str(), x.server))
+            .collect();
+        tracing::warn!(actions = last.actions.len(), drift = ?drift, "drift (left alone: --dry-run)");
+    }
+    if opts.dry_run || last.error.is_some() {
+        return Ok(());
+    }
+    let target = a.target().clone();
+    let entry = |outcome: String, actions: usize| HistoryEntry {
+        at: Timestamp::now(),
+        revision: target.source.revision.clone(),
+        source: target.source.location.clone(),
+        actions,
+        outcome,
+    };
+    let entry = if let Some(forced_from) = t.fresh.take() {
+        let forced = forced_from
+            .map(|f| format!(" (force-push from {f})"))
+            .unwrap_or_default();
+        let summary = actions_summary(&last.actions);
+        Some(entry(
+            format!("watch: applying{forced}: {summary}"),
+            last.actions.len(),
+        ))
+    } else if last.converged && !*t.converged {
+        Some(entry("watch: converged".into(), 0))
+    } else {
+        None
+    };
+    *t.converged = last.converged;
+    if let Some(e) = entry {
+        record(store, e).await;
     }
     Ok(())
+}
+
+/// Resolves a revision into a target, or the reasons it is refused. The
+/// outer error is a state file that could not be read (try again later).
+async fn resolve(
+    store: &Store,
+    resolver: &Resolver,
+    _shared: &Shared,
+    key: &mut Option<[u8; 32]>,
+    snapshot: &source::Snapshot,
+) -> Result<Result<Target, String>, ApplyError> {
+    let digest_key = match key {
+        Some(k) => *k,
+        None => {
+            let k = store.digest_key_async().await?;
+            *key = Some(k);
+            k
+        }
+    };
+    let known = store.load_async().await?.servers.len();
+    Ok(resolver.target(snapshot.clone(), &digest_key, known))
+}
+
+/// A history entry is worth keeping, not worth stopping for: a busy state
+/// file loses it, with a warning.
+async fn record(store: &Store, entry: HistoryEntry) {
+    if let Err(e) = store.update_async(move |tx| tx.push_history(&entry)).await {
+        tracing::warn!(error = %e, "cannot record the history entry");
+    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,9 @@ pub struct Health {
     pub source: Option<String>,
     /// The runtime did not answer the last pass.
     pub runtime: Option<String>,
+    /// The state file could not be used (busy, or refused by the file
+    /// system); retried with back-off.
+    pub state: Option<String>,
     /// Actions the last pass planned (with `--dry-run`, the drift left alone).
     pub drift: usize,
     pub dry_run: bool,
@@ -152,7 +155,10 @@ pub struct Health {
 
 impl Health {
     pub fn ok(&self) -> bool {
-        self.source.is_none() && self.runtime.is_none() && self.revision.is_some()
+        self.source.is_none()
+            && self.runtime.is_none()
+            && self.state.is_none()
+            && self.revision.is_some()
     }
 
     /// Each reason to be degraded, one line each.
@@ -163,6 +169,7 @@ impl Health {
         }
         out.extend(self.source.iter().map(|s| format!("source: {s}")));
         out.extend(self.runtime.iter().map(|r| format!("runtime: {r}")));
+        out.extend(self.state.iter().map(|s| format!("state: {s}")));
         out
     }
 }

@@ -47,7 +47,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 struct Running {
     events: mpsc::Sender<SourceEvent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ApplyError>>,
+    task: tokio::task::JoinHandle<Result<Stopped, ApplyError>>,
     shared: Arc<Shared>,
     syncs: Arc<AtomicUsize>,
 }
@@ -84,6 +84,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
                 resync: Duration::from_millis(300),
                 dry_run,
                 parallelism: 4,
+                shutdown_timeout: Duration::from_secs(30),
             };
             let sync_now = move || {
                 syncs.fetch_add(1, Ordering::SeqCst);
@@ -99,6 +100,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
                 async {
                     let _ = stopped.await;
                 },
+                std::future::pending(),
             )
             .await
         })

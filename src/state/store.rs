@@ -183,6 +183,24 @@ pub enum StateError {
     Other { path: PathBuf, message: String },
 }
 
+impl StateError {
+    /// Whether trying again later may succeed: the file was busy, the
+    /// file system or the database refused for a moment, or another applier
+    /// holds the lock. A damaged file, a newer format or a failed migration
+    /// stays as it is until somebody acts, so a long-running process
+    /// reports those and stops.
+    pub fn is_passing(&self) -> bool {
+        matches!(
+            self,
+            StateError::Busy { .. }
+                | StateError::Io { .. }
+                | StateError::Database { .. }
+                | StateError::Random { .. }
+                | StateError::Locked { .. }
+        )
+    }
+}
+
 fn seconds_or_millis(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())
