@@ -954,6 +954,11 @@ fn a_token_in_a_git_url_is_refused_and_never_echoed() {
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("http://(sensitive)@127.0.0.1:"), "{r}");
     assert!(!format!("{r}").contains(URL_TOKEN), "{r}");
+    let unsupported = format!("ftp://{URL_TOKEN}@127.0.0.1/mcp");
+    let r = env.run(&["probe", &unsupported]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("the scheme must be http or https"), "{r}");
+    assert!(!format!("{r}").contains(URL_TOKEN), "{r}");
     let history = env.run(&["history", "-o", "json"]);
     assert_eq!(history.code, 0, "{history}");
     assert!(!format!("{history}").contains(URL_TOKEN), "{history}");

@@ -658,6 +658,9 @@ async fn a_legacy_endpoint_on_another_origin_is_not_followed() {
     .await
     .expect_err("an endpoint on another origin")
     .to_string();
+    // Checked first: it is the point.
+    let leaked: Vec<Seen> = seen(&received);
+    assert!(leaked.is_empty(), "the other origin received {leaked:?}");
     assert_eq!(
         error,
         format!(
@@ -674,8 +677,6 @@ async fn a_legacy_endpoint_on_another_origin_is_not_followed() {
         ["GET /sse"],
         "the stream was read, and nothing sent"
     );
-    let leaked: Vec<Seen> = seen(&received);
-    assert!(leaked.is_empty(), "the other origin received {leaked:?}");
 }
 
 /// An older stdio server that ignores methods it does not know: discover gets
