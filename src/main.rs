@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(color)
+        // A log line that cannot be written has nowhere to be reported:
+        // tracing's own report of it would panic on the same closed stderr.
+        .log_internal_errors(false)
         .init();
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            mcpctl::cli::write_stderr(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(report) => {
-            eprintln!("{report:?}");
+            mcpctl::cli::write_stderr(&format!("{report:?}\n"));
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! The CLI as users run it: the built binary, its exit codes, stdout and
 //! stderr, snapshotted through one helper so each test reads like a spec.
-//! Nothing here needs a container runtime: plans use `--refresh=false`.
+//! Nothing here needs a container runtime (plans use `--refresh=false`),
+//! except `apply_into_a_closed_stream_never_panics`, which applies to Docker.
 
 #[path = "support/upstream.rs"]
 mod upstream;
@@ -70,6 +71,17 @@ impl Env {
         self.finish(self.command().args(args).stdout(writer))
     }
 
+    /// Runs `cmd` with `stream` a pipe whose read end is already closed.
+    fn finish_into_a_closed_pipe(&self, mut cmd: Command, stream: Stream) -> Run {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        match stream {
+            Stream::Stdout => cmd.stdout(writer),
+            Stream::Stderr => cmd.stderr(writer),
+        };
+        self.finish(&mut cmd)
+    }
+
     /// Runs `cmd` to its end, with the workspace path masked in its output.
     fn finish(&self, cmd: &mut Command) -> Run {
         let out = cmd.output().expect("run mcpctl");
@@ -82,6 +94,12 @@ impl Env {
             stderr: clean(&out.stderr),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
 }
 
 struct Run {
@@ -797,4 +815,233 @@ fn a_closed_stdout_ends_each_command_quietly() {
     quiet(&["describe", "instance", "01test00", "--refresh=false"], 0);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(saved, "the plan was not saved");
+}
+
+/// Every command, on success and on error, into a closed stdout and into a
+/// closed stderr (`mcpctl validate bad/ 2>&1 | head -1`): it ends with its
+/// usual exit code, never a panic (101).
+#[test]
+fn a_closed_stdout_or_stderr_never_makes_a_command_panic() {
+    let env = fleet();
+    env.file(
+        "bad/server.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: Bad_Name}\nspec: {image: x}\n",
+    );
+    converge_state(&env);
+    let dead = format!("http://127.0.0.1:{}/mcp", refused_port());
+    // Logging everything: tracing writes to stderr as well.
+    let trace: &[(&str, &str)] = &[("MCPCTL_LOG", "trace")];
+    // Arguments, environment, and the exit code with both streams open.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32);
+    let commands: &[Case] = &[
+        (&["--help"], &[], 0),
+        (&["plan", "--help"], &[], 0),
+        (&["schema"], &[], 0),
+        (&["validate", "fleet"], &[], 0),
+        (&["validate", "bad"], &[], 1),
+        (
+            &["validate", "--git", "https://ghp_t0ken@127.0.0.1:1/r.git"],
+            &[],
+            1,
+        ),
+        (&["plan", "fleet", "--refresh=false"], &[], 0),
+        (
+            &["plan", "fleet", "--refresh=false", "-o", "json"],
+            trace,
+            0,
+        ),
+        (&["plan", "bad", "--refresh=false"], &[], 1),
+        (&["apply", "bad", "--no-wait"], &[], 1),
+        (&["apply", "no-such-plan.json"], &[], 1),
+        (&["get", "servers", "--refresh=false"], &[], 0),
+        (
+            &["get", "instances", "--refresh=false", "-o", "json"],
+            &[],
+            0,
+        ),
+        // No cluster to reach: a warning, then the recorded state.
+        (&["get", "instances", "--runtime", "kubernetes"], &[], 0),
+        (
+            &["describe", "instance", "01test00", "--refresh=false"],
+            &[],
+            0,
+        ),
+        (
+            &["describe", "instance", "01nope", "--refresh=false"],
+            &[],
+            1,
+        ),
+        (&["logs", "01nope"], &[], 1),
+        (&["history"], &[], 0),
+        (&["history", "-o", "json"], &[], 0),
+        (&["probe", &dead, "--timeout", "2s"], trace, 1),
+        (&["suspend", "no-such-server"], &[], 1),
+    ];
+    let mut failures = Vec::new();
+    for (args, vars, code) in commands {
+        // The reference: what the command does with both streams open.
+        let open = env.run_with(args, vars);
+        if open.code != *code {
+            failures.push(format!(
+                "{args:?} (want exit {code}) with both open: {open}"
+            ));
+        }
+        let mut into_closed_stdout = env.command();
+        into_closed_stdout.args(*args).envs(vars.iter().copied());
+        let mut into_closed_stderr = env.command();
+        into_closed_stderr.args(*args).envs(vars.iter().copied());
+        for (closed, r) in [
+            (
+                "stdout",
+                env.finish_into_a_closed_pipe(into_closed_stdout, Stream::Stdout),
+            ),
+            (
+                "stderr",
+                env.finish_into_a_closed_pipe(into_closed_stderr, Stream::Stderr),
+            ),
+        ] {
+            if r.code != *code || r.stdout.contains("panicked") || r.stderr.contains("panicked") {
+                failures.push(format!(
+                    "{args:?} (want exit {code}) into a closed {closed}: {r}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A port nothing listens on.
+fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+const URL_TOKEN: &str = "ghp_cliT0kenDoNotLeak";
+
+/// A token in a `--git` URL is refused by every command that reads a
+/// source, before anything else happens, and never printed or stored.
+#[test]
+fn a_token_in_a_git_url_is_refused_and_never_echoed() {
+    let env = fleet();
+    let url = format!(
+        "https://{URL_TOKEN}@127.0.0.1:{}/org/fleet.git",
+        refused_port()
+    );
+    let shown = "the --git URL https://(sensitive)@127.0.0.1:";
+    for args in [
+        vec!["validate", "--git", &url],
+        vec![
+            "plan",
+            "--git",
+            &url,
+            "--refresh=false",
+            "--out",
+            "plan.json",
+        ],
+        vec!["plan", "--git", &url, "-o", "json"],
+        vec!["apply", "--git", &url, "--no-wait"],
+    ] {
+        let r = env.run(&args);
+        assert_eq!(r.code, 1, "{args:?}: {r}");
+        assert!(r.stderr.contains(shown), "{args:?}: {r}");
+        assert!(r.stderr.contains("MCPCTL_GIT_TOKEN"), "{args:?}: {r}");
+        assert!(!format!("{r}").contains(URL_TOKEN), "{args:?}: {r}");
+    }
+    assert!(!env.path().join("plan.json").exists(), "no plan was saved");
+    // The probe sends no user info, but echoes the URL when it fails.
+    let dead = format!("http://{URL_TOKEN}@127.0.0.1:{}/mcp", refused_port());
+    let r = env.run(&["probe", &dead]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("http://(sensitive)@127.0.0.1:"), "{r}");
+    assert!(!format!("{r}").contains(URL_TOKEN), "{r}");
+    let unsupported = format!("ftp://{URL_TOKEN}@127.0.0.1/mcp");
+    let r = env.run(&["probe", &unsupported]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("the scheme must be http or https"), "{r}");
+    assert!(!format!("{r}").contains(URL_TOKEN), "{r}");
+    let history = env.run(&["history", "-o", "json"]);
+    assert_eq!(history.code, 0, "{history}");
+    assert!(!format!("{history}").contains(URL_TOKEN), "{history}");
+    assert_no_token_under(env.path());
+
+    // `watch` is refused at once too: after starting, it would hold the
+    // applier lock and report the same failure at every fetch, for ever.
+    let child = env
+        .command()
+        .args([
+            "watch",
+            "--git",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--dry-run",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let mut child = Reaped(child);
+    let status = poll("watch to exit", || child.0.try_wait().expect("wait"));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(shown), "{stderr}");
+    assert!(!stderr.contains(URL_TOKEN), "{stderr}");
+    assert_no_token_under(env.path());
+}
+
+/// No file under `dir` (state, git cache, saved plans) holds [`URL_TOKEN`].
+fn assert_no_token_under(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            assert_no_token_under(&path);
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !bytes
+                    .windows(URL_TOKEN.len())
+                    .any(|w| w == URL_TOKEN.as_bytes()),
+                "{} holds the token",
+                path.display()
+            );
+        }
+    }
+}
+
+/// `apply` writes progress and its verdict to stderr as it works, which
+/// takes a runtime: this one case runs against Docker, with a server whose
+/// image cannot be pulled, so no container is ever made.
+#[test]
+fn apply_into_a_closed_stream_never_panics() {
+    let env = Env::new();
+    env.file(
+        "one/server.yaml",
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: one}\nspec: {image: \"mcpctl-test-no-such-image:never\", transport: stdio}\n",
+    );
+    let apply = |name: &str| {
+        let mut cmd = env.command();
+        cmd.args(["apply", "one", "--no-wait"])
+            .env(
+                "MCPCTL_STATE",
+                env.path().join(format!("{name}/state.redb")),
+            )
+            .env(
+                "MCPCTL_SCOPE",
+                format!("cli-pipes-{name}-{}", std::process::id()),
+            );
+        cmd
+    };
+    let open = env.finish(&mut apply("open"));
+    assert_eq!(open.code, 1, "{open}");
+    assert!(open.stderr.contains("some actions failed"), "{open}");
+    for (name, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
+        let r = env.finish_into_a_closed_pipe(apply(name), stream);
+        assert_eq!(r.code, 1, "into a closed {name}: {r}");
+        assert!(
+            !r.stdout.contains("panicked") && !r.stderr.contains("panicked"),
+            "into a closed {name}: {r}"
+        );
+    }
 }

@@ -561,15 +561,22 @@ async fn a_streamable_server_answering_in_sse_frames_falls_back_to_initialize() 
 /// event names `/messages`; POSTs there are answered on the stream. A POST
 /// anywhere else is 405, as on servers that predate streamable HTTP.
 async fn legacy_sse_server() -> (SocketAddr, Log) {
+    legacy_sse_server_pointing_at("/messages?sessionId=7").await
+}
+
+/// [`legacy_sse_server`] whose `endpoint` event says `endpoint`.
+async fn legacy_sse_server_pointing_at(endpoint: &str) -> (SocketAddr, Log) {
     type Stream = tokio::sync::mpsc::UnboundedSender<String>;
     let stream: Arc<Mutex<Option<Stream>>> = Arc::default();
+    let endpoint_event = format!("event: endpoint\ndata: {endpoint}\n\n");
     serve(move |seen: Seen| {
         let stream = stream.clone();
+        let endpoint_event = endpoint_event.clone();
         async move {
             match (seen.method.as_str(), seen.path.as_str()) {
                 ("GET", _) => {
                     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-                    let _ = sender.send("event: endpoint\ndata: /messages?sessionId=7\n\n".into());
+                    let _ = sender.send(endpoint_event);
                     *stream.lock().expect("poisoned") = Some(sender);
                     let events =
                         futures_util::stream::unfold(receiver, |mut receiver| async move {
@@ -631,6 +638,44 @@ async fn a_legacy_http_sse_server() {
     assert!(
         methods.contains(&"POST /messages notifications/initialized".to_owned()),
         "{methods:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_legacy_endpoint_on_another_origin_is_not_followed() {
+    // Another port of the same host is another origin: it records whatever
+    // reaches it, and answers as an MCP server would, so that only the
+    // probe's refusal keeps the headers from it.
+    let (elsewhere, received) = legacy_sse_server().await;
+    let (addr, log) =
+        legacy_sse_server_pointing_at(&format!("http://{elsewhere}/messages?sessionId=7")).await;
+    let error = probe_url(
+        &format!("http://{addr}/sse"),
+        &bearer(TOKEN),
+        HttpTransport::Sse,
+        ATTEMPT,
+    )
+    .await
+    .expect_err("an endpoint on another origin")
+    .to_string();
+    // Checked first: it is the point.
+    let leaked: Vec<Seen> = seen(&received);
+    assert!(leaked.is_empty(), "the other origin received {leaked:?}");
+    assert_eq!(
+        error,
+        format!(
+            "not MCP: the endpoint event names another origin (http://{elsewhere}), where the server's headers would go; only http://{addr} is followed"
+        )
+    );
+    assert!(!error.contains(TOKEN), "{error}");
+    let methods: Vec<String> = seen(&log)
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        methods,
+        ["GET /sse"],
+        "the stream was read, and nothing sent"
     );
 }
 

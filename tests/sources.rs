@@ -323,6 +323,7 @@ impl AuthServer {
         let mut mirror = Mirror::open(&source, cache.path()).expect("mirror");
         mirror.fetch(&Auth {
             token: Some(token.into()),
+            username: None,
             ssh_key: None,
         })
     }
@@ -362,6 +363,42 @@ fn git_a_refused_token_is_offered_once_and_the_fetch_fails() {
     assert!(
         miette::Diagnostic::help(&err).is_some_and(|h| h.to_string().contains("MCPCTL_GIT_TOKEN")),
         "{err:?}"
+    );
+}
+
+/// The auth server's URL with a token where some hosts take one.
+fn with_token(url: &str) -> String {
+    url.replacen("http://", &format!("http://{URL_TOKEN}@"), 1)
+}
+
+const URL_TOKEN: &str = "ghp_urlT0kenDoNotLeak";
+
+#[test]
+fn git_a_token_in_the_url_is_refused_before_anything_is_sent() {
+    let server = AuthServer::start(true);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let source = GitSource {
+        url: with_token(&server.url),
+        reference: None,
+        path: None,
+    };
+    let err = read(&Location::Git(source), cache.path()).expect_err("a credential in the URL");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(err, SourceError::Git(GitError::Credential { .. })),
+        "{shown}"
+    );
+    assert!(!shown.contains(URL_TOKEN), "{shown}");
+    assert!(
+        shown.contains("http://(sensitive)@127.0.0.1:"),
+        "shows the URL redacted: {shown}"
+    );
+    let seen: Vec<Option<String>> = server.seen.try_iter().collect();
+    assert_eq!(seen, [], "nothing reached the server");
+    assert_eq!(
+        std::fs::read_dir(cache.path()).map_or(0, Iterator::count),
+        0,
+        "no mirror, whose config would keep the URL"
     );
 }
 
@@ -470,6 +507,33 @@ async fn git_watch_reports_a_failed_fetch_and_recovers() {
         "recovery re-announces the revision"
     );
     assert_eq!(forced, None);
+    drop(watch);
+}
+
+/// What a watch reports for a URL with a token is what `watch` hands its
+/// loop (`SourceEvent::Failed`) and shows on /healthz.
+#[tokio::test]
+async fn git_watch_of_a_url_with_a_token_fails_without_showing_it() {
+    let server = AuthServer::start(true);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let loc = Location::Git(GitSource {
+        url: with_token(&server.url),
+        reference: None,
+        path: None,
+    });
+    let (watch, mut rx) = Watch::start(loc, cache.path().to_owned(), NEVER).expect("watch");
+    match next(&mut rx).await {
+        Update::Failed { error } => {
+            assert!(!error.contains(URL_TOKEN), "{error}");
+            assert!(
+                error.starts_with("the --git URL http://(sensitive)@127.0.0.1:"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let seen: Vec<Option<String>> = server.seen.try_iter().collect();
+    assert_eq!(seen, [], "nothing reached the server");
     drop(watch);
 }
 

@@ -199,10 +199,10 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         failed == 0
     };
     if !ok {
-        eprintln!(
-            "error: {}",
+        super::write_stderr(&format!(
+            "error: {}\n",
             not_converged(&report, &snapshot, opts.wait, args.timeout)
-        );
+        ));
         return Ok(Outcome::Failure);
     }
     Ok(Outcome::Success)
@@ -340,7 +340,7 @@ impl Progress {
     fn line(&self, s: String) {
         match &self.bar {
             Some(bar) => bar.println(s),
-            None => eprintln!("{s}"),
+            None => super::write_stderr(&format!("{s}\n")),
         }
     }
 

@@ -208,9 +208,9 @@ pub async fn observe_units(global: &Global) -> Option<BTreeMap<InstanceId, Unit>
                 .collect(),
         ),
         Err(e) => {
-            eprintln!(
-                "warning: showing the recorded state only: {e} (--refresh=false skips the runtime)"
-            );
+            super::write_stderr(&format!(
+                "warning: showing the recorded state only: {e} (--refresh=false skips the runtime)\n"
+            ));
             None
         }
     }

@@ -154,6 +154,17 @@ impl Command {
     pub fn is_service(&self) -> bool {
         matches!(self, Command::Watch(_))
     }
+
+    /// The `--git` flags of the commands that read a source.
+    fn git(&self) -> Option<&GitArgs> {
+        match self {
+            Command::Validate(a) => Some(&a.git),
+            Command::Plan(a) => Some(&a.git),
+            Command::Apply(a) => Some(&a.git),
+            Command::Watch(a) => Some(&a.git),
+            _ => None,
+        }
+    }
 }
 
 /// `-o text|json`, for the commands whose output is a report.
@@ -184,6 +195,11 @@ impl From<Outcome> for ExitCode {
 }
 
 pub async fn run(cli: Cli) -> miette::Result<Outcome> {
+    // Before anything else: `watch` would otherwise take the lock, start,
+    // and then fail the same way at every fetch.
+    if let Some(git) = cli.command.git() {
+        git.check()?;
+    }
     match cli.command {
         Command::Validate(args) => validate::run(&cli.global, args).await,
         Command::Plan(args) => plan::run(&cli.global, args).await,
@@ -247,6 +263,15 @@ pub(crate) fn write_stdout(text: &str) -> Result<(), OutputError> {
         .map_err(OutputError)
 }
 
+/// Writes to standard error, and carries on if it cannot: a reader of
+/// `2>&1 | head -1` that has gone wants no more, and there is nowhere left
+/// to report the failure anyway. Unlike `eprint!`, it never panics.
+pub fn write_stderr(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
 /// Colour only on a terminal, and never when `NO_COLOR` is set.
 pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -258,7 +283,8 @@ pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
 pub struct GitArgs {
     /// Read the specs from this git repository instead of PATHs
     /// (https://, ssh://, git@host:path, file://). HTTPS takes a token from
-    /// MCPCTL_GIT_TOKEN; SSH an ssh-agent key or the key file MCPCTL_GIT_SSH_KEY.
+    /// MCPCTL_GIT_TOKEN (and MCPCTL_GIT_USERNAME), never in the URL; SSH an
+    /// ssh-agent key or the key file MCPCTL_GIT_SSH_KEY.
     #[arg(long, value_name = "URL")]
     pub git: Option<String>,
     /// Branch, tag or commit SHA to read [default: the remote's HEAD branch].
@@ -282,6 +308,19 @@ pub struct GitArgs {
 }
 
 impl GitArgs {
+    /// Refuses a `--git` URL that holds a credential (see
+    /// [`GitSource::check`]).
+    pub fn check(&self) -> Result<(), crate::source::git::GitError> {
+        self.git.as_ref().map_or(Ok(()), |url| {
+            GitSource {
+                url: url.clone(),
+                reference: None,
+                path: None,
+            }
+            .check()
+        })
+    }
+
     /// The source these flags and the PATH arguments name.
     pub fn location(&self, paths: &[PathBuf]) -> Location {
         match &self.git {

@@ -51,7 +51,8 @@ pub async fn run(args: Args) -> miette::Result<Outcome> {
                 Transport::Sse => HttpTransport::Sse,
             };
             (
-                url.clone(),
+                // The URL is echoed in the error: not a token it may hold.
+                crate::model::urls::redact(url),
                 probe::probe_url(url, &args.headers, transport, args.timeout).await,
             )
         }

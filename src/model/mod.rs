@@ -12,6 +12,7 @@ mod snapshot;
 pub mod text;
 mod time;
 mod unit;
+pub mod urls;
 mod workload;
 
 pub use ids::{InstanceId, SpecHash};

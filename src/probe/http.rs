@@ -60,12 +60,12 @@ pub(crate) async fn probe(
 ) -> Result<(Identity, &'static str, Instant), ProbeError> {
     let deadline = Instant::now() + attempt_timeout;
     let parsed = Url::parse(url).map_err(|e| ProbeError::InvalidUrl {
-        url: url.to_owned(),
+        url: crate::model::urls::redact(url),
         reason: e.to_string(),
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ProbeError::InvalidUrl {
-            url: url.to_owned(),
+            url: crate::model::urls::redact(url),
             reason: "the scheme must be http or https".into(),
         });
     }
@@ -243,9 +243,7 @@ impl Probe<'_> {
             .await
             .map_err(|_elapsed| LegacyError::Other(ProbeError::Timeout(self.attempt_timeout)))?
             .map_err(LegacyError::Other)?;
-        let endpoint = url.join(endpoint.trim()).map_err(|e| {
-            LegacyError::Other(ProbeError::NotMcp(format!("bad endpoint event: {e}")))
-        })?;
+        let endpoint = same_origin_endpoint(url, &endpoint).map_err(LegacyError::Other)?;
         let mut channel = LegacySse {
             client: self.client,
             extra: self.extra,
@@ -262,11 +260,30 @@ impl Probe<'_> {
     }
 }
 
+/// Where the legacy transport's `endpoint` event says to POST: relative to
+/// the SSE URL, and only on its origin (scheme, host and port), as the MCP
+/// SDKs do. Every POST carries the server's headers, secrets included, so an
+/// endpoint elsewhere (a compromised or confused server pointing at a host
+/// it controls) must not be followed.
+fn same_origin_endpoint(sse: &Url, event: &str) -> Result<Url, ProbeError> {
+    let endpoint = sse
+        .join(event.trim())
+        .map_err(|e| ProbeError::NotMcp(format!("bad endpoint event: {e}")))?;
+    if endpoint.origin() != sse.origin() {
+        return Err(ProbeError::NotMcp(format!(
+            "the endpoint event names another origin ({}), where the server's headers would go; only {} is followed",
+            endpoint.origin().ascii_serialization(),
+            sse.origin().ascii_serialization()
+        )));
+    }
+    Ok(endpoint)
+}
+
 fn to_uri(url: &Url) -> Result<Uri, ProbeError> {
     url.as_str()
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| ProbeError::InvalidUrl {
-            url: url.to_string(),
+            url: crate::model::urls::redact(url.as_str()),
             reason: e.to_string(),
         })
 }
@@ -589,6 +606,35 @@ mod tests {
         // hyper prints a sensitive value as `Sensitive`, so a debug log of a
         // request cannot show it.
         assert!(!format!("{map:?}").contains("t0k3n"), "{map:?}");
+    }
+
+    #[test]
+    fn an_endpoint_is_followed_only_on_the_sse_urls_origin() {
+        let sse = Url::parse("http://127.0.0.1:8000/sse").expect("url");
+        for (event, followed) in [
+            (
+                "/messages?sessionId=7",
+                "http://127.0.0.1:8000/messages?sessionId=7",
+            ),
+            (" messages ", "http://127.0.0.1:8000/messages"),
+            ("http://127.0.0.1:8000/m", "http://127.0.0.1:8000/m"),
+        ] {
+            assert_eq!(
+                same_origin_endpoint(&sse, event).expect(event).as_str(),
+                followed
+            );
+        }
+        for event in [
+            "http://127.0.0.1:8001/messages",
+            "https://127.0.0.1:8000/messages",
+            "http://localhost:8000/messages",
+            "//evil.example/messages",
+        ] {
+            let error = same_origin_endpoint(&sse, event)
+                .expect_err(event)
+                .to_string();
+            assert!(error.contains("another origin"), "{event}: {error}");
+        }
     }
 
     #[test]

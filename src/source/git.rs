@@ -10,9 +10,11 @@
 //! force-push from a fast-forward ([`Mirror::descends`]).
 //!
 //! Credentials come from the environment ([`Auth::from_env`]): a token
-//! (`MCPCTL_GIT_TOKEN`) for HTTPS, and for SSH an agent or a key file
-//! (`MCPCTL_GIT_SSH_KEY`). Each kind is offered once per fetch, so wrong
-//! credentials fail the fetch instead of looping.
+//! (`MCPCTL_GIT_TOKEN`, with `MCPCTL_GIT_USERNAME` for hosts that want a
+//! particular user) for HTTPS, and for SSH an agent or a key file
+//! (`MCPCTL_GIT_SSH_KEY`), never from the URL, which is shown and kept in
+//! many places ([`GitSource::check`]). Each kind is offered once per fetch,
+//! so wrong credentials fail the fetch instead of looping.
 
 use super::{Snapshot, SourceFile, SourceInfo};
 use git2::{CredentialType, ObjectType, Oid, Repository};
@@ -35,15 +37,25 @@ pub struct GitSource {
 }
 
 impl GitSource {
-    /// The URL with any password removed: it is shown in plans, errors and
-    /// the state, and a token written into the URL must not end up there.
+    /// The URL as it may be shown: in plans, errors, the state and
+    /// `/healthz`. Credentials are refused up front ([`GitSource::check`]);
+    /// this hides any that got past that all the same.
     pub fn display_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(None);
-                u.to_string()
-            }
-            _ => self.url.clone(),
+        crate::model::urls::redact(&self.url)
+    }
+
+    /// Refuses a URL that holds a credential: an HTTPS user name (where
+    /// hosts take tokens) or password, an SSH password, or a secret query
+    /// parameter. It would be kept in the mirror's config, saved plans and
+    /// logs; the token belongs in `MCPCTL_GIT_TOKEN`. An SSH user name
+    /// (`git@host:org/repo`) is the login, not a secret, and is kept.
+    pub fn check(&self) -> Result<(), GitError> {
+        match crate::model::urls::credential(&self.url) {
+            None => Ok(()),
+            Some(what) => Err(GitError::Credential {
+                url: self.display_url(),
+                what,
+            }),
         }
     }
 
@@ -85,6 +97,9 @@ pub struct Auth {
     /// `MCPCTL_GIT_TOKEN`: the password for HTTPS basic auth (a personal
     /// access or deploy token).
     pub token: Option<String>,
+    /// `MCPCTL_GIT_USERNAME`: the user name sent with the token, for hosts
+    /// that check it (Bitbucket); [`TOKEN_USERNAME`] when unset.
+    pub username: Option<String>,
     /// `MCPCTL_GIT_SSH_KEY`: a private key file for SSH; without it the
     /// SSH agent is asked.
     pub ssh_key: Option<PathBuf>,
@@ -97,6 +112,9 @@ impl Auth {
             token: std::env::var("MCPCTL_GIT_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            username: std::env::var("MCPCTL_GIT_USERNAME")
+                .ok()
+                .filter(|u| !u.is_empty()),
             ssh_key: std::env::var_os("MCPCTL_GIT_SSH_KEY")
                 .and_then(non_empty)
                 .map(PathBuf::from),
@@ -109,14 +127,15 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("token", &self.token.as_ref().map(|_| "(sensitive)"))
+            .field("username", &self.username)
             .field("ssh_key", &self.ssh_key)
             .finish()
     }
 }
 
-/// The username HTTPS hosts accept with a token when the URL names none
-/// (GitHub and Gitea take any name; GitLab and Bitbucket want the user's in
-/// the URL, `https://user@host/...`).
+/// The username HTTPS hosts accept with a token when `MCPCTL_GIT_USERNAME`
+/// names none (GitHub, GitLab and Gitea take any name; Bitbucket wants the
+/// user's).
 const TOKEN_USERNAME: &str = "x-access-token";
 /// The username SSH hosts expect when the URL names none.
 const SSH_USERNAME: &str = "git";
@@ -155,7 +174,10 @@ fn next_offer(
     {
         offered.token = true;
         return Some(Offer::Token {
-            username: url_user.unwrap_or(TOKEN_USERNAME).to_owned(),
+            username: url_user
+                .or(auth.username.as_deref())
+                .unwrap_or(TOKEN_USERNAME)
+                .to_owned(),
         });
     }
     // Over SSH, libgit2 first asks who to log in as when the URL says nobody.
@@ -237,8 +259,10 @@ pub struct Mirror {
 
 impl Mirror {
     /// Opens the mirror of `source.url` under `cache`, creating an empty
-    /// bare repository the first time. Nothing is fetched yet.
+    /// bare repository the first time. Nothing is fetched yet. A URL that
+    /// holds a credential is refused ([`GitSource::check`]).
     pub fn open(source: &GitSource, cache: &Path) -> Result<Mirror, GitError> {
+        source.check()?;
         let dir = cache.join(cache_name(&source.url));
         let cache_error = |source_err: git2::Error| GitError::Cache {
             url: source.display_url(),
@@ -278,7 +302,7 @@ impl Mirror {
             url: self.source.display_url(),
             reference: self.source.reference_name().to_owned(),
             hint: fetch_hint(&self.source.url, &e),
-            source: e,
+            source: redacted(&e),
         };
         // Another mcpctl (a `plan` beside `watch`) may fetch into the same
         // mirror; libgit2 would fail on its ref lock files instead of waiting.
@@ -481,6 +505,12 @@ impl Mirror {
 /// The file mode git gives a symbolic link.
 const SYMLINK: i32 = 0o120000;
 
+/// `e` with any credential in a URL its message names hidden: libgit2
+/// quotes URLs in some of its messages.
+fn redacted(e: &git2::Error) -> git2::Error {
+    git2::Error::new(e.code(), e.class(), crate::model::urls::redact(e.message()))
+}
+
 /// The mirror's directory name: the same URL always maps to the same
 /// mirror, and the name says nothing about the URL (which may hold a user).
 fn cache_name(url: &str) -> String {
@@ -537,9 +567,19 @@ fn local_path(url: &str) -> Option<PathBuf> {
     (!url.contains("://") && !scp_like).then(|| PathBuf::from(url))
 }
 
-/// Errors of a git source. Each names the URL, and the ref or path it concerns.
+/// Errors of a git source. Each names the URL (credentials hidden), and
+/// the ref or path it concerns.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum GitError {
+    /// The URL holds a credential; nothing was fetched.
+    #[error("the --git URL {url} holds a credential: {what}")]
+    #[diagnostic(
+        code(mcpctl::source::git::credential),
+        help(
+            "take it out of the URL: put the token in MCPCTL_GIT_TOKEN (and the user name, for a host that wants one, in MCPCTL_GIT_USERNAME); an SSH key goes in MCPCTL_GIT_SSH_KEY or an ssh-agent"
+        )
+    )]
+    Credential { url: String, what: String },
     /// The cache directory could not hold a bare mirror.
     #[error("cannot open the git cache {dir} for {url}")]
     #[diagnostic(
@@ -618,6 +658,7 @@ mod tests {
     fn auth(token: Option<&str>, key: Option<&str>) -> Auth {
         Auth {
             token: token.map(str::to_owned),
+            username: None,
             ssh_key: key.map(PathBuf::from),
         }
     }
@@ -639,13 +680,58 @@ mod tests {
             None,
             "a rejected token is not offered again"
         );
-        let mut offered = Offered::default();
+        let named = Auth {
+            username: Some("ci-bot".into()),
+            ..a
+        };
         assert_eq!(
-            next_offer(&a, url, Some("ci-bot"), allowed, &mut offered),
+            next_offer(&named, url, None, allowed, &mut Offered::default()),
             Some(Offer::Token {
                 username: "ci-bot".into()
             })
         );
+    }
+
+    #[test]
+    fn a_credential_in_the_url_is_refused_naming_the_flag_without_repeating_it() {
+        let src = |url: &str| GitSource {
+            url: url.into(),
+            reference: None,
+            path: None,
+        };
+        for (url, shown) in [
+            (
+                "https://ghp_t0ken@h/org/r.git",
+                "https://(sensitive)@h/org/r.git",
+            ),
+            ("http://u:t0ken@h/r.git", "http://(sensitive)@h/r.git"),
+            ("ssh://git:t0ken@h/r.git", "ssh://git:(sensitive)@h/r.git"),
+            (
+                "https://h/r.git?token=t0ken",
+                "https://h/r.git?token=(sensitive)",
+            ),
+        ] {
+            let err = src(url).check().expect_err(url);
+            let text = format!(
+                "{err} {:?}",
+                miette::Diagnostic::help(&err).map(|h| h.to_string())
+            );
+            assert!(
+                text.starts_with(&format!("the --git URL {shown} holds a credential")),
+                "{text}"
+            );
+            assert!(!text.contains("t0ken"), "{text}");
+            assert!(text.contains("MCPCTL_GIT_TOKEN"), "{text}");
+        }
+        for url in [
+            "https://h/org/r.git",
+            "ssh://git@h/org/r.git",
+            "git@h:org/r.git",
+            "file:///srv/r.git",
+            "/srv/r.git",
+        ] {
+            assert!(src(url).check().is_ok(), "{url}");
+        }
     }
 
     #[test]
@@ -750,11 +836,34 @@ mod tests {
         );
         assert_eq!(
             src("https://bot:s3cret@h/r.git", None, None).location(),
-            "https://bot@h/r.git"
+            "https://(sensitive)@h/r.git"
+        );
+        assert_eq!(
+            src("https://ghp_t0ken@h/r.git", Some("main"), None).location(),
+            "https://(sensitive)@h/r.git#main"
         );
         assert_eq!(
             src("git@h:org/r.git", Some("main"), None).location(),
             "git@h:org/r.git#main"
+        );
+    }
+
+    #[test]
+    fn libgit2_messages_lose_the_credentials_of_urls_they_quote() {
+        let e = git2::Error::new(
+            git2::ErrorCode::Auth,
+            git2::ErrorClass::Http,
+            "too many redirects or authentication replays for https://bot:t0ken@h/r.git",
+        );
+        let shown = redacted(&e);
+        assert_eq!(
+            shown.message(),
+            "too many redirects or authentication replays for https://(sensitive)@h/r.git"
+        );
+        assert_eq!(
+            (shown.code(), shown.class()),
+            (git2::ErrorCode::Auth, git2::ErrorClass::Http),
+            "the hint is chosen by code and class"
         );
     }
 

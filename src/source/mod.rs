@@ -46,8 +46,10 @@ impl SourceFile {
 pub struct SourceInfo {
     /// `dir` or `git`.
     pub kind: String,
-    /// The paths as the user gave them, or the URL (with any password
-    /// removed) followed by `#REF:PATH` when a ref or path was given.
+    /// The paths as the user gave them, or the URL (credentials hidden, see
+    /// [`crate::model::urls::redact`]) followed by `#REF:PATH` when a ref
+    /// or path was given. It is printed, and kept in saved plans, the
+    /// history and `/healthz`.
     pub location: String,
     /// A full git commit SHA, or for directories a content hash of every spec file.
     pub revision: String,

@@ -1493,19 +1493,6 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Query parameters that carry credentials, compared lowercased with `-`
-/// read as `_` (`API-Key` is `api_key`). Besides the usual token names,
-/// `password` and `secret` name a credential as plainly as `token` does.
-const SECRET_PARAMS: &[&str] = &[
-    "token",
-    "key",
-    "apikey",
-    "api_key",
-    "access_token",
-    "password",
-    "secret",
-];
-
 /// What in `url` looks like a credential, in words that do not repeat it.
 fn secret_in_url(url: &url::Url) -> Option<String> {
     if url.password().is_some() {
@@ -1517,9 +1504,7 @@ fn secret_in_url(url: &url::Url) -> Option<String> {
         return Some("a user name before `@`, where services put tokens".into());
     }
     url.query_pairs().find_map(|(name, _)| {
-        let folded = name.to_ascii_lowercase().replace('-', "_");
-        SECRET_PARAMS
-            .contains(&folded.as_str())
+        crate::model::urls::is_secret_param(&name)
             .then(|| format!("the query parameter `{}`", short(&name)))
     })
 }
