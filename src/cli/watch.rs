@@ -87,9 +87,15 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         tracing::info!("MCPCTL_WEBHOOK_SECRET is not set: /hooks/sync refuses every call");
     }
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(reconcile::serve(listener, shared.clone(), secret, async {
-        let _ = server_stopped.await;
-    }));
+    let server = tokio::spawn(reconcile::serve(
+        listener,
+        shared.clone(),
+        secret,
+        Default::default(),
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
     tracing::info!(listen = %args.listen, dry_run = args.dry_run, "watching");
     let resolver = Resolver {
         secrets_dir: global.secrets_dir.clone(),
