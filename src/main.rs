@@ -51,7 +51,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mcpctl::cli::run(cli)) {
+    let result = runtime.block_on(mcpctl::cli::run(cli));
+    // A command that returned has nothing left to wait for: a blocking call
+    // still running (a state write behind a hung disk, a fetch) must not
+    // hold the exit, which a second SIGTERM was promised.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(outcome) => outcome.into(),
         // `mcpctl plan | head -1`: the reader has what it wanted, and as
         // with ripgrep, a closed pipe ends the output quietly.

@@ -334,6 +334,8 @@ pub struct Applier<'a, R> {
     /// Whether events were asked for: a stream that ended against the
     /// contract is opened again by the next pass.
     wants_events: bool,
+    /// Why the events stream is broken, until it says it is back.
+    events_broken: Option<String>,
     prober: Prober,
     /// Handshakes in flight at once: a cold start of a hundred instances
     /// must not attach to all of them at the same moment.
@@ -389,6 +391,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             finished: Vec::new(),
             events: None,
             wants_events: false,
+            events_broken: None,
             prober: Prober::default(),
             probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
             seen: None,
@@ -444,6 +447,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         if self.events.is_none() {
             self.events = Some(Box::pin(self.rt.events()));
         }
+    }
+
+    /// Why the runtime's events stream is broken, while it is: changes are
+    /// then seen only by the passes that timers bring.
+    pub fn events_broken(&self) -> Option<&str> {
+        self.events_broken.as_deref()
     }
 
     /// Whether actions are in flight.
@@ -857,18 +866,26 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                     // it now (our create's own `start`, say) is no news, and
                     // a look while the engine is busy starting it only slows
                     // the start down.
-                    Some(Ok(Watched::Event(ev))) if self.busy.contains(&ev.server) => return None,
-                    Some(Ok(Watched::Event(_))) => self.settle_events().await,
+                    Some(Ok(Watched::Event(ev))) if self.busy.contains(&ev.server) => {
+                        self.events_broken = None;
+                        return None;
+                    }
+                    Some(Ok(Watched::Event(_))) => {
+                        self.events_broken = None;
+                        self.settle_events().await
+                    }
                     // The stream was broken and is back: what happened in
                     // the gap is found by looking.
                     Some(Ok(Watched::Resumed)) => {
                         tracing::info!("runtime events resumed");
+                        self.events_broken = None;
                     }
                     // The stream broke (the daemon restarted, say) and
                     // opens itself again; until it says it is back, timers
                     // and passes carry on alone.
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "runtime events stream broke; it reopens by itself");
+                        self.events_broken = Some(e.to_string());
                         return None;
                     }
                     // Against the contract, but not worth a hot loop: the
@@ -876,6 +893,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                     None => {
                         tracing::warn!("runtime events stream ended; subscribing again at the next pass");
                         self.events = None;
+                        self.events_broken = Some("the stream ended".into());
                         return None;
                     }
                 }

@@ -73,9 +73,15 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     // Served from the start, so that a watch waiting for its engine or its
     // lock says so on /healthz instead of refusing connections.
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(reconcile::serve(listener, shared.clone(), secret, async {
-        let _ = server_stopped.await;
-    }));
+    let server = tokio::spawn(reconcile::serve(
+        listener,
+        shared.clone(),
+        secret,
+        reconcile::ListenerLimits::default(),
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
     let outcome = watch(global, args, &store, &shared, &signals).await;
     let _ = stop_server.send(());
     let _ = server.await;

@@ -17,7 +17,7 @@
 mod http;
 mod status;
 
-pub use http::serve;
+pub use http::{Limits as ListenerLimits, serve};
 pub use status::{Health, Metrics, Shared};
 
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
@@ -146,7 +146,12 @@ enum Wake {
     Resync,
     Retry,
     Applier(Trigger),
+    Heartbeat,
 }
+
+/// The loop turns at least this often, even with nothing to do, so that
+/// `/livez` can tell a quiet loop from a stuck one.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Faults that pass (a busy state file, a runtime that does not answer
 /// when the applier starts), and when to try again: 1 s doubling to 30 s.
@@ -253,11 +258,20 @@ pub async fn watch<R: Runtime + Sync>(
     let mut resync = tokio::time::interval(opts.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // After a new revision, its first pass is recorded in the history.
     let mut fresh: Option<Option<String>> = None;
     let mut converged = false;
     tokio::pin!(shutdown);
     loop {
+        shared.turned();
+        if let Some(a) = applier.as_ref() {
+            let broken = a.events_broken().map(str::to_owned);
+            if shared.health().events != broken {
+                shared.update(|h| h.events = broken);
+            }
+        }
         let retry = async {
             match fault.retry_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -287,6 +301,7 @@ pub async fn watch<R: Runtime + Sync>(
             _ = resync.tick() => Wake::Resync,
             () = retry => Wake::Retry,
             t = triggers => Wake::Applier(t),
+            _ = heartbeat.tick() => Wake::Heartbeat,
         };
         match wake {
             Wake::Shutdown => break,
@@ -324,6 +339,7 @@ pub async fn watch<R: Runtime + Sync>(
             Wake::Resync => tracing::debug!("resync"),
             Wake::Retry => fault.retry_at = None,
             Wake::Applier(trigger) => tracing::trace!(?trigger, "woke"),
+            Wake::Heartbeat => continue,
         }
         if waiting_out_fault && fault.retry_at.is_some() {
             // Taken in; the turn waits for the fault's retry.

@@ -1,6 +1,7 @@
-//! What a running `watch` tells the outside: its health (for `/healthz`)
-//! and its metrics (for `/metrics`), shared between the loop, which updates
-//! them, and the HTTP server, which reads them.
+//! What a running `watch` tells the outside: its health (for `/healthz`),
+//! whether its loop still turns (for `/livez`) and its metrics (for
+//! `/metrics`), shared between the loop, which updates them, and the HTTP
+//! server, which reads them.
 
 use crate::model::Status as InstanceStatus;
 use crate::plan::ActionKind;
@@ -145,8 +146,11 @@ pub struct Health {
     pub source: Option<String>,
     /// The runtime did not answer the last pass.
     pub runtime: Option<String>,
-    /// The state file could not be used (busy, or refused by the file
-    /// system); retried with back-off.
+    /// The runtime's event stream is broken (passes still run on the resync
+    /// interval, but changes are seen late).
+    pub events: Option<String>,
+    /// The state file could not be opened or written (another process holds
+    /// it, or the disk refuses): passes cannot record what they do.
     pub state: Option<String>,
     /// Actions the last pass planned (with `--dry-run`, the drift left alone).
     pub drift: usize,
@@ -157,6 +161,7 @@ impl Health {
     pub fn ok(&self) -> bool {
         self.source.is_none()
             && self.runtime.is_none()
+            && self.events.is_none()
             && self.state.is_none()
             && self.revision.is_some()
     }
@@ -169,21 +174,55 @@ impl Health {
         }
         out.extend(self.source.iter().map(|s| format!("source: {s}")));
         out.extend(self.runtime.iter().map(|r| format!("runtime: {r}")));
+        out.extend(self.events.iter().map(|e| format!("runtime events: {e}")));
         out.extend(self.state.iter().map(|s| format!("state: {s}")));
         out
     }
 }
 
-/// Health and metrics, shared by the loop and the HTTP server.
-#[derive(Default)]
+/// Health, liveness and metrics, shared by the loop and the HTTP server.
 pub struct Shared {
     health: Mutex<Health>,
+    /// When the loop last turned; at first, when it was created, so a loop
+    /// that never turns at all goes stale too. tokio's clock, so tests can
+    /// pause it.
+    last_turn: Mutex<tokio::time::Instant>,
     pub metrics: Metrics,
     /// Set by the webhook: fetch the source now.
     pub sync: tokio::sync::Notify,
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            health: Mutex::default(),
+            last_turn: Mutex::new(tokio::time::Instant::now()),
+            metrics: Metrics::default(),
+            sync: tokio::sync::Notify::default(),
+        }
+    }
+}
+
 impl Shared {
+    /// The loop calls this on every turn, whatever the turn found: `/livez`
+    /// asks whether the loop runs, not whether the world is healthy.
+    pub fn turned(&self) {
+        *self.last_turn.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// How long since the loop last turned (or since `self` was made).
+    pub fn since_turn(&self) -> std::time::Duration {
+        self.last_turn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// Whether the loop turned within `stale_after`.
+    pub fn alive(&self, stale_after: std::time::Duration) -> bool {
+        self.since_turn() <= stale_after
+    }
+
     pub fn health(&self) -> Health {
         self.health
             .lock()
@@ -205,5 +244,49 @@ impl Shared {
                 tracing::warn!(reasons = ?h.reasons(), "degraded");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_is_alive_until_it_has_not_turned_for_longer_than_the_bound() {
+        let bound = Duration::from_secs(120);
+        let shared = Shared::default();
+        assert!(shared.alive(bound), "a loop just started is alive");
+        tokio::time::advance(Duration::from_secs(121)).await;
+        assert!(!shared.alive(bound), "a loop that never turned goes stale");
+        shared.turned();
+        assert!(shared.alive(bound));
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(shared.alive(bound), "the bound itself is still alive");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!shared.alive(bound));
+        assert_eq!(shared.since_turn(), Duration::from_secs(121));
+    }
+
+    #[test]
+    fn a_broken_event_stream_or_a_busy_state_file_degrades_with_its_reason() {
+        let healthy = Health {
+            revision: Some("abc".to_owned()),
+            ..Health::default()
+        };
+        assert!(healthy.ok());
+        let h = Health {
+            events: Some("stream ended: connection reset".to_owned()),
+            state: Some("state.redb is held by another process".to_owned()),
+            ..healthy
+        };
+        assert!(!h.ok());
+        assert_eq!(
+            h.reasons(),
+            [
+                "runtime events: stream ended: connection reset",
+                "state: state.redb is held by another process",
+            ]
+        );
     }
 }
