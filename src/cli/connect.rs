@@ -43,7 +43,7 @@ pub async fn runtime(global: &Global) -> Result<Connected, RuntimeError> {
                 runtime: name,
                 message: format!(
                     "the {name} runtime did not answer within {}",
-                    crate::model::short_duration(deadlines.call)
+                    humantime::format_duration(deadlines.call)
                 ),
             });
         }

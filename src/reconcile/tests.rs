@@ -47,6 +47,8 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 struct Running {
     events: mpsc::Sender<SourceEvent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// A second signal: stop at once.
+    abort: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<Stopped, ApplyError>>,
     shared: Arc<Shared>,
     syncs: Arc<AtomicUsize>,
@@ -66,8 +68,23 @@ impl Running {
 }
 
 fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
+    start_with(
+        Arc::new(rt.clone()),
+        store,
+        dry_run,
+        Duration::from_secs(30),
+    )
+}
+
+fn start_with<R: Runtime + Send + Sync + 'static>(
+    rt: Arc<R>,
+    store: &Store,
+    dry_run: bool,
+    shutdown_timeout: Duration,
+) -> Running {
     let (events, rx) = mpsc::channel(8);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
     let shared = Arc::new(Shared::default());
     let syncs = Arc::new(AtomicUsize::new(0));
     let task = {
@@ -84,13 +101,13 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
                 resync: Duration::from_millis(300),
                 dry_run,
                 parallelism: 4,
-                shutdown_timeout: Duration::from_secs(30),
+                shutdown_timeout,
             };
             let sync_now = move || {
                 syncs.fetch_add(1, Ordering::SeqCst);
             };
             watch(
-                &rt,
+                &*rt,
                 &store,
                 &resolver,
                 rx,
@@ -100,7 +117,9 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
                 async {
                     let _ = stopped.await;
                 },
-                std::future::pending(),
+                async {
+                    let _ = aborted.await;
+                },
             )
             .await
         })
@@ -108,6 +127,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
     Running {
         events,
         stop: Some(stop),
+        abort: Some(abort),
         task,
         shared,
         syncs,
@@ -163,8 +183,7 @@ async fn revisions_are_applied_and_a_bad_one_changes_nothing() {
         "the last good one stays"
     );
     // The loop keeps passing (resync is 300 ms); give it a few.
-    let passes = w.shared.metrics.encode();
-    until("more passes", || w.shared.metrics.encode() != passes).await;
+    more_passes(&w.shared, 2).await;
     assert_eq!(rt.units(), units, "nothing was touched");
 
     // No servers at all, while one runs: refused too (a wrong path must not
@@ -306,8 +325,7 @@ async fn a_suspended_server_stays_as_it_is_until_resumed() {
         rt.units().values().any(|u| u.server == "beta")
     })
     .await;
-    let passes = w.shared.metrics.encode();
-    until("a resync or two", || w.shared.metrics.encode() != passes).await;
+    more_passes(&w.shared, 2).await;
     assert!(
         !rt.units().values().any(|u| u.server == "alpha"),
         "a suspended server's unit stays removed"
@@ -334,4 +352,211 @@ async fn the_webhook_asks_the_source_to_sync() {
     w.shared.sync.notify_one();
     until("a sync", || w.syncs.load(Ordering::SeqCst) == 1).await;
     w.stop().await;
+}
+
+/// Passes so far, from the metrics, as a scraper would read them.
+fn passes(shared: &Shared) -> u64 {
+    shared
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("mcpctl_passes_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the loop has run `n` more passes than it had.
+async fn more_passes(shared: &Shared, n: u64) {
+    let from = passes(shared);
+    until(&format!("{n} more passes after {from}"), || {
+        passes(shared) >= from + n
+    })
+    .await;
+}
+
+impl Running {
+    /// The watch is still running: it has not ended on a fault.
+    fn alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+/// An engine that is down when `watch` starts, with an intent left by an
+/// interrupted apply (whose clean-up needs the engine), used to end the
+/// process. Now it is waited out with back-off, `/healthz` saying why, and
+/// the fleet converges once the engine is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_down_at_start_is_waited_out_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::new(dir.path().join("state.redb"));
+    store
+        .update(|tx| {
+            tx.put_intent(&crate::model::Intent {
+                instance: crate::model::InstanceId("01jaaaaaaaaaaaaaaaaaaaaaaa".into()),
+                server: "alpha".into(),
+                spec_hash: crate::model::SpecHash("old".into()),
+                op: crate::model::IntentOp::Create,
+                at: Timestamp::now(),
+                replaces: None,
+            })
+        })
+        .expect("an intent left by an interrupted apply");
+    let rt = FakeRuntime::new();
+    rt.set_down(true);
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("degraded: the runtime is down", || {
+        w.shared
+            .health()
+            .runtime
+            .is_some_and(|r| r.contains("the engine is down"))
+    })
+    .await;
+    assert!(w.alive(), "watch ended on an engine that was down");
+    rt.set_down(false);
+    until("alpha to run once the engine is back", || {
+        running(&store, "alpha") == 1
+    })
+    .await;
+    until("healthy again", || w.shared.health().ok()).await;
+    assert!(store.load().expect("load").intents.is_empty());
+    w.stop().await;
+}
+
+/// A state file held by another process (an `apply` beside the `watch`)
+/// beyond the busy timeout used to end the process. Now the pass is
+/// retried, `/healthz` names the state file, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_state_file_is_waited_out_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Store::new(dir.path().join("state.redb")).with_busy_timeout(Duration::from_millis(100));
+    let rt = FakeRuntime::new();
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("alpha to run", || running(&store, "alpha") == 1).await;
+
+    // Hold the file, as a long transaction elsewhere would, until released.
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store = store.clone().with_busy_timeout(Duration::from_secs(30));
+        std::thread::spawn(move || {
+            store.update(|_| {
+                let _ = held_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                Ok(())
+            })
+        })
+    };
+    held_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the file is held");
+    // A change while the file is held: the pass that follows cannot load.
+    w.events
+        .send(revision("r2", &[("fleet/a.yaml", spec("alpha", 2))]))
+        .await
+        .expect("send");
+    until("degraded: the state file is busy", || {
+        w.shared
+            .health()
+            .state
+            .is_some_and(|s| s.contains("is busy"))
+    })
+    .await;
+    assert!(w.alive(), "watch ended on a busy state file");
+    release_tx.send(()).expect("release");
+    holder.join().expect("holder").expect("holder's update");
+    until("alpha scaled once the file is free", || {
+        running(&store, "alpha") == 2
+    })
+    .await;
+    until("healthy again", || w.shared.health().ok()).await;
+    w.stop().await;
+}
+
+/// A hung engine (every list outlives the deadline) fails each pass with
+/// a message that says so, and `/healthz` is degraded; the loop goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_engine_fails_passes_at_the_deadline_and_degrades_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::new(dir.path().join("state.redb"));
+    let fake = FakeRuntime::new();
+    let rt = Arc::new(crate::runtime::Bounded::new(
+        fake.clone(),
+        "fake",
+        crate::runtime::Deadlines::from_call(Duration::from_millis(200)),
+    ));
+    let w = start_with(rt, &store, false, Duration::from_secs(30));
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("alpha to run", || running(&store, "alpha") == 1).await;
+    fake.slow_looks(Duration::from_secs(3600));
+    until("degraded: the runtime did not answer", || {
+        w.shared
+            .health()
+            .runtime
+            .is_some_and(|r| r.contains("did not answer within 200ms"))
+    })
+    .await;
+    assert!(w.alive());
+    fake.slow_looks(Duration::ZERO);
+    until("healthy again", || w.shared.health().ok()).await;
+    w.stop().await;
+}
+
+/// On shutdown, actions in flight get `shutdown_timeout` to finish, not
+/// forever: a create that never answers (a hung engine) is cut short, and
+/// the intents let the next run finish it. A second signal stops at once.
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_actions_in_flight_at_most_the_timeout() {
+    for second_signal in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().join("state.redb"));
+        let rt = FakeRuntime::new();
+        rt.behave(
+            "alpha",
+            crate::runtime::fake::Behaviour {
+                create_takes: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        );
+        let mut w = start_with(Arc::new(rt.clone()), &store, false, Duration::from_secs(5));
+        w.events
+            .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+            .await
+            .expect("send");
+        until("the create to be under way", || rt.units().len() == 1).await;
+        let began = tokio::time::Instant::now();
+        let _ = w.stop.take().expect("stop").send(());
+        if second_signal {
+            let _ = w.abort.take().expect("abort").send(());
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(3600), &mut w.task)
+            .await
+            .expect("watch returns")
+            .expect("watch task")
+            .expect("watch ends cleanly");
+        let took = began.elapsed();
+        assert_eq!(stopped, Stopped::CutShort);
+        if second_signal {
+            assert!(
+                took < Duration::from_secs(1),
+                "took {took:?} after a second signal"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+                "took {took:?} with a 5 s shutdown timeout"
+            );
+        }
+    }
 }

@@ -71,7 +71,7 @@ impl<R> Bounded<R> {
         format!(
             "the {} runtime did not answer within {}",
             self.name,
-            crate::model::short_duration(limit)
+            humantime::format_duration(limit)
         )
     }
 

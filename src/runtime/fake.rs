@@ -46,6 +46,8 @@ struct World {
     inspects: usize,
     /// How long every `observe` takes: an engine slow to list.
     look_takes: Duration,
+    /// The engine is down: every call fails at once, as with a stopped daemon.
+    down: bool,
 }
 
 /// The fake world. Cloning shares it.
@@ -103,6 +105,21 @@ impl FakeRuntime {
     /// `inspect` calls so far.
     pub fn inspects(&self) -> usize {
         self.world().inspects
+    }
+
+    /// Takes the engine down (every call fails as unreachable) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.world().down = down;
+    }
+
+    fn reachable(&self) -> Result<(), RuntimeError> {
+        if self.world().down {
+            return Err(RuntimeError::Unavailable {
+                runtime: "fake",
+                message: "the engine is down".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Makes every `observe` from now on take `d`.
@@ -186,6 +203,7 @@ impl Runtime for FakeRuntime {
         // Like Docker's list call, the listing carries no restart count;
         // unlike Docker, the fake has no event buffer to consult, so it says
         // what it knows: a unit that restarted reports it.
+        self.reachable()?;
         let takes = self.world().look_takes;
         tokio::time::sleep(takes).await;
         Ok(self
@@ -200,12 +218,14 @@ impl Runtime for FakeRuntime {
     }
 
     async fn inspect(&self, handle: &str) -> Result<Option<Unit>, RuntimeError> {
+        self.reachable()?;
         let mut w = self.world();
         w.inspects += 1;
         Ok(w.units.values().find(|u| u.handle == handle).cloned())
     }
 
     async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
+        self.reachable()?;
         let handle = format!("fake-{}", spec.instance);
         let (unit, takes) = {
             let mut w = self.world();
@@ -239,6 +259,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
+        self.reachable()?;
         let gone: Vec<Unit> = {
             let mut w = self.world();
             w.removes += 1;
