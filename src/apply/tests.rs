@@ -1,6 +1,9 @@
 //! The real pass against the fake runtime, whose units answer MCP: a cold
 //! start, rolling replaces, repairs during a replace, liveness, crashes,
-//! crash loops, failed creates, and the convergence property.
+//! crash loops, failed creates, and the convergence property. Every test
+//! runs on tokio's paused clock (and the wall clock follows it in unit
+//! tests), so timing rules and pass counts are exact and not at the mercy
+//! of a loaded machine.
 
 use super::*;
 use crate::model::{Runners, UnitState};
@@ -124,7 +127,7 @@ impl Bed {
 
 const QUICK: &str = "{timeout: 3s, period: 200ms, minReady: 0s}";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_new_fleet_converges_with_every_instance_proven_by_mcp() {
     let bed = Bed::new();
     let yaml = fleet(&[("alpha", 2, "img:1"), ("beta", 1, "img:1")], QUICK);
@@ -164,7 +167,7 @@ async fn a_new_fleet_converges_with_every_instance_proven_by_mcp() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_rolling_replace_promotes_each_new_instance_before_removing_an_old_one() {
     let bed = Bed::new();
     bed.apply(
@@ -235,7 +238,7 @@ async fn a_rolling_replace_promotes_each_new_instance_before_removing_an_old_one
 
 /// The pass never waits on readiness: while a replace waits minutes for a
 /// slow new instance, another server's lost container is back at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_removal_during_a_slow_replace_is_repaired_at_once() {
     let bed = Arc::new(Bed::new());
     let readiness = "{timeout: 30s, period: 10s}";
@@ -274,7 +277,7 @@ async fn a_removal_during_a_slow_replace_is_repaired_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // ...beta's container disappears out of band.
-    let removed = std::time::Instant::now();
+    let removed = tokio::time::Instant::now();
     bed.rt.delete(&beta);
     let repaired = loop {
         let back = bed
@@ -299,7 +302,7 @@ async fn a_removal_during_a_slow_replace_is_repaired_at_once() {
     assert!(!report.converged, "the slow replace cannot finish in 2 s");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn three_failed_liveness_checks_demote_a_running_instance() {
     let bed = Bed::new();
     let readiness = "{timeout: 20s, period: 200ms}";
@@ -348,7 +351,7 @@ async fn three_failed_liveness_checks_demote_a_running_instance() {
     assert_eq!(bed.rt.units().len(), 2, "a demotion restarts nothing");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
     let bed = Bed::new();
     let yaml = fleet(&[("alpha", 1, "img:1")], QUICK);
@@ -395,7 +398,7 @@ async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
 /// A server that answers, then crashes and is restarted again and again:
 /// never RUNNING, a crash loop at `maxRestarts`, and `apply --wait` gives up
 /// at once instead of waiting out the readiness timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_crash_loop_fails_at_max_restarts_and_apply_stops_waiting() {
     let bed = Arc::new(Bed::new());
     let yaml = fleet(
@@ -413,7 +416,7 @@ async fn a_crash_loop_fails_at_max_restarts_and_apply_stops_waiting() {
             }
         })
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let report = bed.apply(&yaml, Duration::from_secs(30)).await;
     let took = started.elapsed();
     looping.abort();
@@ -439,7 +442,7 @@ async fn a_crash_loop_fails_at_max_restarts_and_apply_stops_waiting() {
     assert!(bed.snapshot().backoff.contains_key("alpha"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_failed_create_is_an_error_instance_with_the_engines_message() {
     let bed = Bed::new();
     bed.rt.behave(
@@ -481,7 +484,7 @@ async fn a_failed_create_is_an_error_instance_with_the_engines_message() {
     assert!(bed.snapshot().intents.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn without_wait_one_pass_runs_and_nothing_is_awaited() {
     let bed = Bed::new();
     bed.rt.behave(
@@ -491,7 +494,7 @@ async fn without_wait_one_pass_runs_and_nothing_is_awaited() {
             ..Behaviour::default()
         },
     );
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let report = bed
         .apply(&fleet(&[("alpha", 2, "img:1")], QUICK), Duration::ZERO)
         .await;
@@ -513,7 +516,7 @@ async fn without_wait_one_pass_runs_and_nothing_is_awaited() {
 /// A saved plan runs what it lists, then only waits and changes statuses:
 /// a start it did not list is held back, and the run ends when nothing it
 /// permits is left, saying what a new plan would do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_saved_plan_runs_only_what_it_lists() {
     let bed = Bed::new();
     let yaml = fleet(&[("alpha", 2, "img:1"), ("beta", 1, "img:1")], QUICK);
@@ -643,7 +646,7 @@ mod props {
 /// A STARTING instance that keeps failing its probe the same way is retried
 /// with back-off beside the passes; a retry that changes nothing must not
 /// cost a pass (a look at the whole runtime) of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn probe_retries_that_change_nothing_cost_no_pass() {
     let bed = Bed::new();
     bed.rt.behave(
@@ -674,7 +677,7 @@ async fn probe_retries_that_change_nothing_cost_no_pass() {
 /// until it ended. Here alpha's create finishes while a pass (started when
 /// beta's finished) waits 1.5 s for its look; the create must be taken as
 /// done when it is, not when the look ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn actions_keep_moving_while_a_pass_waits_on_a_slow_look() {
     let bed = Bed::new();
     bed.rt.behave(
@@ -711,7 +714,7 @@ async fn actions_keep_moving_while_a_pass_waits_on_a_slow_look() {
 /// work is in flight; the work finishing brings the pass that looks at
 /// them, so they must not cost a pass (a look at an engine busy starting)
 /// of their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_busy_servers_own_events_cost_no_pass() {
     let bed = Bed::new();
     bed.rt.behave(
@@ -736,7 +739,7 @@ async fn a_busy_servers_own_events_cost_no_pass() {
 /// A unit an intent names but the state does not know is a candidate for
 /// adoption, and gets inspected; unless its server's create is this run's
 /// own and under way, since an inspect waits out the start it is watching.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_look_leaves_alone_the_units_this_run_is_creating() {
     use crate::model::{Intent, Program, RunSpec, SpecHash, Transport};
     let rt = FakeRuntime::new();
