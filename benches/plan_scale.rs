@@ -53,7 +53,7 @@ fn matching_world(desired: &[Desired], now: Timestamp) -> (Snapshot, Observation
                     id: id.clone(),
                     server: d.name.clone(),
                     status: Status::Running,
-                    handle: format!("c{}", id),
+                    handle: Some(format!("c{}", id)),
                     endpoint: Some(Endpoint::Http("http://127.0.0.1:1/mcp".into())),
                     spec_hash: d.canonical.hash.clone(),
                     created_at: now,

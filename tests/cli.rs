@@ -178,7 +178,7 @@ fn converge_state(env: &Env) {
                         id: id.clone(),
                         server: d.name.clone(),
                         status: Status::Running,
-                        handle: format!("c-{id}"),
+                        handle: Some(format!("c-{id}")),
                         endpoint: Some(Endpoint::Stdio),
                         spec_hash: d.canonical.hash.clone(),
                         created_at: Timestamp(0),

@@ -27,7 +27,7 @@ fn instance(n: u32) -> Instance {
         id: InstanceId(format!("01jinstance{n:04}")),
         server: format!("server-{n}"),
         status: Status::Starting,
-        handle: format!("container-{n}"),
+        handle: Some(format!("container-{n}")),
         endpoint: Some(Endpoint::Http(format!(
             "http://127.0.0.1:{}/mcp",
             20_000 + n

@@ -157,7 +157,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
                 &a.reason,
                 now,
             );
-            inst.handle = unit.handle.clone();
+            inst.handle = Some(unit.handle.clone());
             inst.endpoint = unit.endpoint.clone();
             inst.restarts = unit.restarts.unwrap_or(0);
             inst.restarts_at_start = inst.restarts;
@@ -203,7 +203,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         };
         // Only a crash starts a back-off; a unit removed or stopped out of
         // band is replaced at once (the plan already holds the replacement).
-        let crashed = crate::plan::is_crash(inst.handle.is_empty(), unit);
+        let crashed = crate::plan::is_crash(inst.handle.is_none(), unit);
         let backoff = (status == Status::Error && crashed)
             .then(|| next_backoff(ctx.snapshot, &a.server, &inst.spec_hash, &a.reason, now));
         let server = a.server.clone();
@@ -229,7 +229,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         let known = ctx.snapshot.instances.get(id);
         let unit = ctx.obs.units.get(id);
         let handle = known
-            .map(|i| i.handle.clone())
+            .and_then(|i| i.handle.clone())
             .or_else(|| unit.map(|u| u.handle.clone()));
         let hash = known
             .map(|i| i.spec_hash.clone())
@@ -307,7 +307,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         inst.replaces = replaces;
         match created {
             Ok(c) => {
-                inst.handle = c.handle;
+                inst.handle = Some(c.handle);
                 inst.endpoint = Some(c.endpoint);
                 let id2 = id.clone();
                 self.store

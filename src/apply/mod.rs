@@ -747,9 +747,9 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
                 // A runtime that routes traffic by readiness (a Kubernetes
                 // readiness gate) learns the handshake's outcome; a dry run
                 // changes nothing, and external servers have no unit.
-                if !dry_run && !t.handle.is_empty() {
+                if !dry_run && let Some(handle) = &t.handle {
                     let passed = matches!(result.probe, crate::model::Probe::Ready(_));
-                    if let Err(e) = rt.set_ready(&t.handle, passed).await {
+                    if let Err(e) = rt.set_ready(handle, passed).await {
                         tracing::warn!(instance = %t.instance, error = %e, "cannot record readiness with the runtime");
                     }
                 }

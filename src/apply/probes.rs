@@ -34,8 +34,8 @@ pub type Result = Readiness;
 pub struct ProbeTarget {
     pub instance: InstanceId,
     pub server: String,
-    /// Container id or pod name, for an attach; empty for external servers.
-    pub handle: String,
+    /// Container id or pod name, for an attach; `None` for external servers.
+    pub handle: Option<String>,
     pub endpoint: Endpoint,
 }
 
@@ -102,7 +102,10 @@ pub async fn run<R: Runtime + Sync>(
         // The attach counts against the attempt: an engine that never
         // answers it must not hold a probe (or a one-shot refresh) forever.
         Endpoint::Stdio => {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, rt.attach(&target.handle)).await {
+            let Some(handle) = target.handle.as_deref() else {
+                return Readiness::not_ready("a stdio server with no unit to attach to");
+            };
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, rt.attach(handle)).await {
                 Ok(Ok(a)) => {
                     let conn = Connection::Stdio {
                         reader: a.reader,
@@ -217,13 +220,13 @@ impl Prober {
             };
             let (handle, endpoint) = if d.external {
                 match &inst.endpoint {
-                    Some(e) => (String::new(), e.clone()),
+                    Some(e) => (None, e.clone()),
                     None => continue,
                 }
             } else {
                 match obs.units.get(&inst.id) {
                     Some(u) if u.state == UnitState::Running => match &u.endpoint {
-                        Some(e) => (u.handle.clone(), e.clone()),
+                        Some(e) => (Some(u.handle.clone()), e.clone()),
                         None => continue,
                     },
                     _ => continue,

@@ -144,7 +144,7 @@ async fn a_new_fleet_converges_with_every_instance_proven_by_mcp() {
             mcp.server_name, i.server,
             "the fake answers with its server's name"
         );
-        assert_eq!(bed.rt.units()[&i.id].handle, i.handle);
+        assert_eq!(Some(&bed.rt.units()[&i.id].handle), i.handle.as_ref());
     }
     assert_eq!(
         snap.revision.as_deref(),

@@ -27,9 +27,9 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let inst = super::logs::find_instance(&snapshot, &args.id)?;
     // The container as the runtime reports it now: `None` when not asked,
     // or for an external server, which has none.
-    let container = match (args.refresh, inst.handle.is_empty()) {
-        (true, false) => Some(match super::connect::runtime(global).await {
-            Ok(rt) => rt.inspect(&inst.handle).await.map_err(|e| e.to_string()),
+    let container = match (args.refresh, &inst.handle) {
+        (true, Some(handle)) => Some(match super::connect::runtime(global).await {
+            Ok(rt) => rt.inspect(handle).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }),
         _ => None,
@@ -72,11 +72,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     field(
         &mut out,
         "Handle",
-        if inst.handle.is_empty() {
-            "- (no container)"
-        } else {
-            &inst.handle
-        },
+        inst.handle.as_deref().unwrap_or("- (no container)"),
     );
     field(&mut out, "Spec hash", &inst.spec_hash.to_string());
     field(
@@ -109,7 +105,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         }
         None => field(&mut out, "MCP", "no successful handshake yet"),
     }
-    if !inst.handle.is_empty() {
+    if inst.handle.is_some() {
         // The container's own view, when the runtime answers; the state alone is still worth showing.
         let shown = match &container {
             None => "not asked (--refresh=false)".to_owned(),

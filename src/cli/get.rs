@@ -156,7 +156,7 @@ pub fn instance_rows(
             mcp: i.mcp.clone(),
             // External servers have no container to look at.
             live: units
-                .filter(|_| !i.handle.is_empty())
+                .filter(|_| i.handle.is_some())
                 .map(|u| live(i, u.get(&i.id))),
         })
         .collect()
@@ -331,7 +331,7 @@ mod tests {
             "created",
             Timestamp(0),
         );
-        i.handle = "c1".into();
+        i.handle = Some("c1".into());
         i.status = status;
         i.restarts = restarts;
         i

@@ -86,54 +86,57 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     // `-f` would otherwise run on for as long as the containers do.
     let failed = OnceLock::new();
     let closed = Notify::new();
-    let follows = targets.iter().filter(|i| !i.handle.is_empty()).map(|inst| {
-        let (rt, failed, closed) = (&rt, &failed, &closed);
-        async move {
-            let tag = if prefix {
-                format!("[{}] ", inst.id)
-            } else {
-                String::new()
-            };
-            let mut print = |line: LogLine| {
-                if failed.get().is_some() {
-                    return;
-                }
-                if let Err(e) = super::write_stdout(&format!("{tag}{}\n", line.text)) {
-                    let _ = failed.set(e);
-                    closed.notify_one();
-                }
-            };
-            let filter = inst.endpoint == Some(Endpoint::Stdio) && !args.protocol;
-            if !filter {
-                return rt
-                    .logs(&inst.handle, Some(args.tail), args.follow, &mut print)
-                    .await;
-            }
-            // The last `tail` lines that are not protocol: the runtime's own
-            // tail would count the protocol lines too, so read all and keep
-            // the end. A follow then starts from here.
-            let mut kept: VecDeque<LogLine> = VecDeque::with_capacity(args.tail.min(4096));
-            let mut keep = |line: LogLine| {
-                if !is_protocol(&line) && args.tail > 0 {
-                    if kept.len() == args.tail {
-                        kept.pop_front();
+    let follows = targets
+        .iter()
+        .filter_map(|inst| Some((inst, inst.handle.as_deref()?)))
+        .map(|(inst, handle)| {
+            let (rt, failed, closed) = (&rt, &failed, &closed);
+            async move {
+                let tag = if prefix {
+                    format!("[{}] ", inst.id)
+                } else {
+                    String::new()
+                };
+                let mut print = |line: LogLine| {
+                    if failed.get().is_some() {
+                        return;
                     }
-                    kept.push_back(line);
-                }
-            };
-            rt.logs(&inst.handle, None, false, &mut keep).await?;
-            kept.into_iter().for_each(&mut print);
-            if args.follow {
-                let mut print_new = |line: LogLine| {
-                    if !is_protocol(&line) {
-                        print(line)
+                    if let Err(e) = super::write_stdout(&format!("{tag}{}\n", line.text)) {
+                        let _ = failed.set(e);
+                        closed.notify_one();
                     }
                 };
-                rt.logs(&inst.handle, Some(0), true, &mut print_new).await?;
+                let filter = inst.endpoint == Some(Endpoint::Stdio) && !args.protocol;
+                if !filter {
+                    return rt
+                        .logs(handle, Some(args.tail), args.follow, &mut print)
+                        .await;
+                }
+                // The last `tail` lines that are not protocol: the runtime's own
+                // tail would count the protocol lines too, so read all and keep
+                // the end. A follow then starts from here.
+                let mut kept: VecDeque<LogLine> = VecDeque::with_capacity(args.tail.min(4096));
+                let mut keep = |line: LogLine| {
+                    if !is_protocol(&line) && args.tail > 0 {
+                        if kept.len() == args.tail {
+                            kept.pop_front();
+                        }
+                        kept.push_back(line);
+                    }
+                };
+                rt.logs(handle, None, false, &mut keep).await?;
+                kept.into_iter().for_each(&mut print);
+                if args.follow {
+                    let mut print_new = |line: LogLine| {
+                        if !is_protocol(&line) {
+                            print(line)
+                        }
+                    };
+                    rt.logs(handle, Some(0), true, &mut print_new).await?;
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    });
+        });
     let results = tokio::select! {
         results = futures_util::future::join_all(follows) => results,
         () = closed.notified() => Vec::new(),

@@ -43,8 +43,11 @@ pub struct Instance {
     pub id: InstanceId,
     pub server: String,
     pub status: Status,
-    /// Container id or pod name; empty for external servers.
-    pub handle: String,
+    /// Container id or pod name; `None` for external servers, and until
+    /// the runtime has made the unit. (The state file spells `None` as the
+    /// empty string, as it always has.)
+    #[serde(with = "handle_text")]
+    pub handle: Option<String>,
     /// Where the probe connects: an HTTP URL (a published port, or an
     /// external server's URL), or stdio through the runtime. `None` until
     /// the runtime has said.
@@ -100,7 +103,7 @@ impl Instance {
             id,
             server: server.to_owned(),
             status: Status::Starting,
-            handle: String::new(),
+            handle: None,
             endpoint: None,
             spec_hash,
             created_at: at,
@@ -252,6 +255,21 @@ impl Snapshot {
             "back-off {}",
             super::short_duration(b.until.since(now))
         ))
+    }
+}
+
+/// A handle as the state file has always spelled it: the empty string for
+/// none.
+mod handle_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(h.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Some(text).filter(|t| !t.is_empty()))
     }
 }
 

@@ -80,7 +80,7 @@ impl World {
                 id: InstanceId(id.into()),
                 server: server.into(),
                 status,
-                handle: format!("c-{id}"),
+                handle: Some(format!("c-{id}")),
                 endpoint: Some(Endpoint::Stdio),
                 spec_hash: canonical(image).hash,
                 created_at: at,
@@ -217,8 +217,8 @@ impl Shape {
                 unit.handle = format!("mcpctl-{}-{id}", unit.server);
             }
             for (id, inst) in world.snapshot.instances.iter_mut() {
-                if !inst.handle.is_empty() {
-                    inst.handle = format!("mcpctl-{}-{id}", inst.server);
+                if inst.handle.is_some() {
+                    inst.handle = Some(format!("mcpctl-{}-{id}", inst.server));
                 }
             }
         }
