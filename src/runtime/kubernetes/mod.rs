@@ -401,18 +401,9 @@ impl Runtime for KubernetesRuntime {
     fn events(
         &self,
     ) -> impl futures_core::Stream<Item = Result<Watched, RuntimeError>> + Send + '_ {
-        let pods = self.pods();
-        let selector = self.selector();
-        // The watch starts from the resource version of a list made on first
-        // poll, so nothing between asking and reading is missed; when the
-        // API server ends a watch (it does, every few minutes) it is opened
-        // again from the last version seen.
-        futures_util::stream::once(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
-            tokio::spawn(events::watch_loop(pods, selector, tx));
-            events::tokio_stream_of(rx)
-        })
-        .flatten()
+        // Opened on first poll, so nothing between asking and reading is
+        // missed, and nothing runs once the stream is dropped.
+        events::watch(self.pods(), self.selector())
     }
 
     async fn set_ready(&self, handle: &str, ready: bool) -> Result<(), RuntimeError> {
