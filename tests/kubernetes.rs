@@ -15,6 +15,8 @@
 mod drift;
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
+#[path = "support/fixture.rs"]
+mod fixture;
 
 use fake_kube::{Behaviour, FakeKube, Journal};
 use k8s_openapi::api::core::v1::Pod;
@@ -149,9 +151,11 @@ impl Cluster {
                 .iter()
                 .map(|i| i["id"].as_str().unwrap_or("").to_owned())
                 .collect();
+            // A Terminating pod is on its way out, as the runtime sees it.
             let mut pods: Vec<String> = self
                 .pods_of(server)
                 .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .filter_map(|p| {
                     p.metadata
                         .labels
@@ -986,4 +990,230 @@ fn get_and_describe_show_live_drift_without_an_apply() {
         "get and describe only look"
     );
     assert_eq!(patches(), patched, "nor do they touch a readiness gate");
+}
+
+/// A runtime of the default scope in `NS`, on the fake.
+fn runtime_on(
+    c: &Cluster,
+    rt: &tokio::runtime::Runtime,
+) -> mcpctl::runtime::kubernetes::KubernetesRuntime {
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime, Reach};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = rt.block_on(async { c.fake.client(NS) });
+    KubernetesRuntime::new(
+        client,
+        KubeSettings {
+            namespace: None,
+            scope: "default".into(),
+            runners: Default::default(),
+        },
+        Reach::ApiProxy,
+    )
+}
+
+type Item = Result<mcpctl::model::Watched, mcpctl::runtime::RuntimeError>;
+
+/// The next item of `events`, within `secs` seconds.
+async fn next_item(
+    events: &mut (impl futures_util::Stream<Item = Item> + Unpin),
+    secs: u64,
+) -> Item {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(secs), events.next())
+        .await
+        .expect("an item in time")
+        .expect("the stream never ends")
+}
+
+/// Makes the pod's container crash, as the kubelet would report it.
+fn crash(c: &Cluster, pod: &str) {
+    c.fake.update_pod(NS, pod, |p| {
+        let status = p.status.as_mut().expect("status");
+        let cs = status.container_statuses.as_mut().expect("statuses");
+        cs[0].state = Some(
+            serde_json::from_value(serde_json::json!({"terminated": {"exitCode": 7}}))
+                .expect("state"),
+        );
+    });
+}
+
+#[test]
+fn a_watch_the_server_ends_or_expires_resumes_and_later_events_still_arrive() {
+    use mcpctl::model::{EventKind, Watched};
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    rt.block_on(async {
+        let mut events = std::pin::pin!(kube.events());
+        // The first opening is no resumption: nothing comes before a change.
+        let first = tokio::time::timeout(
+            Duration::from_millis(300),
+            futures_util::StreamExt::next(&mut events),
+        )
+        .await;
+        assert!(first.is_err(), "nothing before any change: {first:?}");
+
+        // The API server ends the watch (its timeoutSeconds).
+        c.fake.end_watches();
+        let item = next_item(&mut events, 10).await;
+        assert!(matches!(item, Ok(Watched::Resumed)), "{item:?}");
+        crash(&c, &pod);
+        let item = next_item(&mut events, 10).await;
+        let Ok(Watched::Event(ev)) = item else {
+            panic!("the crash, not {item:?}");
+        };
+        assert_eq!(ev.kind, EventKind::Died { exit_code: Some(7) });
+
+        // Its version is compacted away while the watch is down: 410 Gone,
+        // a new list, and the stream says it resumed.
+        c.fake.expire_versions();
+        c.fake.end_watches();
+        let mut seen = Vec::new();
+        loop {
+            let item = next_item(&mut events, 10).await;
+            let done = matches!(item, Ok(Watched::Resumed))
+                && seen
+                    .iter()
+                    .any(|i: &Item| matches!(i, Err(e) if e.to_string().contains("410")));
+            seen.push(item);
+            if done {
+                break;
+            }
+        }
+        c.fake.update_pod(NS, &pod, |p| {
+            p.status
+                .as_mut()
+                .expect("status")
+                .container_statuses
+                .as_mut()
+                .expect("cs")[0]
+                .state = Some(
+                serde_json::from_value(
+                    serde_json::json!({"running": {"startedAt": "2026-11-30T01:00:00Z"}}),
+                )
+                .expect("state"),
+            );
+        });
+        let item = next_item(&mut events, 10).await;
+        let Ok(Watched::Event(ev)) = item else {
+            panic!("the restart after the 410, not {item:?}; before: {seen:?}");
+        };
+        assert_eq!(ev.kind, EventKind::Started);
+    });
+    // Every reopening after the 410 listed again, then watched from the
+    // bookmark's version or the list's, with bookmarks asked for.
+    let watches: Vec<String> = c
+        .fake
+        .journal()
+        .into_iter()
+        .filter_map(|j| match j {
+            Journal::Request(l) if l.contains("watch=true") => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert!(watches.len() >= 3, "{watches:#?}");
+    assert!(
+        watches
+            .iter()
+            .all(|w| w.contains("allowWatchBookmarks=true")),
+        "{watches:#?}"
+    );
+}
+
+/// Pods of `server` that are not being deleted.
+fn live_pods(c: &Cluster, server: &str) -> Vec<String> {
+    c.pods_of(server)
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+/// `mcpctl watch` in the background, killed when dropped.
+struct Watching(std::process::Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_pod_deleted_while_the_watch_was_broken_is_replaced_without_a_resync() {
+    let c = Cluster::new();
+    // No liveness probe comes due in the test's time: only the events
+    // stream can bring the pass that sees the loss.
+    let spec =
+        http("alpha", 2, "fixture:v1", "20s").replace("minReady: 1s", "minReady: 1s, period: 1h");
+    c.write("a.yaml", &spec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = c
+        .command(&[
+            "watch",
+            "fleet",
+            "--resync",
+            "1h",
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mcpctl watch");
+    let _watching = Watching(child);
+    // Both RUNNING: the passes their start asked for are done, and the loop
+    // waits for a reason to look.
+    eventually("two RUNNING instances", Duration::from_secs(60), || {
+        let m = fixture::http_request(addr, "GET", "/metrics", &[], None, Duration::from_secs(5))
+            .ok()?;
+        m.body
+            .contains("mcpctl_instances{status=\"RUNNING\"} 2")
+            .then_some(())
+    });
+    let victim = live_pods(&c, "alpha")[0].clone();
+    // The API server goes away; while it is, a pod is deleted and the
+    // history that would have told of it is compacted.
+    c.fake.refuse_watches(true);
+    c.fake.end_watches();
+    let refused = c.fake.count_requests("GET", "watch=true");
+    eventually("a refused watch", Duration::from_secs(10), || {
+        (c.fake.count_requests("GET", "watch=true") > refused).then_some(())
+    });
+    assert!(c.fake.delete_pod(NS, &victim));
+    c.fake.expire_versions();
+    c.fake.refuse_watches(false);
+    eventually("a replacement", Duration::from_secs(30), || {
+        let live = live_pods(&c, "alpha");
+        (live.len() == 2 && !live.contains(&victim)).then_some(())
+    });
+}
+
+#[test]
+fn a_terminating_pod_is_not_counted_as_running() {
+    let c = Cluster::new();
+    c.fake.set_grace(Duration::from_secs(120));
+    c.write("a.yaml", &http("alpha", 2, "fixture:v1", "20s"));
+    c.apply();
+    let victim = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    assert!(c.fake.delete_pod(NS, &victim));
+    assert_eq!(
+        c.pods_of("alpha").len(),
+        2,
+        "the victim lingers, Terminating"
+    );
+    c.apply();
+    c.assert_exact(&[("alpha", 2)]);
+    let live = live_pods(&c, "alpha");
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(!live.contains(&victim));
+    assert_eq!(c.pods_of("alpha").len(), 3, "the victim still lingers");
 }
