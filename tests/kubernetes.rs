@@ -1217,3 +1217,92 @@ fn a_terminating_pod_is_not_counted_as_running() {
     assert!(!live.contains(&victim));
     assert_eq!(c.pods_of("alpha").len(), 3, "the victim still lingers");
 }
+
+#[test]
+fn a_service_that_is_not_ours_is_neither_patched_nor_deleted() {
+    let c = Cluster::new();
+    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mcpctl-alpha", "labels": {"app": "someone-else"}},
+        "spec": {"ports": [{"name": "web", "port": 80}]}
+    }))
+    .expect("service");
+    c.fake.add_service(NS, foreign);
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    let r = c.run(&["apply", "fleet", "--timeout", "30s"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.contains("mcpctl-alpha") && r.stdout.contains("not mcpctl's")
+            || r.stderr.contains("mcpctl-alpha") && r.stderr.contains("not mcpctl's"),
+        "{r}"
+    );
+    let left = c.fake.services();
+    assert_eq!(left.len(), 1, "{left:#?}");
+    let ports = left[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .expect("ports");
+    assert_eq!(
+        (ports.len(), ports[0].port),
+        (1, 80),
+        "untouched: {ports:#?}"
+    );
+    // Nor is it deleted when the server goes.
+    c.delete("a.yaml");
+    let r = c.run(&["apply", "fleet", "--timeout", "30s", "--allow-empty"]);
+    assert_eq!(c.fake.services().len(), 1, "the foreign Service stays");
+    assert!(c.pods_of("alpha").is_empty(), "{r}");
+}
+
+#[test]
+fn a_pod_of_another_scope_is_not_removed() {
+    use mcpctl::runtime::Runtime;
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime, Reach};
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let other = KubernetesRuntime::new(
+        rt.block_on(async { c.fake.client(NS) }),
+        KubeSettings {
+            namespace: None,
+            scope: "other".into(),
+            runners: Default::default(),
+        },
+        Reach::ApiProxy,
+    );
+    let e = rt.block_on(other.remove(&pod)).expect_err("not its pod");
+    assert!(e.to_string().contains("not mcpctl's"), "{e}");
+    assert!(rt.block_on(other.inspect(&pod)).expect("inspect").is_none());
+    let e = rt
+        .block_on(other.set_ready(&pod, false))
+        .expect_err("not its pod");
+    assert!(e.to_string().contains("not mcpctl's"), "{e}");
+    assert_eq!(c.pods_of("alpha").len(), 1, "still there");
+}
+
+#[test]
+fn a_scope_that_is_no_label_value_is_refused_on_both_runtimes() {
+    let c = Cluster::new();
+    for runtime in ["kubernetes", "docker"] {
+        let o = c
+            .command(&[
+                "apply",
+                "fleet",
+                "--scope",
+                "team a/b",
+                "--runtime",
+                runtime,
+            ])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{runtime}: {stderr}");
+        assert!(
+            stderr.contains("--scope \"team a/b\"") && stderr.contains("team-a"),
+            "{runtime}: {stderr}"
+        );
+    }
+}

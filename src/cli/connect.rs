@@ -6,6 +6,7 @@ use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
 use crate::runtime::{AnyRuntime, RuntimeError};
 
 pub async fn runtime(global: &Global) -> Result<AnyRuntime, RuntimeError> {
+    crate::runtime::validate_scope(&global.scope)?;
     match global.runtime {
         RuntimeKind::Docker => Ok(AnyRuntime::Docker(
             DockerRuntime::connect(DockerConfig::from_env(

@@ -260,6 +260,18 @@ impl FakeKube {
             .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
+    /// Puts a Service in place, as someone else might.
+    pub fn add_service(&self, namespace: &str, service: Service) {
+        let name = service.metadata.name.clone().expect("service name");
+        let mut w = self.world();
+        w.version += 1;
+        let mut service = service;
+        service.metadata.namespace = Some(namespace.to_owned());
+        service.metadata.uid = Some(format!("uid-{}", w.version));
+        service.metadata.resource_version = Some(w.version.to_string());
+        w.services.insert((namespace.to_owned(), name), service);
+    }
+
     /// Deletes a pod behind mcpctl's back, as `kubectl delete pod` would
     /// (gracefully, when a grace period is set).
     pub fn delete_pod(&self, namespace: &str, name: &str) -> bool {

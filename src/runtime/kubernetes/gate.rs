@@ -32,6 +32,23 @@ impl KubernetesRuntime {
         if known == Some(ready) {
             return Ok(());
         }
+        // A gate is known only for a pod seen as ours; any other is checked.
+        if known.is_none() {
+            match self.pods().get_opt(pod).await {
+                Ok(Some(p)) if self.our_server(&p).is_some() => {}
+                Ok(Some(_)) => {
+                    return Err(not_ours(
+                        "set readiness gate",
+                        "pod",
+                        pod,
+                        &self.scope,
+                        "(any)",
+                    ));
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(op_error("set readiness gate", pod, &e)),
+            }
+        }
         let (status, reason, message) = if ready {
             ("True", "McpHandshake", "the MCP handshake succeeded")
         } else {

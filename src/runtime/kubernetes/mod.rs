@@ -170,6 +170,20 @@ fn api_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// The error for an object that carries a name mcpctl would use but not
+/// mcpctl's labels for this scope and server: it is left alone.
+fn not_ours(op: &'static str, kind: &str, name: &str, scope: &str, server: &str) -> RuntimeError {
+    RuntimeError::Operation {
+        op,
+        instance: name.to_owned(),
+        message: format!(
+            "a {kind} of that name exists but is not mcpctl's for scope {scope:?}, server {server:?} \
+             (its {LABEL_MANAGED}, {LABEL_SCOPE} and {LABEL_SERVER} labels differ); \
+             mcpctl leaves it alone: delete or rename it, or use another --scope"
+        ),
+    }
+}
+
 /// An error that says the API server is not there, rather than that one
 /// request was refused.
 fn is_transport(e: &kube::Error) -> bool {
@@ -230,6 +244,22 @@ impl KubernetesRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Whether an object's labels say it is mcpctl's, of this scope, and
+    /// (for `Some`) of that server.
+    fn owns(&self, meta: &ObjectMeta, server: &str) -> bool {
+        let labels = meta.labels.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        label(LABEL_MANAGED) == Some("true")
+            && label(LABEL_SCOPE) == Some(self.scope.as_str())
+            && label(LABEL_SERVER) == Some(server)
+    }
+
+    /// The server of a pod that is ours (managed, of this scope), or `None`.
+    fn our_server(&self, pod: &Pod) -> Option<String> {
+        let server = pod.metadata.labels.as_ref()?.get(LABEL_SERVER)?;
+        self.owns(&pod.metadata, server).then(|| server.clone())
+    }
+
     /// The label selector of this scope's pods.
     pub fn selector(&self) -> String {
         format!("{LABEL_MANAGED}=true,{LABEL_SCOPE}={}", self.scope)
@@ -274,6 +304,10 @@ impl KubernetesRuntime {
 
     /// A pod as a unit, with its last log line when it restarted or stopped.
     async fn unit_of(&self, pod: &Pod) -> Result<Option<Unit>, RuntimeError> {
+        // `inspect` names a pod, which may be another scope's.
+        if self.our_server(pod).is_none() {
+            return Ok(None);
+        }
         let Some(view) = view(pod, |port, path| self.http_endpoint(pod, port, path)) else {
             return Ok(None);
         };
@@ -377,12 +411,28 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn remove(&self, handle: &str) -> Result<(), RuntimeError> {
-        let server = match self.pods().delete(handle, &DeleteParams::default()).await {
-            Ok(either) => either
-                .left()
-                .and_then(|p| p.metadata.labels)
-                .and_then(|l| l.get(LABEL_SERVER).cloned()),
-            Err(e) if api_code(&e) == Some(404) => None,
+        // Only a pod of ours is deleted, and only the one that was checked
+        // (its uid is the delete's precondition).
+        let server = match self.pods().get_opt(handle).await {
+            Ok(Some(pod)) => {
+                let Some(server) = self.our_server(&pod) else {
+                    return Err(not_ours("remove", "pod", handle, &self.scope, "(any)"));
+                };
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: pod.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match self.pods().delete(handle, &params).await {
+                    Ok(_) => Some(server),
+                    Err(e) if api_code(&e) == Some(404) => Some(server),
+                    Err(e) => return Err(op_error("remove", handle, &e)),
+                }
+            }
+            Ok(None) => None,
+            Err(e) if is_transport(&e) => return Err(unavailable(e)),
             Err(e) => return Err(op_error("remove", handle, &e)),
         };
         if let Ok(mut gates) = self.gates.lock() {

@@ -6,28 +6,15 @@
 use super::*;
 
 impl KubernetesRuntime {
-    /// The Service of `server`: `mcpctl-<server>`, with the scope in the
-    /// name unless it is the default one.
+    /// The Service of `server`: `mcpctl-<server>` in the default scope;
+    /// in any other, `mcpctl-<scope>-<server>-<digest>`, the digest of
+    /// scope and server together, so two pairs that join to the same text
+    /// (`a` + `b-c`, `a-b` + `c`) still differ. A Service name is a DNS
+    /// label (63 characters, lowercase letters, digits and `-`); a longer
+    /// name keeps its start and the digest, and a scope's other characters
+    /// (a label value may hold `_`, `.` and capitals) become `-`.
     pub fn service_name(&self, server: &str) -> String {
-        let full = if self.scope == "default" {
-            format!("mcpctl-{server}")
-        } else {
-            format!("mcpctl-{}-{server}", self.scope)
-        };
-        // A Service name is a DNS label: 63 characters at most. A longer
-        // one keeps its start and a digest of the whole, so it stays unique.
-        if full.len() <= 63 {
-            return full;
-        }
-        use sha2::{Digest, Sha256};
-        let digest = hex::encode(&Sha256::digest(full.as_bytes())[..4]);
-        // The scope is the user's to choose: cut on a character boundary.
-        let cut = (0..=54)
-            .rev()
-            .find(|&i| full.is_char_boundary(i))
-            .unwrap_or(0);
-        let head = full[..cut].trim_end_matches('-');
-        format!("{head}-{digest}")
+        service_name(&self.scope, server)
     }
 
     pub(super) fn service_lock(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -72,7 +59,7 @@ impl KubernetesRuntime {
             }),
             ..Default::default()
         };
-        let patch = serde_json::json!({"spec": {"ports": service.spec.as_ref().and_then(|s| s.ports.clone())}});
+        let ports = service.spec.as_ref().and_then(|s| s.ports.clone());
         // Someone else may delete it between our create and patch (a
         // `kubectl delete`); a few rounds settle it.
         let mut last = None;
@@ -83,18 +70,40 @@ impl KubernetesRuntime {
                 .await
             {
                 Ok(_) => return Ok(()),
-                // Made by an earlier create; its port follows the spec's,
-                // which a changed port rolls, so the ports are made to match.
-                Err(e) if api_code(&e) == Some(409) => match self
-                    .services()
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(e) if api_code(&e) == Some(404) => last = Some(e),
-                    Err(e) => return Err(op_error("update service", &name, &e)),
-                },
+                Err(e) if api_code(&e) == Some(409) => {}
                 Err(e) => return Err(op_error("create service", &name, &e)),
+            }
+            // Made by an earlier create, or by someone else: only ours is
+            // touched. Its port follows the spec's, which a changed port
+            // rolls, so the ports are made to match.
+            let existing = match self.services().get_opt(&name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => return Err(op_error("read service", &name, &e)),
+            };
+            if !self.owns(&existing.metadata, &spec.server) {
+                return Err(not_ours(
+                    "create service",
+                    "Service",
+                    &name,
+                    &self.scope,
+                    &spec.server,
+                ));
+            }
+            // The version read is a precondition: a Service replaced since
+            // is refused (409) rather than patched blind.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": existing.metadata.resource_version},
+                "spec": {"ports": ports},
+            });
+            match self
+                .services()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(api_code(&e), Some(404 | 409)) => last = Some(e),
+                Err(e) => return Err(op_error("update service", &name, &e)),
             }
         }
         Err(match last {
@@ -119,43 +128,120 @@ impl KubernetesRuntime {
             return Ok(());
         }
         let name = self.service_name(server);
-        match self
-            .services()
-            .delete(&name, &DeleteParams::default())
-            .await
-        {
+        self.delete_service(&name, server).await
+    }
+
+    /// Deletes the Service `name` of `server` if it is ours; one that is
+    /// gone already is fine, and one that is someone else's is an error.
+    pub(super) async fn delete_service(
+        &self,
+        name: &str,
+        server: &str,
+    ) -> Result<(), RuntimeError> {
+        let existing = match self.services().get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(op_error("read service", name, &e)),
+        };
+        if !self.owns(&existing.metadata, server) {
+            return Err(not_ours(
+                "delete service",
+                "Service",
+                name,
+                &self.scope,
+                server,
+            ));
+        }
+        // The uid read is a precondition: a Service made anew since is not
+        // the one that was checked.
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.services().delete(name, &params).await {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(op_error("delete service", &name, &e)),
+            Err(e) => Err(op_error("delete service", name, &e)),
         }
     }
 }
 
+/// [`KubernetesRuntime::service_name`], for a scope and server.
+pub fn service_name(scope: &str, server: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = || {
+        let mut h = Sha256::new();
+        // A separator no scope or server holds keeps the pair unambiguous.
+        h.update(scope.as_bytes());
+        h.update(b"/");
+        h.update(server.as_bytes());
+        hex::encode(&h.finalize()[..4])
+    };
+    let plain = format!("mcpctl-{server}");
+    if scope == "default" && plain.len() <= 63 {
+        return plain;
+    }
+    let head: String = if scope == "default" {
+        plain
+    } else {
+        format!("mcpctl-{scope}-{server}")
+    }
+    .chars()
+    .map(|c| match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '-') => c,
+        _ => '-',
+    })
+    .take(63 - 9)
+    .collect();
+    format!("{}-{}", head.trim_end_matches('-'), digest())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::pod::tests::settings;
-    use super::*;
+    use super::service_name;
 
-    #[tokio::test]
-    async fn service_names_are_dns_labels() {
-        let client = kube::Client::try_from(kube::Config::new(
-            "http://127.0.0.1:1".parse().expect("uri"),
-        ))
-        .expect("client");
-        let rt = KubernetesRuntime::new(client, settings(), Reach::ApiProxy);
-        assert_eq!(rt.service_name("github"), "mcpctl-github");
+    fn dns_label(name: &str) -> bool {
+        name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && !name.ends_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }
+
+    #[test]
+    fn service_names_are_dns_labels_that_no_two_scopes_share() {
+        assert_eq!(service_name("default", "github"), "mcpctl-github");
+        // The same text joined two ways.
+        assert_ne!(service_name("a", "b-c"), service_name("a-b", "c"));
+        assert_ne!(service_name("default", "a-b"), service_name("a", "b"));
         let long = "a".repeat(63);
-        let name = rt.service_name(&long);
-        assert_eq!(name.len(), 63, "{name}");
-        assert!(name.starts_with("mcpctl-aaaa"));
-        assert_ne!(name, rt.service_name(&"a".repeat(62)));
-        // A multi-byte character across the cut does not panic.
-        let scope = format!("{}é", "s".repeat(46));
-        let settings = KubeSettings {
-            scope,
-            ..settings()
-        };
-        let odd = KubernetesRuntime::new(rt.client.clone(), settings, Reach::ApiProxy);
-        assert!(odd.service_name(&long).len() <= 63);
+        let names = [
+            service_name("default", &long),
+            service_name("default", &"a".repeat(62)),
+            service_name("team-a", "github"),
+            service_name("Team_A.x", "github"),
+            service_name(&"s".repeat(63), &long),
+            service_name(&format!("{}é", "s".repeat(46)), &long),
+        ];
+        for name in &names {
+            assert!(dns_label(name), "{name}");
+        }
+        assert_eq!(names[0].len(), 63, "{}", names[0]);
+        assert!(names[0].starts_with("mcpctl-aaaa"));
+        assert_ne!(names[0], names[1]);
+        assert!(
+            names[2].starts_with("mcpctl-team-a-github-"),
+            "{}",
+            names[2]
+        );
+        assert_ne!(
+            service_name("team_a", "x"),
+            service_name("team.a", "x"),
+            "scopes that read alike once made DNS-safe"
+        );
     }
 }
