@@ -274,7 +274,8 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
     }
     let r = c.run(&["plan", "fleet", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "a converged fleet plans no changes: {r}");
-    // A converged fleet is observed with one pod list call, and nothing per pod.
+    // A converged fleet is observed with one list of pods and one of
+    // Services (for orphans), and nothing per pod.
     let before = c.fake.journal().len();
     let r = c.run(&["plan", "fleet", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{r}");
@@ -285,10 +286,12 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
             _ => None,
         })
         .collect();
-    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
     assert!(
         calls[0].starts_with("GET /api/v1/namespaces/mcp/pods?")
-            && calls[0].contains("labelSelector="),
+            && calls[0].contains("labelSelector=")
+            && calls[1].starts_with("GET /api/v1/namespaces/mcp/services?")
+            && calls[1].contains("labelSelector="),
         "{calls:#?}"
     );
 }
@@ -1305,4 +1308,48 @@ fn a_scope_that_is_no_label_value_is_refused_on_both_runtimes() {
             "{runtime}: {stderr}"
         );
     }
+}
+
+fn service_names(c: &Cluster) -> Vec<String> {
+    c.fake
+        .services()
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect()
+}
+
+#[test]
+fn a_server_turned_from_http_to_stdio_loses_its_service() {
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    assert_eq!(service_names(&c), ["mcpctl-alpha"]);
+    c.write("a.yaml", &stdio("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    c.assert_exact(&[("alpha", 1)]);
+    assert!(service_names(&c).is_empty(), "{:?}", service_names(&c));
+}
+
+#[test]
+fn a_service_whose_pods_went_out_of_band_is_pruned_by_the_next_write_not_by_a_look() {
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.write("b.yaml", &stdio("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    assert_eq!(service_names(&c), ["mcpctl-alpha"]);
+    let alpha = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let beta = c.pods_of("beta")[0].metadata.name.clone().expect("name");
+    assert!(c.fake.delete_pod(NS, &alpha));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let units = rt.block_on(kube.observe()).expect("observe");
+    assert_eq!(units.len(), 1);
+    assert_eq!(
+        service_names(&c),
+        ["mcpctl-alpha"],
+        "a look changes nothing"
+    );
+    rt.block_on(kube.set_ready(&beta, true)).expect("set ready");
+    assert!(service_names(&c).is_empty(), "{:?}", service_names(&c));
 }

@@ -138,6 +138,10 @@ pub struct KubernetesRuntime {
     /// server's instances at once, and without it the last removal could
     /// delete the Service a concurrent start has just counted on.
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Services the last look found no pod needs (name, server), pruned by
+    /// the next call that writes: a look alone (`plan`, `get`) changes
+    /// nothing.
+    orphans: Mutex<Vec<(String, String)>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
@@ -229,6 +233,7 @@ impl KubernetesRuntime {
             relay: OnceCell::new(),
             gates: Mutex::new(HashMap::new()),
             service_locks: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Vec::new()),
         }
     }
 
@@ -361,6 +366,7 @@ impl Runtime for KubernetesRuntime {
                 units.push(unit);
             }
         }
+        self.find_orphans(&list.items).await?;
         Ok(units)
     }
 
@@ -375,6 +381,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn create(&self, spec: &RunSpec) -> Result<Created, RuntimeError> {
+        self.prune_orphans().await;
         let instance = spec.instance.to_string();
         self.ready_to_reach().await?;
         let http_port = spec.port.filter(|_| spec.transport.is_http());
@@ -438,6 +445,7 @@ impl Runtime for KubernetesRuntime {
         if let Ok(mut gates) = self.gates.lock() {
             gates.remove(handle);
         }
+        self.prune_orphans().await;
         match server {
             Some(server) => {
                 let lock = self.service_lock(&server);
@@ -457,6 +465,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn set_ready(&self, handle: &str, ready: bool) -> Result<(), RuntimeError> {
+        self.prune_orphans().await;
         self.write_gate(handle, ready).await
     }
 

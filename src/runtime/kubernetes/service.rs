@@ -112,7 +112,68 @@ impl KubernetesRuntime {
         })
     }
 
-    /// Deletes `server`'s Service once no pod of it is left (or leaving).
+    /// Notes this scope's Services that no pod among `pods` (this scope's,
+    /// just listed) needs: their server has no live HTTP pod (it turned to
+    /// stdio, or its pods went out of band), or they carry a name this
+    /// version does not give their server. One list call.
+    pub(super) async fn find_orphans(&self, pods: &[Pod]) -> Result<(), RuntimeError> {
+        let needed: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter(|p| needs_service(p))
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_SERVER))
+            .map(String::as_str)
+            .collect();
+        let services = self
+            .services()
+            .list_metadata(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(unavailable)?;
+        let orphans = services
+            .items
+            .iter()
+            .filter_map(|s| {
+                let name = s.metadata.name.clone()?;
+                let server = s.metadata.labels.as_ref()?.get(LABEL_SERVER)?.clone();
+                let orphan =
+                    !needed.contains(server.as_str()) || name != self.service_name(&server);
+                orphan.then_some((name, server))
+            })
+            .collect();
+        if let Ok(mut o) = self.orphans.lock() {
+            *o = orphans;
+        }
+        Ok(())
+    }
+
+    /// Deletes the Services [`Self::find_orphans`] noted, each after
+    /// checking again, under its server's lock, that no pod needs it (a
+    /// start may have begun since). Failures only log: the next look finds
+    /// them again.
+    pub(super) async fn prune_orphans(&self) {
+        let orphans = match self.orphans.lock() {
+            Ok(mut o) => std::mem::take(&mut *o),
+            Err(_) => return,
+        };
+        for (name, server) in orphans {
+            let lock = self.service_lock(&server);
+            let _held = lock.lock().await;
+            let result = if name == self.service_name(&server) {
+                self.drop_service_if_unused(&server).await
+            } else {
+                self.delete_service(&name, &server).await
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(service = %name, server = %server, "pruned a Service no pod needs")
+                }
+                Err(e) => {
+                    tracing::warn!(service = %name, error = %e, "cannot prune a Service no pod needs")
+                }
+            }
+        }
+    }
+
+    /// Deletes `server`'s Service once no pod of it needs it.
     pub(super) async fn drop_service_if_unused(&self, server: &str) -> Result<(), RuntimeError> {
         let selector = format!("{},{LABEL_SERVER}={server}", self.selector());
         let left = self
@@ -120,11 +181,7 @@ impl KubernetesRuntime {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| op_error("list pods", server, &e))?;
-        if left
-            .items
-            .iter()
-            .any(|p| p.metadata.deletion_timestamp.is_none())
-        {
+        if left.items.iter().any(needs_service) {
             return Ok(());
         }
         let name = self.service_name(server);
@@ -167,6 +224,17 @@ impl KubernetesRuntime {
             Err(e) => Err(op_error("delete service", name, &e)),
         }
     }
+}
+
+/// Whether a pod needs its server's Service: it is not being deleted, and
+/// serves HTTP (it carries the port annotation).
+fn needs_service(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_PORT))
 }
 
 /// [`KubernetesRuntime::service_name`], for a scope and server.
