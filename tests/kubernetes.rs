@@ -1353,3 +1353,43 @@ fn a_service_whose_pods_went_out_of_band_is_pruned_by_the_next_write_not_by_a_lo
     rt.block_on(kube.set_ready(&beta, true)).expect("set ready");
     assert!(service_names(&c).is_empty(), "{:?}", service_names(&c));
 }
+
+#[test]
+fn a_restarted_pods_last_line_is_read_once_per_restart_not_per_look() {
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.fake.behave(
+        "crash:v1",
+        Behaviour::CrashLoop {
+            restarts: 4,
+            exit_code: 3,
+            last_words: "panic: no config".into(),
+        },
+    );
+    c.write("a.yaml", &http("alpha", 1, "crash:v1", "2s"));
+    let _ = c.run(&["apply", "fleet", "--no-wait"]);
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let logs = || c.fake.count_requests("GET", &format!("/pods/{pod}/log"));
+    let before = logs();
+    for _ in 0..4 {
+        let units = rt.block_on(kube.observe()).expect("observe");
+        assert_eq!(units[0].last_log.as_deref(), Some("panic: no config"));
+    }
+    assert_eq!(logs() - before, 1, "one log call for four looks");
+    // Another restart is another run, with its own last line.
+    c.fake.update_pod(NS, &pod, |p| {
+        p.status
+            .as_mut()
+            .expect("status")
+            .container_statuses
+            .as_mut()
+            .expect("cs")[0]
+            .restart_count = 5;
+    });
+    for _ in 0..3 {
+        rt.block_on(kube.observe()).expect("observe");
+    }
+    assert_eq!(logs() - before, 2, "one more for the new restart");
+}

@@ -142,6 +142,10 @@ pub struct KubernetesRuntime {
     /// the next call that writes: a look alone (`plan`, `get`) changes
     /// nothing.
     orphans: Mutex<Vec<(String, String)>>,
+    /// The last log line of each pod (by uid) as read for one restart
+    /// count: a run's log is final once it has ended, so a crash-looping
+    /// pod costs one log call per restart, not one per look.
+    last_lines: Mutex<HashMap<String, (LogKey, Option<String>)>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
@@ -194,6 +198,13 @@ fn is_transport(e: &kube::Error) -> bool {
     matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
 }
 
+/// Which run of a pod's container a log line was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogKey {
+    restarts: u32,
+    previous: bool,
+}
+
 impl KubernetesRuntime {
     /// Configuration from `KUBECONFIG` (or `~/.kube/config`), else from the
     /// pod's service account; the probe goes through the API server in the
@@ -234,6 +245,7 @@ impl KubernetesRuntime {
             gates: Mutex::new(HashMap::new()),
             service_locks: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
+            last_lines: Mutex::new(HashMap::new()),
         }
     }
 
@@ -317,10 +329,8 @@ impl KubernetesRuntime {
             return Ok(None);
         };
         let mut unit = view.unit;
-        if let Some(previous) = view.log
-            && let Some(line) = self.last_log_line(&unit.handle, previous).await
-        {
-            unit.last_log = Some(line);
+        if let Some(previous) = view.log {
+            unit.last_log = self.cached_last_line(pod, &unit, previous).await;
         }
         // No condition yet counts as not ready, as the kubelet reads it: a
         // failing probe of a pod never gated writes nothing.
@@ -328,10 +338,55 @@ impl KubernetesRuntime {
         Ok(Some(unit))
     }
 
+    /// [`Self::last_log_line`], read once per pod, restart count and run.
+    async fn cached_last_line(&self, pod: &Pod, unit: &Unit, previous: bool) -> Option<String> {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return self
+                .last_log_line(&unit.handle, previous)
+                .await
+                .ok()
+                .flatten();
+        };
+        let key = LogKey {
+            restarts: unit.restarts.unwrap_or(0),
+            previous,
+        };
+        let cached = self.last_lines.lock().ok().and_then(|c| {
+            c.get(&uid)
+                .filter(|(k, _)| *k == key)
+                .map(|(_, l)| l.clone())
+        });
+        if let Some(line) = cached {
+            return line;
+        }
+        // A failed read is not remembered: the next look tries again.
+        let line = self.last_log_line(&unit.handle, previous).await.ok()?;
+        if let Ok(mut c) = self.last_lines.lock() {
+            c.insert(uid, (key, line.clone()));
+        }
+        line
+    }
+
+    /// Forgets the log lines of pods that are no longer listed.
+    fn forget_lines_but(&self, pods: &[Pod]) {
+        let live: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        if let Ok(mut c) = self.last_lines.lock() {
+            c.retain(|uid, _| live.contains(uid.as_str()));
+        }
+    }
+
     /// The last non-empty line of the container's log: of its previous run
-    /// (a restarted container's crash), or of its current one. A pod that
-    /// has gone meanwhile has none, and that fails nothing.
-    pub async fn last_log_line(&self, pod: &str, previous: bool) -> Option<String> {
+    /// (a restarted container's crash), or of its current one; `Ok(None)`
+    /// for an empty log. A pod that has gone meanwhile is an error, which
+    /// fails nothing.
+    pub async fn last_log_line(
+        &self,
+        pod: &str,
+        previous: bool,
+    ) -> Result<Option<String>, kube::Error> {
         let params = LogParams {
             container: Some(CONTAINER.into()),
             previous,
@@ -339,14 +394,14 @@ impl KubernetesRuntime {
             ..Default::default()
         };
         match self.pods().logs(pod, &params).await {
-            Ok(text) => text
+            Ok(text) => Ok(text
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_owned()),
+                .map(|l| l.trim().to_owned())),
             Err(e) => {
                 tracing::debug!(pod, error = %e, "no logs for the last line");
-                None
+                Err(e)
             }
         }
     }
@@ -366,6 +421,7 @@ impl Runtime for KubernetesRuntime {
                 units.push(unit);
             }
         }
+        self.forget_lines_but(&list.items);
         self.find_orphans(&list.items).await?;
         Ok(units)
     }
