@@ -1393,3 +1393,61 @@ fn a_restarted_pods_last_line_is_read_once_per_restart_not_per_look() {
     }
     assert_eq!(logs() - before, 2, "one more for the new restart");
 }
+
+#[test]
+fn the_relay_refuses_requests_without_its_token_or_to_pods_it_did_not_hand_out() {
+    use mcpctl::model::Endpoint;
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let units = rt.block_on(kube.observe()).expect("observe");
+    let Some(Endpoint::Http(url)) = units[0].endpoint.clone() else {
+        panic!("an HTTP endpoint: {units:?}");
+    };
+    // http://127.0.0.1:PORT/TOKEN/POD/8080/mcp
+    let rest = url.strip_prefix("http://").expect("http");
+    let (authority, path) = rest.split_once('/').expect("a path");
+    let addr: std::net::SocketAddr = authority.parse().expect("addr");
+    let (token, pod_path) = path.split_once('/').expect("token");
+    assert!(token.len() >= 64, "a 256-bit token: {token}");
+    // Another server's pod, made after the look: never handed out.
+    c.write("b.yaml", &http("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    let beta = c.pods_of("beta")[0].metadata.name.clone().expect("name");
+    // The relay runs on `rt`; the blocking client runs beside it.
+    let get = |path: &str| {
+        let path = path.to_owned();
+        rt.block_on(tokio::task::spawn_blocking(move || {
+            fixture::http_request(addr, "GET", &path, &[], None, Duration::from_secs(5))
+                .expect("relay answers")
+                .status
+        }))
+        .expect("join")
+    };
+    let journal_before = c.fake.journal().len();
+    assert_eq!(get(&format!("/{pod_path}")), 403, "no token");
+    let wrong = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if token.ends_with('0') { '1' } else { '0' }
+    );
+    assert_eq!(get(&format!("/{wrong}/{pod_path}")), 403, "a wrong token");
+    assert_eq!(
+        get(&format!("/{token}/{beta}/8080/mcp")),
+        403,
+        "a pod not handed out"
+    );
+    assert!(
+        c.fake.journal()[journal_before..].is_empty(),
+        "nothing refused reached the API server: {:#?}",
+        &c.fake.journal()[journal_before..]
+    );
+    assert_ne!(
+        get(&format!("/{token}/{pod_path}")),
+        403,
+        "the endpoint itself"
+    );
+}

@@ -44,7 +44,9 @@
 //! the pod IP and container port, as any client in the cluster would. From
 //! outside, through the API server's pod `proxy` subresource: the runtime
 //! serves a relay on a loopback port, and a unit's endpoint is
-//! `http://127.0.0.1:<relay>/<pod>/<port><path>`, which the relay forwards
+//! `http://127.0.0.1:<relay>/<token>/<pod>/<port><path>`, which the relay
+//! forwards (only with its random token, and only to the pods and ports it
+//! handed out)
 //! with the client's own credentials (so whatever auth the kubeconfig uses,
 //! client certificates included, works). The relay lives as long as this
 //! runtime value: an endpoint recorded by one process is a hint to a later
@@ -129,7 +131,7 @@ pub struct KubernetesRuntime {
     scope: String,
     runners: Runners,
     reach: Reach,
-    relay: OnceCell<u16>,
+    relay: OnceCell<relay::Relay>,
     /// The readiness gate of each pod as last seen or set, so a probe that
     /// agrees with it costs no PATCH.
     gates: Mutex<HashMap<String, bool>>,
@@ -286,7 +288,7 @@ impl KubernetesRuntime {
         self.relay
             .get_or_try_init(|| relay::start(self.client.clone(), self.namespace.clone()))
             .await
-            .copied()
+            .map(|r| r.port)
             .map_err(|e| unavailable(format!("cannot start the pod proxy relay: {e}")))
     }
 
@@ -303,11 +305,9 @@ impl KubernetesRuntime {
                 Some(Endpoint::Http(format!("http://{host}:{port}{path}")))
             }
             Reach::ApiProxy => {
-                let relay = *self.relay.get()?;
+                let relay = self.relay.get()?;
                 let name = pod.metadata.name.as_deref()?;
-                Some(Endpoint::Http(format!(
-                    "http://127.0.0.1:{relay}/{name}/{port}{path}"
-                )))
+                Some(Endpoint::Http(relay.endpoint(name, port, path)))
             }
         }
     }
