@@ -803,7 +803,7 @@ fn round_trips<T: serde::Serialize + serde::de::DeserializeOwned>(doc: &Value) {
 #[test]
 fn the_in_cluster_manifests_are_valid_and_fit_together() {
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let docs = example_manifests();
     let of = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
@@ -813,6 +813,7 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
             Some("ServiceAccount") => round_trips::<ServiceAccount>(d),
             Some("Role") => round_trips::<Role>(d),
             Some("RoleBinding") => round_trips::<RoleBinding>(d),
+            Some("Namespace") => round_trips::<Namespace>(d),
             other => panic!("unexpected manifest kind {other:?}"),
         }
     }
@@ -831,6 +832,33 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
     assert_eq!(&pod["serviceAccountName"], account_name);
     assert_eq!(&binding[0]["subjects"][0]["name"], account_name);
     assert_eq!(binding[0]["roleRef"]["name"], role[0]["metadata"]["name"]);
+    // mcpctl and its secrets in one namespace, the fleet in another: the
+    // Role and its binding in the fleet's, the one the Deployment names.
+    let own = &deployment[0]["metadata"]["namespace"];
+    let fleet = &role[0]["metadata"]["namespace"];
+    assert_eq!(&account[0]["metadata"]["namespace"], own);
+    assert_eq!(&binding[0]["subjects"][0]["namespace"], own);
+    assert_eq!(&binding[0]["metadata"]["namespace"], fleet);
+    assert_ne!(own, fleet, "the fleet runs apart from mcpctl's secrets");
+    let namespaces: Vec<&Value> = of("Namespace")
+        .iter()
+        .map(|n| &n["metadata"]["name"])
+        .collect();
+    assert!(
+        namespaces.contains(&own) && namespaces.contains(&fleet),
+        "{namespaces:?}"
+    );
+    let container = &pod["containers"][0];
+    assert!(
+        container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "MCPCTL_NAMESPACE" && &e["value"] == fleet),
+        "the Deployment names the fleet's namespace"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
     let args: Vec<&str> = pod["containers"][0]["args"]
         .as_array()
         .expect("args")
@@ -863,7 +891,7 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
         ("pods/status", &["patch"]),
         ("pods/log", &["get"]),
         ("pods/attach", &["create"]),
-        ("services", &["create", "patch", "delete"]),
+        ("services", &["get", "list", "create", "patch", "delete"]),
     ] {
         let granted = verbs(resource);
         for v in needed {

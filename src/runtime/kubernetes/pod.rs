@@ -74,6 +74,9 @@ impl KubernetesRuntime {
             },
             spec: Some(PodSpec {
                 restart_policy: Some("Always".into()),
+                // An MCP server has no business with the Kubernetes API: a
+                // compromised one finds no token to try.
+                automount_service_account_token: Some(false),
                 // Service links would put every Service of the namespace into the env.
                 enable_service_links: Some(false),
                 readiness_gates: Some(vec![PodReadinessGate {
@@ -178,6 +181,13 @@ pub(super) mod tests {
         let gates = pod.spec.as_ref().and_then(|s| s.readiness_gates.clone());
         assert_eq!(gates.expect("gates")[0].condition_type, READY_CONDITION);
         assert_eq!(c.stdin, Some(false), "an HTTP server needs no stdin");
+        assert_eq!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.automount_service_account_token),
+            Some(false),
+            "no API token in a fleet pod"
+        );
         assert_eq!(
             c.args.as_deref(),
             Some(&["--transport".to_owned(), "http".to_owned()][..])
