@@ -119,13 +119,21 @@ impl Watch {
                 }
             };
             match open.stream.next().await {
-                Some(Ok(WatchEvent::Error(status))) if status.code == 410 => {
-                    // The version expired: only a new list says where to go on.
+                // An error the API server sent as an event (a refused or
+                // expired watch) ends the watch and proves nothing healthy.
+                Some(Ok(WatchEvent::Error(status))) => {
                     self.closed(false);
-                    self.version = None;
+                    if status.code == 410 {
+                        // The version expired: only a new list says where to go on.
+                        self.version = None;
+                        return Err(unavailable(format!(
+                            "watch expired (410 Gone: {}); listing again",
+                            status.message
+                        )));
+                    }
                     return Err(unavailable(format!(
-                        "watch expired (410 Gone: {}); listing again",
-                        status.message
+                        "watch error {}: {}",
+                        status.code, status.message
                     )));
                 }
                 Some(Ok(ev)) => {
