@@ -1475,3 +1475,52 @@ fn the_relay_refuses_requests_without_its_token_or_to_pods_it_did_not_hand_out()
         "the endpoint itself"
     );
 }
+
+#[test]
+fn a_refused_watch_is_retried_with_doubling_pauses_and_errors_as_items() {
+    use futures_util::StreamExt;
+    use mcpctl::runtime::Runtime;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = Cluster::new();
+    c.fake.refuse_watches(true);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = std::sync::Arc::new(runtime_on(&c, &rt));
+    let errors = std::sync::Arc::new(AtomicUsize::new(0));
+    let driver = {
+        let (kube, errors) = (kube.clone(), errors.clone());
+        rt.spawn(async move {
+            let mut events = std::pin::pin!(kube.events());
+            while let Some(item) = events.next().await {
+                if item.is_err() {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            panic!("the events stream ended");
+        })
+    };
+    // Each refused reopening is one error item.
+    let failed = || errors.load(Ordering::SeqCst);
+    eventually("a first refused watch", Duration::from_secs(10), || {
+        (failed() >= 1).then_some(())
+    });
+    let first = Instant::now();
+    // Pauses of 100, 200, 400 and 800 ms come before the fifth failure.
+    eventually("four more failures", Duration::from_secs(30), || {
+        (failed() >= 5).then_some(())
+    });
+    let took = first.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "backed off too little: {took:?}"
+    );
+    assert!(!driver.is_finished(), "the stream goes on");
+    // Once the API server is back, the watch opens again and says so.
+    c.fake.refuse_watches(false);
+    let before = c.fake.count_requests("GET", "watch=true");
+    eventually(
+        "a watch that is open again",
+        Duration::from_secs(30),
+        || (c.fake.count_requests("GET", "watch=true") > before).then_some(()),
+    );
+    driver.abort();
+}

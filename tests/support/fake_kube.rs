@@ -27,7 +27,7 @@
 //! BOOKMARK with the current version first, when the client allowed them; a watch from a
 //! version older than the last [`FakeKube::expire_versions`] gets an ERROR
 //! event carrying a 410 `Status`, as an etcd compaction makes the real one
-//! do; [`FakeKube::refuse_watches`] answers watches with 503; and deletion
+//! do; [`FakeKube::refuse_watches`] answers watches with 500; and deletion
 //! is graceful when [`FakeKube::set_grace`] says so: a DELETE sets
 //! `metadata.deletionTimestamp`, and the pod lingers, Terminating, for the
 //! grace period before it is gone.
@@ -295,7 +295,8 @@ impl FakeKube {
         w.version += 1;
     }
 
-    /// While `true`, watches are answered 503 (an API server restarting).
+    /// While `true`, watches are answered 500 (an API server restarting; not
+    /// 503, which kube's client retries by itself, up to 15 times).
     pub fn refuse_watches(&self, refuse: bool) {
         self.world().refuse_watches = refuse;
     }
@@ -940,11 +941,7 @@ fn watch_pods(shared: &Arc<Shared>, ns: &str, req: &Request<Incoming>) -> Respon
         )
     };
     if refused {
-        return status_body(
-            503,
-            "ServiceUnavailable",
-            "the API server is restarting".into(),
-        );
+        return status_body(500, "InternalError", "the API server is restarting".into());
     }
     let line = |v: Value| {
         let mut text = serde_json::to_vec(&v).expect("event json");
