@@ -18,16 +18,20 @@
 //! `status` subresource, made only when the value changes). A server with
 //! an HTTP transport gets a Service selecting its pods, so clients reach
 //! only instances that really speak MCP. The Service is made with the first
-//! pod and deleted with the last one (under a per-server lock, since a pass
-//! starts and removes one server's pods at once).
+//! pod and deleted with the last HTTP one (under a per-server lock, since a
+//! pass starts and removes one server's pods at once); one that no pod
+//! needs any more is noted by a look and pruned by the next call that
+//! writes. Nothing is patched or deleted unless its managed, scope and
+//! server labels are ours.
 //!
-//! **Observation** is one labelled list of pods. Unlike Docker's list, it
-//! carries restart counts, container states and start times, so nothing
-//! more is asked except, for pods that restarted or stopped, the last log
-//! line (the `log` subresource; `previous=true` for a restarted container,
-//! so a crash loop shows the crash, not the next run's greeting).
-//! [`Runtime::events`] is a watch of the same selector, re-opened from the
-//! last resource version when the API server ends it.
+//! **Observation** is one labelled list of pods and one of Services. Unlike
+//! Docker's list, the pods carry restart counts, container states and start
+//! times, so nothing more is asked except, for pods that restarted or
+//! stopped, the last log line (the `log` subresource; `previous=true` for a
+//! restarted container, so a crash loop shows the crash, not the next run's
+//! greeting), read once per pod and restart count.
+//! [`Runtime::events`] is a watch of the same selector that never ends on
+//! its own (see `events`).
 //!
 //! **Status mapping.** A container `running` is running (with its restarts);
 //! waiting in `CrashLoopBackOff`, or `terminated` in a pod the kubelet will
