@@ -15,6 +15,8 @@
 mod drift;
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
+#[path = "support/fixture.rs"]
+mod fixture;
 
 use fake_kube::{Behaviour, FakeKube, Journal};
 use k8s_openapi::api::core::v1::Pod;
@@ -149,9 +151,11 @@ impl Cluster {
                 .iter()
                 .map(|i| i["id"].as_str().unwrap_or("").to_owned())
                 .collect();
+            // A Terminating pod is on its way out, as the runtime sees it.
             let mut pods: Vec<String> = self
                 .pods_of(server)
                 .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .filter_map(|p| {
                     p.metadata
                         .labels
@@ -270,7 +274,8 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
     }
     let r = c.run(&["plan", "fleet", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "a converged fleet plans no changes: {r}");
-    // A converged fleet is observed with one pod list call, and nothing per pod.
+    // A converged fleet is observed with one list of pods and one of
+    // Services (for orphans), and nothing per pod.
     let before = c.fake.journal().len();
     let r = c.run(&["plan", "fleet", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{r}");
@@ -281,10 +286,12 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
             _ => None,
         })
         .collect();
-    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
     assert!(
         calls[0].starts_with("GET /api/v1/namespaces/mcp/pods?")
-            && calls[0].contains("labelSelector="),
+            && calls[0].contains("labelSelector=")
+            && calls[1].starts_with("GET /api/v1/namespaces/mcp/services?")
+            && calls[1].contains("labelSelector="),
         "{calls:#?}"
     );
 }
@@ -796,7 +803,7 @@ fn round_trips<T: serde::Serialize + serde::de::DeserializeOwned>(doc: &Value) {
 #[test]
 fn the_in_cluster_manifests_are_valid_and_fit_together() {
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let docs = example_manifests();
     let of = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
@@ -806,6 +813,7 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
             Some("ServiceAccount") => round_trips::<ServiceAccount>(d),
             Some("Role") => round_trips::<Role>(d),
             Some("RoleBinding") => round_trips::<RoleBinding>(d),
+            Some("Namespace") => round_trips::<Namespace>(d),
             other => panic!("unexpected manifest kind {other:?}"),
         }
     }
@@ -824,6 +832,33 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
     assert_eq!(&pod["serviceAccountName"], account_name);
     assert_eq!(&binding[0]["subjects"][0]["name"], account_name);
     assert_eq!(binding[0]["roleRef"]["name"], role[0]["metadata"]["name"]);
+    // mcpctl and its secrets in one namespace, the fleet in another: the
+    // Role and its binding in the fleet's, the one the Deployment names.
+    let own = &deployment[0]["metadata"]["namespace"];
+    let fleet = &role[0]["metadata"]["namespace"];
+    assert_eq!(&account[0]["metadata"]["namespace"], own);
+    assert_eq!(&binding[0]["subjects"][0]["namespace"], own);
+    assert_eq!(&binding[0]["metadata"]["namespace"], fleet);
+    assert_ne!(own, fleet, "the fleet runs apart from mcpctl's secrets");
+    let namespaces: Vec<&Value> = of("Namespace")
+        .iter()
+        .map(|n| &n["metadata"]["name"])
+        .collect();
+    assert!(
+        namespaces.contains(&own) && namespaces.contains(&fleet),
+        "{namespaces:?}"
+    );
+    let container = &pod["containers"][0];
+    assert!(
+        container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "MCPCTL_NAMESPACE" && &e["value"] == fleet),
+        "the Deployment names the fleet's namespace"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
     let args: Vec<&str> = pod["containers"][0]["args"]
         .as_array()
         .expect("args")
@@ -856,7 +891,7 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
         ("pods/status", &["patch"]),
         ("pods/log", &["get"]),
         ("pods/attach", &["create"]),
-        ("services", &["create", "patch", "delete"]),
+        ("services", &["get", "list", "create", "patch", "delete"]),
     ] {
         let granted = verbs(resource);
         for v in needed {
@@ -917,7 +952,7 @@ fn remove_is_idempotent_and_a_gone_pod_inspects_as_none() {
             .expect("there");
         assert_eq!(unit.instance, spec.instance);
         assert_eq!(unit.spec_hash, spec.spec_hash);
-        assert_eq!(Some(created.endpoint), unit.endpoint);
+        assert_eq!(created.endpoint, unit.endpoint);
         kube.remove(&created.handle).await.expect("remove");
         kube.remove(&created.handle).await.expect("remove again");
         assert_eq!(kube.inspect(&created.handle).await.expect("inspect"), None);
@@ -986,4 +1021,506 @@ fn get_and_describe_show_live_drift_without_an_apply() {
         "get and describe only look"
     );
     assert_eq!(patches(), patched, "nor do they touch a readiness gate");
+}
+
+/// A runtime of the default scope in `NS`, on the fake.
+fn runtime_on(
+    c: &Cluster,
+    rt: &tokio::runtime::Runtime,
+) -> mcpctl::runtime::kubernetes::KubernetesRuntime {
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime, Reach};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = rt.block_on(async { c.fake.client(NS) });
+    KubernetesRuntime::new(
+        client,
+        KubeSettings {
+            namespace: None,
+            scope: "default".into(),
+            runners: Default::default(),
+        },
+        Reach::ApiProxy,
+    )
+}
+
+type Item = Result<mcpctl::model::Watched, mcpctl::runtime::RuntimeError>;
+
+/// The next item of `events`, within `secs` seconds.
+async fn next_item(
+    events: &mut (impl futures_util::Stream<Item = Item> + Unpin),
+    secs: u64,
+) -> Item {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(secs), events.next())
+        .await
+        .expect("an item in time")
+        .expect("the stream never ends")
+}
+
+/// Makes the pod's container crash, as the kubelet would report it.
+fn crash(c: &Cluster, pod: &str) {
+    c.fake.update_pod(NS, pod, |p| {
+        let status = p.status.as_mut().expect("status");
+        let cs = status.container_statuses.as_mut().expect("statuses");
+        cs[0].state = Some(
+            serde_json::from_value(serde_json::json!({"terminated": {"exitCode": 7}}))
+                .expect("state"),
+        );
+    });
+}
+
+#[test]
+fn a_watch_the_server_ends_or_expires_resumes_and_later_events_still_arrive() {
+    use mcpctl::model::{EventKind, Watched};
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    rt.block_on(async {
+        let mut events = std::pin::pin!(kube.events());
+        // The first opening is no resumption: nothing comes before a change.
+        let first = tokio::time::timeout(
+            Duration::from_millis(300),
+            futures_util::StreamExt::next(&mut events),
+        )
+        .await;
+        assert!(first.is_err(), "nothing before any change: {first:?}");
+
+        // The API server ends the watch (its timeoutSeconds).
+        c.fake.end_watches();
+        let item = next_item(&mut events, 10).await;
+        assert!(matches!(item, Ok(Watched::Resumed)), "{item:?}");
+        crash(&c, &pod);
+        let item = next_item(&mut events, 10).await;
+        let Ok(Watched::Event(ev)) = item else {
+            panic!("the crash, not {item:?}");
+        };
+        assert_eq!(ev.kind, EventKind::Died { exit_code: Some(7) });
+
+        // Its version is compacted away while the watch is down: 410 Gone,
+        // a new list, and the stream says it resumed.
+        c.fake.expire_versions();
+        c.fake.end_watches();
+        let mut seen = Vec::new();
+        loop {
+            let item = next_item(&mut events, 10).await;
+            let done = matches!(item, Ok(Watched::Resumed))
+                && seen
+                    .iter()
+                    .any(|i: &Item| matches!(i, Err(e) if e.to_string().contains("410")));
+            seen.push(item);
+            if done {
+                break;
+            }
+        }
+        c.fake.update_pod(NS, &pod, |p| {
+            p.status
+                .as_mut()
+                .expect("status")
+                .container_statuses
+                .as_mut()
+                .expect("cs")[0]
+                .state = Some(
+                serde_json::from_value(
+                    serde_json::json!({"running": {"startedAt": "2026-11-30T01:00:00Z"}}),
+                )
+                .expect("state"),
+            );
+        });
+        let item = next_item(&mut events, 10).await;
+        let Ok(Watched::Event(ev)) = item else {
+            panic!("the restart after the 410, not {item:?}; before: {seen:?}");
+        };
+        assert_eq!(ev.kind, EventKind::Started);
+    });
+    // Every reopening after the 410 listed again, then watched from the
+    // bookmark's version or the list's, with bookmarks asked for.
+    let watches: Vec<String> = c
+        .fake
+        .journal()
+        .into_iter()
+        .filter_map(|j| match j {
+            Journal::Request(l) if l.contains("watch=true") => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert!(watches.len() >= 3, "{watches:#?}");
+    assert!(
+        watches
+            .iter()
+            .all(|w| w.contains("allowWatchBookmarks=true")),
+        "{watches:#?}"
+    );
+}
+
+/// Pods of `server` that are not being deleted.
+fn live_pods(c: &Cluster, server: &str) -> Vec<String> {
+    c.pods_of(server)
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+/// `mcpctl watch` in the background, killed when dropped.
+struct Watching(std::process::Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_pod_deleted_while_the_watch_was_broken_is_replaced_without_a_resync() {
+    let c = Cluster::new();
+    // No liveness probe comes due in the test's time: only the events
+    // stream can bring the pass that sees the loss.
+    let spec =
+        http("alpha", 2, "fixture:v1", "20s").replace("minReady: 1s", "minReady: 1s, period: 1h");
+    c.write("a.yaml", &spec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = c
+        .command(&[
+            "watch",
+            "fleet",
+            "--resync",
+            "1h",
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mcpctl watch");
+    let _watching = Watching(child);
+    // Both RUNNING: the passes their start asked for are done, and the loop
+    // waits for a reason to look.
+    eventually("two RUNNING instances", Duration::from_secs(60), || {
+        let m = fixture::http_request(addr, "GET", "/metrics", &[], None, Duration::from_secs(5))
+            .ok()?;
+        m.body
+            .contains("mcpctl_instances{status=\"RUNNING\"} 2")
+            .then_some(())
+    });
+    let victim = live_pods(&c, "alpha")[0].clone();
+    // The API server goes away; while it is, a pod is deleted and the
+    // history that would have told of it is compacted.
+    c.fake.refuse_watches(true);
+    c.fake.end_watches();
+    let refused = c.fake.count_requests("GET", "watch=true");
+    eventually("a refused watch", Duration::from_secs(10), || {
+        (c.fake.count_requests("GET", "watch=true") > refused).then_some(())
+    });
+    assert!(c.fake.delete_pod(NS, &victim));
+    c.fake.expire_versions();
+    c.fake.refuse_watches(false);
+    eventually("a replacement", Duration::from_secs(30), || {
+        let live = live_pods(&c, "alpha");
+        (live.len() == 2 && !live.contains(&victim)).then_some(())
+    });
+}
+
+#[test]
+fn a_terminating_pod_is_not_counted_as_running() {
+    let c = Cluster::new();
+    c.fake.set_grace(Duration::from_secs(120));
+    c.write("a.yaml", &http("alpha", 2, "fixture:v1", "20s"));
+    c.apply();
+    let victim = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    assert!(c.fake.delete_pod(NS, &victim));
+    assert_eq!(
+        c.pods_of("alpha").len(),
+        2,
+        "the victim lingers, Terminating"
+    );
+    c.apply();
+    c.assert_exact(&[("alpha", 2)]);
+    let live = live_pods(&c, "alpha");
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(!live.contains(&victim));
+    assert_eq!(c.pods_of("alpha").len(), 3, "the victim still lingers");
+}
+
+#[test]
+fn a_service_that_is_not_ours_is_neither_patched_nor_deleted() {
+    let c = Cluster::new();
+    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mcpctl-alpha", "labels": {"app": "someone-else"}},
+        "spec": {"ports": [{"name": "web", "port": 80}]}
+    }))
+    .expect("service");
+    c.fake.add_service(NS, foreign);
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    let r = c.run(&["apply", "fleet", "--timeout", "30s"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.contains("mcpctl-alpha") && r.stdout.contains("not mcpctl's")
+            || r.stderr.contains("mcpctl-alpha") && r.stderr.contains("not mcpctl's"),
+        "{r}"
+    );
+    let left = c.fake.services();
+    assert_eq!(left.len(), 1, "{left:#?}");
+    let ports = left[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .expect("ports");
+    assert_eq!(
+        (ports.len(), ports[0].port),
+        (1, 80),
+        "untouched: {ports:#?}"
+    );
+    // Nor is it deleted when the server goes.
+    c.delete("a.yaml");
+    let r = c.run(&["apply", "fleet", "--timeout", "30s", "--allow-empty"]);
+    assert_eq!(c.fake.services().len(), 1, "the foreign Service stays");
+    assert!(c.pods_of("alpha").is_empty(), "{r}");
+}
+
+#[test]
+fn a_pod_of_another_scope_is_not_removed() {
+    use mcpctl::runtime::Runtime;
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime, Reach};
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let other = KubernetesRuntime::new(
+        rt.block_on(async { c.fake.client(NS) }),
+        KubeSettings {
+            namespace: None,
+            scope: "other".into(),
+            runners: Default::default(),
+        },
+        Reach::ApiProxy,
+    );
+    let e = rt.block_on(other.remove(&pod)).expect_err("not its pod");
+    assert!(e.to_string().contains("not mcpctl's"), "{e}");
+    assert!(rt.block_on(other.inspect(&pod)).expect("inspect").is_none());
+    let e = rt
+        .block_on(other.set_ready(&pod, false))
+        .expect_err("not its pod");
+    assert!(e.to_string().contains("not mcpctl's"), "{e}");
+    assert_eq!(c.pods_of("alpha").len(), 1, "still there");
+}
+
+#[test]
+fn a_scope_that_is_no_label_value_is_refused_on_both_runtimes() {
+    let c = Cluster::new();
+    for runtime in ["kubernetes", "docker"] {
+        let o = c
+            .command(&[
+                "apply",
+                "fleet",
+                "--scope",
+                "team a/b",
+                "--runtime",
+                runtime,
+            ])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{runtime}: {stderr}");
+        assert!(
+            stderr.contains("--scope \"team a/b\"") && stderr.contains("team-a"),
+            "{runtime}: {stderr}"
+        );
+    }
+}
+
+fn service_names(c: &Cluster) -> Vec<String> {
+    c.fake
+        .services()
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect()
+}
+
+#[test]
+fn a_server_turned_from_http_to_stdio_loses_its_service() {
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    assert_eq!(service_names(&c), ["mcpctl-alpha"]);
+    c.write("a.yaml", &stdio("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    c.assert_exact(&[("alpha", 1)]);
+    assert!(service_names(&c).is_empty(), "{:?}", service_names(&c));
+}
+
+#[test]
+fn a_service_whose_pods_went_out_of_band_is_pruned_by_the_next_write_not_by_a_look() {
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.write("b.yaml", &stdio("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    assert_eq!(service_names(&c), ["mcpctl-alpha"]);
+    let alpha = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let beta = c.pods_of("beta")[0].metadata.name.clone().expect("name");
+    assert!(c.fake.delete_pod(NS, &alpha));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let units = rt.block_on(kube.observe()).expect("observe");
+    assert_eq!(units.len(), 1);
+    assert_eq!(
+        service_names(&c),
+        ["mcpctl-alpha"],
+        "a look changes nothing"
+    );
+    rt.block_on(kube.set_ready(&beta, true)).expect("set ready");
+    assert!(service_names(&c).is_empty(), "{:?}", service_names(&c));
+}
+
+#[test]
+fn a_restarted_pods_last_line_is_read_once_per_restart_not_per_look() {
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.fake.behave(
+        "crash:v1",
+        Behaviour::CrashLoop {
+            restarts: 4,
+            exit_code: 3,
+            last_words: "panic: no config".into(),
+        },
+    );
+    c.write("a.yaml", &http("alpha", 1, "crash:v1", "2s"));
+    let _ = c.run(&["apply", "fleet", "--no-wait"]);
+    let pod = c.pods_of("alpha")[0].metadata.name.clone().expect("name");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let logs = || c.fake.count_requests("GET", &format!("/pods/{pod}/log"));
+    let before = logs();
+    for _ in 0..4 {
+        let units = rt.block_on(kube.observe()).expect("observe");
+        assert_eq!(units[0].last_log.as_deref(), Some("panic: no config"));
+    }
+    assert_eq!(logs() - before, 1, "one log call for four looks");
+    // Another restart is another run, with its own last line.
+    c.fake.update_pod(NS, &pod, |p| {
+        p.status
+            .as_mut()
+            .expect("status")
+            .container_statuses
+            .as_mut()
+            .expect("cs")[0]
+            .restart_count = 5;
+    });
+    for _ in 0..3 {
+        rt.block_on(kube.observe()).expect("observe");
+    }
+    assert_eq!(logs() - before, 2, "one more for the new restart");
+}
+
+#[test]
+fn the_relay_refuses_requests_without_its_token_or_to_pods_it_did_not_hand_out() {
+    use mcpctl::model::Endpoint;
+    use mcpctl::runtime::Runtime;
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = runtime_on(&c, &rt);
+    let units = rt.block_on(kube.observe()).expect("observe");
+    let Some(Endpoint::Http(url)) = units[0].endpoint.clone() else {
+        panic!("an HTTP endpoint: {units:?}");
+    };
+    // http://127.0.0.1:PORT/TOKEN/POD/8080/mcp
+    let rest = url.strip_prefix("http://").expect("http");
+    let (authority, path) = rest.split_once('/').expect("a path");
+    let addr: std::net::SocketAddr = authority.parse().expect("addr");
+    let (token, pod_path) = path.split_once('/').expect("token");
+    assert!(token.len() >= 64, "a 256-bit token: {token}");
+    // Another server's pod, made after the look: never handed out.
+    c.write("b.yaml", &http("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    let beta = c.pods_of("beta")[0].metadata.name.clone().expect("name");
+    // The relay runs on `rt`'s worker threads; this thread only asks.
+    let get = |path: &str| {
+        fixture::http_request(addr, "GET", path, &[], None, Duration::from_secs(5))
+            .expect("relay answers")
+            .status
+    };
+    let journal_before = c.fake.journal().len();
+    assert_eq!(get(&format!("/{pod_path}")), 403, "no token");
+    let wrong = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if token.ends_with('0') { '1' } else { '0' }
+    );
+    assert_eq!(get(&format!("/{wrong}/{pod_path}")), 403, "a wrong token");
+    assert_eq!(
+        get(&format!("/{token}/{beta}/8080/mcp")),
+        403,
+        "a pod not handed out"
+    );
+    assert!(
+        c.fake.journal()[journal_before..].is_empty(),
+        "nothing refused reached the API server: {:#?}",
+        &c.fake.journal()[journal_before..]
+    );
+    assert_ne!(
+        get(&format!("/{token}/{pod_path}")),
+        403,
+        "the endpoint itself"
+    );
+}
+
+#[test]
+fn a_refused_watch_is_retried_with_doubling_pauses_and_errors_as_items() {
+    use futures_util::StreamExt;
+    use mcpctl::runtime::Runtime;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = Cluster::new();
+    c.fake.refuse_watches(true);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kube = std::sync::Arc::new(runtime_on(&c, &rt));
+    let errors = std::sync::Arc::new(AtomicUsize::new(0));
+    let driver = {
+        let (kube, errors) = (kube.clone(), errors.clone());
+        rt.spawn(async move {
+            let mut events = std::pin::pin!(kube.events());
+            while let Some(item) = events.next().await {
+                if item.is_err() {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            panic!("the events stream ended");
+        })
+    };
+    // Each refused reopening is one error item.
+    let failed = || errors.load(Ordering::SeqCst);
+    eventually("a first refused watch", Duration::from_secs(10), || {
+        (failed() >= 1).then_some(())
+    });
+    let first = Instant::now();
+    // Pauses of 100, 200, 400 and 800 ms come before the fifth failure.
+    eventually("four more failures", Duration::from_secs(30), || {
+        (failed() >= 5).then_some(())
+    });
+    let took = first.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "backed off too little: {took:?}"
+    );
+    assert!(!driver.is_finished(), "the stream goes on");
+    // Once the API server is back, the watch opens again and says so.
+    c.fake.refuse_watches(false);
+    let before = c.fake.count_requests("GET", "watch=true");
+    eventually(
+        "a watch that is open again",
+        Duration::from_secs(30),
+        || (c.fake.count_requests("GET", "watch=true") > before).then_some(()),
+    );
+    driver.abort();
 }

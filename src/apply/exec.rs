@@ -308,7 +308,7 @@ impl<R: Runtime + Sync> Exec<'_, R> {
         match created {
             Ok(c) => {
                 inst.handle = Some(c.handle);
-                inst.endpoint = Some(c.endpoint);
+                inst.endpoint = c.endpoint;
                 let id2 = id.clone();
                 self.store
                     .update_async(move |tx| {

@@ -10,6 +10,7 @@ use crate::runtime::{AnyRuntime, Bounded, Deadlines, RuntimeError};
 pub type Connected = Bounded<AnyRuntime>;
 
 pub async fn runtime(global: &Global) -> Result<Connected, RuntimeError> {
+    crate::runtime::validate_scope(&global.scope)?;
     let deadlines = Deadlines::from_call(global.runtime_timeout);
     let connect = async {
         match global.runtime {

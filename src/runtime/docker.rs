@@ -644,7 +644,7 @@ impl Runtime for DockerRuntime {
         };
         Ok(Created {
             handle: created.id,
-            endpoint,
+            endpoint: Some(endpoint),
         })
     }
 

@@ -254,7 +254,7 @@ impl Runtime for FakeRuntime {
         tokio::time::sleep(takes).await;
         Ok(Created {
             handle,
-            endpoint: Endpoint::Stdio,
+            endpoint: Some(Endpoint::Stdio),
         })
     }
 

@@ -81,6 +81,33 @@ pub const LABEL_SERVER: &str = "io.mcpctl.server";
 pub const LABEL_INSTANCE: &str = "io.mcpctl.instance";
 pub const LABEL_SPEC_HASH: &str = "io.mcpctl.spec-hash";
 
+/// Checks `--scope`: it is the value of the scope label on every unit, so
+/// it must be a Kubernetes label value (Docker takes any, but one scope
+/// means the same on both): at most 63 characters, letters, digits, `-`,
+/// `_` and `.`, starting and ending with a letter or digit. The error names
+/// the flag and says how to fix it.
+pub fn validate_scope(scope: &str) -> Result<(), RuntimeError> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = !scope.is_empty()
+        && scope.len() <= 63
+        && edge(scope.chars().next())
+        && edge(scope.chars().last())
+        && scope
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        return Ok(());
+    }
+    Err(RuntimeError::Operation {
+        op: "check",
+        instance: format!("--scope {scope:?}"),
+        message: "a scope is a label value on every unit: at most 63 characters, \
+                  letters, digits, '-', '_' or '.', starting and ending with a letter \
+                  or digit; pick one such as --scope team-a (or MCPCTL_SCOPE=team-a)"
+            .into(),
+    })
+}
+
 /// A unit's name on every runtime: `mcpctl-<server>-<instance>`. Server
 /// names are DNS labels and instance ids lowercase ULIDs, so it is a valid
 /// container name and pod name alike.
@@ -99,7 +126,10 @@ pub struct Attached {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub handle: String,
-    pub endpoint: Endpoint,
+    /// Where the unit answers; `None` when the runtime cannot say yet (a
+    /// pod in a cluster has no IP until it is scheduled): the next
+    /// observation has it.
+    pub endpoint: Option<Endpoint>,
 }
 
 /// Which stream a log line came from. For stdio servers stdout carries the
@@ -328,6 +358,17 @@ impl Runtime for AnyRuntime {
 mod tests {
     use super::*;
     use crate::model::PackageRuntime;
+
+    #[test]
+    fn scopes_are_label_values() {
+        for ok in ["default", "a", "team-a", "Team_A.1", &"s".repeat(63)] {
+            assert!(validate_scope(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "a/b", "é", &"s".repeat(64)] {
+            let e = validate_scope(bad).expect_err(bad).to_string();
+            assert!(e.contains("--scope") && e.contains("63"), "{e}");
+        }
+    }
 
     #[test]
     fn packages_lower_onto_their_runner_image() {

@@ -21,6 +21,17 @@
 //! `attach` subresource: a WebSocket speaking the `v4.channel.k8s.io`
 //! stream protocol (channel 0 stdin, 1 stdout).
 //!
+//! It has the API server's faults, for the tests of a watch that must
+//! survive them: a watch ends after its `timeoutSeconds` (or at once, when
+//! the test says [`FakeKube::end_watches`]); one that times out sends a
+//! BOOKMARK with the current version first, when the client allowed them; a watch from a
+//! version older than the last [`FakeKube::expire_versions`] gets an ERROR
+//! event carrying a 410 `Status`, as an etcd compaction makes the real one
+//! do; [`FakeKube::refuse_watches`] answers watches with 500; and deletion
+//! is graceful when [`FakeKube::set_grace`] says so: a DELETE sets
+//! `metadata.deletionTimestamp`, and the pod lingers, Terminating, for the
+//! grace period before it is gone.
+//!
 //! Everything the tests assert on is recorded: every request line, every
 //! status PATCH, and every proxied request with its answer's status, in one
 //! ordered journal.
@@ -95,6 +106,13 @@ struct World {
     /// A stdio pod's stdin, and its stdout as each attach sees it.
     stdio: HashMap<String, StdioPod>,
     journal: Vec<Journal>,
+    /// Bumped to end every open watch.
+    watch_generation: u64,
+    /// Versions up to this one are compacted away: watching from them is 410.
+    expired_through: u64,
+    refuse_watches: bool,
+    /// How long a deleted pod lingers as Terminating (zero: gone at once).
+    grace: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -242,11 +260,64 @@ impl FakeKube {
             .insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
-    /// Deletes a pod behind mcpctl's back, as `kubectl delete pod` would.
+    /// Puts a Service in place, as someone else might.
+    pub fn add_service(&self, namespace: &str, service: Service) {
+        let name = service.metadata.name.clone().expect("service name");
+        let mut w = self.world();
+        w.version += 1;
+        let mut service = service;
+        service.metadata.namespace = Some(namespace.to_owned());
+        service.metadata.uid = Some(format!("uid-{}", w.version));
+        service.metadata.resource_version = Some(w.version.to_string());
+        w.services.insert((namespace.to_owned(), name), service);
+    }
+
+    /// Deletes a pod behind mcpctl's back, as `kubectl delete pod` would
+    /// (gracefully, when a grace period is set).
     pub fn delete_pod(&self, namespace: &str, name: &str) -> bool {
-        let removed = remove_pod(&self.shared, namespace, name);
+        let removed = delete_pod(&self.shared, namespace, name);
         self.shared.changed.notify_waiters();
         removed.is_some()
+    }
+
+    /// Ends every open watch now, as the API server does at `timeoutSeconds`.
+    pub fn end_watches(&self) {
+        self.world().watch_generation += 1;
+        self.shared.changed.notify_waiters();
+    }
+
+    /// Compacts history: a watch from any version seen so far gets 410
+    /// Gone (the compaction is a write of its own, so a list made after it
+    /// has a version that is not expired).
+    pub fn expire_versions(&self) {
+        let mut w = self.world();
+        w.expired_through = w.version;
+        w.version += 1;
+    }
+
+    /// While `true`, watches are answered 500 (an API server restarting; not
+    /// 503, which kube's client retries by itself, up to 15 times).
+    pub fn refuse_watches(&self, refuse: bool) {
+        self.world().refuse_watches = refuse;
+    }
+
+    /// From now on, a deleted pod lingers as Terminating for `grace`.
+    pub fn set_grace(&self, grace: std::time::Duration) {
+        self.world().grace = grace;
+    }
+
+    /// How many requests so far match `method` and contain `part` in their path and query.
+    pub fn count_requests(&self, method: &str, part: &str) -> usize {
+        self.world()
+            .journal
+            .iter()
+            .filter(|j| match j {
+                Journal::Request(line) => line
+                    .split_once(' ')
+                    .is_some_and(|(m, rest)| m == method && rest.contains(part)),
+                _ => false,
+            })
+            .count()
     }
 
     /// Changes a pod's status in place (a crash, a restart), as the kubelet would.
@@ -386,7 +457,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         },
         ("pods", Some(name), None) => match *req.method() {
             Method::GET => get(shared, &ns, &name, "pods", |w| &w.pods),
-            Method::DELETE => match remove_pod(shared, &ns, &name) {
+            Method::DELETE => match delete_pod(shared, &ns, &name) {
                 Some(pod) => {
                     shared.changed.notify_waiters();
                     json_response(StatusCode::OK, &pod)
@@ -701,6 +772,45 @@ async fn create_pod(shared: &Arc<Shared>, ns: &str, req: Request<Incoming>) -> R
     json_response(StatusCode::CREATED, &pod)
 }
 
+/// A DELETE: at once without a grace period; else the pod is marked
+/// Terminating (its container stops serving) and goes when the grace ends.
+fn delete_pod(shared: &Arc<Shared>, ns: &str, name: &str) -> Option<Pod> {
+    let mut w = shared.world.lock().expect("world");
+    let grace = w.grace;
+    if grace.is_zero() {
+        drop(w);
+        return remove_pod(shared, ns, name);
+    }
+    let key = (ns.to_owned(), name.to_owned());
+    let mut pod = w.pods.get(&key)?.clone();
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Some(pod);
+    }
+    pod.metadata.deletion_timestamp = Some(now());
+    pod.metadata.deletion_grace_period_seconds = Some(grace.as_secs().max(1) as i64);
+    if let Some((_, task)) = w.backends.remove(name) {
+        task.abort();
+    }
+    if let Some(stdio) = w.stdio.remove(name) {
+        stdio.task.abort();
+    }
+    w.version += 1;
+    pod.metadata.resource_version = Some(w.version.to_string());
+    let v = w.version;
+    w.pods.insert(key, pod.clone());
+    w.history
+        .push((v, ns.to_owned(), WatchEvent::Modified(pod.clone())));
+    drop(w);
+    let later = shared.clone();
+    let (ns, name) = (ns.to_owned(), name.to_owned());
+    shared.handle.spawn(async move {
+        tokio::time::sleep(grace).await;
+        remove_pod(&later, &ns, &name);
+        later.changed.notify_waiters();
+    });
+    Some(pod)
+}
+
 fn remove_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
     let mut w = shared.world.lock().expect("world");
     let mut pod = w.pods.remove(&(ns.to_owned(), name.to_owned()))?;
@@ -817,22 +927,71 @@ fn watch_pods(shared: &Arc<Shared>, ns: &str, req: &Request<Incoming>) -> Respon
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let (generation, expired, refused) = {
+        let w = shared.world.lock().expect("world");
+        (
+            w.watch_generation,
+            from > 0 && from <= w.expired_through,
+            w.refuse_watches,
+        )
+    };
+    if refused {
+        return status_body(500, "InternalError", "the API server is restarting".into());
+    }
+    let line = |v: Value| {
+        let mut text = serde_json::to_vec(&v).expect("event json");
+        text.push(b'\n');
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(text)))
+    };
+    if expired {
+        // As the real API server answers a compacted version: 200, one
+        // ERROR event with a 410 Status, and the end of the watch.
+        let gone = json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410,
+        }});
+        let body = StreamBody::new(futures_util::stream::iter([line(gone)]));
+        let mut r = Response::new(BodyExt::boxed(body));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let shared = shared.clone();
     let ns = ns.to_owned();
-    let stream = futures_util::stream::unfold(from, move |seen| {
+    // (last version sent, whether the watch has ended)
+    let stream = futures_util::stream::unfold((from, false), move |(seen, ended)| {
         let shared = shared.clone();
         let ns = ns.clone();
         let selector = selector.clone();
         async move {
+            if ended {
+                return None;
+            }
             loop {
                 let notified = shared.changed.notified();
-                let next: Vec<(u64, WatchEvent<Pod>)> = {
+                let (next, now_version, over) = {
                     let w = shared.world.lock().expect("world");
-                    w.history
+                    let next: Vec<(u64, WatchEvent<Pod>)> = w
+                        .history
                         .iter()
                         .filter(|(v, n, _)| *v > seen && *n == ns)
                         .map(|(v, _, e)| (*v, e.clone()))
-                        .collect()
+                        .collect();
+                    let timed_out = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                    let over = match (w.watch_generation != generation, timed_out) {
+                        (_, true) => Some(true),
+                        (true, false) => Some(false),
+                        (false, false) => None,
+                    };
+                    (next, w.version, over)
                 };
                 if let Some(last) = next.last().map(|(v, _)| *v) {
                     let mut text = Vec::new();
@@ -848,14 +1007,30 @@ fn watch_pods(shared: &Arc<Shared>, ns: &str, req: &Request<Incoming>) -> Respon
                             text.push(b'\n');
                         }
                     }
-                    if !text.is_empty() {
-                        let frame: Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>> =
-                            Ok(Frame::data(Bytes::from(text)));
-                        return Some((frame, last));
-                    }
-                    return Some((Ok(Frame::data(Bytes::new())), last));
+                    return Some((Ok(Frame::data(Bytes::from(text))), (last, false)));
                 }
-                notified.await;
+                if let Some(timed_out) = over {
+                    // The API server sends a bookmark as a watch times out,
+                    // so the client resumes from a fresh version; a watch
+                    // cut short gets none.
+                    if bookmarks && timed_out {
+                        let mark = json!({"type": "BOOKMARK", "object": {
+                            "kind": "Pod", "apiVersion": "v1",
+                            "metadata": {"resourceVersion": now_version.to_string()},
+                        }});
+                        return Some((line(mark), (now_version, true)));
+                    }
+                    return None;
+                }
+                match deadline {
+                    Some(d) => {
+                        tokio::select! {
+                            () = notified => {}
+                            () = tokio::time::sleep_until(d) => {}
+                        }
+                    }
+                    None => notified.await,
+                }
             }
         }
     });
