@@ -1,19 +1,31 @@
-//! The Docker runtime under engine faults, against the real engine seen
-//! through a fault-injecting proxy of its socket (`support/proxy.rs`): the
-//! proxy itself relays, cuts, refuses and stalls. Out-of-band changes go to
-//! the engine directly.
+//! The Docker runtime and `mcpctl watch` under engine faults, against the
+//! real engine seen through a fault-injecting proxy of its socket
+//! (`support/proxy.rs`): the proxy itself relays, cuts, refuses and stalls;
+//! the runtime's events stream comes back after a cut with the gap
+//! replayed; `watch` repairs a removal within two seconds of a cut with no
+//! resync to help, and waits out an engine that refuses connections at its
+//! start and mid-run. Out-of-band changes go to the engine directly.
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "support/fleet.rs"]
+mod fleet;
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/watching.rs"]
+mod watching;
 
 use bollard::Docker;
 use bollard::query_parameters::EventsOptionsBuilder;
+use fleet::{Fleet, docker_lines, eventually, images, stdio};
 use futures_util::StreamExt;
+use mcpctl::model::{EventKind, Watched};
+use mcpctl::runtime::Runtime;
+use mcpctl::runtime::docker::{DockerConfig, DockerRuntime};
 use proxy::EngineProxy;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use watching::Watching;
 
 /// A client of the engine through `proxy`, made afresh so that no pooled
 /// connection from before a fault is reused.
@@ -194,4 +206,207 @@ async fn the_proxy_relays_and_cuts_refuses_and_stalls_on_demand() {
         "refusals lifted after {lifted:?}, before their time"
     );
     drop((first, second));
+}
+
+/// A container of `scope`, made (not started) on the engine directly, so
+/// that its `create` event is what the runtime's stream reports.
+fn create_unit(scope: &str, instance: &str) -> String {
+    let (image, _) = images();
+    let out = fixture::docker(&[
+        "create",
+        "--label",
+        "io.mcpctl.managed=true",
+        "--label",
+        &format!("io.mcpctl.scope={scope}"),
+        "--label",
+        "io.mcpctl.server=s",
+        "--label",
+        &format!("io.mcpctl.instance={instance}"),
+        "--label",
+        "io.mcpctl.spec-hash=h",
+        "--label",
+        fixture::TEST_LABEL,
+        image,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    out.trim().to_owned()
+}
+
+fn created(item: Result<Watched, mcpctl::runtime::RuntimeError>, instance: &str) {
+    match item {
+        Ok(Watched::Event(ev)) => {
+            assert_eq!(ev.instance.0, instance, "{ev:?}");
+            assert_eq!(ev.kind, EventKind::Created, "{ev:?}");
+        }
+        other => panic!("wanted {instance}'s create event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_resumes_after_a_cut_and_replays_the_gap() {
+    let f = Fleet::new("f-events");
+    let proxy = EngineProxy::start();
+    let config = DockerConfig {
+        network: "mcpctl".into(),
+        scope: f.scope.clone(),
+        runners: mcpctl::model::Runners::default(),
+    };
+    let rt = DockerRuntime::connect_with(client(&proxy), config)
+        .await
+        .expect("connect through the proxy");
+    let mut events = Box::pin(rt.events());
+
+    create_unit(&f.scope, "before");
+    created(
+        next(&mut events, Duration::from_secs(10), "the first create").await,
+        "before",
+    );
+
+    // The engine goes away: the stream says so once, and waits.
+    proxy.refuse(true);
+    proxy.cut();
+    let item = next(&mut events, Duration::from_secs(5), "the break").await;
+    assert!(item.is_err(), "the break is an Err item, not {item:?}");
+    // Made while the stream is down: only a resubscription from the last
+    // event seen can still report it.
+    create_unit(&f.scope, "gap");
+    proxy.refuse(false);
+
+    let back = Instant::now();
+    let item = next(&mut events, Duration::from_secs(15), "the resumption").await;
+    assert!(
+        matches!(item, Ok(Watched::Resumed)),
+        "Resumed once back, not {item:?}"
+    );
+    eprintln!("resumed {:?} after the engine came back", back.elapsed());
+    // The resubscription starts at the last event seen, which may come
+    // again (events only hasten a look); the gap's event must follow.
+    let mut item = next(&mut events, Duration::from_secs(10), "the gap's create").await;
+    if matches!(&item, Ok(Watched::Event(ev)) if ev.instance.0 == "before") {
+        item = next(&mut events, Duration::from_secs(10), "the gap's create").await;
+    }
+    created(item, "gap");
+    create_unit(&f.scope, "after");
+    created(
+        next(
+            &mut events,
+            Duration::from_secs(10),
+            "a create after the break",
+        )
+        .await,
+        "after",
+    );
+}
+
+fn alpha_containers(f: &Fleet, running: bool) -> Vec<String> {
+    let mut args = vec![
+        "ps".to_owned(),
+        "-q".to_owned(),
+        "--filter".to_owned(),
+        format!("label=io.mcpctl.scope={}", f.scope),
+        "--filter".to_owned(),
+        "label=io.mcpctl.server=alpha".to_owned(),
+    ];
+    if running {
+        args.extend(["--filter".to_owned(), "status=running".to_owned()]);
+    } else {
+        args.push("-a".to_owned());
+    }
+    docker_lines(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn running_instances(f: &Fleet, server: &str) -> usize {
+    f.instances()
+        .iter()
+        .filter(|i| i["server"] == server && i["status"] == "RUNNING")
+        .count()
+}
+
+/// Removes alpha's one container on the engine directly, and returns how
+/// long until another one runs, polling `alive` meanwhile.
+fn remove_and_time_repair(f: &Fleet, w: &mut Watching, bound: Duration) -> Duration {
+    let old = alpha_containers(f, true);
+    assert_eq!(old.len(), 1, "alpha runs one container: {old:?}");
+    let removed = Instant::now();
+    fixture::docker(&["rm", "-f", &old[0]]).expect("rm -f");
+    eventually("a new alpha container", bound, || {
+        w.assert_alive();
+        let now = alpha_containers(f, true);
+        (now.len() == 1 && now != old).then(|| removed.elapsed())
+    })
+}
+
+#[test]
+fn after_a_cut_watch_repairs_a_removal_within_two_seconds_without_a_resync() {
+    let (v1, _) = images();
+    let f = Fleet::new("f-cut");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    let proxy = EngineProxy::start();
+    let host = proxy.docker_host();
+    // No resync for an hour: only the events stream can bring it back soon.
+    let mut w = Watching::start(
+        &f,
+        &["fleet", "--resync", "1h", "--interval", "1h"],
+        &[("DOCKER_HOST", &host)],
+    );
+    eventually("alpha RUNNING", Duration::from_secs(60), || {
+        (running_instances(&f, "alpha") == 1).then_some(())
+    });
+    let passes = w.metric("mcpctl_passes_total");
+
+    proxy.cut();
+    let repaired = remove_and_time_repair(&f, &mut w, Duration::from_secs(30));
+    eprintln!("repaired {repaired:?} after docker rm -f, right after an engine cut");
+    assert!(
+        repaired < Duration::from_secs(2),
+        "repaired only after {repaired:?}:\n{}",
+        w.log()
+    );
+    assert!(
+        w.log().contains("runtime events resumed"),
+        "the events stream said it was back:\n{}",
+        w.log()
+    );
+    let made = w.metric("mcpctl_passes_total") - passes;
+    eprintln!("{made} passes from the cut to the repair");
+    assert!(w.stop().success());
+}
+
+#[test]
+fn watch_waits_out_an_engine_refusing_connections_at_start_and_mid_run() {
+    let (v1, _) = images();
+    let f = Fleet::new("f-refuse");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    let proxy = EngineProxy::start();
+    let host = proxy.docker_host();
+
+    // Down when watch starts, for a few seconds.
+    proxy.refuse_for(Duration::from_secs(3));
+    let started = Instant::now();
+    let mut w = Watching::spawn(
+        &f,
+        &["fleet", "--resync", "1h", "--interval", "1h"],
+        &[("DOCKER_HOST", &host)],
+    );
+    eventually("alpha RUNNING", Duration::from_secs(60), || {
+        w.assert_alive();
+        (running_instances(&f, "alpha") == 1).then_some(())
+    });
+    eprintln!(
+        "converged {:?} after starting against an engine down for 3 s",
+        started.elapsed()
+    );
+
+    // Down mid-run: every connection cut, new ones refused for a few
+    // seconds, and alpha's container removed meanwhile.
+    proxy.refuse_for(Duration::from_secs(3));
+    proxy.cut();
+    let repaired = remove_and_time_repair(&f, &mut w, Duration::from_secs(30));
+    eprintln!("repaired {repaired:?} after docker rm -f, with the engine refusing for 3 s");
+    assert!(
+        repaired >= Duration::from_secs(2),
+        "repaired after {repaired:?}, while the engine still refused: not through the proxy?"
+    );
+    w.assert_alive();
+    assert!(w.stop().success());
 }
