@@ -14,14 +14,14 @@
 
 use super::{Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
-    Endpoint, EventKind, InstanceId, RunSpec, Runners, RuntimeEvent, SpecHash, Timestamp,
+    Doubling, Endpoint, EventKind, InstanceId, RunSpec, Runners, RuntimeEvent, SpecHash, Timestamp,
     Transport, Unit, UnitState, Watched,
 };
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, EventMessage, HostConfig, NetworkCreateRequest,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -30,6 +30,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 pub use super::{
@@ -110,6 +111,12 @@ impl DockerRuntime {
     /// API version so old engines (API 1.41) and new ones both work.
     pub async fn connect(config: DockerConfig) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+        Self::connect_with(docker, config).await
+    }
+
+    /// As [`connect`](Self::connect), through a client made by the caller
+    /// (a test's, pointed at a socket of its own).
+    pub async fn connect_with(docker: Docker, config: DockerConfig) -> Result<Self, RuntimeError> {
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         Ok(DockerRuntime {
             docker,
@@ -436,6 +443,128 @@ fn endpoint(
     published(port).map(|host| Endpoint::Http(format!("http://127.0.0.1:{host}{path}")))
 }
 
+/// How the events stream waits between attempts to open itself again.
+const EVENTS_BACKOFF: Doubling = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
+/// A subscription that lasted this long was healthy: a break after it
+/// starts the back-off from the beginning again.
+const EVENTS_HEALTHY: Duration = Duration::from_secs(30);
+/// How long the engine has to answer a ping, or to start answering an
+/// events request, before the attempt counts as failed.
+const ENGINE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The events stream's state between items: a plain value driven by
+/// `unfold`, so dropping the stream ends everything, with no task left
+/// behind.
+struct Events {
+    docker: Docker,
+    filters: HashMap<String, Vec<String>>,
+    phase: Phase,
+    /// Breaks in a row, for the back-off.
+    failures: u32,
+}
+
+type EventStream = futures_util::stream::BoxStream<'static, Result<EventMessage, DockerError>>;
+
+enum Phase {
+    /// Ask for events from `since` on; after a break, say so once asked.
+    Subscribe { since: Timestamp, resumed: bool },
+    /// Reading. `since` moves to each event's time, so a break resumes
+    /// from the last event seen: the engine replays the gap from its
+    /// buffer (an event may come twice; events only hasten a look).
+    Open {
+        stream: EventStream,
+        since: Timestamp,
+        opened: tokio::time::Instant,
+    },
+    /// Broken: back off, then subscribe from `since` once the engine answers.
+    Broken { since: Timestamp },
+}
+
+impl Events {
+    async fn next(mut self) -> Option<(Result<Watched, RuntimeError>, Events)> {
+        loop {
+            match &mut self.phase {
+                Phase::Subscribe { since, resumed } => {
+                    let (since, resumed) = (*since, *resumed);
+                    let opts = EventsOptionsBuilder::default()
+                        .since(&engine_time(since))
+                        .filters(&self.filters)
+                        .build();
+                    self.phase = Phase::Open {
+                        stream: self.docker.events(Some(opts)).boxed(),
+                        since,
+                        opened: tokio::time::Instant::now(),
+                    };
+                    if resumed {
+                        return Some((Ok(Watched::Resumed), self));
+                    }
+                }
+                Phase::Open {
+                    stream,
+                    since,
+                    opened,
+                } => {
+                    let error = match stream.next().await {
+                        Some(Ok(ev)) => {
+                            if let Some(at) = ev.time_nano.map(|ns| Timestamp(ns / 1_000_000)) {
+                                *since = (*since).max(at);
+                            }
+                            match watched(ev) {
+                                Some(item) => return Some((Ok(item), self)),
+                                None => continue,
+                            }
+                        }
+                        Some(Err(e)) => unavailable(format!("events stream broke: {e}")),
+                        None => unavailable("the engine ended the events stream"),
+                    };
+                    if opened.elapsed() >= EVENTS_HEALTHY {
+                        self.failures = 0;
+                    }
+                    self.phase = Phase::Broken { since: *since };
+                    return Some((Err(error), self));
+                }
+                Phase::Broken { since } => {
+                    let since = *since;
+                    self.failures = self.failures.saturating_add(1);
+                    tokio::time::sleep(EVENTS_BACKOFF.after(self.failures)).await;
+                    // Only an engine that answers is worth a subscription;
+                    // until then the caller has its one `Err` and waits.
+                    match tokio::time::timeout(ENGINE_DEADLINE, self.docker.ping()).await {
+                        Ok(Ok(_)) => {
+                            self.phase = Phase::Subscribe {
+                                since,
+                                resumed: true,
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "engine still unreachable"),
+                        Err(_) => tracing::debug!("engine did not answer a ping in time"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One engine event in mcpctl's terms; `None` for one we do not follow,
+/// or a container without our instance label.
+fn watched(ev: EventMessage) -> Option<Watched> {
+    let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
+    let kind = match ev.action.as_deref() {
+        Some("create") => EventKind::Created,
+        Some("start" | "restart") => EventKind::Started,
+        Some("die") => EventKind::Died {
+            exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+        },
+        Some("destroy") => EventKind::Removed,
+        _ => return None,
+    };
+    Some(Watched::Event(RuntimeEvent {
+        instance: InstanceId(attrs.get(LABEL_INSTANCE)?.clone()),
+        server: attrs.get(LABEL_SERVER).cloned().unwrap_or_default(),
+        kind,
+    }))
+}
+
 /// How long a listed container may stay `created` before it counts as one
 /// that failed to start, and is inspected for why.
 const CREATED_GRACE_SECS: i64 = 10;
@@ -663,33 +792,19 @@ impl Runtime for DockerRuntime {
         );
         // The request goes out on first poll; `since` = now closes the gap
         // between asking for the stream and reading it.
-        let since = engine_time(Timestamp::now());
-        let opts = EventsOptionsBuilder::default()
-            .since(&since)
-            .filters(&filters)
-            .build();
-        self.docker.events(Some(opts)).filter_map(|ev| async move {
-            match ev {
-                Err(e) => Some(Err(unavailable(e))),
-                Ok(ev) => {
-                    let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
-                    let kind = match ev.action.as_deref() {
-                        Some("create") => EventKind::Created,
-                        Some("start" | "restart") => EventKind::Started,
-                        Some("die") => EventKind::Died {
-                            exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
-                        },
-                        Some("destroy") => EventKind::Removed,
-                        _ => return None,
-                    };
-                    Some(Ok(Watched::Event(RuntimeEvent {
-                        instance: InstanceId(attrs.get(LABEL_INSTANCE)?.clone()),
-                        server: attrs.get(LABEL_SERVER).cloned().unwrap_or_default(),
-                        kind,
-                    })))
-                }
-            }
-        })
+        let events = Events {
+            // bollard's request timeout bounds the wait for the response
+            // head, so a hung engine cannot hold a subscription forever;
+            // the body itself is open-ended by nature.
+            docker: self.docker.clone().with_timeout(ENGINE_DEADLINE),
+            filters,
+            phase: Phase::Subscribe {
+                since: Timestamp::now(),
+                resumed: false,
+            },
+            failures: 0,
+        };
+        futures_util::stream::unfold(events, Events::next)
     }
 
     async fn attach(&self, handle: &str) -> Result<super::Attached, RuntimeError> {
