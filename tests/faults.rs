@@ -410,3 +410,62 @@ fn watch_waits_out_an_engine_refusing_connections_at_start_and_mid_run() {
     w.assert_alive();
     assert!(w.stop().success());
 }
+
+/// A hung engine (the proxy holds every byte): each pass fails at
+/// `--runtime-timeout` with a message that says so, `/healthz` is degraded,
+/// and SIGTERM during a pass stuck on the engine ends `watch` within
+/// `--shutdown-timeout` (1 s here), not at the pass's own deadline (10 s).
+#[test]
+fn a_hung_engine_degrades_health_and_sigterm_still_ends_watch_in_time() {
+    let (v1, _) = images();
+    let f = Fleet::new("f-hung");
+    f.write("a.yaml", &stdio("alpha", 1, v1, ""));
+    let proxy = EngineProxy::start();
+    let host = proxy.docker_host();
+    let w = Watching::start(
+        &f,
+        &[
+            "fleet",
+            "--resync",
+            "1h",
+            "--interval",
+            "1h",
+            "--runtime-timeout",
+            "10s",
+            "--shutdown-timeout",
+            "1s",
+        ],
+        &[("DOCKER_HOST", &host)],
+    );
+    eventually("alpha RUNNING", Duration::from_secs(60), || {
+        (running_instances(&f, "alpha") == 1).then_some(())
+    });
+    proxy.stall(true);
+    // A change makes a pass, which the hung engine holds until the deadline.
+    f.write("a.yaml", &stdio("alpha", 2, v1, ""));
+    let reply = eventually(
+        "/healthz to say the engine hangs",
+        Duration::from_secs(60),
+        || {
+            let r = w.get("/healthz").ok()?;
+            (r.status == 503 && r.body.contains("did not answer within 10s")).then_some(r)
+        },
+    );
+    assert!(reply.body.contains("runtime: "), "{}", reply.body);
+    // Another change, and the pass it brings is stuck on the engine when
+    // the signal comes (it follows "revision accepted" at once).
+    let accepted = w.log().matches("revision accepted").count();
+    f.write("a.yaml", &stdio("alpha", 3, v1, ""));
+    eventually("the next revision's pass", Duration::from_secs(30), || {
+        (w.log().matches("revision accepted").count() > accepted).then_some(())
+    });
+    let began = Instant::now();
+    let status = w.stop();
+    let took = began.elapsed();
+    eprintln!("SIGTERM with a pass stuck on a hung engine: exited in {took:?} ({status})");
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after SIGTERM with a 1 s shutdown timeout"
+    );
+    proxy.stall(false);
+}

@@ -463,6 +463,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Waits for the actions in flight to finish (probes are dropped): a
     /// clean end leaves the next run nothing to clean up.
     pub async fn drain(&mut self) {
+        // Work that finished during a pass that was cut short (a shutdown).
+        for w in std::mem::take(&mut self.finished) {
+            self.absorb(w);
+        }
         while !self.busy.is_empty() {
             match self.work.next().await {
                 Some(w) => self.absorb(w),

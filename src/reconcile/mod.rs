@@ -347,7 +347,11 @@ pub async fn watch<R: Runtime + Sync>(
         }
 
         // Each step below may meet a fault that passes; it is reported, and
-        // the loop comes back to the same step after a pause.
+        // the loop comes back to the same step after a pause. A signal
+        // does not wait for it: a pass stuck on a hung engine would hold the
+        // shutdown for a whole runtime deadline. Cutting a turn short is
+        // safe: every side effect is bracketed by an intent, and work a pass
+        // handed out lives on in the applier, which the drain below awaits.
         let step = turn(
             rt,
             store,
@@ -364,8 +368,11 @@ pub async fn watch<R: Runtime + Sync>(
                 fresh: &mut fresh,
                 converged: &mut converged,
             },
-        )
-        .await;
+        );
+        let step = tokio::select! {
+            step = step => step,
+            () = &mut shutdown => break,
+        };
         match step {
             Ok(()) => {
                 if fault.failures > 0 {
