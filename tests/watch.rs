@@ -11,13 +11,15 @@
 mod fixture;
 #[path = "support/fleet.rs"]
 mod fleet;
+#[path = "support/watching.rs"]
+mod watching;
 
 use fleet::{Fleet, docker_lines, eventually, images, stdio};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use watching::Watching;
 
 const WEBHOOK_SECRET: &str = "whsec-test-7c1e";
 
@@ -89,55 +91,18 @@ impl Repo {
     }
 }
 
-/// A running `mcpctl watch`, its log in a file, stopped with SIGTERM.
-struct Watching {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: PathBuf,
+/// `mcpctl watch ARGS`, with the webhook's secret set, once it listens.
+fn watching(f: &Fleet, args: &[&str]) -> Watching {
+    Watching::start(f, args, &[("MCPCTL_WEBHOOK_SECRET", WEBHOOK_SECRET)])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// What these tests read of `/healthz`.
+trait Healthz {
+    fn health(&self) -> (u16, Value);
+    fn wait_healthy(&self, revision: &str);
 }
 
-impl Watching {
-    fn start(f: &Fleet, args: &[&str]) -> Watching {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = f.dir.path().join(format!("watch-{}.log", addr.port()));
-        let listen = addr.to_string();
-        let mut all = vec!["watch", "--listen", &listen];
-        all.extend_from_slice(args);
-        let child = f
-            .command(&all)
-            .env("MCPCTL_LOG", "mcpctl=debug")
-            .env("MCPCTL_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn watch");
-        let w = Watching {
-            child: Some(child),
-            addr,
-            log,
-        };
-        eventually("watch to listen", Duration::from_secs(30), || {
-            w.get("/healthz").ok().map(|_| ())
-        });
-        w
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Result<fixture::HttpReply, String> {
-        fixture::http_request(self.addr, "GET", path, &[], None, Duration::from_secs(5))
-    }
-
+impl Healthz for Watching {
     fn health(&self) -> (u16, Value) {
         let r = self.get("/healthz").expect("healthz");
         (
@@ -155,41 +120,6 @@ impl Watching {
                 (status == 200 && body["revision"] == revision).then_some(())
             },
         );
-    }
-
-    /// SIGTERM, then the exit status, within a deadline.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .expect("kill")
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "watch did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            // Polling a child process against a deadline.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -259,7 +189,7 @@ fn commits_start_and_prune_servers_and_an_invalid_one_changes_nothing() {
         "alpha",
         &[("mcp/alpha.yaml", Some(&stdio("alpha", 1, v1, "")))],
     );
-    let w = Watching::start(
+    let w = watching(
         &f,
         &[
             "--git",
@@ -358,7 +288,7 @@ fn an_emptied_or_wrong_path_never_deletes_the_fleet() {
         "--resync",
         "1s",
     ];
-    let w = Watching::start(&f, &args);
+    let w = watching(&f, &args);
     w.wait_healthy(&first);
     await_running(&f, "alpha", 1);
     let containers = f.containers();
@@ -381,7 +311,7 @@ fn an_emptied_or_wrong_path_never_deletes_the_fleet() {
     assert!(w.stop().success());
 
     // A wrong --path: the source cannot be read, and nothing is touched.
-    let w = Watching::start(
+    let w = watching(
         &f,
         &[
             "--git",
@@ -411,7 +341,7 @@ fn a_force_push_to_an_older_commit_is_followed_and_recorded() {
     let repo = Repo::new(f.dir.path());
     let older = repo.commit("alpha", &[("alpha.yaml", Some(&stdio("alpha", 1, v1, "")))]);
     let newer = repo.commit("beta", &[("beta.yaml", Some(&stdio("beta", 1, v1, "")))]);
-    let w = Watching::start(&f, &["--git", &repo.url(), "--interval", "1s"]);
+    let w = watching(&f, &["--git", &repo.url(), "--interval", "1s"]);
     w.wait_healthy(&newer);
     await_running(&f, "beta", 1);
 
@@ -435,7 +365,7 @@ fn an_editors_atomic_save_is_one_revision_with_the_change_applied() {
     let (v1, _) = images();
     let f = Fleet::new("w-dir");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
-    let w = Watching::start(&f, &["fleet"]);
+    let w = watching(&f, &["fleet"]);
     await_running(&f, "alpha", 1);
     eventually("the first revision", Duration::from_secs(10), || {
         (accepted(&w) == 1).then_some(())
@@ -458,7 +388,7 @@ fn a_container_removed_out_of_band_comes_back_through_the_events_stream() {
     let f = Fleet::new("w-events");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
     // No resync for an hour: only the events stream can bring it back soon.
-    let w = Watching::start(&f, &["fleet", "--resync", "1h", "--interval", "1h"]);
+    let w = watching(&f, &["fleet", "--resync", "1h", "--interval", "1h"]);
     await_running(&f, "alpha", 1);
     let old = containers_of(&f, "alpha");
     let removed = Instant::now();
@@ -485,7 +415,7 @@ fn sigterm_during_an_apply_exits_cleanly_and_the_next_start_converges() {
             &stdio(s, 2, v1, ", \"--delay-start\", \"3000\""),
         );
     }
-    let w = Watching::start(&f, &["fleet"]);
+    let w = watching(&f, &["fleet"]);
     // Actions are under way (containers exist), and nothing is RUNNING yet.
     eventually("the first containers", Duration::from_secs(30), || {
         (!f.containers().is_empty()).then_some(())
@@ -501,7 +431,7 @@ fn sigterm_during_an_apply_exits_cleanly_and_the_next_start_converges() {
         "the applier lock is released"
     );
 
-    let w = Watching::start(&f, &["fleet"]);
+    let w = watching(&f, &["fleet"]);
     eventually(
         "convergence after the restart",
         Duration::from_secs(90),
@@ -521,7 +451,7 @@ fn metrics_parse_as_prometheus_text_and_their_counters_move() {
     let (v1, _) = images();
     let f = Fleet::new("w-metrics");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
-    let w = Watching::start(&f, &["fleet", "--resync", "1s"]);
+    let w = watching(&f, &["fleet", "--resync", "1s"]);
     await_running(&f, "alpha", 1);
     let reply = w.get("/metrics").expect("metrics");
     assert_eq!(reply.status, 200);
@@ -606,7 +536,7 @@ fn dry_run_reports_drift_and_leaves_the_fleet_exactly_as_it_is() {
     let containers = f.containers();
     let state = std::fs::read(f.state()).expect("state");
 
-    let w = Watching::start(&f, &["fleet", "--dry-run", "--resync", "1s"]);
+    let w = watching(&f, &["fleet", "--dry-run", "--resync", "1s"]);
     let health = eventually("drift to be reported", Duration::from_secs(30), || {
         let (status, body) = w.health();
         (status == 200 && body["drift"].as_u64().is_some_and(|d| d > 0)).then_some(body)
@@ -641,7 +571,7 @@ fn a_suspended_servers_container_stays_removed_until_resumed() {
     let (v1, _) = images();
     let f = Fleet::new("w-suspend");
     f.write("a.yaml", &stdio("alpha", 1, v1, ""));
-    let w = Watching::start(&f, &["fleet", "--resync", "1s"]);
+    let w = watching(&f, &["fleet", "--resync", "1s"]);
     await_running(&f, "alpha", 1);
     let r = f.run(&["suspend", "alpha"]);
     assert_eq!(r.code, 0, "{r}");
@@ -669,7 +599,7 @@ fn the_webhook_syncs_at_once_when_signed_and_refuses_anything_else() {
     let repo = Repo::new(f.dir.path());
     let first = repo.commit("alpha", &[("alpha.yaml", Some(&stdio("alpha", 1, v1, "")))]);
     // An hour between fetches: only the webhook can bring the next commit soon.
-    let w = Watching::start(&f, &["--git", &repo.url(), "--interval", "1h"]);
+    let w = watching(&f, &["--git", &repo.url(), "--interval", "1h"]);
     w.wait_healthy(&first);
     let second = repo.commit("beta", &[("beta.yaml", Some(&stdio("beta", 1, v1, "")))]);
     let body = serde_json::json!({"ref": "refs/heads/main", "after": second});
