@@ -271,8 +271,9 @@ const EVENTS_SETTLE_MAX: Duration = Duration::from_millis(300);
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest pause between two passes that only a requeue asked for.
 const MIN_REQUEUE: Duration = Duration::from_millis(250);
-/// Retries of a failed pass or a failed server: 1 s doubling to 30 s.
-const RETRY: Doubling = Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
+/// Retries of a failed pass or a failed server: 1 s doubling to 30 s. The
+/// same schedule serves every fault a long-running caller waits out.
+pub const RETRY: Doubling = Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
 
 fn retry_after(failures: u32) -> Duration {
     RETRY.after(failures)
@@ -417,6 +418,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         // A retry, like a back-off, belongs to the spec that failed: a
         // server whose spec changed is tried at once.
         let old = &self.target;
+        // Servers gone from the source are forgotten, so a week of renames
+        // leaves nothing behind.
+        self.failed
+            .retain(|server| target.desired.iter().any(|d| &d.name == server));
         self.retry.retain(|server, _| {
             let hash = |t: &Target| {
                 t.desired

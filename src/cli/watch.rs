@@ -99,7 +99,7 @@ async fn watch(
     let _lock = if args.dry_run {
         None
     } else {
-        match wait_for(shared, signals, "state", || {
+        match wait_for(shared, signals, Awaited::State, || {
             let store = store.clone();
             async move {
                 let command = super::apply::command_line();
@@ -117,7 +117,7 @@ async fn watch(
             None => return Ok(Outcome::Success),
         }
     };
-    let rt = match wait_for(shared, signals, "runtime", || async {
+    let rt = match wait_for(shared, signals, Awaited::Runtime, || async {
         match super::connect::runtime(global).await {
             Ok(rt) => Ok(Ok(rt)),
             // An engine that is down or slow at start is waited for;
@@ -195,15 +195,13 @@ async fn watch(
 async fn wait_for<T, F, Fut>(
     shared: &Shared,
     signals: &Signals,
-    what: &str,
+    what: Awaited,
     mut attempt: F,
 ) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    const BACKOFF: crate::model::Doubling =
-        crate::model::Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut failures = 0;
     loop {
         let answer = tokio::select! {
@@ -213,16 +211,16 @@ where
         let why = match answer {
             Ok(t) => {
                 if failures > 0 {
-                    set_reason(shared, what, None);
+                    what.report(shared, None);
                 }
                 return Some(t);
             }
             Err(why) => why,
         };
         failures += 1;
-        let after = BACKOFF.after(failures);
-        tracing::warn!(reason = %why, retry_in_ms = after.as_millis() as u64, "waiting for the {what}");
-        set_reason(shared, what, Some(why));
+        let after = crate::apply::RETRY.after(failures);
+        tracing::warn!(reason = %why, retry_in_ms = after.as_millis() as u64, "waiting for the {}", what.name());
+        what.report(shared, Some(why));
         tokio::select! {
             () = signals.first() => return None,
             () = tokio::time::sleep(after) => {}
@@ -230,11 +228,30 @@ where
     }
 }
 
-fn set_reason(shared: &Shared, what: &str, why: Option<String>) {
-    shared.update(|h| match what {
-        "runtime" => h.runtime = why,
-        _ => h.state = why,
-    });
+/// What `watch` may have to wait for before it can start, and the line of
+/// `/healthz` that says so meanwhile.
+#[derive(Clone, Copy)]
+enum Awaited {
+    /// The applier lock (another applier holds it) or the state file.
+    State,
+    /// An engine that is down or does not answer.
+    Runtime,
+}
+
+impl Awaited {
+    fn name(self) -> &'static str {
+        match self {
+            Awaited::State => "state",
+            Awaited::Runtime => "runtime",
+        }
+    }
+
+    fn report(self, shared: &Shared, why: Option<String>) {
+        shared.update(|h| match self {
+            Awaited::State => h.state = why,
+            Awaited::Runtime => h.runtime = why,
+        });
+    }
 }
 
 /// SIGTERM and SIGINT, counted: the first asks for a clean stop, the

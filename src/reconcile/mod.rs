@@ -162,14 +162,11 @@ struct Fault {
     retry_at: Option<tokio::time::Instant>,
 }
 
-const FAULT_BACKOFF: crate::model::Doubling =
-    crate::model::Doubling::new(Duration::from_secs(1), Duration::from_secs(30));
-
 impl Fault {
     /// Counts one more failure and sets when to try again.
     fn failed(&mut self) -> Duration {
         self.failures += 1;
-        let after = FAULT_BACKOFF.after(self.failures);
+        let after = crate::apply::RETRY.after(self.failures);
         self.retry_at = Some(tokio::time::Instant::now() + after);
         after
     }
@@ -267,10 +264,7 @@ pub async fn watch<R: Runtime + Sync>(
     loop {
         shared.turned();
         if let Some(a) = applier.as_ref() {
-            let broken = a.events_broken().map(str::to_owned);
-            if shared.health().events != broken {
-                shared.update(|h| h.events = broken);
-            }
+            shared.update(|h| h.events = a.events_broken().map(str::to_owned));
         }
         let retry = async {
             match fault.retry_at {
@@ -440,7 +434,7 @@ async fn turn<'a, R: Runtime + Sync>(
     t: Turn<'_, 'a, R>,
 ) -> Result<(), ApplyError> {
     if let Some((snapshot, forced_from)) = t.pending.take() {
-        let resolved = resolve(store, resolver, shared, t.key, &snapshot).await;
+        let resolved = resolve(store, resolver, t.key, &snapshot).await;
         let target = match resolved {
             Ok(target) => target,
             Err(e) => {
@@ -562,7 +556,6 @@ async fn turn<'a, R: Runtime + Sync>(
 async fn resolve(
     store: &Store,
     resolver: &Resolver,
-    _shared: &Shared,
     key: &mut Option<[u8; 32]>,
     snapshot: &source::Snapshot,
 ) -> Result<Result<Target, String>, ApplyError> {

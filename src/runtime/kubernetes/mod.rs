@@ -372,6 +372,9 @@ impl KubernetesRuntime {
     }
 
     /// Forgets the log lines of pods that are no longer listed.
+    /// Forgets what is kept per pod (last log lines, the relay's allowed
+    /// pods) for pods no longer listed, so that memory follows the fleet,
+    /// not the weeks of churn behind it.
     fn forget_lines_but(&self, pods: &[Pod]) {
         let live: std::collections::HashSet<&str> = pods
             .iter()
@@ -379,6 +382,13 @@ impl KubernetesRuntime {
             .collect();
         if let Ok(mut c) = self.last_lines.lock() {
             c.retain(|uid, _| live.contains(uid.as_str()));
+        }
+        if let Some(relay) = self.relay.get() {
+            let names: std::collections::HashSet<&str> = pods
+                .iter()
+                .filter_map(|p| p.metadata.name.as_deref())
+                .collect();
+            relay.forget_all_but(&names);
         }
     }
 
@@ -426,7 +436,11 @@ impl Runtime for KubernetesRuntime {
             }
         }
         self.forget_lines_but(&list.items);
-        self.find_orphans(&list.items).await?;
+        // Orphaned Services are housekeeping: a Service list that fails
+        // must not fail the look at the pods, which is what passes need.
+        if let Err(e) = self.find_orphans(&list.items).await {
+            tracing::warn!(error = %e, "cannot list Services to find orphans");
+        }
         Ok(units)
     }
 

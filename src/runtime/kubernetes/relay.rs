@@ -62,6 +62,14 @@ impl Guard {
 }
 
 impl Relay {
+    /// Stops forwarding to pods not in `live` (gone since they were handed
+    /// out), so the allow-list is bounded by the fleet, not by uptime.
+    pub fn forget_all_but(&self, live: &HashSet<&str>) {
+        if let Ok(mut a) = self.guard.allowed.lock() {
+            a.retain(|(pod, _)| live.contains(pod.as_str()));
+        }
+    }
+
     /// The URL through which a probe reaches `pod` on `port` at `path`;
     /// from now on the relay forwards to that pod and port.
     pub fn endpoint(&self, pod: &str, port: u16, path: &str) -> String {

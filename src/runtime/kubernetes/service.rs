@@ -19,7 +19,12 @@ impl KubernetesRuntime {
 
     pub(super) fn service_lock(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
         match self.service_locks.lock() {
-            Ok(mut locks) => locks.entry(server.to_owned()).or_default().clone(),
+            Ok(mut locks) => {
+                // Locks nobody holds are dropped, so the map is bounded by
+                // the calls in flight, not by every server ever seen.
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+                locks.entry(server.to_owned()).or_default().clone()
+            }
             // A poisoned map only loses the serialisation, not correctness of
             // each call; a fresh lock keeps going.
             Err(_) => Arc::default(),
