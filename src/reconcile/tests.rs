@@ -32,6 +32,13 @@ fn revision(rev: &str, files: &[(&str, String)]) -> SourceEvent {
     }
 }
 
+/// A fresh state file, kept while the directory guard lives.
+fn state_file() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::new(dir.path().join("state.redb"));
+    (dir, store)
+}
+
 /// Polls `f` until it holds, against a deadline.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -146,8 +153,7 @@ fn running(store: &Store, server: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revisions_are_applied_and_a_bad_one_changes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     let rt = FakeRuntime::new();
     let w = start(&rt, &store, false);
 
@@ -234,8 +240,7 @@ async fn revisions_are_applied_and_a_bad_one_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_reports_drift_and_touches_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     let rt = FakeRuntime::new();
     // A fleet applied for real first.
     let w = start(&rt, &store, false);
@@ -279,8 +284,7 @@ async fn dry_run_reports_drift_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_server_stays_as_it_is_until_resumed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     let rt = FakeRuntime::new();
     let w = start(&rt, &store, false);
     w.events
@@ -345,8 +349,7 @@ async fn a_suspended_server_stays_as_it_is_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_asks_the_source_to_sync() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     let rt = FakeRuntime::new();
     let w = start(&rt, &store, false);
     w.shared.sync.notify_one();
@@ -387,8 +390,7 @@ impl Running {
 /// the fleet converges once the engine is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_down_at_start_is_waited_out_not_fatal() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     store
         .update(|tx| {
             tx.put_intent(&crate::model::Intent {
@@ -431,9 +433,8 @@ async fn an_engine_down_at_start_is_waited_out_not_fatal() {
 /// retried, `/healthz` names the state file, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_state_file_is_waited_out_not_fatal() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::new(dir.path().join("state.redb")).with_busy_timeout(Duration::from_millis(100));
+    let (_dir, store) = state_file();
+    let store = store.with_busy_timeout(Duration::from_millis(100));
     let rt = FakeRuntime::new();
     let w = start(&rt, &store, false);
     w.events
@@ -485,8 +486,7 @@ async fn a_busy_state_file_is_waited_out_not_fatal() {
 /// a message that says so, and `/healthz` is degraded; the loop goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_engine_fails_passes_at_the_deadline_and_degrades_health() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path().join("state.redb"));
+    let (_dir, store) = state_file();
     let fake = FakeRuntime::new();
     let rt = Arc::new(crate::runtime::Bounded::new(
         fake.clone(),
@@ -519,8 +519,7 @@ async fn a_hung_engine_fails_passes_at_the_deadline_and_degrades_health() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_actions_in_flight_at_most_the_timeout() {
     for second_signal in [false, true] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::new(dir.path().join("state.redb"));
+        let (_dir, store) = state_file();
         let rt = FakeRuntime::new();
         rt.behave(
             "alpha",
