@@ -42,10 +42,7 @@ pub async fn runtime(global: &Global) -> Result<Connected, RuntimeError> {
         Err(_) => {
             return Err(RuntimeError::Unavailable {
                 runtime: name,
-                message: format!(
-                    "the {name} runtime did not answer within {}",
-                    humantime::format_duration(deadlines.call)
-                ),
+                message: crate::runtime::did_not_answer(name, deadlines.call),
             });
         }
     };

@@ -38,6 +38,14 @@ impl Default for Deadlines {
     }
 }
 
+/// The message of a call to the runtime `name` that outlived `limit`.
+pub fn did_not_answer(name: &str, limit: Duration) -> String {
+    format!(
+        "the {name} runtime did not answer within {}",
+        humantime::format_duration(limit)
+    )
+}
+
 /// A runtime whose every call has a deadline. `events` has none of its own
 /// (a quiet stream is a healthy one); the runtimes bound the calls they make
 /// to reopen it. `logs` with `follow` runs until the unit stops, so only the
@@ -66,13 +74,8 @@ impl<R> Bounded<R> {
         self.deadlines
     }
 
-    /// The message of a call that outlived its deadline.
     fn late(&self, limit: Duration) -> String {
-        format!(
-            "the {} runtime did not answer within {}",
-            self.name,
-            humantime::format_duration(limit)
-        )
+        did_not_answer(self.name, limit)
     }
 
     /// A call about the runtime as a whole: a late answer means it is

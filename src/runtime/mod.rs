@@ -67,7 +67,7 @@ pub mod docker;
 pub mod fake;
 pub mod kubernetes;
 
-pub use bounded::{Bounded, Deadlines};
+pub use bounded::{Bounded, Deadlines, did_not_answer};
 
 use crate::model::{Endpoint, InstanceId, Program, RunSpec, Runners, Unit, Watched};
 use std::future::Future;
