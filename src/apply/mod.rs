@@ -22,6 +22,7 @@
 
 mod create;
 mod exec;
+pub mod lease;
 mod observe;
 mod probes;
 

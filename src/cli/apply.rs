@@ -32,7 +32,7 @@ pub struct Args {
     /// Output format of the result.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     pub output: Format,
-    /// Apply even when the source has no servers and the state has some (removes them all).
+    /// Apply even when the source has no servers and some are known or running (removes them all).
     #[arg(long)]
     pub allow_empty: bool,
 }

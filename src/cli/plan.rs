@@ -28,7 +28,7 @@ pub struct Args {
     /// Ask the runtime what exists; `--refresh=false` plans from the state alone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub refresh: bool,
-    /// Plan even when the source has no servers and the state has some (removes them all).
+    /// Plan even when the source has no servers and some are known or running (removes them all).
     #[arg(long)]
     pub allow_empty: bool,
 }

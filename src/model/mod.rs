@@ -8,6 +8,7 @@
 //! importing each other (see `docs/ARCHITECTURE.md`, "Layers").
 
 mod ids;
+mod lease;
 mod snapshot;
 pub mod text;
 mod time;
@@ -16,6 +17,7 @@ pub mod urls;
 mod workload;
 
 pub use ids::{InstanceId, SpecHash};
+pub use lease::{Holder, Lease, host_name};
 pub use snapshot::{
     AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
     PreviousSpec, Snapshot, Status, Suspension, Transition,

@@ -178,7 +178,7 @@ impl Plan {
 pub enum PlanError {
     /// Safety rule: a source that yields nothing must not delete the fleet.
     #[error(
-        "the source has no servers, but the state has {known} ({names}); refusing to remove them all"
+        "the source has no servers, but the state or the runtime has {known} ({names}); refusing to remove them all"
     )]
     #[diagnostic(help(
         "check the path or git ref; if you really mean to remove every server, pass --allow-empty"
@@ -240,6 +240,11 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
     if desired.is_empty() && !allow_empty {
         let mut known: Vec<&str> = snapshot.servers.keys().map(String::as_str).collect();
         known.extend(snapshot.instances.values().map(|i| i.server.as_str()));
+        // A fresh state knows nothing, but what runs is the truth: an empty
+        // source must not prune a fleet only because the state was lost.
+        if let Some(obs) = observation {
+            known.extend(obs.units.values().map(|u| u.server.as_str()));
+        }
         known.sort_unstable();
         known.dedup();
         if !known.is_empty() {
@@ -325,8 +330,12 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
         });
     }
 
-    // Labelled units the snapshot does not know: ours if an intent says we
-    // were creating them (a crash between create and record), else orphans.
+    // Labelled units the snapshot does not know. What runs is the truth and
+    // the state a cache: a running unit of a wanted server is adopted (then
+    // probed and promoted like any STARTING instance, or rolled like any
+    // outdated one), whether an interrupted apply made it or the state that
+    // knew it was lost. Only units of servers the source no longer has, and
+    // units that do not run, are removed.
     if let Some(obs) = observation {
         for unit in obs.units.values() {
             if snapshot.instances.contains_key(&unit.instance) || suspended(&unit.server) {
@@ -336,18 +345,26 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                 i.op == IntentOp::Create && i.server == unit.server && i.spec_hash == unit.spec_hash
             });
             match wanted.get(unit.server.as_str()) {
-                Some(d) if intent.is_some() && adoptable(unit) => {
+                Some(d) if adoptable(unit) => {
+                    let why = if intent.is_some() {
+                        "created by an interrupted apply"
+                    } else if unit.spec_hash == d.canonical.hash {
+                        "found running, not in the state"
+                    } else {
+                        "found running an older spec, not in the state"
+                    };
                     actions.push(act(
                         ActionKind::Adopt,
                         &unit.server,
                         Some(&unit.instance),
-                        "created by an interrupted apply".into(),
+                        why.into(),
                     ));
                     live.entry(d.name.as_str()).or_default().push(Live {
                         id: &unit.instance,
                         status: Status::Starting,
-                        // Adopted units are the newest we know of.
-                        created_at: now,
+                        // When it started is the best age we have for it,
+                        // and a scale-down removes the oldest first.
+                        created_at: unit.started_at.unwrap_or(now),
                         since: now,
                         hash: &unit.spec_hash,
                         replaces: intent.and_then(|i| i.replaces.as_ref()),
@@ -355,13 +372,25 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                         stable_at: None,
                     });
                 }
-                _ => {
+                Some(_) => {
                     let why = match intent {
                         Some(_) if unit.state == UnitState::Created => {
                             "left by an interrupted apply, never started"
                         }
-                        Some(_) => "left by an interrupted apply, not needed",
-                        None => "orphan: not in the state",
+                        Some(_) => "left by an interrupted apply, not running",
+                        None => "not in the state and not running",
+                    };
+                    actions.push(act(
+                        ActionKind::Remove,
+                        &unit.server,
+                        Some(&unit.instance),
+                        format!("{why} ({})", unit.state.describe()),
+                    ));
+                }
+                None => {
+                    let why = match intent {
+                        Some(_) => "left by an interrupted apply, not needed".to_owned(),
+                        None => format!("server {} not in the source", unit.server),
                     };
                     actions.push(act(
                         ActionKind::Remove,
@@ -747,10 +776,11 @@ pub fn is_crash(external: bool, unit: Option<&Unit>) -> bool {
     external || unit.is_some_and(|u| !matches!(u.state, UnitState::Exited(_)))
 }
 
-/// A unit from an interrupted apply is worth keeping only if it runs. One
-/// left created but never started (the apply died between the runtime's
-/// create and start) would wait for a start nobody will make: it is
-/// removed, and the count rules start a fresh one.
+/// A unit the state does not know is worth keeping only if it runs. One
+/// left created but never started (an apply died between the runtime's
+/// create and start) would wait for a start nobody will make, and one that
+/// exited was stopped by someone: each is removed, and the count rules
+/// start a fresh one.
 fn adoptable(unit: &Unit) -> bool {
     matches!(unit.state, UnitState::Running | UnitState::Restarting)
 }

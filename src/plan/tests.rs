@@ -928,13 +928,101 @@ fn a_unit_an_interrupted_apply_created_but_never_started_is_replaced() {
 }
 
 #[test]
-fn unknown_unit_without_intent_is_removed_as_orphan() {
+fn a_running_unit_the_state_does_not_know_is_adopted_then_counted() {
+    // Two state files took turns: the unit is adopted, not torn down, and
+    // the count rules trim the surplus (the one not yet proven ready).
     let w = World::default()
         .want(desired("gh", 1, "v1"))
         .applied("gh", "v1", 1)
         .running("a", "gh", "v1", 100)
         .unit("x", "gh", "v1", UnitState::Running);
-    check(w, &["remove gh x orphan: not in the state (running)"]);
+    check(
+        w,
+        &[
+            "adopt gh x found running, not in the state",
+            "remove gh x scale down 2 -> 1",
+        ],
+    );
+}
+
+#[test]
+fn a_fresh_state_adopts_the_running_fleet_and_starts_nothing() {
+    let w = World::default()
+        .want(desired("gh", 2, "v1"))
+        .want(desired("fs", 1, "v1"))
+        .unit("a", "gh", "v1", UnitState::Running)
+        .unit("b", "gh", "v1", UnitState::Restarting)
+        .unit("c", "fs", "v1", UnitState::Running);
+    check(
+        w,
+        &[
+            "adopt fs c found running, not in the state",
+            "adopt gh a found running, not in the state",
+            "adopt gh b found running, not in the state",
+        ],
+    );
+}
+
+#[test]
+fn a_fresh_state_rolls_an_outdated_unit_instead_of_removing_it() {
+    let w = World::default()
+        .want(desired("gh", 1, "v2"))
+        .unit("a", "gh", "v1", UnitState::Running);
+    check(
+        w,
+        &[
+            "adopt gh a found running an older spec, not in the state",
+            "replace gh a spec hash h-v1 -> h-v2",
+        ],
+    );
+}
+
+#[test]
+fn a_fresh_state_prunes_units_of_servers_the_source_no_longer_has() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .unit("a", "gh", "v1", UnitState::Running)
+        .unit("o", "old", "v1", UnitState::Running);
+    check(
+        w,
+        &[
+            "adopt gh a found running, not in the state",
+            "remove old o server old not in the source (running)",
+        ],
+    );
+}
+
+#[test]
+fn a_fresh_state_replaces_a_unit_that_does_not_run() {
+    let w =
+        World::default()
+            .want(desired("gh", 1, "v1"))
+            .unit("a", "gh", "v1", UnitState::Exited(0));
+    check(
+        w,
+        &[
+            "remove gh a not in the state and not running (exited (0))",
+            "start gh - new server",
+        ],
+    );
+}
+
+#[test]
+fn a_fresh_state_with_surplus_units_adopts_them_all_and_trims_the_oldest() {
+    let w = World::default()
+        .want(desired("gh", 1, "v1"))
+        .unit("a", "gh", "v1", UnitState::Running)
+        .with_unit("a", |u| u.started_at = Some(Timestamp(NOW.0 - 50_000)))
+        .unit("b", "gh", "v1", UnitState::Running);
+    // b has run longer (100 s against 50 s): design §4 removes the oldest.
+    check(
+        w,
+        &[
+            "adopt gh a found running, not in the state",
+            "adopt gh b found running, not in the state",
+            "remove gh b scale down 2 -> 1",
+        ],
+    );
 }
 
 #[test]
@@ -1032,6 +1120,22 @@ fn empty_source_facing_a_fleet_is_refused_unless_allowed() {
     let mut w = w;
     w.allow_empty = true;
     check(w, &["remove gh a server gh removed from source"]);
+}
+
+#[test]
+fn empty_source_facing_a_running_fleet_is_refused_even_with_a_fresh_state() {
+    // The state was lost, so only the runtime knows the fleet: a wrong
+    // path must not prune it.
+    let w = World::default().unit("a", "gh", "v1", UnitState::Running);
+    let err = w.run().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the state or the runtime has 1 (gh)"),
+        "{err}"
+    );
+    let mut w = w;
+    w.allow_empty = true;
+    check(w, &["remove gh a server gh not in the source (running)"]);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! deadline, turning a call that outlives it into an error that says so.
 
 use super::{Attached, Created, LogLine, Runtime, RuntimeError};
-use crate::model::{RunSpec, Unit, Watched};
+use crate::model::{Holder, Lease, RunSpec, Unit, Watched};
 use std::future::Future;
 use std::time::Duration;
 
@@ -193,6 +193,28 @@ impl<R: Runtime + Sync> Runtime for Bounded<R> {
         )
         .await
     }
+
+    async fn lease(&self) -> Result<Option<Lease>, RuntimeError> {
+        self.whole(self.deadlines.call, self.inner.lease()).await
+    }
+
+    async fn write_lease(
+        &self,
+        after: Option<&str>,
+        holder: Option<&Holder>,
+        ttl: Duration,
+    ) -> Result<Option<String>, RuntimeError> {
+        self.whole(
+            self.deadlines.call,
+            self.inner.write_lease(after, holder, ttl),
+        )
+        .await
+    }
+
+    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        self.whole(self.deadlines.call, self.inner.digest_key(proposed))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +226,20 @@ mod tests {
     struct Hung;
 
     impl Runtime for Hung {
+        async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
+            std::future::pending().await
+        }
+        async fn write_lease(
+            &self,
+            _: Option<&str>,
+            _: Option<&crate::model::Holder>,
+            _: Duration,
+        ) -> Result<Option<String>, RuntimeError> {
+            std::future::pending().await
+        }
+        async fn digest_key(&self, _: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+            std::future::pending().await
+        }
         async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
             std::future::pending().await
         }

@@ -570,6 +570,35 @@ fn watched(ev: EventMessage) -> Option<Watched> {
 const CREATED_GRACE_SECS: i64 = 10;
 
 impl Runtime for DockerRuntime {
+    async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "read",
+            instance: "the applier lease".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
+    async fn write_lease(
+        &self,
+        _after: Option<&str>,
+        _holder: Option<&crate::model::Holder>,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "write",
+            instance: "the applier lease".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
+    async fn digest_key(&self, _proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "read",
+            instance: "the digest key".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         let opts = ListContainersOptionsBuilder::default()
             .all(true)

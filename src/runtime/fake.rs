@@ -48,6 +48,10 @@ struct World {
     look_takes: Duration,
     /// The engine is down: every call fails at once, as with a stopped daemon.
     down: bool,
+    /// The scope's applier lease and the version counter behind it.
+    lease: Option<crate::model::Lease>,
+    lease_versions: u64,
+    digest_key: Option<[u8; 32]>,
 }
 
 /// The fake world. Cloning shares it.
@@ -332,6 +336,38 @@ impl Runtime for FakeRuntime {
             on_line(line);
         }
         Ok(())
+    }
+
+    async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
+        self.reachable()?;
+        Ok(self.world().lease.clone())
+    }
+
+    async fn write_lease(
+        &self,
+        after: Option<&str>,
+        holder: Option<&crate::model::Holder>,
+        ttl: Duration,
+    ) -> Result<Option<String>, RuntimeError> {
+        self.reachable()?;
+        let mut w = self.world();
+        if w.lease.as_ref().map(|l| l.version.as_str()) != after {
+            return Ok(None);
+        }
+        w.lease_versions += 1;
+        let version = w.lease_versions.to_string();
+        w.lease = Some(crate::model::Lease {
+            holder: holder.cloned(),
+            ttl,
+            renewed_at: Timestamp::now(),
+            version: version.clone(),
+        });
+        Ok(Some(version))
+    }
+
+    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        self.reachable()?;
+        Ok(*self.world().digest_key.get_or_insert(proposed))
     }
 }
 

@@ -69,7 +69,7 @@ pub mod kubernetes;
 
 pub use bounded::{Bounded, Deadlines, did_not_answer};
 
-use crate::model::{Endpoint, InstanceId, Program, RunSpec, Runners, Unit, Watched};
+use crate::model::{Endpoint, Holder, InstanceId, Lease, Program, RunSpec, Runners, Unit, Watched};
 use std::future::Future;
 
 /// The labels every unit carries, on every runtime (Kubernetes keeps the
@@ -212,6 +212,29 @@ pub trait Runtime {
         follow: bool,
         on_line: &mut (dyn FnMut(LogLine) + Send),
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// This scope's applier lease as it stands; `None` when there is none
+    /// (never taken, or removed by hand).
+    fn lease(&self) -> impl Future<Output = Result<Option<Lease>, RuntimeError>> + Send;
+    /// Writes this scope's lease: `holder` (`None` releases it) with `ttl`,
+    /// as the version that follows `after` (`None`: there is no lease yet).
+    /// A compare-and-swap: `Ok(Some(version))` when this write won, and
+    /// `Ok(None)` when `after` is no longer the latest version because
+    /// another writer got there first. Of several racing writers after the
+    /// same version, exactly one wins.
+    fn write_lease(
+        &self,
+        after: Option<&str>,
+        holder: Option<&Holder>,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// This scope's key for secret digests: the one the runtime holds, or
+    /// else `proposed`, stored now. Racing callers all get the first one
+    /// stored, so every applier of a scope computes the same spec hashes
+    /// whatever its state file.
+    fn digest_key(
+        &self,
+        proposed: [u8; 32],
+    ) -> impl Future<Output = Result<[u8; 32], RuntimeError>> + Send;
 }
 
 /// The runner images, from `MCPCTL_NODE_RUNNER_IMAGE` and
@@ -350,6 +373,35 @@ impl Runtime for AnyRuntime {
             AnyRuntime::Kubernetes(r) => r.logs(handle, tail, follow, on_line).await,
             #[cfg(test)]
             AnyRuntime::Fake(r) => r.logs(handle, tail, follow, on_line).await,
+        }
+    }
+    async fn lease(&self) -> Result<Option<Lease>, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.lease().await,
+            AnyRuntime::Kubernetes(r) => r.lease().await,
+            #[cfg(test)]
+            AnyRuntime::Fake(r) => r.lease().await,
+        }
+    }
+    async fn write_lease(
+        &self,
+        after: Option<&str>,
+        holder: Option<&Holder>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.write_lease(after, holder, ttl).await,
+            AnyRuntime::Kubernetes(r) => r.write_lease(after, holder, ttl).await,
+            #[cfg(test)]
+            AnyRuntime::Fake(r) => r.write_lease(after, holder, ttl).await,
+        }
+    }
+    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        match self {
+            AnyRuntime::Docker(r) => r.digest_key(proposed).await,
+            AnyRuntime::Kubernetes(r) => r.digest_key(proposed).await,
+            #[cfg(test)]
+            AnyRuntime::Fake(r) => r.digest_key(proposed).await,
         }
     }
 }

@@ -422,6 +422,35 @@ impl KubernetesRuntime {
 }
 
 impl Runtime for KubernetesRuntime {
+    async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "read",
+            instance: "the applier lease".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
+    async fn write_lease(
+        &self,
+        _after: Option<&str>,
+        _holder: Option<&crate::model::Holder>,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "write",
+            instance: "the applier lease".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
+    async fn digest_key(&self, _proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        Err(RuntimeError::Operation {
+            op: "read",
+            instance: "the digest key".into(),
+            message: "not yet supported on this runtime".into(),
+        })
+    }
+
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
         self.ready_to_reach().await?;
         let list = self
