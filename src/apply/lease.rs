@@ -208,7 +208,7 @@ impl Keeper {
     }
 
     /// Renews and reclaims until dropped. Never returns.
-    pub async fn keep<R: Runtime>(&mut self, rt: &R) {
+    pub async fn keep<R: Runtime>(&mut self, rt: &R) -> std::convert::Infallible {
         let ttl = self.claimer.ttl;
         let every = ttl / 3;
         let mut renewed = Instant::now();
@@ -352,7 +352,7 @@ mod tests {
         };
         let seen = tokio::select! {
             r = contender => r,
-            () = keeper.keep(&rt) => unreachable!("keep never returns"),
+            never = keeper.keep(&rt) => match never {},
         };
         assert_eq!(seen, Ok(()));
         assert!(matches!(keeper.standing(), Standing::Held(_)));
@@ -381,7 +381,7 @@ mod tests {
         };
         let lost = tokio::select! {
             s = lost => s.expect("standing published"),
-            () = keeper.keep(&rt) => unreachable!("keep never returns"),
+            never = keeper.keep(&rt) => match never {},
         };
         let Standing::Waiting(why) = lost else {
             unreachable!()
@@ -408,7 +408,7 @@ mod tests {
         };
         let after = tokio::select! {
             t = gave_up => t.expect("standing published"),
-            () = keeper.keep(&rt) => unreachable!("keep never returns"),
+            never = keeper.keep(&rt) => match never {},
         };
         // Renewals every 10 s; the one at 20 s is the first past two thirds.
         assert_eq!(after, Duration::from_secs(20));
@@ -426,7 +426,7 @@ mod tests {
         };
         tokio::select! {
             r = back => r.expect("standing published"),
-            () = keeper.keep(&rt) => unreachable!("keep never returns"),
+            never = keeper.keep(&rt) => match never {},
         }
     }
 

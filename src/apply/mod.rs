@@ -50,6 +50,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// The scope's key for secret digests: the operator's when given (it wins,
+/// and the runtime is not asked), else the one the runtime holds for the
+/// scope, seeded with the state file's cached key so that a fleet applied
+/// before the runtime held one keeps its hashes; else, with no runtime at
+/// hand (`plan --refresh=false`), the cached key. The cache follows the
+/// runtime's.
+pub async fn digest_key<R: Runtime + Sync>(
+    rt: Option<&R>,
+    store: &Store,
+    operator: Option<[u8; 32]>,
+) -> Result<[u8; 32], ApplyError> {
+    if let Some(key) = operator {
+        return Ok(key);
+    }
+    let cached = store.digest_key_async().await?;
+    let Some(rt) = rt else {
+        return Ok(cached);
+    };
+    let key = rt.digest_key(cached).await?;
+    if key != cached {
+        store.set_digest_key_async(key).await?;
+    }
+    Ok(key)
+}
+
 /// What the passes drive toward: the servers of one source revision, with
 /// their secrets resolved and their desired form. It changes only when the
 /// source does.

@@ -113,10 +113,31 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         None => args.git.location(&args.paths),
     };
     let store = crate::state::Store::new(global.state_path());
-    // Lock before planning, so the plan we act on is not raced by another applier.
+    // Lock before planning, so the plan we act on is not raced by another
+    // applier: the state file's lock, then the scope's lease in the
+    // runtime, which other state files' appliers see too.
     let _lock = store.lock_applier(&command_line())?;
-    let p = super::plan::make(global, &location, true, args.allow_empty).await?;
-    if let Some(saved) = &saved {
+    let rt = super::connect::runtime(global).await?;
+    let fleet = global.fleet(Some(&rt));
+    store.claim_fleet_async(&fleet).await?;
+    let mut keeper = super::lease::take_for_apply(&rt, &fleet).await?;
+    let outcome = super::lease::holding(&rt, &mut keeper, async {
+        let p = super::plan::make(global, &location, true, args.allow_empty, Some(&rt)).await?;
+        carry_out(&rt, p, saved.as_ref(), &args).await
+    })
+    .await;
+    keeper.release(&rt).await;
+    outcome
+}
+
+/// Applies a fresh plan (checked against the saved one, if any) and reports.
+async fn carry_out(
+    rt: &super::connect::Connected,
+    p: super::plan::Planned,
+    saved: Option<&SavedPlan>,
+    args: &Args,
+) -> miette::Result<Outcome> {
+    if let Some(saved) = saved {
         let changed = staleness(saved, &p);
         if !changed.is_empty() {
             return Err(miette!(
@@ -136,9 +157,6 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             ));
         }
     }
-    let Some(rt) = &p.runtime else {
-        return Err(miette!("no runtime was connected"));
-    };
     let target = std::sync::Arc::new(Target {
         servers: p.servers,
         secrets: p.secrets,
@@ -153,9 +171,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         command: "apply".into(),
         // A saved plan runs exactly what was reviewed: its actions, then
         // only waiting, status changes and the listed replaces' own steps.
-        only: saved
-            .as_ref()
-            .map(|s| crate::plan::Allowed::new(&s.plan.actions)),
+        only: saved.map(|s| crate::plan::Allowed::new(&s.plan.actions)),
         dry_run: false,
     };
     let progress = Progress::new(args.output == Format::Text);

@@ -7,10 +7,10 @@ mod connect;
 mod describe;
 mod get;
 mod history;
+mod lease;
 mod logs;
 mod plan;
 mod probe;
-mod refresh;
 mod schema;
 mod suspend;
 mod validate;
@@ -86,6 +86,16 @@ pub struct Global {
         value_parser = humantime::parse_duration
     )]
     pub runtime_timeout: std::time::Duration,
+    /// A file holding the key for secret digests (or set MCPCTL_DIGEST_KEY
+    /// to the key itself): every applier of the scope must use the same.
+    /// Without either, the key is kept in the runtime for the scope.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPCTL_DIGEST_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub digest_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -235,6 +245,55 @@ impl Global {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("."));
         base.join("mcpctl").join("state.redb")
+    }
+
+    /// The fleet this command acts on. The namespace is the connected
+    /// runtime's, else `--namespace`, else unknown (and matches any).
+    pub fn fleet(&self, rt: Option<&connect::Connected>) -> crate::model::FleetId {
+        let (runtime, namespace) = match self.runtime {
+            RuntimeKind::Docker => ("docker", None),
+            RuntimeKind::Kubernetes => (
+                "kubernetes",
+                rt.and_then(|rt| rt.inner().namespace())
+                    .map(str::to_owned)
+                    .or_else(|| self.namespace.clone().filter(|n| !n.is_empty())),
+            ),
+        };
+        crate::model::FleetId {
+            runtime: runtime.to_owned(),
+            namespace,
+            scope: self.scope.clone(),
+        }
+    }
+
+    /// The operator's key for secret digests: `MCPCTL_DIGEST_KEY`, else the
+    /// contents of `--digest-key-file`; hashed to 32 bytes, so any text of
+    /// at least 16 characters will do. The key itself is never shown.
+    pub fn operator_digest_key(&self) -> miette::Result<Option<[u8; 32]>> {
+        use sha2::Digest;
+        let (text, from) = match std::env::var("MCPCTL_DIGEST_KEY") {
+            Ok(k) if !k.is_empty() => (k, "MCPCTL_DIGEST_KEY".to_owned()),
+            _ => match &self.digest_key_file {
+                None => return Ok(None),
+                Some(path) => (
+                    fs_err::read_to_string(path).map_err(|e| {
+                        miette::miette!(
+                            help = "give a readable file, or unset MCPCTL_DIGEST_KEY_FILE",
+                            "cannot read the digest key: {e}"
+                        )
+                    })?,
+                    format!("--digest-key-file {}", path.display()),
+                ),
+            },
+        };
+        let text = text.trim();
+        if text.chars().count() < 16 {
+            return Err(miette::miette!(
+                help = "generate one with `head -c 32 /dev/urandom | base64`",
+                "the digest key from {from} is too short: it needs at least 16 characters"
+            ));
+        }
+        Ok(Some(sha2::Sha256::digest(text.as_bytes()).into()))
     }
 }
 

@@ -42,33 +42,43 @@ pub struct Planned {
     pub snapshot: crate::model::Snapshot,
     pub observation: Option<Observation>,
     pub plan: plan::Plan,
-    /// The runtime that was observed, kept for apply.
-    pub runtime: Option<super::connect::Connected>,
     pub store: Store,
 }
 
 /// Reads, validates, resolves and plans. Any invalid document or missing
-/// secret refuses the whole plan before anything else is looked at.
+/// secret refuses the whole plan before anything else is looked at. With
+/// `refresh`, the runtime is `connected` (apply connects first, to take the
+/// lease) or connected here. A state file that caches another fleet is
+/// refused before the runtime is asked anything.
 pub async fn make(
     global: &Global,
     location: &Location,
     refresh: bool,
     allow_empty: bool,
+    connected: Option<&super::connect::Connected>,
 ) -> miette::Result<Planned> {
     let (source, servers) = super::load_source(global, location).await?;
     let secrets = global.secret_resolver().resolve(&servers)?;
+    let operator_key = global.operator_digest_key()?;
     let store = Store::new(global.state_path());
-    let key = store.digest_key_async().await?;
+    let own = match (connected, refresh) {
+        (None, true) => Some(super::connect::runtime(global).await?),
+        _ => None,
+    };
+    let rt = connected.or(own.as_ref());
+    store.check_fleet_async(&global.fleet(rt)).await?;
+    let key = crate::apply::digest_key(rt, &store, operator_key).await?;
     let runners = crate::runtime::runners_from_env();
     let desired = Desired::from_servers(&servers, &secrets.digests(&key), &runners);
     let snapshot = store.load_async().await?;
-    let (runtime, observation) = if refresh {
-        let headers = crate::apply::probe_headers(&servers, &secrets);
-        let (rt, mut obs) = super::refresh::observe(global, &snapshot, &desired, &headers).await?;
-        crate::apply::sanitize(&mut obs, &snapshot, &servers, &secrets);
-        (Some(rt), Some(obs))
-    } else {
-        (None, None)
+    let observation = match rt {
+        Some(rt) => {
+            let headers = crate::apply::probe_headers(&servers, &secrets);
+            let mut obs = crate::apply::refresh(rt, &snapshot, &desired, &headers, false).await?;
+            crate::apply::sanitize(&mut obs, &snapshot, &servers, &secrets);
+            Some(obs)
+        }
+        None => None,
     };
     let now = observation.as_ref().map_or_else(Timestamp::now, |o| o.at);
     let plan = plan::plan(Inputs {
@@ -86,14 +96,13 @@ pub async fn make(
         snapshot,
         observation,
         plan,
-        runtime,
         store,
     })
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let location = args.git.location(&args.paths);
-    let p = make(global, &location, args.refresh, args.allow_empty).await?;
+    let p = make(global, &location, args.refresh, args.allow_empty, None).await?;
     let json = plan::render_json(&p.plan, &p.source.info);
     let shown = match args.output {
         Format::Text => plan::render_text(&p.plan, super::use_color(&std::io::stdout())),

@@ -10,6 +10,7 @@
 //! with `/healthz` saying why, as a service should.
 
 use super::{GitArgs, Global, Outcome};
+use crate::apply::lease::{Claim, Keeper};
 use crate::model::SecretValue;
 use crate::reconcile::{self, Resolver, Shared, SourceEvent};
 use crate::source::{Update, Watch};
@@ -135,6 +136,42 @@ async fn watch(
         Some(rt) => rt?,
         None => return Ok(Outcome::Success),
     };
+    let digest_key = global.operator_digest_key()?;
+    // The state file belongs to one fleet: another one's is refused at
+    // start, as a bad flag is. A busy file is waited for.
+    let fleet = global.fleet(Some(&rt));
+    match wait_for(shared, signals, Awaited::State, || async {
+        match store.claim_fleet_async(&fleet).await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if e.is_passing() => Err(e.to_string()),
+            Err(e) => Ok(Err(miette::Report::new(e))),
+        }
+    })
+    .await
+    {
+        Some(claimed) => claimed?,
+        None => return Ok(Outcome::Success),
+    }
+    // One applier per scope, whatever its state file: the lease in the
+    // runtime. Waited for while another applier holds it.
+    let mut keeper = if args.dry_run {
+        None
+    } else {
+        // Shared by the attempts, which remember what they saw between them.
+        let claimer = tokio::sync::Mutex::new(super::lease::claimer(&super::apply::command_line()));
+        match wait_for(shared, signals, Awaited::Lease, || async {
+            match claimer.lock().await.attempt(&rt).await {
+                Ok(Claim::Held(version)) => Ok(version),
+                Ok(Claim::Busy(busy)) => Err(format!("the applier lease is held by {busy}")),
+                Err(e) => Err(format!("cannot read the applier lease: {e}")),
+            }
+        })
+        .await
+        {
+            Some(version) => Some(Keeper::new(claimer.into_inner(), version)),
+            None => return Ok(Outcome::Success),
+        }
+    };
     let location = args.git.location(&args.paths);
     let (watch, mut updates) = Watch::start(location, super::git_cache(global), args.interval)?;
     // The source's updates, as the loop takes them.
@@ -163,25 +200,38 @@ async fn watch(
         runners: crate::runtime::runners_from_env(),
         limits: Limits::new(global.max_replicas),
         allow_empty: args.allow_empty,
+        digest_key,
     };
     let opts = reconcile::Options {
         resync: args.resync,
         dry_run: args.dry_run,
         parallelism: args.parallelism,
         shutdown_timeout: args.shutdown_timeout,
+        lease: keeper.as_ref().map(Keeper::subscribe),
     };
-    let stopped = reconcile::watch(
+    let sync_now = || watch.sync_now();
+    let watching = reconcile::watch(
         &rt,
         store,
         &resolver,
         rx,
-        &|| watch.sync_now(),
+        &sync_now,
         shared,
         &opts,
         signals.first(),
         signals.second(),
-    )
-    .await?;
+    );
+    let stopped = match keeper.as_mut() {
+        None => watching.await,
+        Some(k) => tokio::select! {
+            stopped = watching => stopped,
+            never = k.keep(&rt) => match never {},
+        },
+    };
+    if let Some(k) = &keeper {
+        k.release(&rt).await;
+    }
+    let stopped = stopped?;
     tracing::info!(?stopped, "stopped");
     Ok(match stopped {
         reconcile::Stopped::Drained => Outcome::Success,
@@ -218,7 +268,7 @@ where
             Err(why) => why,
         };
         failures += 1;
-        let after = crate::apply::RETRY.after(failures);
+        let after = what.pause(failures);
         tracing::warn!(reason = %why, retry_in_ms = after.as_millis() as u64, "waiting for the {}", what.name());
         what.report(shared, Some(why));
         tokio::select! {
@@ -236,6 +286,8 @@ enum Awaited {
     State,
     /// An engine that is down or does not answer.
     Runtime,
+    /// The scope's applier lease, held by another applier.
+    Lease,
 }
 
 impl Awaited {
@@ -243,6 +295,16 @@ impl Awaited {
         match self {
             Awaited::State => "state",
             Awaited::Runtime => "runtime",
+            Awaited::Lease => "applier lease",
+        }
+    }
+
+    /// The pause before attempt `failures + 1`. A lease is read often (one
+    /// cheap call), so that its release is noticed at once; the rest back off.
+    fn pause(self, failures: u32) -> Duration {
+        match self {
+            Awaited::Lease => super::lease::POLL,
+            _ => crate::apply::RETRY.after(failures),
         }
     }
 
@@ -250,6 +312,7 @@ impl Awaited {
         shared.update(|h| match self {
             Awaited::State => h.state = why,
             Awaited::Runtime => h.runtime = why,
+            Awaited::Lease => h.lease = why,
         });
     }
 }

@@ -1,7 +1,8 @@
 //! Who may apply to a scope: the holder of its applier lease, as the
 //! runtime stores it. The lease lives in the runtime (a Kubernetes Lease, a
 //! chain of labelled Docker volumes) rather than in a state file, so that
-//! two appliers with different state files still see each other.
+//! two appliers with different state files still see each other. Also
+//! [`FleetId`], the fleet a state file belongs to.
 
 use super::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -77,4 +78,46 @@ pub fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The fleet a state file caches: the runtime, the namespace (Kubernetes
+/// only) and the scope its units are labelled with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetId {
+    /// `docker` or `kubernetes`.
+    pub runtime: String,
+    /// The Kubernetes namespace. `None` on Docker, and where a command does
+    /// not know it (`plan --refresh=false` without `--namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub scope: String,
+}
+
+impl FleetId {
+    /// Whether `given` names this fleet. A namespace `given` does not know
+    /// is taken to match: the runtime and scope still must.
+    pub fn is(&self, given: &FleetId) -> bool {
+        self.runtime == given.runtime
+            && self.scope == given.scope
+            && (given.namespace.is_none() || self.namespace == given.namespace)
+    }
+
+    /// The global flags that select this fleet.
+    pub fn flags(&self) -> String {
+        let mut s = format!("--runtime {} --scope {}", self.runtime, self.scope);
+        if let Some(ns) = &self.namespace {
+            s.push_str(&format!(" --namespace {ns}"));
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for FleetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.runtime)?;
+        if let Some(ns) = &self.namespace {
+            write!(f, ", namespace {ns}")?;
+        }
+        write!(f, ", scope {}", self.scope)
+    }
 }

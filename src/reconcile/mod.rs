@@ -20,6 +20,7 @@ mod status;
 pub use http::{Limits as ListenerLimits, serve};
 pub use status::{Health, Metrics, Shared};
 
+use crate::apply::lease::Standing;
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
 use crate::model::{HistoryEntry, Runners, Timestamp};
 use crate::plan::Desired;
@@ -56,6 +57,9 @@ pub struct Resolver {
     pub limits: Limits,
     /// Accept a revision with no servers even when the state has some.
     pub allow_empty: bool,
+    /// The operator's key for secret digests; `None` takes the scope's
+    /// from the runtime (see [`crate::apply::digest_key`]).
+    pub digest_key: Option<[u8; 32]>,
 }
 
 impl Resolver {
@@ -110,6 +114,10 @@ pub struct Options {
     pub parallelism: usize,
     /// On shutdown, how long actions in flight may take to finish.
     pub shutdown_timeout: Duration,
+    /// The scope's applier lease as its keeper sees it: no pass runs while
+    /// it is not ours. `None` acts without one (a dry run, which changes
+    /// nothing).
+    pub lease: Option<tokio::sync::watch::Receiver<Standing>>,
 }
 
 /// How `watch` ended.
@@ -147,6 +155,7 @@ enum Wake {
     Retry,
     Applier(Trigger),
     Heartbeat,
+    Lease,
 }
 
 /// The loop turns at least this often, even with nothing to do, so that
@@ -260,6 +269,7 @@ pub async fn watch<R: Runtime + Sync>(
     // After a new revision, its first pass is recorded in the history.
     let mut fresh: Option<Option<String>> = None;
     let mut converged = false;
+    let mut lease = opts.lease.clone();
     tokio::pin!(shutdown);
     loop {
         shared.turned();
@@ -282,14 +292,31 @@ pub async fn watch<R: Runtime + Sync>(
         let waiting_out_fault = fault.retry_at.is_some();
         // The applier's own wakes keep its work in flight moving even while
         // a fault is waited out; only the pass waits for the retry.
+        // Without the lease the applier's work is not moved on either: it
+        // resumes once the lease is ours again.
+        let held = lease
+            .as_ref()
+            .is_none_or(|l| matches!(&*l.borrow(), Standing::Held(_)));
         let triggers = async {
-            match applier.as_mut().filter(|_| started) {
+            match applier.as_mut().filter(|_| started && held) {
                 Some(a) => a.next_trigger(None).await,
+                None => std::future::pending().await,
+            }
+        };
+        let lease_changed = async {
+            match lease.as_mut() {
+                Some(l) => {
+                    if l.changed().await.is_err() {
+                        // The keeper is gone: its last word stands.
+                        std::future::pending::<()>().await;
+                    }
+                }
                 None => std::future::pending().await,
             }
         };
         let wake = tokio::select! {
             () = &mut shutdown => Wake::Shutdown,
+            () = lease_changed => Wake::Lease,
             ev = source_next => Wake::Source(ev),
             () = shared.sync.notified() => Wake::Sync,
             _ = resync.tick() => Wake::Resync,
@@ -334,6 +361,18 @@ pub async fn watch<R: Runtime + Sync>(
             Wake::Retry => fault.retry_at = None,
             Wake::Applier(trigger) => tracing::trace!(?trigger, "woke"),
             Wake::Heartbeat => continue,
+            Wake::Lease => {}
+        }
+        // Not ours: another applier acts, or ours could not be renewed.
+        // Passes wait; work already in flight finishes on its own.
+        let not_ours = lease.as_ref().and_then(|l| match &*l.borrow() {
+            Standing::Held(_) => None,
+            Standing::Waiting(why) => Some(why.clone()),
+        });
+        let waiting_for_lease = not_ours.is_some();
+        shared.update(|h| h.lease = not_ours);
+        if waiting_for_lease {
+            continue;
         }
         if waiting_out_fault && fault.retry_at.is_some() {
             // Taken in; the turn waits for the fault's retry.
@@ -434,7 +473,7 @@ async fn turn<'a, R: Runtime + Sync>(
     t: Turn<'_, 'a, R>,
 ) -> Result<(), ApplyError> {
     if let Some((snapshot, forced_from)) = t.pending.take() {
-        let resolved = resolve(store, resolver, t.key, &snapshot).await;
+        let resolved = resolve(rt, store, resolver, t.key, &snapshot).await;
         let target = match resolved {
             Ok(target) => target,
             Err(e) => {
@@ -553,7 +592,8 @@ async fn turn<'a, R: Runtime + Sync>(
 
 /// Resolves a revision into a target, or the reasons it is refused. The
 /// outer error is a state file that could not be read (try again later).
-async fn resolve(
+async fn resolve<R: Runtime + Sync>(
+    rt: &R,
     store: &Store,
     resolver: &Resolver,
     key: &mut Option<[u8; 32]>,
@@ -562,7 +602,7 @@ async fn resolve(
     let digest_key = match key {
         Some(k) => *k,
         None => {
-            let k = store.digest_key_async().await?;
+            let k = crate::apply::digest_key(Some(rt), store, resolver.digest_key).await?;
             *key = Some(k);
             k
         }

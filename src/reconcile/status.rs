@@ -152,6 +152,9 @@ pub struct Health {
     /// The state file could not be opened or written (another process holds
     /// it, or the disk refuses): passes cannot record what they do.
     pub state: Option<String>,
+    /// The scope's applier lease is not ours: another applier holds it, or
+    /// it could not be renewed. No pass acts until it is ours again.
+    pub lease: Option<String>,
     /// Actions the last pass planned (with `--dry-run`, the drift left alone).
     pub drift: usize,
     pub dry_run: bool,
@@ -163,6 +166,7 @@ impl Health {
             && self.runtime.is_none()
             && self.events.is_none()
             && self.state.is_none()
+            && self.lease.is_none()
             && self.revision.is_some()
     }
 
@@ -176,6 +180,7 @@ impl Health {
         out.extend(self.runtime.iter().map(|r| format!("runtime: {r}")));
         out.extend(self.events.iter().map(|e| format!("runtime events: {e}")));
         out.extend(self.state.iter().map(|s| format!("state: {s}")));
+        out.extend(self.lease.iter().map(|l| format!("lease: {l}")));
         out
     }
 }
@@ -187,6 +192,8 @@ pub struct Shared {
     /// that never turns at all goes stale too. tokio's clock, so tests can
     /// pause it.
     last_turn: Mutex<tokio::time::Instant>,
+    /// Turns so far, for tests that must see the loop go round.
+    turns: std::sync::atomic::AtomicU64,
     pub metrics: Metrics,
     /// Set by the webhook: fetch the source now.
     pub sync: tokio::sync::Notify,
@@ -197,6 +204,7 @@ impl Default for Shared {
         Shared {
             health: Mutex::default(),
             last_turn: Mutex::new(tokio::time::Instant::now()),
+            turns: std::sync::atomic::AtomicU64::new(0),
             metrics: Metrics::default(),
             sync: tokio::sync::Notify::default(),
         }
@@ -208,6 +216,13 @@ impl Shared {
     /// asks whether the loop runs, not whether the world is healthy.
     pub fn turned(&self) {
         *self.last_turn.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.turns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times the loop has turned.
+    pub fn turns(&self) -> u64 {
+        self.turns.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long since the loop last turned (or since `self` was made).

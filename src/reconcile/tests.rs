@@ -80,6 +80,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
         store,
         dry_run,
         Duration::from_secs(30),
+        None,
     )
 }
 
@@ -88,6 +89,7 @@ fn start_with<R: Runtime + Send + Sync + 'static>(
     store: &Store,
     dry_run: bool,
     shutdown_timeout: Duration,
+    lease: Option<tokio::sync::watch::Receiver<Standing>>,
 ) -> Running {
     let (events, rx) = mpsc::channel(8);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -103,12 +105,14 @@ fn start_with<R: Runtime + Send + Sync + 'static>(
                 runners: Runners::default(),
                 limits: Limits::default(),
                 allow_empty: false,
+                digest_key: None,
             };
             let opts = Options {
                 resync: Duration::from_millis(300),
                 dry_run,
                 parallelism: 4,
                 shutdown_timeout,
+                lease,
             };
             let sync_now = move || {
                 syncs.fetch_add(1, Ordering::SeqCst);
@@ -377,6 +381,14 @@ async fn more_passes(shared: &Shared, n: u64) {
     .await;
 }
 
+async fn more_turns(shared: &Shared, n: u64) {
+    let from = shared.turns();
+    until(&format!("{n} more turns after {from}"), || {
+        shared.turns() >= from + n
+    })
+    .await;
+}
+
 impl Running {
     /// The watch is still running: it has not ended on a fault.
     fn alive(&self) -> bool {
@@ -433,15 +445,17 @@ async fn an_engine_down_at_start_is_waited_out_not_fatal() {
 /// retried, `/healthz` names the state file, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_state_file_is_waited_out_not_fatal() {
-    let (_dir, store) = state_file();
-    let store = store.with_busy_timeout(Duration::from_millis(100));
+    let (_dir, reader) = state_file();
+    // The watch gives up on a busy file quickly; the test's own reads wait
+    // as long as they need, so that they never fail on the watch's writes.
+    let store = reader.clone().with_busy_timeout(Duration::from_millis(100));
     let rt = FakeRuntime::new();
     let w = start(&rt, &store, false);
     w.events
         .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
         .await
         .expect("send");
-    until("alpha to run", || running(&store, "alpha") == 1).await;
+    until("alpha to run", || running(&reader, "alpha") == 1).await;
 
     // Hold the file, as a long transaction elsewhere would, until released.
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
@@ -475,7 +489,7 @@ async fn a_busy_state_file_is_waited_out_not_fatal() {
     release_tx.send(()).expect("release");
     holder.join().expect("holder").expect("holder's update");
     until("alpha scaled once the file is free", || {
-        running(&store, "alpha") == 2
+        running(&reader, "alpha") == 2
     })
     .await;
     until("healthy again", || w.shared.health().ok()).await;
@@ -493,7 +507,7 @@ async fn a_hung_engine_fails_passes_at_the_deadline_and_degrades_health() {
         "fake",
         crate::runtime::Deadlines::from_call(Duration::from_millis(200)),
     ));
-    let w = start_with(rt, &store, false, Duration::from_secs(30));
+    let w = start_with(rt, &store, false, Duration::from_secs(30), None);
     w.events
         .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
         .await
@@ -528,7 +542,13 @@ async fn shutdown_waits_for_actions_in_flight_at_most_the_timeout() {
                 ..Default::default()
             },
         );
-        let mut w = start_with(Arc::new(rt.clone()), &store, false, Duration::from_secs(5));
+        let mut w = start_with(
+            Arc::new(rt.clone()),
+            &store,
+            false,
+            Duration::from_secs(5),
+            None,
+        );
         w.events
             .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
             .await
@@ -558,4 +578,49 @@ async fn shutdown_waits_for_actions_in_flight_at_most_the_timeout() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pass_acts_while_the_lease_is_not_ours() {
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    let (standing, lease) = tokio::sync::watch::channel(Standing::Waiting(
+        "the applier lease is held by mcpctl apply (pid 7 on ci)".into(),
+    ));
+    let w = start_with(
+        Arc::new(rt.clone()),
+        &store,
+        false,
+        Duration::from_secs(30),
+        Some(lease),
+    );
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("health to name the holder", || {
+        w.shared
+            .health()
+            .reasons()
+            .iter()
+            .any(|r| r.contains("lease: the applier lease is held by mcpctl apply"))
+    })
+    .await;
+    // Resync is 300 ms: a few would-be passes go by, and none acts.
+    more_turns(&w.shared, 3).await;
+    assert!(rt.units().is_empty(), "acted without the lease");
+    standing.send_replace(Standing::Held("1".into()));
+    until("alpha to run once the lease is ours", || {
+        running(&store, "alpha") == 1
+    })
+    .await;
+    until("healthy", || w.shared.health().ok()).await;
+    // Lost again: the fleet is left as it is, whatever happens to it.
+    standing.send_replace(Standing::Waiting("another applier took it over".into()));
+    until("degraded", || !w.shared.health().ok()).await;
+    let victim = rt.units().keys().next().cloned().expect("a unit");
+    rt.delete(&victim);
+    more_turns(&w.shared, 3).await;
+    assert!(rt.units().is_empty(), "repaired without the lease");
+    w.stop().await;
 }

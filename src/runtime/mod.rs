@@ -290,6 +290,14 @@ pub enum AnyRuntime {
 }
 
 impl AnyRuntime {
+    /// The Kubernetes namespace the units live in; `None` elsewhere.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            AnyRuntime::Kubernetes(r) => Some(r.namespace()),
+            _ => None,
+        }
+    }
+
     /// `docker` or `kubernetes`, for messages.
     pub fn name(&self) -> &'static str {
         match self {

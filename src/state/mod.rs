@@ -1,6 +1,7 @@
 //! The snapshot's storage: a redb file holding the instances, the last
 //! applied spec of each server, meta (schema version, last applied source
-//! revision, the secret-digest key), the intents that make apply crash-safe,
+//! revision, a cache of the secret-digest key, the fleet the file belongs
+//! to), the intents that make apply crash-safe,
 //! per-server back-off, and the apply history. The records themselves are
 //! values in [`crate::model`]; this module only keeps them.
 //!
@@ -11,7 +12,7 @@ mod store;
 
 pub use store::{ApplyLock, StateError, Store, Txn};
 
-use crate::model::{HistoryEntry, Snapshot};
+use crate::model::{FleetId, HistoryEntry, Snapshot};
 
 /// Async callers reach the file through these: every call opens the file
 /// and commits with `fsync`, and a busy file is retried for up to the busy
@@ -43,6 +44,24 @@ impl Store {
     pub async fn history_async(&self) -> Result<Vec<HistoryEntry>, StateError> {
         let store = self.clone();
         self.blocking(move || store.history()).await
+    }
+
+    /// [`Store::set_digest_key`], off the async workers.
+    pub async fn set_digest_key_async(&self, key: [u8; 32]) -> Result<(), StateError> {
+        let store = self.clone();
+        self.blocking(move || store.set_digest_key(&key)).await
+    }
+
+    /// [`Store::check_fleet`], off the async workers.
+    pub async fn check_fleet_async(&self, fleet: &FleetId) -> Result<(), StateError> {
+        let (store, fleet) = (self.clone(), fleet.clone());
+        self.blocking(move || store.check_fleet(&fleet)).await
+    }
+
+    /// [`Store::claim_fleet`], off the async workers.
+    pub async fn claim_fleet_async(&self, fleet: &FleetId) -> Result<(), StateError> {
+        let (store, fleet) = (self.clone(), fleet.clone());
+        self.blocking(move || store.claim_fleet(&fleet)).await
     }
 
     async fn blocking<T: Send + 'static>(

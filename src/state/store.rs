@@ -18,7 +18,9 @@
 //!
 //! `meta` holds `schema_version` (u32, little-endian; see [`schema`]),
 //! `serial` (u64, little-endian, bumped by every [`Store::update`]),
-//! `revision` (UTF-8) and `digest_key` (32 random bytes).
+//! `revision` (UTF-8), `digest_key` (32 bytes: a cache of the scope's key,
+//! which lives in the runtime or comes from the operator) and `fleet`
+//! (JSON [`FleetId`]: the runtime, namespace and scope this file caches).
 //!
 //! # Sharing the file
 //! redb locks a database file for as long as a `Database` value is open,
@@ -52,7 +54,7 @@ mod turn;
 pub use lock::ApplyLock;
 
 use crate::model::{
-    AppliedSpec, Backoff, HistoryEntry, Instance, InstanceId, Intent, Snapshot, Suspension,
+    AppliedSpec, Backoff, FleetId, HistoryEntry, Instance, InstanceId, Intent, Snapshot, Suspension,
 };
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, Table,
@@ -78,6 +80,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SERIAL: &str = "serial";
 const REVISION: &str = "revision";
 const DIGEST_KEY: &str = "digest_key";
+const FLEET: &str = "fleet";
 
 /// How long an open waits for another process to let go of the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,6 +180,20 @@ pub enum StateError {
         "state file {path} is locked by another applier: {holder}; wait for it to finish or stop it"
     )]
     Locked { path: PathBuf, holder: String },
+
+    /// The file caches another fleet than the one this command acts on.
+    #[error(
+        "state file {path} caches another fleet ({recorded}), not the one this command acts on ({given})"
+    )]
+    #[diagnostic(help(
+        "to use this file, run with {}; to act on the other fleet, point --state (or MCPCTL_STATE) at its own file, or at a new path: a fresh state adopts what runs",
+        recorded.flags()
+    ))]
+    OtherFleet {
+        path: PathBuf,
+        recorded: FleetId,
+        given: FleetId,
+    },
 
     /// Raised by callers, typically inside [`Store::update`] to abort it.
     #[error("state file {path}: {message}")]
@@ -356,44 +373,145 @@ impl Store {
         Ok(value)
     }
 
-    /// The key for secret digests, created on first use and kept in meta.
-    /// Creating it does not bump the serial: no snapshot record changes.
+    /// The key for secret digests cached in this file, created on first use.
+    /// Creating it does not bump the serial: no snapshot record changes. The
+    /// scope's own key lives in the runtime (see `Runtime::digest_key`); this
+    /// copy seeds it and serves `plan --refresh=false`.
     pub fn digest_key(&self) -> Result<[u8; 32], StateError> {
-        let read_key = |txn: &ReadTransaction| match open_read(txn, META, &self.path)? {
-            Some(meta) => read_digest_key(&meta, &self.path),
+        self.meta_or_insert(
+            DIGEST_KEY,
+            decode_digest_key,
+            |path| {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| StateError::Random {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                })?;
+                Ok((key, key.to_vec()))
+            },
+            "store the secret-digest key",
+        )
+    }
+
+    /// Replaces the cached key for secret digests with the scope's.
+    pub fn set_digest_key(&self, key: &[u8; 32]) -> Result<(), StateError> {
+        if self.digest_key()? == *key {
+            return Ok(());
+        }
+        self.write_meta(DIGEST_KEY, key, "store the secret-digest key")
+    }
+
+    /// The fleet this file caches, once an applier has recorded it.
+    pub fn fleet(&self) -> Result<Option<FleetId>, StateError> {
+        Ok(self
+            .read(|txn| match open_read(txn, META, &self.path)? {
+                Some(meta) => meta_bytes(&meta, &self.path, FLEET)?
+                    .map(|b| decode_fleet(&self.path, b))
+                    .transpose(),
+                None => Ok(None),
+            })?
+            .flatten())
+    }
+
+    /// Refuses a fleet other than the one recorded; see [`FleetId::is`].
+    pub fn check_fleet(&self, fleet: &FleetId) -> Result<(), StateError> {
+        match self.fleet()? {
+            Some(recorded) if !recorded.is(fleet) => Err(StateError::OtherFleet {
+                path: self.path.clone(),
+                recorded,
+                given: fleet.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// As [`check_fleet`](Self::check_fleet), and records `fleet` in a file
+    /// that has none yet: appliers call it, so a file belongs to the first
+    /// fleet anything was applied to. `fleet` must be complete (a namespace
+    /// on Kubernetes).
+    pub fn claim_fleet(&self, fleet: &FleetId) -> Result<(), StateError> {
+        let recorded = self.meta_or_insert(
+            FLEET,
+            decode_fleet,
+            |path| {
+                let json = serde_json::to_vec(fleet).map_err(|e| StateError::Encode {
+                    path: path.to_path_buf(),
+                    what: "the fleet".into(),
+                    detail: e.to_string(),
+                })?;
+                Ok((fleet.clone(), json))
+            },
+            "record the fleet",
+        )?;
+        if recorded.is(fleet) {
+            Ok(())
+        } else {
+            Err(StateError::OtherFleet {
+                path: self.path.clone(),
+                recorded,
+                given: fleet.clone(),
+            })
+        }
+    }
+
+    /// The value `read` finds in meta, or else the one `make` gives, stored
+    /// under its key. Reads first (a read open costs far less than a write
+    /// open), and reads again in the write, where another process may have
+    /// stored one since. Does not bump the serial.
+    fn meta_or_insert<T>(
+        &self,
+        key: &'static str,
+        decode: impl Fn(&Path, Vec<u8>) -> Result<T, StateError>,
+        make: impl FnOnce(&Path) -> Result<(T, Vec<u8>), StateError>,
+        action: &str,
+    ) -> Result<T, StateError> {
+        let found = self.read(|txn| match open_read(txn, META, &self.path)? {
+            Some(meta) => meta_bytes(&meta, &self.path, key)?
+                .map(|b| decode(&self.path, b))
+                .transpose(),
             None => Ok(None),
-        };
-        // Every `plan` asks, and reading is far cheaper than a write open.
-        if let Some(Some(key)) = self.read(read_key)? {
-            return Ok(key);
+        })?;
+        if let Some(Some(value)) = found {
+            return Ok(value);
         }
         self.create_file()?;
         let session = self.session()?;
         let db = session.create()?;
         let txn = begin_write(&db, &self.path)?;
         schema::prepare_write(&txn, &self.path)?;
-        let key = {
+        let value = {
             let mut meta = txn
                 .open_table(META)
                 .map_err(db_err(&self.path, "open the meta table"))?;
-            // Another process may have created one since the read above.
-            match read_digest_key(&meta, &self.path)? {
-                Some(key) => key,
+            match meta_bytes(&meta, &self.path, key)? {
+                Some(b) => decode(&self.path, b)?,
                 None => {
-                    let mut key = [0u8; 32];
-                    getrandom::fill(&mut key).map_err(|e| StateError::Random {
-                        path: self.path.clone(),
-                        detail: e.to_string(),
-                    })?;
-                    meta.insert(DIGEST_KEY, key.as_slice())
-                        .map_err(db_err(&self.path, "store the secret-digest key"))?;
-                    key
+                    let (value, bytes) = make(&self.path)?;
+                    meta.insert(key, bytes.as_slice())
+                        .map_err(db_err(&self.path, action))?;
+                    value
                 }
             }
         };
         txn.commit()
-            .map_err(db_err(&self.path, "commit the secret-digest key"))?;
-        Ok(key)
+            .map_err(db_err(&self.path, &format!("commit: {action}")))?;
+        Ok(value)
+    }
+
+    /// Writes one meta value, without bumping the serial.
+    fn write_meta(&self, key: &str, value: &[u8], action: &str) -> Result<(), StateError> {
+        self.create_file()?;
+        let session = self.session()?;
+        let db = session.create()?;
+        let txn = begin_write(&db, &self.path)?;
+        schema::prepare_write(&txn, &self.path)?;
+        txn.open_table(META)
+            .map_err(db_err(&self.path, "open the meta table"))?
+            .insert(key, value)
+            .map_err(db_err(&self.path, action))?;
+        txn.commit()
+            .map_err(db_err(&self.path, &format!("commit: {action}")))?;
+        Ok(())
     }
 
     /// Takes the applier lock, or fails at once naming the holder.
@@ -770,11 +888,19 @@ pub(super) fn put_meta_u32(
     Ok(())
 }
 
-fn read_digest_key(
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    path: &Path,
-) -> Result<Option<[u8; 32]>, StateError> {
-    meta_array(meta, path, DIGEST_KEY)
+fn decode_digest_key(path: &Path, b: Vec<u8>) -> Result<[u8; 32], StateError> {
+    <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+        decode_err(
+            path,
+            "meta",
+            DIGEST_KEY,
+            format!("expected 32 bytes, found {}", b.len()),
+        )
+    })
+}
+
+fn decode_fleet(path: &Path, b: Vec<u8>) -> Result<FleetId, StateError> {
+    serde_json::from_slice(&b).map_err(|e| decode_err(path, "meta", FLEET, e))
 }
 
 /// Creates the state file's missing parent directories, private to the user:
@@ -862,6 +988,74 @@ mod tests {
             ));
             assert_eq!(err.to_string(), expected);
         }
+    }
+
+    fn fleet(runtime: &str, namespace: Option<&str>, scope: &str) -> FleetId {
+        FleetId {
+            runtime: runtime.into(),
+            namespace: namespace.map(str::to_owned),
+            scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn a_file_belongs_to_the_first_fleet_applied_to_and_refuses_others() {
+        let (_dir, store) = store();
+        let docker = fleet("docker", None, "default");
+        // Nothing recorded yet: any fleet may read it.
+        store.check_fleet(&fleet("kubernetes", None, "x")).unwrap();
+        assert_eq!(store.fleet().unwrap(), None);
+        store.claim_fleet(&docker).unwrap();
+        store.claim_fleet(&docker).unwrap();
+        store.check_fleet(&docker).unwrap();
+        assert_eq!(store.fleet().unwrap(), Some(docker.clone()));
+        for other in [
+            fleet("kubernetes", Some("default"), "default"),
+            fleet("kubernetes", None, "default"),
+            fleet("docker", None, "team-a"),
+        ] {
+            let e = store.check_fleet(&other).unwrap_err();
+            assert!(matches!(e, StateError::OtherFleet { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("caches another fleet (docker, scope default)"),
+                "{e}"
+            );
+            let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+            assert!(
+                help.as_deref()
+                    .is_some_and(|h| h.contains("run with --runtime docker --scope default")),
+                "{help:?}"
+            );
+            assert!(store.claim_fleet(&other).is_err());
+        }
+        // The refusals wrote nothing.
+        assert_eq!(store.fleet().unwrap(), Some(docker));
+    }
+
+    #[test]
+    fn a_namespace_the_command_does_not_know_matches_but_another_does_not() {
+        let (_dir, store) = store();
+        store
+            .claim_fleet(&fleet("kubernetes", Some("mcp"), "default"))
+            .unwrap();
+        store
+            .check_fleet(&fleet("kubernetes", None, "default"))
+            .unwrap();
+        assert!(
+            store
+                .check_fleet(&fleet("kubernetes", Some("other"), "default"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_cached_digest_key_is_replaced_by_the_scopes() {
+        let (_dir, store) = store();
+        let first = store.digest_key().unwrap();
+        assert_eq!(store.digest_key().unwrap(), first);
+        store.set_digest_key(&[9; 32]).unwrap();
+        assert_eq!(store.digest_key().unwrap(), [9; 32]);
     }
 
     #[test]
