@@ -161,7 +161,11 @@ async fn a_write_after_a_version_no_longer_the_latest_loses() {
 
     // Superseded.
     let stale = rt.write_lease(Some(&v1), Some(&holder("stale")), TTL).await;
-    assert_eq!(stale.expect("write"), None, "a write after a superseded version");
+    assert_eq!(
+        stale.expect("write"),
+        None,
+        "a write after a superseded version"
+    );
     // A first claim when the lease has moved past its first generation.
     let first = rt.write_lease(None, Some(&holder("late")), TTL).await;
     assert_eq!(first.expect("write"), None, "a first claim of a held scope");
@@ -178,22 +182,41 @@ async fn a_write_after_a_version_no_longer_the_latest_loses() {
         })
         .await
         .expect("put the first generation back");
-    let behind = rt.write_lease(Some(&v1), Some(&holder("behind")), TTL).await;
-    assert_eq!(behind.expect("write"), None, "a write after a version left behind");
+    let behind = rt
+        .write_lease(Some(&v1), Some(&holder("behind")), TTL)
+        .await;
+    assert_eq!(
+        behind.expect("write"),
+        None,
+        "a write after a version left behind"
+    );
     let lease = rt.lease().await.expect("lease").expect("a lease");
-    assert_eq!((lease.version, lease.holder), (v3.clone(), Some(me.clone())));
+    assert_eq!(
+        (lease.version, lease.holder),
+        (v3.clone(), Some(me.clone()))
+    );
 
     // Removed by hand: the caller has lost it, even with nothing above it.
-    remove_volume(&rt, &format!("mcpctl-lease-{}-{}", scope.name, generation(&v3))).await;
+    remove_volume(
+        &rt,
+        &format!("mcpctl-lease-{}-{}", scope.name, generation(&v3)),
+    )
+    .await;
     let gone = rt.write_lease(Some(&v3), Some(&me), TTL).await;
-    assert_eq!(gone.expect("write"), None, "a write after a removed version");
+    assert_eq!(
+        gone.expect("write"),
+        None,
+        "a write after a removed version"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_lease_has_no_holder_and_goes_to_the_next_writer() {
     let scope = Scope::new("lease-release");
     let rt = scope.runtime().await;
-    let v1 = rt.write_lease(None, Some(&holder("mcpctl watch")), TTL).await;
+    let v1 = rt
+        .write_lease(None, Some(&holder("mcpctl watch")), TTL)
+        .await;
     let v1 = v1.expect("write").expect("first claim");
     let released = rt.write_lease(Some(&v1), None, TTL).await;
     let released = released.expect("write").expect("release");
@@ -243,7 +266,11 @@ async fn an_unreadable_lease_volume_is_an_error_naming_it() {
         })
         .await
         .expect("create a volume by hand");
-    let e = rt.lease().await.expect_err("an unreadable lease").to_string();
+    let e = rt
+        .lease()
+        .await
+        .expect_err("an unreadable lease")
+        .to_string();
     assert!(
         e.contains(&name) && e.contains(&format!("docker volume rm {name}")),
         "{e}"
@@ -280,7 +307,11 @@ async fn racing_digest_key_proposals_all_get_the_first_stored() {
     let again = scope.runtime().await.digest_key([0xee; 32]).await;
     assert_eq!(again.expect("digest key"), key, "a new connection's key");
     let theirs = other.runtime().await.digest_key([0xee; 32]).await;
-    assert_eq!(theirs.expect("digest key"), [0xee; 32], "another scope's key");
+    assert_eq!(
+        theirs.expect("digest key"),
+        [0xee; 32],
+        "another scope's key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,7 +99,7 @@ impl DockerRuntime {
             return Err(unreadable(
                 name,
                 LABEL_GENERATION,
-                &format!("generation {generation} belongs to a volume of another name"),
+                &format!("generation {generation} is not the one its name says"),
             ));
         }
         let nonce = label(LABEL_NONCE)?;
@@ -152,11 +152,13 @@ impl DockerRuntime {
                 if !self.is_current(previous, nonce).await? {
                     return Ok(None);
                 }
-                previous.checked_add(1).ok_or_else(|| RuntimeError::Operation {
-                    op: "write",
-                    instance: "the applier lease".into(),
-                    message: format!("version {version:?} is the last generation there can be"),
-                })?
+                previous
+                    .checked_add(1)
+                    .ok_or_else(|| RuntimeError::Operation {
+                        op: "write",
+                        instance: "the applier lease".into(),
+                        message: format!("version {version:?} is the last generation there can be"),
+                    })?
             }
         };
         let name = self.lease_volume(generation);
@@ -272,7 +274,7 @@ fn unreadable(volume: &str, key: &str, why: &str) -> RuntimeError {
         instance: format!("volume {volume}"),
         message: format!(
             "it carries the applier lease label {LABEL_LEASE}, but its label {key} cannot be \
-             read ({why}), so the lease cannot be told; if mcpctl did not write it, remove it \
+             read ({why}), so the scope's lease cannot be read past it; remove it \
              (`docker volume rm {volume}`)"
         ),
     }
@@ -333,7 +335,15 @@ mod tests {
     #[test]
     fn versions_are_a_generation_and_a_hex_nonce() {
         assert_eq!(parse_version("7-00ff").ok(), Some((7, "00ff")));
-        for bad in ["", "7", "7-", "-ab", "x-ab", "7-zz", "18446744073709551616-ab"] {
+        for bad in [
+            "",
+            "7",
+            "7-",
+            "-ab",
+            "x-ab",
+            "7-zz",
+            "18446744073709551616-ab",
+        ] {
             let e = parse_version(bad).expect_err(bad).to_string();
             assert!(e.contains("<generation>-<nonce>"), "{e}");
         }
