@@ -11,6 +11,11 @@
 //! (for the last line); not one created moments ago that is still being
 //! started, whose inspect would wait for the start. A converged fleet
 //! therefore costs two calls.
+//!
+//! The scope's applier lease and digest key live in labelled volumes: see
+//! [`lease`].
+
+mod lease;
 
 use super::{Created, LogLine, LogStream, Runtime, RuntimeError};
 use crate::model::{
@@ -571,32 +576,20 @@ const CREATED_GRACE_SECS: i64 = 10;
 
 impl Runtime for DockerRuntime {
     async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "read",
-            instance: "the applier lease".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+        self.read_lease().await
     }
 
     async fn write_lease(
         &self,
-        _after: Option<&str>,
-        _holder: Option<&crate::model::Holder>,
-        _ttl: std::time::Duration,
+        after: Option<&str>,
+        holder: Option<&crate::model::Holder>,
+        ttl: std::time::Duration,
     ) -> Result<Option<String>, RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "write",
-            instance: "the applier lease".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+        self.swap_lease(after, holder, ttl).await
     }
 
-    async fn digest_key(&self, _proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "read",
-            instance: "the digest key".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        self.stored_digest_key(proposed).await
     }
 
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {
