@@ -115,9 +115,20 @@ async fn of_writers_racing_after_one_version_exactly_one_wins() {
         .expect("won");
     for round in 0..3 {
         let v = first.lease().await.expect("read").expect("lease").version;
-        let tasks: Vec<_> = (0..6)
-            .map(|i| {
-                let rt = applier(&fake, "default");
+        // Every racer has read version `v` before any writes, as appliers
+        // that all saw the lease expire would have: the API server's
+        // precondition, not the order of the reads, must pick the winner.
+        let mut racers = Vec::new();
+        for _ in 0..6 {
+            let rt = applier(&fake, "default");
+            let read = rt.lease().await.expect("read").expect("lease");
+            assert_eq!(read.version, v);
+            racers.push(rt);
+        }
+        let tasks: Vec<_> = racers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rt)| {
                 let v = v.clone();
                 tokio::spawn(async move {
                     let h = holder(&format!("racer {i}"));
