@@ -186,3 +186,98 @@ fn a_fleet_converges_repairs_and_prunes_on_a_real_cluster() {
             .is_none()
     );
 }
+
+#[test]
+#[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_e2e -- --ignored (see examples/kubernetes/README.md)"]
+fn the_applier_lease_and_digest_key_round_trip_on_a_real_cluster() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    use mcpctl::model::Holder;
+    use mcpctl::runtime::Runtime;
+    use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
+    assert!(
+        std::env::var("KUBECONFIG").is_ok_and(|k| !k.is_empty()),
+        "KUBECONFIG is not set: this test runs against a real cluster and will not pretend to pass without one"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let namespace = std::env::var("MCPCTL_E2E_NAMESPACE").unwrap_or_else(|_| "mcpctl-e2e".into());
+    // Capitals and `_`: the API server itself checks the mapped names.
+    let scope = format!("E2e_lease{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = kube::Client::try_default().await.expect("kube client");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+                .expect("namespace");
+        if let Err(err) = namespaces.create(&PostParams::default(), &ns).await {
+            assert!(
+                matches!(&err, kube::Error::Api(s) if s.code == 409),
+                "cannot create namespace {namespace}: {err}"
+            );
+        }
+        let settings = KubeSettings {
+            namespace: Some(namespace.clone()),
+            scope: scope.clone(),
+            runners: Default::default(),
+        };
+        let a = KubernetesRuntime::connect(settings.clone())
+            .await
+            .expect("connect");
+        let b = KubernetesRuntime::connect(settings).await.expect("connect");
+        let (ha, hb) = (Holder::this_process("e2e a"), Holder::this_process("e2e b"));
+        let ttl = Duration::from_secs(10);
+        assert_eq!(a.lease().await.expect("read"), None);
+        let v1 = a
+            .write_lease(None, Some(&ha), ttl)
+            .await
+            .expect("write")
+            .expect("won");
+        assert_eq!(
+            b.write_lease(None, Some(&hb), ttl).await.expect("write"),
+            None
+        );
+        let v2 = a
+            .write_lease(Some(&v1), Some(&ha), ttl)
+            .await
+            .expect("renew")
+            .expect("won");
+        assert_eq!(
+            b.write_lease(Some(&v1), Some(&hb), ttl)
+                .await
+                .expect("stale"),
+            None
+        );
+        let read = b.lease().await.expect("read").expect("lease");
+        assert_eq!(
+            (read.holder.as_ref(), read.ttl, read.version.as_str()),
+            (Some(&ha), ttl, v2.as_str())
+        );
+        let v3 = a
+            .write_lease(Some(&v2), None, ttl)
+            .await
+            .expect("release")
+            .expect("won");
+        b.write_lease(Some(&v3), Some(&hb), ttl)
+            .await
+            .expect("take")
+            .expect("won");
+        assert_eq!(
+            a.lease().await.expect("read").and_then(|l| l.holder),
+            Some(hb)
+        );
+        let key = a.digest_key([7; 32]).await.expect("key");
+        assert_eq!(b.digest_key([8; 32]).await.expect("key"), key);
+
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+        leases
+            .delete(&a.lease_name(), &DeleteParams::default())
+            .await
+            .expect("delete lease");
+        secrets
+            .delete(&a.digest_key_name(), &DeleteParams::default())
+            .await
+            .expect("delete key");
+    });
+}

@@ -872,9 +872,11 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
         env.iter()
             .any(|e| e["name"] == "MCPCTL_RUNTIME" && e["value"] == "kubernetes")
     );
-    // What the runtime calls, granted; Secrets, never.
+    // What the runtime calls, granted; no Secret read but the digest key.
     let rules = role[0]["rules"].as_array().expect("rules");
-    let verbs = |resource: &str| -> Vec<String> {
+    // The verbs granted on `resource`, on any name (`None`) or only on
+    // the names a rule lists.
+    let verbs = |resource: &str, names: Option<&[&str]>| -> Vec<String> {
         rules
             .iter()
             .filter(|r| {
@@ -882,28 +884,67 @@ fn the_in_cluster_manifests_are_valid_and_fit_together() {
                     .as_array()
                     .is_some_and(|rs| rs.iter().any(|x| x == resource))
             })
+            .filter(|r| {
+                let listed: Option<Vec<&str>> = r["resourceNames"]
+                    .as_array()
+                    .map(|n| n.iter().filter_map(Value::as_str).collect());
+                listed.as_deref() == names
+            })
             .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect()
     };
-    for (resource, needed) in [
-        ("pods", &["get", "list", "watch", "create", "delete"][..]),
-        ("pods/status", &["patch"]),
-        ("pods/log", &["get"]),
-        ("pods/attach", &["create"]),
-        ("services", &["get", "list", "create", "patch", "delete"]),
+    // The names the runtime gives the default scope's lease and key.
+    let (lease, key) = (
+        mcpctl::runtime::kubernetes::scoped_name("mcpctl-lease", "default"),
+        mcpctl::runtime::kubernetes::scoped_name("mcpctl-digest-key", "default"),
+    );
+    let (lease, key) = (&[lease.as_str()][..], &[key.as_str()][..]);
+    for (resource, names, needed) in [
+        (
+            "pods",
+            None,
+            &["get", "list", "watch", "create", "delete"][..],
+        ),
+        ("pods/status", None, &["patch"]),
+        ("pods/log", None, &["get"]),
+        ("pods/attach", None, &["create"]),
+        (
+            "services",
+            None,
+            &["get", "list", "create", "patch", "delete"],
+        ),
+        ("leases", None, &["create"]),
+        ("leases", Some(lease), &["get", "update"]),
+        ("secrets", None, &["create"]),
+        ("secrets", Some(key), &["get"]),
     ] {
-        let granted = verbs(resource);
+        let granted = verbs(resource, names);
         for v in needed {
             assert!(granted.iter().any(|g| g == v), "{resource}: {v} missing");
         }
         assert_eq!(
             granted.len(),
             needed.len(),
-            "{resource}: more than needed: {granted:?}"
+            "{resource} {names:?}: more than needed: {granted:?}"
         );
     }
-    assert!(verbs("secrets").is_empty(), "mcpctl reads no Secret");
+    let restricted = rules
+        .iter()
+        .filter(|r| r["resourceNames"].is_array())
+        .count();
+    assert_eq!(restricted, 2, "no other rule is limited to names");
+    let lease_rules = rules.iter().filter(|r| {
+        r["resources"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|x| x == "leases"))
+    });
+    assert!(
+        lease_rules
+            .into_iter()
+            .all(|r| r["apiGroups"] == serde_json::json!(["coordination.k8s.io"])),
+        "Leases are in coordination.k8s.io"
+    );
     assert!(
         rules.iter().all(|r| r["verbs"]
             .as_array()

@@ -7,8 +7,10 @@
 //! label selector, watch from a resource version, delete, the `status`
 //! subresource's GET and strategic-merge PATCH of conditions, the `log`
 //! subresource with `previous` and `tailLines`, and the `proxy` subresource
-//! of `pod:port`), services and secrets (create, get, list, merge PATCH,
-//! delete). It has no scheduler and no kubelet: a pod's status is set when it
+//! of `pod:port`), services and secrets, and `coordination.k8s.io/v1`
+//! leases (create, get, list, merge PATCH, delete, and PUT with the API
+//! server's optimistic concurrency: a stale `metadata.resourceVersion` is a
+//! 409 Conflict). Every write bumps the one resource version. It has no scheduler and no kubelet: a pod's status is set when it
 //! is created, from the [`Behaviour`] the test registered for its image, and
 //! the test can change it afterwards.
 //!
@@ -41,6 +43,7 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, Time, WatchEvent};
 use serde_json::{Value, json};
@@ -96,6 +99,7 @@ struct World {
     pods: BTreeMap<(String, String), Pod>,
     services: BTreeMap<(String, String), Service>,
     secrets: BTreeMap<(String, String), Secret>,
+    leases: BTreeMap<(String, String), Lease>,
     /// Pod events so far: resource version, namespace, event.
     history: Vec<(u64, String, WatchEvent<Pod>)>,
     behaviours: HashMap<String, Behaviour>,
@@ -243,6 +247,14 @@ impl FakeKube {
 
     pub fn services(&self) -> Vec<Service> {
         self.world().services.values().cloned().collect()
+    }
+
+    pub fn secrets(&self) -> Vec<Secret> {
+        self.world().secrets.values().cloned().collect()
+    }
+
+    pub fn leases(&self) -> Vec<Lease> {
+        self.world().leases.values().cloned().collect()
     }
 
     pub fn journal(&self) -> Vec<Journal> {
@@ -434,6 +446,25 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .journal
         .push(Journal::Request(line));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]
+    if let [
+        "apis",
+        "coordination.k8s.io",
+        "v1",
+        "namespaces",
+        ns,
+        "leases",
+        name @ ..,
+    ] = parts.as_slice()
+        && name.len() <= 1
+    {
+        let ns = ns.to_string();
+        let name = name.first().map(|n| n.to_string());
+        return object_crud(shared, &ns, name, req, "leases.coordination.k8s.io", |w| {
+            &mut w.leases
+        })
+        .await;
+    }
     // /api/v1/namespaces/{ns}/{kind}[/{name}[/{sub}[/{rest...}]]]
     if parts.len() < 5 || parts[0] != "api" || parts[1] != "v1" || parts[2] != "namespaces" {
         return status_body(404, "NotFound", format!("the fake serves no {path}"));
@@ -1133,7 +1164,7 @@ async fn proxy(
     }
 }
 
-/// Create, get, list, merge-patch and delete of a plain object kind.
+/// Create, get, list, merge-patch, replace and delete of a plain object kind.
 async fn object_crud<T>(
     shared: &Arc<Shared>,
     ns: &str,
@@ -1187,8 +1218,7 @@ where
                 return status_body(422, "Invalid", "metadata.name is required".into());
             };
             let mut w = shared.world.lock().expect("world");
-            w.version += 1;
-            let version = w.version;
+            let version = w.version + 1;
             let map = of(&mut w);
             let key = (ns.to_owned(), name.clone());
             if map.contains_key(&key) {
@@ -1202,6 +1232,7 @@ where
             obj.metadata_mut().resource_version = Some(version.to_string());
             obj.metadata_mut().creation_timestamp = Some(now());
             map.insert(key, obj.clone());
+            w.version = version;
             json_response(StatusCode::CREATED, &obj)
         }
         (Method::GET, Some(name)) => {
@@ -1233,6 +1264,57 @@ where
                 }
                 Err(e) => status_body(422, "Invalid", e.to_string()),
             }
+        }
+        (Method::PUT, Some(name)) => {
+            let v = match body_json(req).await {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            let mut obj: T = match serde_json::from_value(v) {
+                Ok(o) => o,
+                Err(e) => return status_body(400, "BadRequest", e.to_string()),
+            };
+            if obj.metadata().name.as_deref() != Some(name.as_str()) {
+                return status_body(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "the name of the object ({:?}) does not match the name on the URL ({name})",
+                        obj.metadata().name
+                    ),
+                );
+            }
+            let mut w = shared.world.lock().expect("world");
+            let version = w.version + 1;
+            let map = of(&mut w);
+            let Some(old) = map.get(&(ns.to_owned(), name.clone())) else {
+                return status_body(404, "NotFound", format!("{kind} \"{name}\" not found"));
+            };
+            // As the API server: an empty resourceVersion is an
+            // unconditional update; any other must be the stored one.
+            let sent = obj.metadata().resource_version.as_deref().unwrap_or("");
+            if !sent.is_empty() && Some(sent) != old.metadata().resource_version.as_deref() {
+                return status_body(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {kind} \"{name}\": the object has been \
+                         modified; please apply your changes to the latest version and try again"
+                    ),
+                );
+            }
+            let (uid, created) = (
+                old.metadata().uid.clone(),
+                old.metadata().creation_timestamp.clone(),
+            );
+            let meta = obj.metadata_mut();
+            meta.namespace = Some(ns.to_owned());
+            meta.resource_version = Some(version.to_string());
+            meta.uid = uid;
+            meta.creation_timestamp = created;
+            map.insert((ns.to_owned(), name), obj.clone());
+            w.version = version;
+            json_response(StatusCode::OK, &obj)
         }
         (Method::DELETE, Some(name)) => {
             let mut w = shared.world.lock().expect("world");

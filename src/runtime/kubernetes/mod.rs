@@ -66,17 +66,20 @@
 //!
 //! **Layout.** This file holds the runtime value and its [`Runtime`]
 //! methods; `pod` the manifest, `status` the pod → unit mapping, `gate` the
-//! readiness gate, `service` the Services, `events` the watch and `relay`
-//! the loopback pod-proxy relay.
+//! readiness gate, `service` the Services, `events` the watch, `relay`
+//! the loopback pod-proxy relay, and `lease` the scope's applier lease and
+//! secret-digest key (a Lease and a Secret beside the pods).
 
 mod events;
 mod gate;
+mod lease;
 mod pod;
 mod relay;
 mod service;
 mod status;
 
 pub use gate::READY_CONDITION;
+pub use lease::{ANNOTATION_HOLDER, scoped_name};
 pub use pod::pod_name;
 pub use status::{PodView, view};
 
@@ -152,6 +155,8 @@ pub struct KubernetesRuntime {
     /// count: a run's log is final once it has ended, so a crash-looping
     /// pod costs one log call per restart, not one per look.
     last_lines: Mutex<HashMap<String, (LogKey, Option<String>)>>,
+    /// The scope's Lease as last read or written (see `lease`).
+    last_lease: Mutex<Option<k8s_openapi::api::coordination::v1::Lease>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RuntimeError {
@@ -252,6 +257,7 @@ impl KubernetesRuntime {
             service_locks: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
             last_lines: Mutex::new(HashMap::new()),
+            last_lease: Mutex::new(None),
         }
     }
 
@@ -423,32 +429,20 @@ impl KubernetesRuntime {
 
 impl Runtime for KubernetesRuntime {
     async fn lease(&self) -> Result<Option<crate::model::Lease>, RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "read",
-            instance: "the applier lease".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+        self.read_lease().await
     }
 
     async fn write_lease(
         &self,
-        _after: Option<&str>,
-        _holder: Option<&crate::model::Holder>,
-        _ttl: std::time::Duration,
+        after: Option<&str>,
+        holder: Option<&crate::model::Holder>,
+        ttl: std::time::Duration,
     ) -> Result<Option<String>, RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "write",
-            instance: "the applier lease".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+        self.put_lease(after, holder, ttl).await
     }
 
-    async fn digest_key(&self, _proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
-        Err(RuntimeError::Operation {
-            op: "read",
-            instance: "the digest key".into(),
-            message: "not yet supported on this runtime".into(),
-        })
+    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        self.shared_digest_key(proposed).await
     }
 
     async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {

@@ -242,6 +242,15 @@ fn needs_service(pod: &Pod) -> bool {
             .is_some_and(|a| a.contains_key(ANNOTATION_PORT))
 }
 
+/// `c` as it stands in an object name: lowercased, and `-` for anything a
+/// DNS label may not hold (a scope's `_` and `.`, say).
+pub(super) fn dns_char(c: char) -> char {
+    match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '-') => c,
+        _ => '-',
+    }
+}
+
 /// [`KubernetesRuntime::service_name`], for a scope and server.
 pub fn service_name(scope: &str, server: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -263,10 +272,7 @@ pub fn service_name(scope: &str, server: &str) -> String {
         format!("mcpctl-{scope}-{server}")
     }
     .chars()
-    .map(|c| match c.to_ascii_lowercase() {
-        c @ ('a'..='z' | '0'..='9' | '-') => c,
-        _ => '-',
-    })
+    .map(dns_char)
     .take(63 - 9)
     .collect();
     format!("{}-{}", head.trim_end_matches('-'), digest())
