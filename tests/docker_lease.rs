@@ -61,7 +61,7 @@ impl Drop for Scope {
 }
 
 fn holder(command: &str) -> Holder {
-    Holder::this_process(command)
+    mcpctl::apply::lease::this_process(command)
 }
 
 /// Removes a volume through the engine API, as an operator would by hand.

@@ -192,7 +192,6 @@ fn a_fleet_converges_repairs_and_prunes_on_a_real_cluster() {
 fn the_applier_lease_and_digest_key_round_trip_on_a_real_cluster() {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Secret;
-    use mcpctl::model::Holder;
     use mcpctl::runtime::Runtime;
     use mcpctl::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
     assert!(
@@ -225,7 +224,10 @@ fn the_applier_lease_and_digest_key_round_trip_on_a_real_cluster() {
             .await
             .expect("connect");
         let b = KubernetesRuntime::connect(settings).await.expect("connect");
-        let (ha, hb) = (Holder::this_process("e2e a"), Holder::this_process("e2e b"));
+        let (ha, hb) = (
+            mcpctl::apply::lease::this_process("e2e a"),
+            mcpctl::apply::lease::this_process("e2e b"),
+        );
         let ttl = Duration::from_secs(10);
         assert_eq!(a.lease().await.expect("read"), None);
         let v1 = a

@@ -36,7 +36,7 @@ fn applier(fake: &FakeKube, scope: &str) -> KubernetesRuntime {
 }
 
 fn holder(command: &str) -> Holder {
-    Holder::this_process(command)
+    mcpctl::apply::lease::this_process(command)
 }
 
 /// The fake's Lease called `name`.

@@ -15,9 +15,12 @@
 //! race has lost the lease and must stop acting: [`Keeper`] says so.
 //!
 //! The record's own time of writing only helps a contender say early that
-//! the holder is alive, never take over: see [`Busy::looks_alive`].
+//! the holder is alive, never take over: see [`Busy::looks_alive`]. What
+//! does allow an early take-over is proof that the holder is dead: a holder
+//! in this kernel and pid namespace whose process is gone (`kill -9`, a
+//! crashed CI step on the same runner); see [`is_gone`].
 
-use crate::model::{Holder, Timestamp};
+use crate::model::{Holder, Process, Timestamp};
 use crate::runtime::{Runtime, RuntimeError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,6 +37,68 @@ pub fn ttl_from_env() -> Duration {
         .and_then(|s| humantime::parse_duration(&s).ok())
         .unwrap_or(TTL)
         .max(Duration::from_secs(1))
+}
+
+/// This process, holding for `command`.
+pub fn this_process(command: &str) -> Holder {
+    let mut id = [0u8; 8];
+    // A failed random source leaves zeros; the pid and time still tell holders apart.
+    let _ = getrandom::fill(&mut id);
+    let pid = std::process::id();
+    Holder {
+        id: hex::encode(id),
+        host: host_name(),
+        pid,
+        command: command.to_owned(),
+        started_at: Timestamp::now(),
+        process: kernel().and_then(|kernel| {
+            Some(Process {
+                kernel,
+                start: start_time(pid)?,
+            })
+        }),
+    }
+}
+
+/// The host name, for the holder's description: the kernel's on Linux, else
+/// `$HOSTNAME`, else `unknown`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// This kernel's boot id and this process's pid namespace (Linux only).
+fn kernel() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// A process's start time from `/proc/<pid>/stat`; `None` when there is no
+/// such process (or no `/proc`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces or
+    // parentheses itself: count fields from the last `)`, which ends it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `holder` is a process of this kernel and pid namespace that no
+/// longer runs: then its lease may be taken over at once. `false` when that
+/// cannot be told (another host, a container's own namespace).
+pub fn is_gone(holder: &Holder) -> bool {
+    let Some(p) = &holder.process else {
+        return false;
+    };
+    if kernel().as_deref() != Some(p.kernel.as_str()) {
+        return false;
+    }
+    start_time(holder.pid) != Some(p.start)
 }
 
 /// Someone else holds the lease.
@@ -128,6 +193,9 @@ impl Claimer {
                         })
                     };
                     match &self.seen {
+                        _ if is_gone(h) => {
+                            tracing::warn!(holder = %h, "taking over an applier lease whose holder no longer runs");
+                        }
                         Some((v, since, _)) if *v == l.version => {
                             if now - *since < l.ttl {
                                 return Ok(busy(*since, self.changed()));
@@ -289,7 +357,7 @@ mod tests {
     use crate::runtime::fake::FakeRuntime;
 
     fn claimer(command: &str) -> Claimer {
-        Claimer::new(Holder::this_process(command), Duration::from_secs(30))
+        Claimer::new(this_process(command), Duration::from_secs(30))
     }
 
     #[tokio::test(start_paused = true)]
@@ -368,7 +436,7 @@ mod tests {
         let mut keeper = Keeper::new(a, v.clone());
         let mut standing = keeper.subscribe();
         // Someone else writes after our version, as a take-over does.
-        let other = Holder::this_process("mcpctl apply");
+        let other = this_process("mcpctl apply");
         rt.write_lease(Some(&v), Some(&other), Duration::from_secs(30))
             .await
             .unwrap()
@@ -428,6 +496,77 @@ mod tests {
             r = back => r.expect("standing published"),
             never = keeper.keep(&rt) => match never {},
         }
+    }
+
+    #[test]
+    fn a_holder_in_this_kernel_is_alive_while_its_process_runs() {
+        let me = this_process("mcpctl apply");
+        assert!(me.process.is_some(), "Linux: /proc tells");
+        assert!(!is_gone(&me), "this very process runs");
+        // A process that has exited: same kernel, its pid now unused.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let start = start_time(pid);
+        child.wait().expect("wait");
+        let gone = Holder {
+            pid,
+            process: Some(Process {
+                kernel: kernel().expect("kernel"),
+                start: start.unwrap_or(1),
+            }),
+            ..me.clone()
+        };
+        assert!(is_gone(&gone));
+        // Another kernel or namespace: cannot tell, so not gone.
+        let elsewhere = Holder {
+            process: Some(Process {
+                kernel: "another-boot/pid:[1]".into(),
+                start: 1,
+            }),
+            ..gone.clone()
+        };
+        assert!(!is_gone(&elsewhere));
+        assert!(!is_gone(&Holder {
+            process: None,
+            ..gone
+        }));
+        // A recycled pid: the same pid, another start time.
+        let recycled = Holder {
+            pid: std::process::id(),
+            process: Some(Process {
+                kernel: kernel().expect("kernel"),
+                start: start_time(std::process::id()).expect("own start") + 1,
+            }),
+            ..me
+        };
+        assert!(is_gone(&recycled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_of_a_holder_that_no_longer_runs_is_taken_over_at_once() {
+        let rt = FakeRuntime::new();
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let start = start_time(pid);
+        child.wait().expect("wait");
+        let dead = Holder {
+            pid,
+            process: Some(Process {
+                kernel: kernel().expect("kernel"),
+                start: start.unwrap_or(1),
+            }),
+            ..this_process("mcpctl apply")
+        };
+        rt.write_lease(None, Some(&dead), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("first write");
+        let mut b = claimer("mcpctl apply");
+        assert!(matches!(b.attempt(&rt).await.unwrap(), Claim::Held(_)));
     }
 
     #[tokio::test(start_paused = true)]

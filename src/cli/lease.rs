@@ -3,8 +3,8 @@
 //! one that stopped renewing; `watch` waits for any holder (see `watch.rs`).
 
 use super::connect::Connected;
-use crate::apply::lease::{Claim, Claimer, Keeper, Standing, ttl_from_env};
-use crate::model::{FleetId, Holder};
+use crate::apply::lease::{Claim, Claimer, Keeper, Standing, this_process, ttl_from_env};
+use crate::model::FleetId;
 use std::time::Duration;
 
 /// How often a contender looks again while it waits.
@@ -12,7 +12,7 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// A claimer for this process.
 pub fn claimer(command: &str) -> Claimer {
-    Claimer::new(Holder::this_process(command), ttl_from_env())
+    Claimer::new(this_process(command), ttl_from_env())
 }
 
 /// The lease for `apply`: taken when free; refused, naming the holder, when

@@ -21,22 +21,22 @@ pub struct Holder {
     pub command: String,
     /// When this process took the lease.
     pub started_at: Timestamp,
+    /// Where the holder's process can be checked for life; see [`Process`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
 }
 
-impl Holder {
-    /// This process, holding for `command`.
-    pub fn this_process(command: &str) -> Holder {
-        let mut id = [0u8; 8];
-        // A failed random source leaves zeros; the pid and time still tell holders apart.
-        let _ = getrandom::fill(&mut id);
-        Holder {
-            id: hex::encode(id),
-            host: host_name(),
-            pid: std::process::id(),
-            command: command.to_owned(),
-            started_at: Timestamp::now(),
-        }
-    }
+/// A process as the kernel knows it: a contender in the same kernel (boot
+/// id) and pid namespace can read `/proc/<pid>` and tell at once whether
+/// the holder still runs (the same pid with the same start time), instead
+/// of waiting out the lease's time to live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// The boot id and the pid namespace, joined: equal only within one
+    /// kernel's boot and one namespace, where pids mean the same process.
+    pub kernel: String,
+    /// The process's start time, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+    pub start: u64,
 }
 
 impl std::fmt::Display for Holder {
@@ -67,17 +67,6 @@ pub struct Lease {
     pub renewed_at: Timestamp,
     /// Changes with every write: the compare-and-swap token.
     pub version: String,
-}
-
-/// The host name, for the holder's description: the kernel's on Linux, else
-/// `$HOSTNAME`, else `unknown`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// The fleet a state file caches: the runtime, the namespace (Kubernetes

@@ -17,7 +17,7 @@ pub mod urls;
 mod workload;
 
 pub use ids::{InstanceId, SpecHash};
-pub use lease::{FleetId, Holder, Lease, host_name};
+pub use lease::{FleetId, Holder, Lease, Process};
 pub use snapshot::{
     AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
     PreviousSpec, Snapshot, Status, Suspension, Transition,

@@ -191,8 +191,9 @@ pub enum StateError {
     ))]
     OtherFleet {
         path: PathBuf,
-        recorded: FleetId,
-        given: FleetId,
+        // Boxed: they would make every Result of this layer large.
+        recorded: Box<FleetId>,
+        given: Box<FleetId>,
     },
 
     /// Raised by callers, typically inside [`Store::update`] to abort it.
@@ -418,8 +419,8 @@ impl Store {
         match self.fleet()? {
             Some(recorded) if !recorded.is(fleet) => Err(StateError::OtherFleet {
                 path: self.path.clone(),
-                recorded,
-                given: fleet.clone(),
+                recorded: Box::new(recorded),
+                given: Box::new(fleet.clone()),
             }),
             _ => Ok(()),
         }
@@ -448,8 +449,8 @@ impl Store {
         } else {
             Err(StateError::OtherFleet {
                 path: self.path.clone(),
-                recorded,
-                given: fleet.clone(),
+                recorded: Box::new(recorded),
+                given: Box::new(fleet.clone()),
             })
         }
     }
