@@ -288,28 +288,42 @@ async fn racing_digest_key_proposals_all_get_the_first_stored() {
     let scope = Scope::new("digest-key");
     let other = Scope::new("digest-key-other");
     let rt = Arc::new(scope.runtime().await);
+    // Reading stores nothing (a `plan` may have read-only rights).
+    assert_eq!(rt.digest_key(None).await.expect("read"), None);
+    assert_eq!(rt.digest_key(None).await.expect("read"), None);
     let proposals: Vec<[u8; 32]> = (0..8u8).map(|i| [i + 1; 32]).collect();
     let tasks: Vec<_> = proposals
         .iter()
         .map(|&proposed| {
             let rt = Arc::clone(&rt);
-            tokio::spawn(async move { rt.digest_key(proposed).await })
+            tokio::spawn(async move { rt.digest_key(Some(proposed)).await })
         })
         .collect();
     let mut keys = Vec::new();
     for task in tasks {
-        keys.push(task.await.expect("task").expect("digest key"));
+        keys.push(
+            task.await
+                .expect("task")
+                .expect("digest key")
+                .expect("stored"),
+        );
     }
     let key = keys[0];
     assert!(keys.iter().all(|k| *k == key), "keys differ: {keys:?}");
     assert!(proposals.contains(&key), "a key nobody proposed");
 
-    let again = scope.runtime().await.digest_key([0xee; 32]).await;
-    assert_eq!(again.expect("digest key"), key, "a new connection's key");
-    let theirs = other.runtime().await.digest_key([0xee; 32]).await;
+    let again = scope.runtime().await.digest_key(Some([0xee; 32])).await;
+    assert_eq!(
+        again.expect("digest key"),
+        Some(key),
+        "a new connection's key"
+    );
+    let read = scope.runtime().await.digest_key(None).await;
+    assert_eq!(read.expect("digest key"), Some(key), "read only");
+    let theirs = other.runtime().await.digest_key(Some([0xee; 32])).await;
     assert_eq!(
         theirs.expect("digest key"),
-        [0xee; 32],
+        Some([0xee; 32]),
         "another scope's key"
     );
 }

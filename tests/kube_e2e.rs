@@ -268,8 +268,8 @@ fn the_applier_lease_and_digest_key_round_trip_on_a_real_cluster() {
             a.lease().await.expect("read").and_then(|l| l.holder),
             Some(hb)
         );
-        let key = a.digest_key([7; 32]).await.expect("key");
-        assert_eq!(b.digest_key([8; 32]).await.expect("key"), key);
+        let key = a.digest_key(Some([7; 32])).await.expect("key");
+        assert_eq!(b.digest_key(Some([8; 32])).await.expect("key"), key);
 
         let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
         let secrets: Api<Secret> = Api::namespaced(client, &namespace);

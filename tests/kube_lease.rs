@@ -283,7 +283,12 @@ async fn racing_digest_key_proposals_agree_and_each_scope_has_its_own() {
     let tasks: Vec<_> = (0..6u8)
         .map(|i| {
             let rt = applier(&fake, "default");
-            tokio::spawn(async move { rt.digest_key([i; 32]).await.expect("key") })
+            tokio::spawn(async move {
+                rt.digest_key(Some([i; 32]))
+                    .await
+                    .expect("key")
+                    .expect("stored")
+            })
         })
         .collect();
     let mut keys = Vec::new();
@@ -294,10 +299,22 @@ async fn racing_digest_key_proposals_agree_and_each_scope_has_its_own() {
     assert!((0..6u8).any(|i| keys[0] == [i; 32]), "one of the proposals");
     // A later caller gets the stored one, not its own.
     let rt = applier(&fake, "default");
-    assert_eq!(rt.digest_key([99; 32]).await.expect("key"), keys[0]);
+    assert_eq!(
+        rt.digest_key(Some([99; 32])).await.expect("key"),
+        Some(keys[0])
+    );
+    assert_eq!(rt.digest_key(None).await.expect("read"), Some(keys[0]));
 
     let other = applier(&fake, "team-b");
-    assert_eq!(other.digest_key([77; 32]).await.expect("key"), [77; 32]);
+    assert_eq!(
+        other.digest_key(None).await.expect("read"),
+        None,
+        "reading stores nothing"
+    );
+    assert_eq!(
+        other.digest_key(Some([77; 32])).await.expect("key"),
+        Some([77; 32])
+    );
 
     let secret = fake
         .secrets()
@@ -337,7 +354,7 @@ async fn a_digest_key_secret_of_the_wrong_length_is_a_clear_error() {
         .await
         .expect("create");
     let e = rt
-        .digest_key([1; 32])
+        .digest_key(Some([1; 32]))
         .await
         .expect_err("16 bytes is no key")
         .to_string();
@@ -381,7 +398,7 @@ async fn scopes_that_are_no_object_names_get_valid_distinct_ones() {
             .await
             .unwrap_or_else(|e| panic!("{scope}: {e}"))
             .unwrap_or_else(|| panic!("{scope}: its own lease, not another's"));
-        rt.digest_key([0; 32]).await.expect("key");
+        rt.digest_key(Some([0; 32])).await.expect("key");
         holders.push((rt, h));
     }
     let names: std::collections::BTreeSet<String> = fake

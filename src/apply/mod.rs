@@ -56,21 +56,27 @@ use tokio::sync::Semaphore;
 /// before the runtime held one keeps its hashes; else, with no runtime at
 /// hand (`plan --refresh=false`), the cached key. The cache follows the
 /// runtime's.
+///
+/// Only an applier (`store`) writes: a `plan` reads the runtime's key and
+/// falls back on the cached one, so it needs no rights to write anything.
 pub async fn digest_key<R: Runtime + Sync>(
     rt: Option<&R>,
-    store: &Store,
+    state: &Store,
     operator: Option<[u8; 32]>,
+    store: bool,
 ) -> Result<[u8; 32], ApplyError> {
     if let Some(key) = operator {
         return Ok(key);
     }
-    let cached = store.digest_key_async().await?;
+    let cached = state.digest_key_async().await?;
     let Some(rt) = rt else {
         return Ok(cached);
     };
-    let key = rt.digest_key(cached).await?;
-    if key != cached {
-        store.set_digest_key_async(key).await?;
+    let Some(key) = rt.digest_key(store.then_some(cached)).await? else {
+        return Ok(cached);
+    };
+    if store && key != cached {
+        state.set_digest_key_async(key).await?;
     }
     Ok(key)
 }

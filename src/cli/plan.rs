@@ -49,25 +49,26 @@ pub struct Planned {
 /// secret refuses the whole plan before anything else is looked at. With
 /// `refresh`, the runtime is `connected` (apply connects first, to take the
 /// lease) or connected here. A state file that caches another fleet is
-/// refused before the runtime is asked anything.
+/// refused before the runtime is asked anything. Only for apply (when
+/// `applying` is the runtime it holds the lease of) is anything written.
 pub async fn make(
     global: &Global,
     location: &Location,
     refresh: bool,
     allow_empty: bool,
-    connected: Option<&super::connect::Connected>,
+    applying: Option<&super::connect::Connected>,
 ) -> miette::Result<Planned> {
     let (source, servers) = super::load_source(global, location).await?;
     let secrets = global.secret_resolver().resolve(&servers)?;
     let operator_key = global.operator_digest_key()?;
     let store = Store::new(global.state_path());
-    let own = match (connected, refresh) {
+    let own = match (applying, refresh) {
         (None, true) => Some(super::connect::runtime(global).await?),
         _ => None,
     };
-    let rt = connected.or(own.as_ref());
+    let rt = applying.or(own.as_ref());
     store.check_fleet_async(&global.fleet(rt)).await?;
-    let key = crate::apply::digest_key(rt, &store, operator_key).await?;
+    let key = crate::apply::digest_key(rt, &store, operator_key, applying.is_some()).await?;
     let runners = crate::runtime::runners_from_env();
     let desired = Desired::from_servers(&servers, &secrets.digests(&key), &runners);
     let snapshot = store.load_async().await?;

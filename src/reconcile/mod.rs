@@ -602,7 +602,7 @@ async fn resolve<R: Runtime + Sync>(
     let digest_key = match key {
         Some(k) => *k,
         None => {
-            let k = crate::apply::digest_key(Some(rt), store, resolver.digest_key).await?;
+            let k = crate::apply::digest_key(Some(rt), store, resolver.digest_key, true).await?;
             *key = Some(k);
             k
         }

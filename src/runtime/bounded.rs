@@ -211,7 +211,10 @@ impl<R: Runtime + Sync> Runtime for Bounded<R> {
         .await
     }
 
-    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+    async fn digest_key(
+        &self,
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         self.whole(self.deadlines.call, self.inner.digest_key(proposed))
             .await
     }
@@ -237,7 +240,7 @@ mod tests {
         ) -> Result<Option<String>, RuntimeError> {
             std::future::pending().await
         }
-        async fn digest_key(&self, _: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+        async fn digest_key(&self, _: Option<[u8; 32]>) -> Result<Option<[u8; 32]>, RuntimeError> {
             std::future::pending().await
         }
         async fn observe(&self) -> Result<Vec<Unit>, RuntimeError> {

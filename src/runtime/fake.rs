@@ -365,9 +365,16 @@ impl Runtime for FakeRuntime {
         Ok(Some(version))
     }
 
-    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+    async fn digest_key(
+        &self,
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         self.reachable()?;
-        Ok(*self.world().digest_key.get_or_insert(proposed))
+        let mut w = self.world();
+        Ok(match proposed {
+            Some(p) => Some(*w.digest_key.get_or_insert(p)),
+            None => w.digest_key,
+        })
     }
 }
 

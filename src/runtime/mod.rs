@@ -230,11 +230,12 @@ pub trait Runtime {
     /// This scope's key for secret digests: the one the runtime holds, or
     /// else `proposed`, stored now. Racing callers all get the first one
     /// stored, so every applier of a scope computes the same spec hashes
-    /// whatever its state file.
+    /// whatever its state file. With no proposal it only reads (for `plan`,
+    /// which may run with read-only rights): `None` when there is none yet.
     fn digest_key(
         &self,
-        proposed: [u8; 32],
-    ) -> impl Future<Output = Result<[u8; 32], RuntimeError>> + Send;
+        proposed: Option<[u8; 32]>,
+    ) -> impl Future<Output = Result<Option<[u8; 32]>, RuntimeError>> + Send;
 }
 
 /// The runner images, from `MCPCTL_NODE_RUNNER_IMAGE` and
@@ -404,7 +405,10 @@ impl Runtime for AnyRuntime {
             AnyRuntime::Fake(r) => r.write_lease(after, holder, ttl).await,
         }
     }
-    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+    async fn digest_key(
+        &self,
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         match self {
             AnyRuntime::Docker(r) => r.digest_key(proposed).await,
             AnyRuntime::Kubernetes(r) => r.digest_key(proposed).await,

@@ -229,12 +229,21 @@ impl DockerRuntime {
     }
 
     /// The key of [`Runtime::digest_key`](crate::runtime::Runtime::digest_key):
-    /// the stored one, or `proposed`, stored now.
+    /// the stored one, or `proposed`, stored now; with no proposal, only read.
     pub(super) async fn stored_digest_key(
         &self,
-        proposed: [u8; 32],
-    ) -> Result<[u8; 32], RuntimeError> {
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         let name = format!("mcpctl-digest-key-{}", self.config.scope);
+        let Some(proposed) = proposed else {
+            return match self.docker.inspect_volume(&name).await {
+                Ok(volume) => decode_key(&name, &volume.labels).map(Some),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(engine_error("inspect", &format!("volume {name}"), &e)),
+            };
+        };
         let labels = HashMap::from([
             (LABEL_DIGEST_KEY.to_owned(), hex::encode(proposed)),
             (LABEL_SCOPE.to_owned(), self.config.scope.clone()),
@@ -248,21 +257,26 @@ impl DockerRuntime {
             })
             .await
             .map_err(|e| engine_error("create", &format!("volume {name}"), &e))?;
-        let mut key = [0u8; 32];
-        // The label's value stays out of the message: it may be the key.
-        match volume.labels.get(LABEL_DIGEST_KEY) {
-            Some(stored) if hex::decode_to_slice(stored, &mut key).is_ok() => Ok(key),
-            _ => Err(RuntimeError::Operation {
-                op: "read",
-                instance: format!("volume {name}"),
-                message: format!(
-                    "its label {LABEL_DIGEST_KEY} is missing or not 64 hex digits, so it is \
+        decode_key(&name, &volume.labels).map(Some)
+    }
+}
+
+/// The key a digest-key volume holds in its label.
+fn decode_key(name: &str, labels: &HashMap<String, String>) -> Result<[u8; 32], RuntimeError> {
+    let mut key = [0u8; 32];
+    // The label's value stays out of the message: it may be the key.
+    match labels.get(LABEL_DIGEST_KEY) {
+        Some(stored) if hex::decode_to_slice(stored, &mut key).is_ok() => Ok(key),
+        _ => Err(RuntimeError::Operation {
+            op: "read",
+            instance: format!("volume {name}"),
+            message: format!(
+                "its label {LABEL_DIGEST_KEY} is missing or not 64 hex digits, so it is \
                      not a digest key mcpctl stored; remove it (`docker volume rm {name}`) \
                      and the next apply stores a new key (the spec hash of every server \
                      with a secret then changes once, and its units are replaced)"
-                ),
-            }),
-        }
+            ),
+        }),
     }
 }
 

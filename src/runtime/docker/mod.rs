@@ -588,7 +588,10 @@ impl Runtime for DockerRuntime {
         self.swap_lease(after, holder, ttl).await
     }
 
-    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+    async fn digest_key(
+        &self,
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         self.stored_digest_key(proposed).await
     }
 

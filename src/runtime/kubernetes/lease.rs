@@ -218,9 +218,17 @@ impl KubernetesRuntime {
 
     pub(super) async fn shared_digest_key(
         &self,
-        proposed: [u8; 32],
-    ) -> Result<[u8; 32], RuntimeError> {
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         let name = self.digest_key_name();
+        let Some(proposed) = proposed else {
+            return match self.secrets().get_opt(&name).await {
+                Ok(Some(stored)) => key_of(&stored, &name, &self.namespace).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) if is_transport(&e) => Err(unavailable(e)),
+                Err(e) => Err(op_error("read digest key", &name, &e)),
+            };
+        };
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -238,13 +246,13 @@ impl KubernetesRuntime {
         // delete`); a few rounds settle it.
         for _ in 0..3 {
             match self.secrets().create(&PostParams::default(), &secret).await {
-                Ok(_) => return Ok(proposed),
+                Ok(_) => return Ok(Some(proposed)),
                 Err(e) if api_code(&e) == Some(409) => {}
                 Err(e) if is_transport(&e) => return Err(unavailable(e)),
                 Err(e) => return Err(op_error("create digest key", &name, &e)),
             }
             match self.secrets().get_opt(&name).await {
-                Ok(Some(stored)) => return key_of(&stored, &name, &self.namespace),
+                Ok(Some(stored)) => return key_of(&stored, &name, &self.namespace).map(Some),
                 Ok(None) => continue,
                 Err(e) if is_transport(&e) => return Err(unavailable(e)),
                 Err(e) => return Err(op_error("read digest key", &name, &e)),

@@ -441,7 +441,10 @@ impl Runtime for KubernetesRuntime {
         self.put_lease(after, holder, ttl).await
     }
 
-    async fn digest_key(&self, proposed: [u8; 32]) -> Result<[u8; 32], RuntimeError> {
+    async fn digest_key(
+        &self,
+        proposed: Option<[u8; 32]>,
+    ) -> Result<Option<[u8; 32]>, RuntimeError> {
         self.shared_digest_key(proposed).await
     }
 
