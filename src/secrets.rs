@@ -199,6 +199,12 @@ impl Secrets {
         self.values.get(r)
     }
 
+    /// Whether any value was read: without one, no digest is made and no
+    /// key is needed.
+    pub fn has_values(&self) -> bool {
+        !self.values.is_empty()
+    }
+
     /// The values of every secret `server` uses: what must never appear in
     /// text that server supplies (see `model::text`).
     pub fn values_of(&self, server: &Server) -> Vec<&str> {

@@ -201,6 +201,28 @@ fn set_executable(path: &Path) {
 }
 
 /// Runs a docker CLI command, returning stdout or a message with stderr.
+/// Removes what a scope keeps in the engine besides its containers: its
+/// applier lease and its digest key (labelled volumes).
+pub fn remove_scope_volumes(scope: &str) {
+    for label in ["io.mcpctl.lease", "io.mcpctl.scope"] {
+        let Ok(names) = docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label={label}={scope}"),
+        ]) else {
+            continue;
+        };
+        let names: Vec<&str> = names.split_whitespace().collect();
+        if !names.is_empty() {
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(names);
+            let _ = docker(&args);
+        }
+    }
+}
+
 pub fn docker(args: &[&str]) -> Result<String, String> {
     let output = Command::new("docker")
         .args(args)

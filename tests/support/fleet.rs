@@ -45,6 +45,7 @@ impl Drop for Fleet {
             args.extend(ids.iter().map(String::as_str));
             let _ = fixture::docker(&args);
         }
+        fixture::remove_scope_volumes(&self.scope);
     }
 }
 
