@@ -253,6 +253,11 @@ fn a_state_file_refuses_another_runtime_and_scope() {
         "{k8s}"
     );
     assert!(!k8s.stdout.contains("remove"), "{k8s}");
+    // get shows the fleet beside the runtime: refused the same way, rather
+    // than showing every instance as gone.
+    let get = f.run(&["get", "instances", "--runtime", "kubernetes"]);
+    assert_eq!(get.code, 1, "{get}");
+    assert!(get.stderr.contains(&belongs), "{get}");
     // Another scope on the same engine: refused too, before touching anything.
     let scoped = f.run(&["apply", "fleet", "--scope", "someone-else"]);
     assert_eq!(scoped.code, 1, "{scoped}");

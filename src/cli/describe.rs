@@ -5,7 +5,6 @@
 use super::{Global, Outcome};
 use crate::model::{Timestamp, short_duration};
 use crate::runtime::Runtime;
-use crate::state::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum What {
@@ -23,7 +22,7 @@ pub struct Args {
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load_async().await?;
+    let snapshot = super::load_own_state(global).await?;
     let inst = super::logs::find_instance(&snapshot, &args.id)?;
     // The container as the runtime reports it now: `None` when not asked,
     // or for an external server, which has none.

@@ -7,7 +7,6 @@ use super::{Global, Outcome};
 use crate::model::{Instance, InstanceId, Snapshot, Status, Unit, UnitState};
 use crate::model::{Timestamp, short_duration};
 use crate::runtime::Runtime;
-use crate::state::Store;
 use miette::IntoDiagnostic;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -217,7 +216,7 @@ pub async fn observe_units(global: &Global) -> Option<BTreeMap<InstanceId, Unit>
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load_async().await?;
+    let snapshot = super::load_own_state(global).await?;
     let units = match (args.refresh, args.what) {
         (true, What::Instances) => observe_units(global).await,
         _ => None,

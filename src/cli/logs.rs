@@ -8,7 +8,6 @@
 use super::{Global, Outcome};
 use crate::model::{Endpoint, Instance, Snapshot};
 use crate::runtime::{LogLine, LogStream, Runtime};
-use crate::state::Store;
 use miette::miette;
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -69,7 +68,7 @@ pub fn find_instance<'a>(snapshot: &'a Snapshot, id: &str) -> miette::Result<&'a
 }
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
-    let snapshot = Store::new(global.state_path()).load_async().await?;
+    let snapshot = super::load_own_state(global).await?;
     let by_server: Vec<&Instance> = snapshot
         .instances
         .values()

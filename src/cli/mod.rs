@@ -297,6 +297,15 @@ impl Global {
     }
 }
 
+/// The snapshot, for the commands that show it beside the runtime (`get`,
+/// `describe`, `logs`): refused when the state file caches another fleet,
+/// whose instances would all look gone.
+pub async fn load_own_state(global: &Global) -> miette::Result<crate::model::Snapshot> {
+    let store = crate::state::Store::new(global.state_path());
+    store.check_fleet_async(&global.fleet(None)).await?;
+    Ok(store.load_async().await?)
+}
+
 /// Standard output could not be written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("cannot write to standard output")]

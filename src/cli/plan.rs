@@ -59,9 +59,12 @@ pub async fn make(
     applying: Option<&super::connect::Connected>,
 ) -> miette::Result<Planned> {
     let (source, servers) = super::load_source(global, location).await?;
+    let store = Store::new(global.state_path());
+    // Another runtime or scope is refused before anything else is looked
+    // at; the namespace, once connected.
+    store.check_fleet_async(&global.fleet(None)).await?;
     let secrets = global.secret_resolver().resolve(&servers)?;
     let operator_key = global.operator_digest_key()?;
-    let store = Store::new(global.state_path());
     let own = match (applying, refresh) {
         (None, true) => Some(super::connect::runtime(global).await?),
         _ => None,
