@@ -402,6 +402,62 @@ fn a_saved_plan_shows_a_rotated_secret_by_its_digests_only() {
     }
 }
 
+/// The operator's digest key gives every state file the same spec hashes
+/// (so a fresh one rolls nothing), another key other hashes; a key too short
+/// to be one is refused, and no key is ever printed.
+#[test]
+fn the_operators_digest_key_gives_fresh_states_the_same_hashes() {
+    let env = fleet();
+    let key = "operator-key-0123456789";
+    let hashes = |state: &str, key: &str| {
+        let out = format!("{}.json", state.replace('/', "-"));
+        let r = env.run_with(
+            &["plan", "fleet", "--refresh=false", "--out", &out],
+            &[
+                (
+                    "MCPCTL_STATE",
+                    env.path().join(state).to_str().expect("utf-8"),
+                ),
+                ("MCPCTL_DIGEST_KEY", key),
+            ],
+        );
+        assert_eq!(r.code, 0, "{r}");
+        assert!(!r.stdout.contains(key) && !r.stderr.contains(key), "{r}");
+        let text = std::fs::read_to_string(env.path().join(&out)).expect("saved");
+        assert!(!text.contains(key), "the key in the saved plan");
+        let saved: mcpctl::plan::SavedPlan = serde_json::from_str(&text).expect("parses");
+        saved.desired
+    };
+    let a = hashes("a/state.redb", key);
+    assert_eq!(a, hashes("b/state.redb", key), "two fresh states, one key");
+    let other = hashes("c/state.redb", "another-operator-key-42");
+    assert_eq!(a["fetch"], other["fetch"], "no secret, no change");
+    assert_ne!(
+        a["github"], other["github"],
+        "the secret's digest follows the key"
+    );
+    // Without the operator's key, each fresh state (no runtime asked) has
+    // its own random key: the secret's hash differs.
+    let mut own = env.run(&["plan", "fleet", "--refresh=false", "--out", "own.json"]);
+    assert_eq!(own.code, 0, "{own}");
+    own.stdout = std::fs::read_to_string(env.path().join("own.json")).expect("saved");
+    let own: mcpctl::plan::SavedPlan = serde_json::from_str(&own.stdout).expect("parses");
+    assert_ne!(own.desired["github"], a["github"]);
+
+    let short = env.run_with(
+        &["plan", "fleet", "--refresh=false"],
+        &[("MCPCTL_DIGEST_KEY", "short-key")],
+    );
+    assert_eq!(short.code, 1, "{short}");
+    assert!(
+        short
+            .stderr
+            .contains("the digest key from MCPCTL_DIGEST_KEY is too short")
+            && !short.stderr.contains("short-key"),
+        "{short}"
+    );
+}
+
 /// The digest `plan` shows for the github token when its value is `value`.
 fn digest_of(env: &Env, value: &str) -> String {
     let src = dir::read(&[env.path().join("fleet")]).expect("read");
