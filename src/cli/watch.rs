@@ -141,7 +141,13 @@ async fn watch(
     // start, as a bad flag is. A busy file is waited for.
     let fleet = global.fleet(Some(&rt));
     match wait_for(shared, signals, Awaited::State, || async {
-        match store.claim_fleet_async(&fleet).await {
+        // A dry run writes nothing: it checks, and records nothing.
+        let claimed = if args.dry_run {
+            store.check_fleet_async(&fleet).await
+        } else {
+            store.claim_fleet_async(&fleet).await
+        };
+        match claimed {
             Ok(()) => Ok(Ok(())),
             Err(e) if e.is_passing() => Err(e.to_string()),
             Err(e) => Ok(Err(miette::Report::new(e))),
