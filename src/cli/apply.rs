@@ -119,10 +119,14 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let _lock = store.lock_applier(&command_line())?;
     let rt = super::connect::runtime(global).await?;
     let fleet = global.fleet(Some(&rt));
-    store.claim_fleet_async(&fleet).await?;
+    // Another fleet's file is refused before its lease is touched.
+    store.check_fleet_async(&fleet).await?;
     let mut keeper = super::lease::take_for_apply(&rt, &fleet).await?;
     let outcome = super::lease::holding(&rt, &mut keeper, async {
         let p = super::plan::make(global, &location, true, args.allow_empty, Some(&rt)).await?;
+        // The plan checked the file's fleet; now that something will be
+        // applied, the file is this fleet's (a refused source claims nothing).
+        store.claim_fleet_async(&fleet).await?;
         carry_out(&rt, p, saved.as_ref(), &args).await
     })
     .await;
