@@ -14,15 +14,45 @@ use mcpctl::state::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A temporary workspace: spec files, a state file, a secrets dir.
+/// A temporary workspace: spec files, a state file, a secrets dir, and a
+/// scope of its own, so that commands that reach the engine (an `apply`
+/// that fails before planning still takes the scope's lease) never meet
+/// another test's.
 struct Env {
     dir: tempfile::TempDir,
+    scope: String,
+}
+
+impl Drop for Env {
+    /// The lease and key volumes of the scope and of scopes named after it
+    /// (`<scope>-...`), if a command made any.
+    fn drop(&mut self) {
+        for kind in ["lease", "digest-key"] {
+            let listed = Command::new("docker")
+                .args(["volume", "ls", "-q", "--filter"])
+                .arg(format!("name=^mcpctl-{kind}-{}", self.scope))
+                .output();
+            if let Ok(out) = listed {
+                let names = String::from_utf8_lossy(&out.stdout);
+                let names: Vec<&str> = names.split_whitespace().collect();
+                if !names.is_empty() {
+                    let _ = Command::new("docker")
+                        .args(["volume", "rm", "-f"])
+                        .args(&names)
+                        .output();
+                }
+            }
+        }
+    }
 }
 
 impl Env {
     fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Env {
             dir: tempfile::tempdir().expect("tempdir"),
+            scope: format!("cli-{}-{n}", std::process::id()),
         }
     }
 
@@ -50,6 +80,7 @@ impl Env {
             .env("NO_COLOR", "1")
             .env("MCPCTL_STATE", self.state())
             .env("MCPCTL_SECRETS_DIR", self.path().join("secrets"))
+            .env("MCPCTL_SCOPE", &self.scope)
             .env("COLUMNS", "100");
         cmd
     }
@@ -608,19 +639,23 @@ fn schema_prints_the_committed_schema() {
 #[test]
 fn global_flags_work_after_the_subcommand() {
     let env = fleet();
+    converge_state(&env);
     let other = env.path().join("other.redb");
+    std::fs::rename(env.state(), &other).expect("move the state");
     let r = env.run(&[
-        "plan",
-        "fleet",
+        "get",
+        "servers",
         "--refresh=false",
         "--state",
         other.to_str().expect("utf8"),
     ]);
     assert_eq!(r.code, 0, "{r}");
     assert!(
-        other.exists(),
-        "the --state given after the subcommand was not used"
+        r.stdout.contains("github"),
+        "the --state given after the subcommand was not used: {r}"
     );
+    let r = env.run(&["get", "servers", "--refresh=false"]);
+    assert!(!r.stdout.contains("github"), "{r}");
 }
 
 #[test]
@@ -650,15 +685,20 @@ fn every_help_has_an_example() {
 fn state_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let env = fleet();
+    // plan writes nothing, not even an empty state file.
     let r = env.run(&["plan", "fleet", "--refresh=false"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(!env.state().exists(), "plan created the state file");
+    converge_state(&env);
+    let r = env.run(&["suspend", "github"]);
     assert_eq!(r.code, 0, "{r}");
     let mode = std::fs::metadata(env.state())
         .expect("state exists")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    // Whether a secret value could reach the state is not asked here: `plan`
-    // writes only the digest key. Applied specs and instances, where a value
+    // Whether a secret value could reach the state is not asked here:
+    // `suspend` writes only its record. Applied specs and instances, where a value
     // could land, are written by `apply`; tests/docker.rs checks the state
     // after one (secrets_reach_the_container_but_not_the_state).
 }
@@ -1083,10 +1123,7 @@ fn apply_into_a_closed_stream_never_panics() {
                 "MCPCTL_STATE",
                 env.path().join(format!("{name}/state.redb")),
             )
-            .env(
-                "MCPCTL_SCOPE",
-                format!("cli-pipes-{name}-{}", std::process::id()),
-            );
+            .env("MCPCTL_SCOPE", format!("{}-pipes-{name}", env.scope));
         cmd
     };
     let open = env.finish(&mut apply("open"));

@@ -101,6 +101,9 @@ pub fn is_gone(holder: &Holder) -> bool {
     start_time(holder.pid) != Some(p.start)
 }
 
+/// How long a release may take on the way out.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 /// Someone else holds the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy {
@@ -338,14 +341,20 @@ impl Keeper {
     }
 
     /// Gives the lease up, so that the next applier need not wait out its
-    /// time to live. Best effort: a failure leaves it to expire.
+    /// time to live. Best effort, and brief ([`RELEASE_WAIT`]): it runs on
+    /// the way out, when a hung engine must not hold the exit; a lease left
+    /// behind expires, or is seen gone with its process.
     pub async fn release<R: Runtime>(&self, rt: &R) {
         if let Standing::Held(version) = self.standing() {
-            match rt.write_lease(Some(&version), None, self.claimer.ttl).await {
-                Ok(_) => {}
-                Err(e) => {
+            let write = rt.write_lease(Some(&version), None, self.claimer.ttl);
+            match tokio::time::timeout(RELEASE_WAIT, write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot release the applier lease; it expires on its own")
                 }
+                Err(_) => tracing::warn!(
+                    "the runtime did not take the lease's release in time; it expires on its own"
+                ),
             }
         }
     }

@@ -57,8 +57,11 @@ use tokio::sync::Semaphore;
 /// hand (`plan --refresh=false`), the cached key. The cache follows the
 /// runtime's.
 ///
-/// Only an applier (`store`) writes: a `plan` reads the runtime's key and
-/// falls back on the cached one, so it needs no rights to write anything.
+/// Only an applier (`store`) writes: a `plan` or a dry run reads the
+/// runtime's key and falls back on the cached one, or on a key of its own
+/// for this run when there is neither (nothing was ever applied with a
+/// secret then, so no hash can differ for it), so it needs no rights to
+/// write anything, the state file included.
 pub async fn digest_key<R: Runtime + Sync>(
     rt: Option<&R>,
     state: &Store,
@@ -68,14 +71,30 @@ pub async fn digest_key<R: Runtime + Sync>(
     if let Some(key) = operator {
         return Ok(key);
     }
+    if !store {
+        if let Some(rt) = rt
+            && let Some(key) = rt.digest_key(None).await?
+        {
+            return Ok(key);
+        }
+        return Ok(match state.cached_digest_key_async().await? {
+            Some(key) => key,
+            None => {
+                let mut key = [0u8; 32];
+                // Used for this run only; a failed random source changes nothing stored.
+                let _ = getrandom::fill(&mut key);
+                key
+            }
+        });
+    }
     let cached = state.digest_key_async().await?;
     let Some(rt) = rt else {
         return Ok(cached);
     };
-    let Some(key) = rt.digest_key(store.then_some(cached)).await? else {
+    let Some(key) = rt.digest_key(Some(cached)).await? else {
         return Ok(cached);
     };
-    if store && key != cached {
+    if key != cached {
         state.set_digest_key_async(key).await?;
     }
     Ok(key)

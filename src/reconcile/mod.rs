@@ -473,7 +473,7 @@ async fn turn<'a, R: Runtime + Sync>(
     t: Turn<'_, 'a, R>,
 ) -> Result<(), ApplyError> {
     if let Some((snapshot, forced_from)) = t.pending.take() {
-        let resolved = resolve(rt, store, resolver, t.key, &snapshot).await;
+        let resolved = resolve(rt, opts.dry_run, store, resolver, t.key, &snapshot).await;
         let target = match resolved {
             Ok(target) => target,
             Err(e) => {
@@ -594,6 +594,7 @@ async fn turn<'a, R: Runtime + Sync>(
 /// outer error is a state file that could not be read (try again later).
 async fn resolve<R: Runtime + Sync>(
     rt: &R,
+    dry_run: bool,
     store: &Store,
     resolver: &Resolver,
     key: &mut Option<[u8; 32]>,
@@ -602,7 +603,9 @@ async fn resolve<R: Runtime + Sync>(
     let digest_key = match key {
         Some(k) => *k,
         None => {
-            let k = crate::apply::digest_key(Some(rt), store, resolver.digest_key, true).await?;
+            // A dry run writes nothing, in the runtime either.
+            let k =
+                crate::apply::digest_key(Some(rt), store, resolver.digest_key, !dry_run).await?;
             *key = Some(k);
             k
         }

@@ -46,6 +46,12 @@ impl Store {
         self.blocking(move || store.history()).await
     }
 
+    /// [`Store::cached_digest_key`], off the async workers.
+    pub async fn cached_digest_key_async(&self) -> Result<Option<[u8; 32]>, StateError> {
+        let store = self.clone();
+        self.blocking(move || store.cached_digest_key()).await
+    }
+
     /// [`Store::set_digest_key`], off the async workers.
     pub async fn set_digest_key_async(&self, key: [u8; 32]) -> Result<(), StateError> {
         let store = self.clone();

@@ -394,6 +394,18 @@ impl Store {
         )
     }
 
+    /// The cached key for secret digests, if there is one; creates nothing.
+    pub fn cached_digest_key(&self) -> Result<Option<[u8; 32]>, StateError> {
+        Ok(self
+            .read(|txn| match open_read(txn, META, &self.path)? {
+                Some(meta) => meta_bytes(&meta, &self.path, DIGEST_KEY)?
+                    .map(|b| decode_digest_key(&self.path, b))
+                    .transpose(),
+                None => Ok(None),
+            })?
+            .flatten())
+    }
+
     /// Replaces the cached key for secret digests with the scope's.
     pub fn set_digest_key(&self, key: &[u8; 32]) -> Result<(), StateError> {
         if self.digest_key()? == *key {
