@@ -29,6 +29,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "gateway",
+        &[
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+        ],
+    ),
+    (
         "reconcile",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "apply",
@@ -46,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "probe",
             "apply",
+            "gateway",
             "reconcile",
         ],
     ),
