@@ -140,6 +140,38 @@ fn initialize(g: &Gateway, server: &str) -> String {
     session
 }
 
+/// Opens the session's SSE stream (a GET) and reads its head: the stream
+/// itself never ends, so this only returns if the gateway passes the head
+/// through without waiting for the body. The stream stays open until the
+/// returned connection is dropped.
+fn open_stream(g: &Gateway, server: &str, session: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(g.addr).expect("connect");
+    write!(
+        stream,
+        "GET /servers/{server}/mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {PROTOCOL_VERSION}\r\n\r\n",
+        g.addr
+    )
+    .expect("send GET");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "the stream's head did not arrive ({other:?}): {:?}\n{}",
+                String::from_utf8_lossy(&head),
+                g.log()
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    stream
+}
+
 #[test]
 fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
     let f = Fleet::new("gw-pin");
@@ -149,6 +181,9 @@ fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
     let g = Gateway::start(&f, &[]);
 
     let session = initialize(&g, "web");
+    // The session's event stream stays open on its instance: by least
+    // outstanding requests, the session's next requests would go elsewhere.
+    let stream = open_stream(&g, "web", &session);
     for id in 2..12 {
         // Sessions live in one fixture process: a request that reached
         // another replica would be refused.
@@ -162,8 +197,9 @@ fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
             "{reply:?}"
         );
     }
+    drop(stream);
     let served = g.instances_served();
-    assert_eq!(served.len(), 12, "{}", g.log());
+    assert_eq!(served.len(), 13, "{}", g.log());
     let pinned = served[0].clone();
     assert!(served.iter().all(|i| *i == pinned), "{served:?}");
 
@@ -242,7 +278,24 @@ fn a_missing_token_and_a_wrong_origin_are_refused() {
         "{routed:?}"
     );
 
-    let open = f.run(&["gateway", "--listen", "0.0.0.0:0"]);
-    assert_ne!(open.code, 0, "{open}");
+    // Refused before it binds; were it not, it would serve until killed.
+    let mut open = f.spawn(&["gateway", "--listen", "0.0.0.0:0"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let exited = loop {
+        if let Some(status) = open.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        // Polling a child process against a deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = open.kill();
+    let open: fleet::Run = open.wait_with_output().expect("output").into();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "not refused within {WAIT:?}: {open}"
+    );
     assert!(open.stderr.contains("without a token"), "{open}");
 }
