@@ -38,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "reconcile",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "apply",
+            "gateway",
         ],
     ),
     (
