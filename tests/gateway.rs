@@ -299,3 +299,59 @@ fn a_missing_token_and_a_wrong_origin_are_refused() {
     );
     assert!(open.stderr.contains("without a token"), "{open}");
 }
+
+#[test]
+fn an_external_servers_secret_headers_are_added_by_the_gateway() {
+    let f = Fleet::new("gw-external");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let token = "ext-token-93ab";
+    let _upstream = KillOnDrop(
+        std::process::Command::new(fixture::fixture_binary())
+            .args(["--transport", "http", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--name", "linear", "--require-bearer", token])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("external server"),
+    );
+    std::fs::create_dir_all(f.dir.path().join("secrets/linear")).expect("mkdir");
+    std::fs::write(
+        f.dir.path().join("secrets/linear/token"),
+        format!("{token}\n"),
+    )
+    .expect("secret");
+    f.write(
+        "linear.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: linear}}\nspec:\n  external:\n    url: http://127.0.0.1:{port}/mcp\n    headers:\n      Authorization: {{secretRef: {{name: linear, key: token}}, prefix: \"Bearer \"}}\n  readiness: {{timeout: 60s}}\n"
+        ),
+    );
+    f.apply();
+
+    // Without the source, the gateway has no token to add: the server refuses.
+    let bare = Gateway::start(&f, &[]);
+    let refused = bare.post("linear", None, &initialize_request(1, PROTOCOL_VERSION));
+    assert_eq!(refused.status, 401, "{refused:?}");
+    drop(bare);
+
+    // With it, the client sends no credential and the server accepts.
+    let g = Gateway::start(&f, &["fleet"]);
+    let session = initialize(&g, "linear");
+    let reply = g.post("linear", Some(&session), &tools_list_request(2));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(!g.log().contains(token), "{}", g.log());
+}
+
+/// A process of the test's own, killed however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,10 +1,12 @@
 //! `mcpctl gateway`: serves every server of the state at
 //! `/servers/<name>/mcp` on `--listen`, following the state file as `apply`
-//! and `watch` change the fleet, until SIGTERM or SIGINT.
+//! and `watch` change the fleet, until SIGTERM or SIGINT. Given the source,
+//! it adds external servers' secret headers to their requests.
 
 use super::watch::Signals;
 use super::{Global, Outcome};
-use crate::gateway::{self, Access, Limits, Table};
+use crate::gateway::{self, Access, Limits, ServerHeaders, Table};
+use crate::source::Location;
 use crate::state::Store;
 use miette::{IntoDiagnostic, WrapErr};
 use std::net::SocketAddr;
@@ -14,6 +16,12 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The source (directories or files), read once at start for external
+    /// servers' `headers`, which the gateway adds to their requests. Without
+    /// it, requests reach external servers with the client's headers only.
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub git: super::GitArgs,
     /// Address to serve on. Anything but a loopback address needs
     /// --token-file.
     #[arg(long, default_value = "127.0.0.1:9470", value_name = "ADDR")]
@@ -33,6 +41,17 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         Some(path) => Some(read_token(path)?),
     };
     gateway::check_listen(args.listen, token.is_some())?;
+    let location = args.git.location(&args.paths);
+    let headers = match &location {
+        Location::Paths(p) if p.is_empty() => ServerHeaders::new(),
+        _ => {
+            let (_, mut servers) = super::load_source(global, &location).await?;
+            // Only external servers' secrets are the gateway's to read.
+            servers.retain(|s| matches!(s.spec.workload, crate::spec::Workload::External(_)));
+            let secrets = global.secret_resolver().resolve(&servers)?;
+            crate::apply::probe_headers(&servers, &secrets)
+        }
+    };
     let store = Store::new(global.state_path());
     // Another fleet's state would route to instances this one knows nothing of.
     store.check_fleet_async(&global.fleet(None)).await?;
@@ -55,6 +74,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let served = gateway::serve(
         listener,
         receiver,
+        &headers,
         Access::new(token.as_deref(), bound),
         Limits::default(),
         signals.first(),

@@ -156,7 +156,7 @@ pub enum Command {
     /// Serve every server at one stable streamable HTTP endpoint,
     /// /servers/<name>/mcp, routed only to its RUNNING instances.
     #[command(
-        after_help = "Examples:\n  mcpctl gateway\n  mcpctl gateway --listen 0.0.0.0:9470 --token-file /run/secrets/gateway-token\n\nClients connect to http://127.0.0.1:9470/servers/<name>/mcp. The gateway follows the state file as apply and watch change the fleet."
+        after_help = "Examples:\n  mcpctl gateway\n  mcpctl gateway --listen 0.0.0.0:9470 --token-file /run/secrets/gateway-token\n  mcpctl gateway fleet/   # adds external servers' secret headers\n\nClients connect to http://127.0.0.1:9470/servers/<name>/mcp. The gateway follows the state file as apply and watch change the fleet."
     )]
     Gateway(gateway::Args),
     /// Print the JSON Schema of McpServer documents.
@@ -179,6 +179,7 @@ impl Command {
             Command::Plan(a) => Some(&a.git),
             Command::Apply(a) => Some(&a.git),
             Command::Watch(a) => Some(&a.git),
+            Command::Gateway(a) => Some(&a.git),
             _ => None,
         }
     }

@@ -8,8 +8,9 @@
 //!
 //! It sits beside `apply` in the layers: it reads the snapshot and talks to
 //! instances, and never imports `reconcile` or `cli`. In this first slice it
-//! serves HTTP instances only (streamable HTTP, and external servers without
-//! secret headers); stdio servers answer 503 saying so.
+//! serves HTTP instances only (streamable HTTP, and external servers, with
+//! the headers the caller resolved for them); stdio servers answer 503
+//! saying so.
 
 pub mod access;
 pub mod balance;
@@ -22,7 +23,7 @@ mod tests;
 
 pub use access::{Access, Denial, check_listen};
 pub use follow::follow;
-pub use proxy::{Limits, serve};
+pub use proxy::{Limits, ServerHeaders, serve};
 pub use table::{Backend, Refusal, Route, Table};
 
 use std::net::SocketAddr;
@@ -35,6 +36,11 @@ pub enum GatewayError {
         help("give --token-file PATH, or listen on 127.0.0.1")
     )]
     OpenListener(SocketAddr),
+    #[error(
+        "the header {name:?} of {server} cannot be sent: its name or value is not valid in HTTP"
+    )]
+    #[diagnostic(code(mcpctl::gateway::bad_header))]
+    BadHeader { server: String, name: String },
     #[error("cannot set up TLS for external servers: {0}")]
     #[diagnostic(code(mcpctl::gateway::tls))]
     Tls(String),

@@ -13,7 +13,7 @@
 use super::access::{Access, Denial};
 use super::balance::{InFlight, Outstanding, Pin, Pins};
 use super::table::{Backend, Refusal, Table};
-use crate::model::Doubling;
+use crate::model::{Doubling, HttpHeader};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -24,6 +24,7 @@ use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;
@@ -96,8 +97,15 @@ impl Default for Limits {
     }
 }
 
+/// Headers the gateway adds to every request for a server, by server name:
+/// external servers' `headers`, secrets filled in, so that clients never
+/// hold them.
+pub type ServerHeaders = BTreeMap<String, Vec<HttpHeader>>;
+
 struct Gateway {
     table: watch::Receiver<Arc<Table>>,
+    /// [`ServerHeaders`] as hyper's, built once.
+    headers: BTreeMap<String, HeaderMap>,
     access: Access,
     limits: Limits,
     outstanding: Arc<Outstanding>,
@@ -110,10 +118,15 @@ struct Gateway {
 pub async fn serve(
     listener: TcpListener,
     table: watch::Receiver<Arc<Table>>,
+    headers: &ServerHeaders,
     access: Access,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), super::GatewayError> {
+    let headers = headers
+        .iter()
+        .map(|(server, h)| Ok((server.clone(), header_map(server, h)?)))
+        .collect::<Result<_, super::GatewayError>>()?;
     let cap = limits
         .max_connections
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
@@ -121,6 +134,7 @@ pub async fn serve(
         client: client(limits.connect)?,
         pins: Pins::new(limits.pins),
         table,
+        headers,
         access,
         limits,
         outstanding: Arc::default(),
@@ -395,6 +409,15 @@ impl Gateway {
         if self.access.has_token() {
             upstream.headers_mut().remove(header::AUTHORIZATION);
         }
+        if let Some(added) = self.headers.get(server) {
+            // The server's own headers win over the client's of the same name.
+            for name in added.keys() {
+                upstream.headers_mut().remove(name);
+            }
+            for (name, value) in added {
+                upstream.headers_mut().append(name, value.clone());
+            }
+        }
         let answer = match self.client.request(upstream).await {
             Ok(a) => a,
             Err(e) => {
@@ -436,6 +459,23 @@ impl Gateway {
         };
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
+}
+
+/// A server's headers as hyper's, a secret one marked sensitive so that
+/// hyper keeps it out of its debug output.
+fn header_map(server: &str, headers: &[HttpHeader]) -> Result<HeaderMap, super::GatewayError> {
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let bad = || super::GatewayError::BadHeader {
+            server: server.to_owned(),
+            name: h.name.clone(),
+        };
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
+        let mut value = HeaderValue::from_bytes(h.value.expose().as_bytes()).map_err(|_| bad())?;
+        value.set_sensitive(h.value.is_sensitive());
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 /// The instance's URL with the request's query.
