@@ -16,11 +16,13 @@
 //! - [`runtime`]: the runtime trait, Docker, and an in-memory fake.
 //! - [`probe`]: the MCP handshake that decides readiness.
 //! - [`apply`]: the reconcile pass and the loop that runs it.
+//! - [`gateway`]: one streamable HTTP endpoint per server, routed to its RUNNING instances.
 //! - [`reconcile`]: `watch`, the pass driven by triggers; health, metrics, webhook.
 //! - [`cli`]: clap types and one module per subcommand.
 
 pub mod apply;
 pub mod cli;
+pub mod gateway;
 pub mod model;
 pub mod plan;
 pub mod probe;

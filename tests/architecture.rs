@@ -29,9 +29,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "gateway",
+        &[
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+        ],
+    ),
+    (
         "reconcile",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "apply",
+            "gateway",
         ],
     ),
     (
@@ -46,6 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "probe",
             "apply",
+            "gateway",
             "reconcile",
         ],
     ),

@@ -5,6 +5,7 @@
 mod apply;
 mod connect;
 mod describe;
+mod gateway;
 mod get;
 mod history;
 mod lease;
@@ -152,6 +153,12 @@ pub enum Command {
     /// The apply history: time, source revision, actions and outcome.
     #[command(after_help = "Examples:\n  mcpctl history --tail 10\n  mcpctl history -o json")]
     History(history::Args),
+    /// Serve every server at one stable streamable HTTP endpoint,
+    /// /servers/<name>/mcp, routed only to its RUNNING instances.
+    #[command(
+        after_help = "Examples:\n  mcpctl gateway\n  mcpctl gateway --listen 0.0.0.0:9470 --token-file /run/secrets/gateway-token\n  mcpctl gateway fleet/   # adds external servers' secret headers\n\nClients connect to http://127.0.0.1:9470/servers/<name>/mcp. The gateway follows the state file as apply and watch change the fleet."
+    )]
+    Gateway(gateway::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
@@ -162,7 +169,7 @@ pub enum Command {
 impl Command {
     /// Long-running, like a service, rather than one-shot.
     pub fn is_service(&self) -> bool {
-        matches!(self, Command::Watch(_))
+        matches!(self, Command::Watch(_) | Command::Gateway(_))
     }
 
     /// The `--git` flags of the commands that read a source.
@@ -172,6 +179,7 @@ impl Command {
             Command::Plan(a) => Some(&a.git),
             Command::Apply(a) => Some(&a.git),
             Command::Watch(a) => Some(&a.git),
+            Command::Gateway(a) => Some(&a.git),
             _ => None,
         }
     }
@@ -222,6 +230,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Suspend(args) => suspend::suspend(&cli.global, args).await,
         Command::Resume(args) => suspend::resume(&cli.global, args).await,
         Command::History(args) => history::run(&cli.global, args).await,
+        Command::Gateway(args) => gateway::run(&cli.global, args).await,
         Command::Schema => schema::run(),
     }
 }

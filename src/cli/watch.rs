@@ -327,12 +327,12 @@ impl Awaited {
 /// second for an immediate one. If the handlers cannot be installed, no
 /// signal is ever seen: the process is then stopped the hard way, which
 /// the intents make safe.
-struct Signals {
+pub(super) struct Signals {
     count: tokio::sync::watch::Receiver<u32>,
 }
 
 impl Signals {
-    fn install() -> Signals {
+    pub(super) fn install() -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
         let (tx, count) = tokio::sync::watch::channel(0u32);
         match (
@@ -365,7 +365,7 @@ impl Signals {
         }
     }
 
-    async fn first(&self) {
+    pub(super) async fn first(&self) {
         self.at_least(1).await
     }
 

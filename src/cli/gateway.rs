@@ -1,0 +1,104 @@
+//! `mcpctl gateway`: serves every server of the state at
+//! `/servers/<name>/mcp` on `--listen`, following the state file as `apply`
+//! and `watch` change the fleet, until SIGTERM or SIGINT. Given the source,
+//! it adds external servers' secret headers to their requests.
+
+use super::watch::Signals;
+use super::{Global, Outcome};
+use crate::gateway::{self, Access, Limits, ServerHeaders, Table};
+use crate::source::Location;
+use crate::state::Store;
+use miette::{IntoDiagnostic, WrapErr};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The source (directories or files), read once at start for external
+    /// servers' `headers`, which the gateway adds to their requests. Without
+    /// it, requests reach external servers with the client's headers only.
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub git: super::GitArgs,
+    /// Address to serve on. Anything but a loopback address needs
+    /// --token-file.
+    #[arg(long, default_value = "127.0.0.1:9470", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// A file holding the token every request must carry as
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "MCPCTL_GATEWAY_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// How often the state file is read again for changes in the fleet.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub refresh: Duration,
+}
+
+pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => Some(read_token(path)?),
+    };
+    gateway::check_listen(args.listen, token.is_some())?;
+    let location = args.git.location(&args.paths);
+    let headers = match &location {
+        Location::Paths(p) if p.is_empty() => ServerHeaders::new(),
+        _ => {
+            let (_, mut servers) = super::load_source(global, &location).await?;
+            // Only external servers' secrets are the gateway's to read.
+            servers.retain(|s| matches!(s.spec.workload, crate::spec::Workload::External(_)));
+            let secrets = global.secret_resolver().resolve(&servers)?;
+            crate::apply::probe_headers(&servers, &secrets)
+        }
+    };
+    let store = Store::new(global.state_path());
+    // Another fleet's state would route to instances this one knows nothing of.
+    store.check_fleet_async(&global.fleet(None)).await?;
+    let snapshot = store.load_async().await?;
+    let signals = Signals::install();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr().into_diagnostic()?;
+    let table = Table::from_snapshot(&snapshot);
+    tracing::info!(
+        listen = %bound,
+        servers = table.servers(),
+        ready = table.ready_servers(),
+        "gateway serving /servers/<name>/mcp"
+    );
+    let (tables, receiver) = tokio::sync::watch::channel(Arc::new(table));
+    let follower = tokio::spawn(gateway::follow(store, args.refresh, tables));
+    let served = gateway::serve(
+        listener,
+        receiver,
+        &headers,
+        Access::new(token.as_deref(), bound),
+        Limits::default(),
+        signals.first(),
+    )
+    .await;
+    follower.abort();
+    served?;
+    Ok(Outcome::Success)
+}
+
+fn read_token(path: &std::path::Path) -> miette::Result<String> {
+    let text = fs_err::read_to_string(path).map_err(|e| {
+        miette::miette!(
+            help = "give a readable file holding the token",
+            "cannot read the gateway token: {e}"
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(miette::miette!(
+            help = "generate one with `head -c 32 /dev/urandom | base64`",
+            "the gateway token file {} is empty",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
+}

@@ -1,0 +1,157 @@
+//! Which instance takes a request: the least outstanding requests for a
+//! request outside any session, and the pinned instance for one inside a
+//! 2025-era session. Both tables are bounded by the fleet, not by uptime:
+//! counters exist only while requests are outstanding, and the pin table
+//! holds at most its cap, forgetting the least recently used session first.
+
+use super::table::Backend;
+use crate::model::InstanceId;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Requests in flight per instance.
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    counts: Mutex<HashMap<InstanceId, usize>>,
+}
+
+/// One request counted against its instance until dropped (when its
+/// response body has ended, or been abandoned).
+#[derive(Debug)]
+pub struct InFlight {
+    owner: Arc<Outstanding>,
+    instance: InstanceId,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = self
+            .owner
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.instance) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.instance);
+            }
+        }
+    }
+}
+
+impl Outstanding {
+    /// The backend with the fewest requests in flight (the first of them on
+    /// a tie), counted as taking one more. `None` when there is none.
+    pub fn choose(self: &Arc<Self>, backends: &[Backend]) -> Option<(Backend, InFlight)> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let chosen = backends
+            .iter()
+            .min_by_key(|b| counts.get(&b.instance).copied().unwrap_or(0))?
+            .clone();
+        *counts.entry(chosen.instance.clone()).or_default() += 1;
+        let guard = InFlight {
+            owner: self.clone(),
+            instance: chosen.instance.clone(),
+        };
+        Some((chosen, guard))
+    }
+
+    /// Counts one more request against `backend`, chosen by a pin.
+    pub fn take(self: &Arc<Self>, backend: &Backend) -> InFlight {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *counts.entry(backend.instance.clone()).or_default() += 1;
+        InFlight {
+            owner: self.clone(),
+            instance: backend.instance.clone(),
+        }
+    }
+
+    pub fn of(&self, instance: &InstanceId) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.get(instance).copied().unwrap_or(0)
+    }
+}
+
+/// A pinned session: which server and instance it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub server: String,
+    pub instance: InstanceId,
+}
+
+/// Session id → instance, at most `cap` of them.
+#[derive(Debug)]
+pub struct Pins {
+    cap: usize,
+    inner: Mutex<PinsInner>,
+}
+
+#[derive(Debug, Default)]
+struct PinsInner {
+    /// Session → its pin and the tick of its last use.
+    sessions: HashMap<String, (Pin, u64)>,
+    /// Tick of last use → session: the oldest is first to go.
+    by_use: BTreeMap<u64, String>,
+    tick: u64,
+}
+
+impl PinsInner {
+    fn touch(&mut self, session: &str) -> Option<Pin> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (pin, used) = self.sessions.get_mut(session)?;
+        self.by_use.remove(used);
+        *used = tick;
+        self.by_use.insert(tick, session.to_owned());
+        Some(pin.clone())
+    }
+}
+
+impl Pins {
+    pub fn new(cap: usize) -> Pins {
+        Pins {
+            cap: cap.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Pins `session` to `pin` (again), evicting the least recently used
+    /// session beyond the cap.
+    pub fn pin(&self, session: &str, pin: Pin) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some((_, used)) = inner.sessions.insert(session.to_owned(), (pin, tick)) {
+            inner.by_use.remove(&used);
+        }
+        inner.by_use.insert(tick, session.to_owned());
+        while inner.sessions.len() > self.cap {
+            let Some((_, oldest)) = inner.by_use.pop_first() else {
+                break;
+            };
+            inner.sessions.remove(&oldest);
+        }
+    }
+
+    /// The pin of `session`, marked as used now.
+    pub fn get(&self, session: &str) -> Option<Pin> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.touch(session)
+    }
+
+    pub fn forget(&self, session: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, used)) = inner.sessions.remove(session) {
+            inner.by_use.remove(&used);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,578 @@
+//! The gateway's listener and its streamable HTTP proxy: each request to
+//! `/servers/<name>/mcp` is checked ([`super::access`]), routed
+//! ([`super::table`], [`super::balance`]) and forwarded to one instance,
+//! whose answer (a JSON body or an SSE stream) is streamed back as it
+//! comes, never buffered. Nothing is ever retried: a request in flight to an
+//! instance that is then demoted finishes or fails on its own, because a
+//! tool call may not be safe to repeat.
+//!
+//! The listener is open to whoever can reach it, so it keeps the limits of
+//! `watch`'s listener: a request's head must arrive in time, connections
+//! are capped and live a bounded time, and request bodies are bounded.
+
+use super::access::{Access, Denial};
+use super::balance::{InFlight, Outstanding, Pin, Pins};
+use super::table::{Backend, Refusal, Table};
+use crate::model::{Doubling, HttpHeader};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+/// hyper refuses a smaller read buffer.
+const MIN_HEAD_BYTES: usize = 8192;
+const ACCEPT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(10), Duration::from_secs(1));
+/// Headers that belong to one connection, not to the message (RFC 9110
+/// §7.6.1), and are never forwarded; nor is `Host`, which names the gateway.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// How much a client may take of the gateway, and for how long.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request's head must arrive whole within this (and an idle
+    /// keep-alive connection is closed after it).
+    pub header_read: Duration,
+    /// The largest request head; at least 8 KiB, hyper's smallest buffer.
+    pub head_bytes: usize,
+    /// A connection is asked to close after this long. Long, because an SSE
+    /// stream (a GET, or a POST answered as a stream) lives on one.
+    pub connection: Duration,
+    /// Connections served at once; beyond them, new ones wait unaccepted in
+    /// the kernel's queue.
+    pub max_connections: usize,
+    /// The largest request body forwarded; larger gets 413.
+    pub body: usize,
+    /// Connecting to an instance must succeed within this.
+    pub connect: Duration,
+    /// On shutdown, requests in progress get this long to finish.
+    pub grace: Duration,
+    /// Pinned sessions kept at most; the least recently used go first.
+    pub pins: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read: Duration::from_secs(5),
+            head_bytes: 16 << 10,
+            connection: Duration::from_secs(3600),
+            max_connections: 512,
+            body: 4 << 20,
+            connect: Duration::from_secs(5),
+            grace: Duration::from_secs(5),
+            // About a megabyte of session ids: far more sessions than a
+            // fleet's instances hold open at once.
+            pins: 10_000,
+        }
+    }
+}
+
+/// Headers the gateway adds to every request for a server, by server name:
+/// external servers' `headers`, secrets filled in, so that clients never
+/// hold them.
+pub type ServerHeaders = BTreeMap<String, Vec<HttpHeader>>;
+
+struct Gateway {
+    table: watch::Receiver<Arc<Table>>,
+    /// [`ServerHeaders`] as hyper's, built once.
+    headers: BTreeMap<String, HeaderMap>,
+    access: Access,
+    limits: Limits,
+    outstanding: Arc<Outstanding>,
+    pins: Pins,
+    client: HttpClient,
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, gives requests in
+/// progress [`Limits::grace`] to finish, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    table: watch::Receiver<Arc<Table>>,
+    headers: &ServerHeaders,
+    access: Access,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), super::GatewayError> {
+    let headers = headers
+        .iter()
+        .map(|(server, h)| Ok((server.clone(), header_map(server, h)?)))
+        .collect::<Result<_, super::GatewayError>>()?;
+    let cap = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let gateway = Arc::new(Gateway {
+        client: client(limits.connect)?,
+        pins: Pins::new(limits.pins),
+        table,
+        headers,
+        access,
+        limits,
+        outstanding: Arc::default(),
+    });
+    let slots = Arc::new(Semaphore::new(cap));
+    let (stop, stopped) = watch::channel(());
+    let mut failures = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF.after(failures)) => continue,
+                    }
+                }
+            },
+        };
+        failures = 0;
+        tokio::spawn(connection(gateway.clone(), stream, stopped.clone(), slot));
+    }
+    drop(listener);
+    stop.send_replace(());
+    let _ = slots.acquire_many(cap as u32).await;
+    Ok(())
+}
+
+fn client(connect: Duration) -> Result<HttpClient, super::GatewayError> {
+    // The ring provider by name, not a process-wide default (design §10).
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| super::GatewayError::Tls(e.to_string()))?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect));
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn connection(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    mut stopped: watch::Receiver<()>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let limits = gateway.limits.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(limits.head_bytes.max(MIN_HEAD_BYTES))
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let why = tokio::select! {
+        ended = conn.as_mut() => return log_end(ended),
+        () = tokio::time::sleep(limits.connection) => "held for too long",
+        _ = stopped.changed() => "shutting down",
+    };
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(limits.grace, conn).await {
+        Ok(ended) => log_end(ended),
+        Err(_) => tracing::debug!(why, "dropped a gateway connection after the grace"),
+    }
+}
+
+fn log_end(ended: Result<(), hyper::Error>) {
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "gateway connection ended with an error");
+    }
+}
+
+/// The server named by `/servers/<name>/mcp`.
+pub fn server_of(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/servers/")?.strip_suffix("/mcp")?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+/// A JSON-RPC error in a response of `status`: clients of both eras read
+/// the message from it. The id is null: the request's own is in a body the
+/// gateway does not read.
+pub fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32000, "message": message},
+    });
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{body}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+/// A routing decision that ends the request at the gateway.
+struct Refused {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Refused {
+        let status = match r {
+            Refusal::Unknown(_) => StatusCode::NOT_FOUND,
+            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Refused::new(status, r.to_string())
+    }
+}
+
+impl From<Denial> for Refused {
+    fn from(d: Denial) -> Refused {
+        let status = match d {
+            Denial::Unauthorized => StatusCode::UNAUTHORIZED,
+            Denial::Forbidden => StatusCode::FORBIDDEN,
+        };
+        Refused::new(status, d.to_string())
+    }
+}
+
+impl Gateway {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let server = server_of(req.uri().path()).unwrap_or("-").to_owned();
+        let (instance, response) = match self.route(&req, &server) {
+            Err(refused) => ("-".to_owned(), rpc_error(refused.status, &refused.message)),
+            Ok((backend, in_flight)) => {
+                let instance = backend.instance.to_string();
+                (
+                    instance,
+                    self.forward(req, &server, backend, in_flight).await,
+                )
+            }
+        };
+        tracing::info!(
+            server,
+            instance,
+            method = %method,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "gateway request"
+        );
+        response
+    }
+
+    /// The instance that takes `req`, counted as taking it.
+    fn route(&self, req: &Request<Incoming>, server: &str) -> Result<(Backend, InFlight), Refused> {
+        self.access.check(req.headers())?;
+        if server_of(req.uri().path()).is_none() {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "not found: servers are at /servers/<name>/mcp",
+            ));
+        }
+        if !matches!(*req.method(), Method::POST | Method::GET | Method::DELETE) {
+            return Err(Refused::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use POST, GET or DELETE",
+            ));
+        }
+        if req.body().size_hint().lower() > self.limits.body as u64 {
+            return Err(Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {} bytes", self.limits.body),
+            ));
+        }
+        let table = self.table.borrow().clone();
+        let session = req
+            .headers()
+            .get(SESSION_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let Some(session) = session else {
+            let backends = table.backends(server)?;
+            return self.outstanding.choose(backends).ok_or_else(|| {
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{server} has no RUNNING instance"),
+                )
+            });
+        };
+        // 404 is the spec's "start a new session": the client will send a
+        // fresh `initialize`, which goes to a live instance.
+        let gone = |why: &str| {
+            Refused::new(
+                StatusCode::NOT_FOUND,
+                format!("session not found: {why}; start a new session"),
+            )
+        };
+        let Some(pin) = self.pins.get(&session) else {
+            return Err(gone("the gateway holds no such session"));
+        };
+        if pin.server != server {
+            return Err(gone("the session belongs to another server"));
+        }
+        match table.backend(server, &pin.instance) {
+            Some(backend) => Ok((backend.clone(), self.outstanding.take(backend))),
+            None => {
+                self.pins.forget(&session);
+                Err(gone(&format!(
+                    "its instance {} is no longer RUNNING",
+                    pin.instance
+                )))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        server: &str,
+        backend: Backend,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        let uri = match upstream_uri(&backend.url, parts.uri.query()) {
+            Some(u) => u,
+            None => {
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("instance {} has an unusable endpoint URL", backend.instance),
+                );
+            }
+        };
+        let session = parts.headers.get(SESSION_HEADER).cloned();
+        let mut upstream = Request::new(Limited::new(body, self.limits.body).boxed());
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.headers_mut() = end_to_end(&parts.headers);
+        if self.access.has_token() {
+            upstream.headers_mut().remove(header::AUTHORIZATION);
+        }
+        if let Some(added) = self.headers.get(server) {
+            // The server's own headers win over the client's of the same name.
+            for name in added.keys() {
+                upstream.headers_mut().remove(name);
+            }
+            for (name, value) in added {
+                upstream.headers_mut().append(name, value.clone());
+            }
+        }
+        let answer = match self.client.request(upstream).await {
+            Ok(a) => a,
+            Err(e) => {
+                let cause =
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "instance {} of {server} did not answer: {cause}",
+                        backend.instance
+                    ),
+                );
+            }
+        };
+        if let Some(session) = session
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        {
+            // The instance no longer knows the session, or it was ended.
+            if parts.method == Method::DELETE || answer.status() == StatusCode::NOT_FOUND {
+                self.pins.forget(&session);
+            }
+        } else if answer.status().is_success()
+            && let Some(new) = answer.headers().get(SESSION_HEADER)
+        {
+            self.pins.pin(
+                &String::from_utf8_lossy(new.as_bytes()),
+                Pin {
+                    server: server.to_owned(),
+                    instance: backend.instance.clone(),
+                },
+            );
+        }
+        let (mut parts, body) = answer.into_parts();
+        parts.headers = end_to_end(&parts.headers);
+        let body = Tracked {
+            inner: body,
+            _in_flight: in_flight,
+        };
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+}
+
+/// A server's headers as hyper's, a secret one marked sensitive so that
+/// hyper keeps it out of its debug output.
+fn header_map(server: &str, headers: &[HttpHeader]) -> Result<HeaderMap, super::GatewayError> {
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let bad = || super::GatewayError::BadHeader {
+            server: server.to_owned(),
+            name: h.name.clone(),
+        };
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
+        let mut value = HeaderValue::from_bytes(h.value.expose().as_bytes()).map_err(|_| bad())?;
+        value.set_sensitive(h.value.is_sensitive());
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The instance's URL with the request's query.
+fn upstream_uri(url: &str, query: Option<&str>) -> Option<Uri> {
+    let mut url = url::Url::parse(url).ok()?;
+    if let Some(q) = query {
+        url.set_query(Some(q));
+    }
+    url.as_str().parse().ok()
+}
+
+/// `headers` without the hop-by-hop ones, including those the
+/// `Connection` header names.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if HOP_BY_HOP.contains(&name.as_str()) || named.contains(name) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// A response body that counts its request as outstanding until it ends:
+/// an SSE stream is work in progress on its instance for as long as it
+/// lasts.
+struct Tracked {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        StdPin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_host_are_dropped_and_the_rest_pass() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "gateway:9470"),
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-session-id", "abc"),
+            ("accept", "application/json, text/event-stream"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        let out = end_to_end(&h);
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept", "mcp-method", "mcp-name", "mcp-session-id"]
+        );
+    }
+
+    #[test]
+    fn the_upstream_uri_is_the_instances_url_with_the_requests_query() {
+        assert_eq!(
+            upstream_uri("http://127.0.0.1:3000/mcp", Some("a=1")).map(|u| u.to_string()),
+            Some("http://127.0.0.1:3000/mcp?a=1".to_owned())
+        );
+        assert_eq!(
+            upstream_uri("http://127.0.0.1:3000/mcp", None).map(|u| u.to_string()),
+            Some("http://127.0.0.1:3000/mcp".to_owned())
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The routing table: which instances of each server may take a request,
+//! decided from the snapshot alone. Only RUNNING instances with an HTTP
+//! endpoint are routes; a server without one keeps the words that explain
+//! why, so a client sees the status and the reason mcpctl recorded.
+
+use crate::model::{Endpoint, Instance, InstanceId, Snapshot, Status};
+use std::collections::BTreeMap;
+
+/// One instance that may take requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub instance: InstanceId,
+    /// The instance's MCP endpoint URL.
+    pub url: String,
+}
+
+/// What the gateway does with a request for one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Its RUNNING instances, in instance-id order (a stable order, so ties
+    /// in the balancing are broken the same way every time).
+    Ready(Vec<Backend>),
+    /// No instance may take a request; the text says why.
+    Down(String),
+}
+
+/// Every server of a snapshot and its route; swapped whole when the
+/// snapshot changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    routes: BTreeMap<String, Route>,
+}
+
+/// Why a request found no instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The state knows no such server.
+    #[error("no server named {0:?} in the state")]
+    Unknown(String),
+    /// The server has no RUNNING instance to take it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Table {
+    pub fn from_snapshot(snapshot: &Snapshot) -> Table {
+        let mut by_server: BTreeMap<&str, Vec<&Instance>> = snapshot
+            .servers
+            .keys()
+            .map(|name| (name.as_str(), Vec::new()))
+            .collect();
+        for i in snapshot.instances.values() {
+            by_server.entry(i.server.as_str()).or_default().push(i);
+        }
+        let routes = by_server
+            .into_iter()
+            .map(|(name, instances)| (name.to_owned(), route(snapshot, name, &instances)))
+            .collect();
+        Table { routes }
+    }
+
+    /// The instances that may take a request for `server`.
+    pub fn backends(&self, server: &str) -> Result<&[Backend], Refusal> {
+        match self.routes.get(server) {
+            None => Err(Refusal::Unknown(server.to_owned())),
+            Some(Route::Down(why)) => Err(Refusal::Unavailable(why.clone())),
+            Some(Route::Ready(b)) => Ok(b),
+        }
+    }
+
+    /// Whether `instance` of `server` may still take requests: a pinned
+    /// session's instance must be.
+    pub fn is_routable(&self, server: &str, instance: &InstanceId) -> bool {
+        self.backends(server)
+            .is_ok_and(|b| b.iter().any(|b| &b.instance == instance))
+    }
+
+    /// The backend of `instance` of `server`, while it is routable.
+    pub fn backend(&self, server: &str, instance: &InstanceId) -> Option<&Backend> {
+        self.backends(server)
+            .ok()?
+            .iter()
+            .find(|b| &b.instance == instance)
+    }
+
+    pub fn servers(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn ready_servers(&self) -> usize {
+        self.routes
+            .values()
+            .filter(|r| matches!(r, Route::Ready(_)))
+            .count()
+    }
+}
+
+fn route(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> Route {
+    let ready: Vec<Backend> = instances
+        .iter()
+        .filter(|i| i.status == Status::Running)
+        .filter_map(|i| match &i.endpoint {
+            Some(Endpoint::Http(url)) => Some(Backend {
+                instance: i.id.clone(),
+                url: url.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if !ready.is_empty() {
+        return Route::Ready(ready);
+    }
+    Route::Down(down_reason(snapshot, server, instances))
+}
+
+/// `github has no RUNNING instance: 1 STARTING (not ready after 60s: ...)`:
+/// how many instances are in each status, each with the reason of the one
+/// that changed status last.
+fn down_reason(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> String {
+    let stdio = instances
+        .iter()
+        .any(|i| i.status == Status::Running && i.endpoint == Some(Endpoint::Stdio));
+    if stdio {
+        return format!(
+            "{server} is a stdio server: the gateway does not bridge stdio servers yet"
+        );
+    }
+    let mut parts = Vec::new();
+    for status in [Status::Running, Status::Starting, Status::Error] {
+        let of: Vec<&&Instance> = instances.iter().filter(|i| i.status == status).collect();
+        let Some(latest) = of.iter().max_by_key(|i| i.transitioned_at) else {
+            continue;
+        };
+        let mut part = format!("{} {}", of.len(), status.as_str());
+        if status == Status::Running {
+            // RUNNING but unroutable: its endpoint is not known yet.
+            part.push_str(" (no HTTP endpoint recorded)");
+        } else if !latest.reason.is_empty() {
+            part.push_str(&format!(" ({})", latest.reason));
+        }
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        parts.push("no instances".to_owned());
+    }
+    if let Some(b) = snapshot.backoff.get(server) {
+        parts.push(format!(
+            "backing off after {} failures: {}",
+            b.failures, b.reason
+        ));
+    }
+    if snapshot.suspended.contains_key(server) {
+        parts.push("suspended".to_owned());
+    }
+    format!("{server} has no RUNNING instance: {}", parts.join(", "))
+}

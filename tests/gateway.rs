@@ -1,0 +1,357 @@
+//! `mcpctl gateway` end to end, against the real Docker engine: a session
+//! stays on the instance that answered its `initialize`, gets 404 once that
+//! instance is gone (and a new session lands elsewhere), a server with no
+//! RUNNING instance answers 503 naming why, and the token and `Origin`
+//! checks refuse what they should. No Docker, no pass: the fixture build
+//! fails the test.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+#[path = "support/fleet.rs"]
+mod fleet;
+
+use fixture::{HttpReply, PROTOCOL_VERSION, initialize_request, mcp_post, tools_list_request};
+use fleet::{Fleet, eventually, http, images};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `mcpctl gateway` on a free loopback port, its log in a file,
+/// killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(f: &Fleet, extra: &[&str]) -> Gateway {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let log = f.dir.path().join(format!("gateway-{port}.log"));
+        let listen = addr.to_string();
+        let mut args = vec!["gateway", "--listen", &listen];
+        args.extend_from_slice(extra);
+        let child = f
+            .command(&args)
+            .env("MCPCTL_LOG", "mcpctl=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn gateway");
+        let mut g = Gateway { child, addr, log };
+        eventually("the gateway to listen", Duration::from_secs(30), || {
+            if let Some(status) = g.child.try_wait().expect("try_wait") {
+                panic!("gateway exited ({status}):\n{}", g.log());
+            }
+            std::net::TcpStream::connect(g.addr).ok().map(|_| ())
+        });
+        g
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The instance of every access line in the log, in order.
+    fn instances_served(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("gateway request"))
+            .filter_map(|l| {
+                let rest = l.split("instance=").nth(1)?;
+                let id: String = rest
+                    .trim_start_matches('"')
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+                Some(id).filter(|id| !id.is_empty())
+            })
+            .collect()
+    }
+
+    fn post(&self, server: &str, session: Option<&str>, message: &Value) -> HttpReply {
+        mcp_post(
+            self.addr,
+            &format!("/servers/{server}/mcp"),
+            session,
+            message,
+            WAIT,
+        )
+        .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
+    }
+
+    fn request(&self, headers: &[(&str, &str)]) -> HttpReply {
+        let mut all = vec![("Accept", "application/json, text/event-stream")];
+        all.extend_from_slice(headers);
+        fixture::http_request(
+            self.addr,
+            "POST",
+            "/servers/web/mcp",
+            &all,
+            Some(&initialize_request(1, PROTOCOL_VERSION)),
+            WAIT,
+        )
+        .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON-RPC error message of a refused request.
+fn error_message(reply: &HttpReply) -> String {
+    reply
+        .messages()
+        .first()
+        .and_then(|m| m["error"]["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `initialize` through the gateway: the session id it was given.
+fn initialize(g: &Gateway, server: &str) -> String {
+    let reply = g.post(server, None, &initialize_request(1, PROTOCOL_VERSION));
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", g.log());
+    assert!(
+        reply
+            .messages()
+            .iter()
+            .any(|m| m["result"]["serverInfo"].is_object()),
+        "{reply:?}"
+    );
+    let session = reply
+        .header("mcp-session-id")
+        .unwrap_or_else(|| panic!("no session id: {reply:?}"))
+        .to_owned();
+    let done = g.post(server, Some(&session), &fixture::initialized_notification());
+    assert_eq!(done.status, 202, "{done:?}");
+    session
+}
+
+/// Opens the session's SSE stream (a GET) and reads its head: the stream
+/// itself never ends, so this only returns if the gateway passes the head
+/// through without waiting for the body. The stream stays open until the
+/// returned connection is dropped.
+fn open_stream(g: &Gateway, server: &str, session: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(g.addr).expect("connect");
+    write!(
+        stream,
+        "GET /servers/{server}/mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {PROTOCOL_VERSION}\r\n\r\n",
+        g.addr
+    )
+    .expect("send GET");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "the stream's head did not arrive ({other:?}): {:?}\n{}",
+                String::from_utf8_lossy(&head),
+                g.log()
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    stream
+}
+
+#[test]
+fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
+    let f = Fleet::new("gw-pin");
+    f.write("web.yaml", &http("web", 3, images().0));
+    f.apply();
+    f.assert_exact(&[("web", 3)]);
+    let g = Gateway::start(&f, &[]);
+
+    let session = initialize(&g, "web");
+    // The session's event stream stays open on its instance: by least
+    // outstanding requests, the session's next requests would go elsewhere.
+    let stream = open_stream(&g, "web", &session);
+    for id in 2..12 {
+        // Sessions live in one fixture process: a request that reached
+        // another replica would be refused.
+        let reply = g.post("web", Some(&session), &tools_list_request(id));
+        assert_eq!(reply.status, 200, "{reply:?}\n{}", g.log());
+        assert!(
+            reply
+                .messages()
+                .iter()
+                .any(|m| m["id"] == id && m["result"]["tools"].is_array()),
+            "{reply:?}"
+        );
+    }
+    drop(stream);
+    let served = g.instances_served();
+    assert_eq!(served.len(), 13, "{}", g.log());
+    let pinned = served[0].clone();
+    assert!(served.iter().all(|i| *i == pinned), "{served:?}");
+
+    // The pinned instance dies, and apply records it (and replaces it).
+    let (container, _) = f.containers().remove(&pinned).expect("its container");
+    fleet::docker_lines(&["rm", "-f", &container]);
+    f.apply();
+    assert!(!f.ids_of("web").contains(&pinned));
+
+    // The gateway follows the state within its refresh; until then the
+    // dead instance may refuse the connection (502), never another replica.
+    let gone = eventually("the session to get 404", WAIT, || {
+        let reply = g.post("web", Some(&session), &tools_list_request(99));
+        assert!(matches!(reply.status, 404 | 502), "{reply:?}");
+        (reply.status == 404).then_some(reply)
+    });
+    assert!(
+        error_message(&gone).contains("start a new session"),
+        "{gone:?}"
+    );
+
+    let before = g.instances_served().len();
+    let fresh = initialize(&g, "web");
+    assert_ne!(fresh, session);
+    let after = g.instances_served();
+    assert_ne!(after[before], pinned, "{after:?}");
+    let reply = g.post("web", Some(&fresh), &tools_list_request(100));
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[test]
+fn a_server_with_no_running_instance_answers_503_naming_the_status_and_reason() {
+    let f = Fleet::new("gw-down");
+    f.write(
+        "web.yaml",
+        &http("web", 1, images().0).replace(
+            "[\"--transport\", \"http\"]",
+            "[\"--transport\", \"http\", \"--refuse\"]",
+        ),
+    );
+    let r = f.run(&["apply", "fleet", "--no-wait"]);
+    assert_eq!(r.code, 0, "{r}");
+    let g = Gateway::start(&f, &[]);
+    let reply = g.post("web", None, &initialize_request(1, PROTOCOL_VERSION));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let message = error_message(&reply);
+    assert!(
+        message.starts_with("web has no RUNNING instance: 1 STARTING ("),
+        "{message}"
+    );
+    let unknown = g.post("nope", None, &initialize_request(1, PROTOCOL_VERSION));
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(error_message(&unknown).contains("\"nope\""), "{unknown:?}");
+}
+
+#[test]
+fn a_missing_token_and_a_wrong_origin_are_refused() {
+    let f = Fleet::new("gw-auth");
+    let token = f.dir.path().join("token");
+    std::fs::write(&token, "gw-token-5d1f\n").expect("token file");
+    let g = Gateway::start(&f, &["--token-file", token.to_str().expect("utf-8 path")]);
+
+    assert_eq!(g.request(&[]).status, 401);
+    assert_eq!(g.request(&[("Authorization", "Bearer wrong")]).status, 401);
+    let good = ("Authorization", "Bearer gw-token-5d1f");
+    assert_eq!(
+        g.request(&[good, ("Origin", "http://evil.example:8080")])
+            .status,
+        403
+    );
+    // Past both checks, the request is routed: this state has no `web`.
+    let routed = g.request(&[good, ("Origin", "http://localhost:6274")]);
+    assert_eq!(routed.status, 404, "{routed:?}");
+    assert!(
+        error_message(&routed).contains("no server named"),
+        "{routed:?}"
+    );
+
+    // Refused before it binds; were it not, it would serve until killed.
+    let mut open = f.spawn(&["gateway", "--listen", "0.0.0.0:0"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let exited = loop {
+        if let Some(status) = open.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        // Polling a child process against a deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = open.kill();
+    let open: fleet::Run = open.wait_with_output().expect("output").into();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "not refused within {WAIT:?}: {open}"
+    );
+    assert!(open.stderr.contains("without a token"), "{open}");
+}
+
+#[test]
+fn an_external_servers_secret_headers_are_added_by_the_gateway() {
+    let f = Fleet::new("gw-external");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let token = "ext-token-93ab";
+    let _upstream = KillOnDrop(
+        std::process::Command::new(fixture::fixture_binary())
+            .args(["--transport", "http", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--name", "linear", "--require-bearer", token])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("external server"),
+    );
+    std::fs::create_dir_all(f.dir.path().join("secrets/linear")).expect("mkdir");
+    std::fs::write(
+        f.dir.path().join("secrets/linear/token"),
+        format!("{token}\n"),
+    )
+    .expect("secret");
+    f.write(
+        "linear.yaml",
+        &format!(
+            "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: linear}}\nspec:\n  external:\n    url: http://127.0.0.1:{port}/mcp\n    headers:\n      Authorization: {{secretRef: {{name: linear, key: token}}, prefix: \"Bearer \"}}\n  readiness: {{timeout: 60s}}\n"
+        ),
+    );
+    f.apply();
+
+    // Without the source, the gateway has no token to add: the server refuses.
+    let bare = Gateway::start(&f, &[]);
+    let refused = bare.post("linear", None, &initialize_request(1, PROTOCOL_VERSION));
+    assert_eq!(refused.status, 401, "{refused:?}");
+    drop(bare);
+
+    // With it, the client sends no credential and the server accepts.
+    let g = Gateway::start(&f, &["fleet"]);
+    let session = initialize(&g, "linear");
+    let reply = g.post("linear", Some(&session), &tools_list_request(2));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(!g.log().contains(token), "{}", g.log());
+}
+
+/// A process of the test's own, killed however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
