@@ -85,15 +85,15 @@ impl GatewayUrl {
         };
         const FORM: &str = "give the gateway's address, as http://127.0.0.1:9470";
         let url = url::Url::parse(text).map_err(|e| refuse(format!("not a URL ({e})"), FORM))?;
-        // Checked before anything else: the error must not repeat it, and
-        // it is the one mistake that leaks.
+        // Before the other checks: it is the one mistake that leaks, and its
+        // error must say so without repeating it.
         if let Some(what) = crate::model::urls::credential(text)
             .or_else(|| (!url.username().is_empty()).then(|| "a user name before `@`".into()))
             .or_else(|| url.password().map(|_| "a password before `@`".into()))
         {
             return Err(refuse(
-                format!("it holds {what}: a token in a URL leaks into every client config"),
-                "give the URL without it; `export` adds the token as an Authorization header the client fills in",
+                format!("it holds {what}"),
+                "a token in a URL leaks into every client config made from it: give the URL without it; `export` adds the token as an Authorization header that the client fills in",
             ));
         }
         if !matches!(url.scheme(), "http" | "https") {
