@@ -670,6 +670,7 @@ fn every_help_has_an_example() {
         &["get", "--help"],
         &["describe", "--help"],
         &["logs", "--help"],
+        &["export", "--help"],
     ] {
         let r = env.run(cmd);
         assert_eq!(r.code, 0, "{cmd:?}: {r}");
@@ -909,6 +910,7 @@ fn a_closed_stdout_ends_each_command_quietly() {
     quiet(&["get", "servers", "--refresh=false", "-o", "json"], 0);
     quiet(&["get", "instances", "--refresh=false", "-o", "yaml"], 0);
     quiet(&["describe", "instance", "01test00", "--refresh=false"], 0);
+    quiet(&["export", "vscode"], 0);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(saved, "the plan was not saved");
 }
@@ -972,6 +974,8 @@ fn a_closed_stdout_or_stderr_never_makes_a_command_panic() {
         (&["history", "-o", "json"], &[], 0),
         (&["probe", &dead, "--timeout", "2s"], trace, 1),
         (&["suspend", "no-such-server"], &[], 1),
+        (&["export", "claude"], &[], 0),
+        (&["export", "cursor", "no-such-server"], &[], 1),
     ];
     let mut failures = Vec::new();
     for (args, vars, code) in commands {
@@ -1137,4 +1141,161 @@ fn apply_into_a_closed_stream_never_panics() {
             "into a closed {name}: {r}"
         );
     }
+}
+
+#[test]
+fn get_servers_shows_each_servers_gateway_url() {
+    let env = fleet();
+    converge_state(&env);
+    let r = env.run(&["get", "servers", "--refresh=false"]);
+    assert_eq!(r.code, 0, "{r}");
+    insta::assert_snapshot!(r.to_string());
+    let r = env.run_with(
+        &["get", "servers", "--refresh=false", "-o", "json"],
+        &[("MCPCTL_GATEWAY_URL", "https://gw.example.com/")],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    insta::assert_snapshot!("get_servers_json_with_a_gateway_url", r.to_string());
+}
+
+/// The gateway's token file and the token's variable both hold the token:
+/// neither may reach the output, whatever the client.
+#[test]
+fn export_points_every_client_at_the_gateway_and_never_holds_the_token() {
+    let env = fleet();
+    converge_state(&env);
+    env.file("gateway-token", "gw-t0ken-value\n");
+    let token_file = env.path().join("gateway-token");
+    let vars = [
+        (
+            "MCPCTL_GATEWAY_TOKEN_FILE",
+            token_file.to_str().expect("utf8"),
+        ),
+        ("MCPCTL_GATEWAY_TOKEN", "gw-t0ken-value"),
+    ];
+    for client in ["claude", "vscode", "cursor"] {
+        let r = env.run_with(&["export", client], &vars);
+        assert_eq!(r.code, 0, "{r}");
+        assert!(!r.to_string().contains("gw-t0ken-value"), "{client}: {r}");
+        let config: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+        let servers = &config[if client == "vscode" {
+            "servers"
+        } else {
+            "mcpServers"
+        }];
+        for name in ["fetch", "github"] {
+            assert_eq!(
+                servers[name]["url"],
+                format!("http://127.0.0.1:9470/servers/{name}/mcp"),
+                "{client}: {r}"
+            );
+            let auth = servers[name]["headers"]["Authorization"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{client} {name} has no token: {r}"));
+            assert!(auth.starts_with("Bearer ${"), "{client}: {auth}");
+        }
+        insta::assert_snapshot!(format!("export_{client}"), r.to_string());
+    }
+}
+
+#[test]
+fn export_of_named_servers_to_a_gateway_without_a_token() {
+    let env = fleet();
+    converge_state(&env);
+    let r = env.run(&[
+        "export",
+        "cursor",
+        "github",
+        "--gateway-url",
+        "http://localhost:9000",
+    ]);
+    assert_eq!(r.code, 0, "{r}");
+    let config: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        config,
+        serde_json::json!({"mcpServers": {"github": {"url": "http://localhost:9000/servers/github/mcp"}}}),
+        "{r}"
+    );
+    // Off this machine the gateway takes a token, unless told it does not.
+    let remote = [
+        "export",
+        "claude",
+        "--gateway-url",
+        "https://gw.example.com",
+    ];
+    let r = env.run(&remote);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("Bearer ${MCPCTL_GATEWAY_TOKEN}"), "{r}");
+    let r = env.run(&[&remote[..], &["--no-token"]].concat());
+    assert_eq!(r.code, 0, "{r}");
+    assert!(!r.stdout.contains("Authorization"), "{r}");
+    let r = env.run(&["export", "vscode", "--token-env", "GW_TOKEN"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("Bearer ${env:GW_TOKEN}"), "{r}");
+    assert!(!r.stdout.contains("inputs"), "{r}");
+}
+
+#[test]
+fn export_refuses_unknown_servers_and_an_empty_state() {
+    let env = fleet();
+    let r = env.run(&["export", "vscode"]);
+    assert_eq!(r.code, 1, "{r}");
+    insta::assert_snapshot!("export_of_an_empty_state", r.to_string());
+    converge_state(&env);
+    let r = env.run(&["export", "claude", "gone", "github", "nope"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.is_empty(), "{r}");
+    insta::assert_snapshot!("export_of_unknown_servers", r.to_string());
+    let r = env.run(&["export", "claude", "--no-token", "--token-env", "GW"]);
+    assert_eq!(r.code, 2, "{r}");
+    let r = env.run(&["export", "claude", "--token-env", "GW}"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("--token-env"), "{r}");
+}
+
+/// A URL with a token in it, from the flag or the environment, is refused
+/// by the commands that show it, naming the flag but not the token.
+#[test]
+fn a_bad_gateway_url_is_refused_naming_the_flag() {
+    let env = fleet();
+    converge_state(&env);
+    let r = env.run(&[
+        "export",
+        "claude",
+        "--gateway-url",
+        "http://gw-t0ken@gw.example.com:9470",
+    ]);
+    assert_eq!(r.code, 1, "{r}");
+    insta::assert_snapshot!("export_with_a_token_in_the_gateway_url", r.to_string());
+    for (args, url) in [
+        (
+            &["get", "servers", "--refresh=false"][..],
+            "http://u:gw-t0ken@h:1",
+        ),
+        (
+            &["get", "servers", "--refresh=false", "--help"],
+            "http://u:gw-t0ken@h:1",
+        ),
+        (
+            &["get", "servers", "--refresh=false"],
+            "http://h:1/servers/github/mcp",
+        ),
+        (&["export", "cursor"], "h:1"),
+        (&["export", "cursor"], "ftp://h"),
+    ] {
+        let r = env.run_with(args, &[("MCPCTL_GATEWAY_URL", url)]);
+        assert!(!r.to_string().contains("gw-t0ken"), "{args:?} {url}: {r}");
+        if args.contains(&"--help") {
+            assert_eq!(r.code, 0, "{r}");
+            continue;
+        }
+        assert_eq!(r.code, 1, "{args:?} {url}: {r}");
+        assert!(r.stderr.contains("--gateway-url"), "{args:?} {url}: {r}");
+    }
+    // `get instances` shows no gateway URL, so a bad one does not stop it.
+    let r = env.run_with(
+        &["get", "instances", "--refresh=false"],
+        &[("MCPCTL_GATEWAY_URL", "ftp://h")],
+    );
+    assert_eq!(r.code, 0, "{r}");
 }

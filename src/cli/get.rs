@@ -3,6 +3,7 @@
 //! (one list call, no probes), so `get` stays cheap at any fleet size and
 //! works while an applier runs; `--refresh=false` reads the state alone.
 
+use super::export::GatewayUrl;
 use super::{Global, Outcome};
 use crate::model::{Instance, InstanceId, Snapshot, Status, Unit, UnitState};
 use crate::model::{Timestamp, short_duration};
@@ -32,6 +33,8 @@ pub struct Args {
     /// Ask the runtime what runs now; `--refresh=false` shows the recorded state alone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub refresh: bool,
+    #[command(flatten)]
+    pub gateway: super::export::GatewayUrlArgs,
 }
 
 /// One row of `get instances`, and the contract of its JSON (design §3).
@@ -109,6 +112,8 @@ pub struct ServerRow {
     pub name: String,
     pub desired: u32,
     pub ready: usize,
+    /// Where clients reach it through `mcpctl gateway`.
+    pub gateway_url: String,
     /// Back-off, when the server is in one; or that it is suspended.
     pub status: Option<String>,
     /// Reconciling leaves it exactly as it is until `mcpctl resume`.
@@ -161,7 +166,7 @@ pub fn instance_rows(
         .collect()
 }
 
-pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
+pub fn server_rows(snapshot: &Snapshot, gateway: &GatewayUrl, now: Timestamp) -> Vec<ServerRow> {
     snapshot
         .servers
         .iter()
@@ -175,6 +180,7 @@ pub fn server_rows(snapshot: &Snapshot, now: Timestamp) -> Vec<ServerRow> {
                     &i.server == name && i.status == Status::Running && i.spec_hash == applied.hash
                 })
                 .count(),
+            gateway_url: gateway.server(name),
             status: match snapshot.suspended.get(name) {
                 Some(s) => Some(format!("suspended {} ago", short_duration(now.since(s.at)))),
                 None => snapshot
@@ -232,7 +238,9 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             }
         }
         What::Servers => {
-            let rows = server_rows(&snapshot, now);
+            // Checked here only: a bad MCPCTL_GATEWAY_URL does not stop `get instances`.
+            let gateway = args.gateway.resolve()?;
+            let rows = server_rows(&snapshot, &gateway, now);
             match args.output {
                 Format::Table => servers_table(&rows),
                 Format::Json => serde_json::to_string_pretty(&rows).into_diagnostic()? + "\n",
@@ -310,11 +318,13 @@ fn servers_table(rows: &[ServerRow]) -> String {
             vec![
                 r.name.clone(),
                 format!("{}/{}", r.ready, r.desired),
+                r.gateway_url.clone(),
                 r.status.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["NAME", "READY", "STATUS"], &body)
+    // The status last: it is the one cell that can run long.
+    table(&["NAME", "READY", "GATEWAY URL", "STATUS"], &body)
 }
 
 #[cfg(test)]

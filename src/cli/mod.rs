@@ -5,6 +5,7 @@
 mod apply;
 mod connect;
 mod describe;
+mod export;
 mod gateway;
 mod get;
 mod history;
@@ -159,6 +160,12 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl gateway\n  mcpctl gateway --listen 0.0.0.0:9470 --token-file /run/secrets/gateway-token\n  mcpctl gateway fleet/   # adds external servers' secret headers\n\nClients connect to http://127.0.0.1:9470/servers/<name>/mcp. The gateway follows the state file as apply and watch change the fleet."
     )]
     Gateway(gateway::Args),
+    /// Print an MCP client's config for the fleet, every server reached
+    /// through the gateway, its token a reference the client fills in.
+    #[command(
+        after_help = "Examples:\n  mcpctl export claude > .mcp.json\n  mcpctl export vscode github fetch > .vscode/mcp.json\n  mcpctl export cursor --gateway-url https://mcp.example.com > .cursor/mcp.json\n\nThe token is never written: Claude Code and Cursor read it from $MCPCTL_GATEWAY_TOKEN (--token-env), VS Code prompts for it once and keeps it in its secret storage."
+    )]
+    Export(export::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
@@ -231,6 +238,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Resume(args) => suspend::resume(&cli.global, args).await,
         Command::History(args) => history::run(&cli.global, args).await,
         Command::Gateway(args) => gateway::run(&cli.global, args).await,
+        Command::Export(args) => export::run(&cli.global, args).await,
         Command::Schema => schema::run(),
     }
 }
