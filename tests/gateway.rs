@@ -11,6 +11,8 @@
 mod fixture;
 #[path = "support/fleet.rs"]
 mod fleet;
+#[path = "support/rmcp_client.rs"]
+mod rmcp_client;
 
 use fixture::{HttpReply, PROTOCOL_VERSION, initialize_request, mcp_post, tools_list_request};
 use fleet::{Fleet, eventually, http, images};
@@ -474,7 +476,7 @@ fn no_request_reaches_a_starting_instance_while_clients_of_both_eras_call() {
     });
 
     f.write("web.yaml", &logged_http("web", 2, 4000));
-    let mut apply = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+    let apply = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
     let new = eventually("the second instance to be recorded", WAIT, || {
         f.ids_of("web").into_iter().find(|id| *id != first)
     });
@@ -588,4 +590,139 @@ fn a_rolling_replace_under_load_fails_no_request_that_did_not_touch_a_removed_in
         untouched, 0,
         "requests failed that did not touch a removed instance ({before:?}): {report}"
     );
+}
+
+/// `echo` through an rmcp client: the text it sent back.
+async fn rmcp_echo(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    text: &str,
+) -> Result<String, String> {
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("text".into(), Value::from(text));
+    let result = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("echo").with_arguments(arguments))
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+    result["content"][0]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no text in {result}"))
+}
+
+fn rmcp_transport(
+    url: &str,
+) -> rmcp::transport::StreamableHttpClientTransport<rmcp_client::HyperHttp> {
+    rmcp::transport::StreamableHttpClientTransport::with_client(
+        rmcp_client::HyperHttp::default(),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            url.to_owned(),
+        ),
+    )
+}
+
+#[test]
+fn rmcp_clients_of_both_eras_call_through_the_gateway_and_a_session_outlives_its_instance() {
+    use rmcp::ServiceExt;
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+
+    let f = Fleet::new("gw-rmcp");
+    f.write("web.yaml", &http("web", 3, images().0));
+    f.apply();
+    f.assert_exact(&[("web", 3)]);
+    let g = Gateway::start(&f, &[]);
+    let url = format!("http://{}/servers/web/mcp", g.addr);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // 2026-07-28: `server/discover`, then stateless calls, some at once.
+    let modern = runtime.block_on(async {
+        let client = ()
+            .serve_with_lifecycle(
+                rmcp_transport(&url),
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("discover through the gateway: {e}\n{}", g.log()));
+        let version = client.peer_info().map(|i| i.protocol_version.clone());
+        assert_eq!(version, Some(ProtocolVersion::V_2026_07_28));
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+        let calls = (0..12).map(|n| {
+            let client = &client;
+            async move { (n, rmcp_echo(client, &format!("modern {n}")).await) }
+        });
+        for (n, answer) in futures_util::future::join_all(calls).await {
+            assert_eq!(answer, Ok(format!("modern {n}")), "{}", g.log());
+        }
+        client
+    });
+
+    // 2025: `initialize`, then a session the gateway keeps on one instance.
+    let served_before = g.instances_served().len();
+    let legacy = runtime.block_on(async {
+        let client = ()
+            .serve(rmcp_transport(&url))
+            .await
+            .unwrap_or_else(|e| panic!("initialize through the gateway: {e}\n{}", g.log()));
+        let version = client.peer_info().map(|i| i.protocol_version.clone());
+        assert!(
+            version
+                .as_ref()
+                .is_some_and(|v| *v < ProtocolVersion::V_2026_07_28),
+            "{version:?}"
+        );
+        for n in 0..6 {
+            assert_eq!(
+                rmcp_echo(&client, &format!("legacy {n}")).await,
+                Ok(format!("legacy {n}"))
+            );
+        }
+        client
+    });
+    let served = g.instances_served();
+    let session_on: Vec<&String> = served[served_before..].iter().collect();
+    assert!(session_on.len() >= 8, "{session_on:?}");
+    let pinned = session_on[0].clone();
+    assert!(session_on.iter().all(|i| **i == pinned), "{session_on:?}");
+
+    // The session's instance goes; once the gateway answers 404, rmcp starts
+    // a new session by itself and the call goes through on another instance.
+    let (container, _) = f.containers().remove(&pinned).expect("its container");
+    fleet::docker_lines(&["rm", "-f", &container]);
+    f.apply();
+    let answered = runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match rmcp_echo(&legacy, "after").await {
+                Ok(text) => break text,
+                // Until the gateway reads the new state, the dead instance
+                // refuses the connection (a 502, an error for this call).
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("while the instance is going: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the session never recovered: {e}\n{}", g.log()),
+            }
+        }
+    });
+    assert_eq!(answered, "after");
+    let last = g.instances_served().pop().expect("served");
+    assert_ne!(last, pinned);
+    assert!(g.log().contains("status=404"), "{}", g.log());
+    // The stateless client never had a session to lose.
+    assert_eq!(
+        runtime.block_on(rmcp_echo(&modern, "modern again")),
+        Ok("modern again".to_owned())
+    );
+    runtime.block_on(async {
+        let _ = modern.cancel().await;
+        let _ = legacy.cancel().await;
+    });
 }
