@@ -130,7 +130,28 @@ pub fn load_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let output = Command::new(env!("CARGO"))
+            let mut cargo = Command::new(env!("CARGO"));
+            // `cargo test` gives the test these (the package's name, its
+            // directory...), and build scripts such as ring's rerun when they
+            // change: left in, this build would rebuild half the tree that
+            // the test build just made, and the next test build again.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "OUT_DIR",
+                    ]
+                    .contains(&name.as_ref())
+                {
+                    cargo.env_remove(name.as_ref());
+                }
+            }
+            let output = cargo
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .args(["build", "--example", "mcp-load"])
                 .arg("--target-dir")
