@@ -1,14 +1,18 @@
 //! `mcpctl gateway` end to end, against the real Docker engine: a session
 //! stays on the instance that answered its `initialize`, gets 404 once that
 //! instance is gone (and a new session lands elsewhere), a server with no
-//! RUNNING instance answers 503 naming why, and the token and `Origin`
-//! checks refuse what they should. No Docker, no pass: the fixture build
-//! fails the test.
+//! RUNNING instance answers 503 naming why, the token and `Origin`
+//! checks refuse what they should, and under steady load from `mcp-load`
+//! (both eras) no request reaches a STARTING instance and a rolling replace
+//! loses no request that did not touch a removed instance. No Docker, no
+//! pass: the fixture build fails the test.
 
 #[path = "support/fixture.rs"]
 mod fixture;
 #[path = "support/fleet.rs"]
 mod fleet;
+#[path = "support/rmcp_client.rs"]
+mod rmcp_client;
 
 use fixture::{HttpReply, PROTOCOL_VERSION, initialize_request, mcp_post, tools_list_request};
 use fleet::{Fleet, eventually, http, images};
@@ -354,4 +358,371 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `mcp-load` calling `echo` through the gateway until stopped; killed if
+/// dropped unstopped.
+struct Load {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Load {
+    fn start(g: &Gateway, server: &str, era: &str, clients: usize, extra: &[&str]) -> Load {
+        let url = format!("http://{}/servers/{server}/mcp", g.addr);
+        let clients = clients.to_string();
+        let child = std::process::Command::new(fixture::load_binary())
+            .args(["--url", &url, "--era", era, "--clients", &clients])
+            .args(["--until-stdin-closes", "--timeout", "10s"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-load");
+        Load {
+            child: Some(child),
+            what: format!("{era} load on {server}"),
+        }
+    }
+
+    /// Ends the load (closes its stdin) and returns its report.
+    fn stop(mut self) -> Value {
+        let mut child = self.child.take().expect("not stopped yet");
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{} did not stop within 30 s", self.what);
+            }
+            // Polling a child process against a deadline.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{}: no report ({e}): {stdout}\n{}",
+                self.what,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Everything a container wrote (the fixture logs to stderr).
+fn container_log(container: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["logs", container])
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker logs");
+    assert!(out.status.success(), "docker logs {container}: {out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn status_of(f: &Fleet, instance: &str) -> String {
+    f.instances()
+        .iter()
+        .find(|i| i["id"] == instance)
+        .and_then(|i| i["status"].as_str())
+        .unwrap_or("gone")
+        .to_owned()
+}
+
+/// Requests an instance answered while the fixture saw them (its
+/// `--log-methods` lines), for the failure messages.
+fn seen(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(": saw ")).collect()
+}
+
+/// An HTTP fixture server that logs every request's method and answers 503
+/// to everything for its first `unready_ms` (so its probe keeps it STARTING).
+fn logged_http(name: &str, replicas: u32, unready_ms: u32) -> String {
+    http(name, replicas, images().0).replace(
+        "[\"--transport\", \"http\"]",
+        &format!(
+            "[\"--transport\", \"http\", \"--log-methods\", \"--unready-for\", \"{unready_ms}\"]"
+        ),
+    )
+}
+
+#[test]
+fn no_request_reaches_a_starting_instance_while_clients_of_both_eras_call() {
+    let f = Fleet::new("gw-starting");
+    f.write("web.yaml", &logged_http("web", 1, 4000));
+    f.apply();
+    let first = f.ids_of("web").pop().expect("one instance");
+    let g = Gateway::start(&f, &[]);
+    let modern = Load::start(&g, "web", "2026", 4, &[]);
+    // New sessions keep arriving, so `initialize` is routed all along too.
+    let sessions = Load::start(&g, "web", "2025", 4, &["--session-calls", "5"]);
+    eventually("the load to flow", WAIT, || {
+        (g.instances_served().len() >= 50).then_some(())
+    });
+
+    f.write("web.yaml", &logged_http("web", 2, 4000));
+    let apply = f.spawn(&["apply", "fleet", "--timeout", "60s"]);
+    let new = eventually("the second instance to be recorded", WAIT, || {
+        f.ids_of("web").into_iter().find(|id| *id != first)
+    });
+    let container = eventually("its container", WAIT, || {
+        f.containers().remove(&new).map(|(c, _)| c)
+    });
+    // The log is read before the status: a status still STARTING after the
+    // read means everything in that log reached the instance while the state
+    // (which the gateway routes by) said STARTING.
+    let mut checked = 0;
+    let mut last_starting_log = String::new();
+    eventually(
+        "the second instance to be RUNNING",
+        Duration::from_secs(60),
+        || {
+            let log = container_log(&container);
+            match status_of(&f, &new).as_str() {
+                "STARTING" => {
+                    for method in ["tools/call", "initialize", "notifications", "DELETE"] {
+                        assert!(
+                            !log.contains(&format!("saw {method}")),
+                            "{method} reached {new} while it was STARTING:\n{}",
+                            seen(&log).join("\n")
+                        );
+                    }
+                    checked += 1;
+                    last_starting_log = log;
+                    None
+                }
+                "RUNNING" => Some(()),
+                other => panic!("{new} is {other}:\n{log}"),
+            }
+        },
+    );
+    let applied: fleet::Run = apply.wait_with_output().expect("apply").into();
+    assert_eq!(applied.code, 0, "{applied}");
+    assert!(checked >= 3, "STARTING seen only {checked} times");
+    // The probe's requests were seen (and refused) while it was STARTING:
+    // the log is the instance's, and it logs what reaches it.
+    assert!(
+        last_starting_log.contains("saw server/discover (unready: 503)"),
+        "{last_starting_log}"
+    );
+
+    // Once RUNNING, it takes its share of calls and sessions.
+    eventually(
+        "calls to reach the new instance",
+        Duration::from_secs(20),
+        || {
+            let log = container_log(&container);
+            (log.contains("saw tools/call") && log.contains("saw initialize")).then_some(())
+        },
+    );
+    for load in [modern.stop(), sessions.stop()] {
+        assert!(load["ok"].as_u64().unwrap_or(0) > 100, "{load}");
+        assert_eq!(load["failed"], 0, "{load}");
+        assert_eq!(load["reinitialized"], 0, "{load}");
+    }
+}
+
+#[test]
+fn a_rolling_replace_under_load_fails_no_request_that_did_not_touch_a_removed_instance() {
+    let f = Fleet::new("gw-roll");
+    // New instances answer 503 for their first second: a request routed to
+    // one before it is RUNNING would fail, and name no removed instance.
+    f.write("web.yaml", &logged_http("web", 3, 1000));
+    f.apply();
+    f.assert_exact(&[("web", 3)]);
+    let before = f.ids_of("web");
+    let g = Gateway::start(&f, &[]);
+    let load = Load::start(&g, "web", "2026", 8, &[]);
+    eventually("the load to flow", WAIT, || {
+        (g.instances_served().len() >= 100).then_some(())
+    });
+
+    f.write(
+        "web.yaml",
+        &format!("{}  env: {{ROLL: \"2\"}}\n", logged_http("web", 3, 1000)),
+    );
+    f.apply();
+    f.assert_exact(&[("web", 3)]);
+    let after = f.ids_of("web");
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "{before:?} -> {after:?}"
+    );
+    // The load goes on until the gateway has served every new instance.
+    let served_before = g.instances_served().len();
+    eventually(
+        "every new instance to serve calls",
+        Duration::from_secs(20),
+        || {
+            let served = g.instances_served();
+            after
+                .iter()
+                .all(|id| served[served_before..].contains(id))
+                .then_some(())
+        },
+    );
+    let report = load.stop();
+    eprintln!("rolling replace under load: {report}");
+    assert!(report["ok"].as_u64().unwrap_or(0) > 200, "{report}");
+    let untouched: u64 = report["failed_by_instance"]
+        .as_object()
+        .expect("failed_by_instance")
+        .iter()
+        .filter(|(instance, _)| !before.contains(instance))
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        untouched, 0,
+        "requests failed that did not touch a removed instance ({before:?}): {report}"
+    );
+}
+
+/// `echo` through an rmcp client: the text it sent back.
+async fn rmcp_echo(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    text: &str,
+) -> Result<String, String> {
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("text".into(), Value::from(text));
+    let result = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("echo").with_arguments(arguments))
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+    result["content"][0]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no text in {result}"))
+}
+
+fn rmcp_transport(
+    url: &str,
+) -> rmcp::transport::StreamableHttpClientTransport<rmcp_client::HyperHttp> {
+    rmcp::transport::StreamableHttpClientTransport::with_client(
+        rmcp_client::HyperHttp::default(),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            url.to_owned(),
+        ),
+    )
+}
+
+#[test]
+fn rmcp_clients_of_both_eras_call_through_the_gateway_and_a_session_outlives_its_instance() {
+    use rmcp::ServiceExt;
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+
+    let f = Fleet::new("gw-rmcp");
+    f.write("web.yaml", &http("web", 3, images().0));
+    f.apply();
+    f.assert_exact(&[("web", 3)]);
+    let g = Gateway::start(&f, &[]);
+    let url = format!("http://{}/servers/web/mcp", g.addr);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // 2026-07-28: `server/discover`, then stateless calls, some at once.
+    let modern = runtime.block_on(async {
+        let client = ()
+            .serve_with_lifecycle(
+                rmcp_transport(&url),
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("discover through the gateway: {e}\n{}", g.log()));
+        let version = client.peer_info().map(|i| i.protocol_version.clone());
+        assert_eq!(version, Some(ProtocolVersion::V_2026_07_28));
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
+        let calls = (0..12).map(|n| {
+            let client = &client;
+            async move { (n, rmcp_echo(client, &format!("modern {n}")).await) }
+        });
+        for (n, answer) in futures_util::future::join_all(calls).await {
+            assert_eq!(answer, Ok(format!("modern {n}")), "{}", g.log());
+        }
+        client
+    });
+
+    // 2025: `initialize`, then a session the gateway keeps on one instance.
+    let served_before = g.instances_served().len();
+    let legacy = runtime.block_on(async {
+        let client = ()
+            .serve(rmcp_transport(&url))
+            .await
+            .unwrap_or_else(|e| panic!("initialize through the gateway: {e}\n{}", g.log()));
+        let version = client.peer_info().map(|i| i.protocol_version.clone());
+        assert!(
+            version
+                .as_ref()
+                .is_some_and(|v| *v < ProtocolVersion::V_2026_07_28),
+            "{version:?}"
+        );
+        for n in 0..6 {
+            assert_eq!(
+                rmcp_echo(&client, &format!("legacy {n}")).await,
+                Ok(format!("legacy {n}"))
+            );
+        }
+        client
+    });
+    let served = g.instances_served();
+    let session_on: Vec<&String> = served[served_before..].iter().collect();
+    assert!(session_on.len() >= 8, "{session_on:?}");
+    let pinned = session_on[0].clone();
+    assert!(session_on.iter().all(|i| **i == pinned), "{session_on:?}");
+
+    // The session's instance goes; once the gateway answers 404, rmcp starts
+    // a new session by itself and the call goes through on another instance.
+    let (container, _) = f.containers().remove(&pinned).expect("its container");
+    fleet::docker_lines(&["rm", "-f", &container]);
+    f.apply();
+    let answered = runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match rmcp_echo(&legacy, "after").await {
+                Ok(text) => break text,
+                // Until the gateway reads the new state, the dead instance
+                // refuses the connection (a 502, an error for this call).
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("while the instance is going: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the session never recovered: {e}\n{}", g.log()),
+            }
+        }
+    });
+    assert_eq!(answered, "after");
+    let last = g.instances_served().pop().expect("served");
+    assert_ne!(last, pinned);
+    assert!(g.log().contains("status=404"), "{}", g.log());
+    // The stateless client never had a session to lose.
+    assert_eq!(
+        runtime.block_on(rmcp_echo(&modern, "modern again")),
+        Ok("modern again".to_owned())
+    );
+    runtime.block_on(async {
+        let _ = modern.cancel().await;
+        let _ = legacy.cancel().await;
+    });
 }

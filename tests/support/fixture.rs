@@ -123,6 +123,60 @@ fn build_static_fixture() -> PathBuf {
     executable
 }
 
+/// Builds the `mcp-load` example (the load generator) in the tests' own
+/// target directory, once per test process, and returns its path. It links
+/// what the test build already compiled, so only the example is new.
+pub fn load_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let mut cargo = Command::new(env!("CARGO"));
+            // `cargo test` gives the test these (the package's name, its
+            // directory...), and build scripts such as ring's rerun when they
+            // change: left in, this build would rebuild half the tree that
+            // the test build just made, and the next test build again.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "OUT_DIR",
+                    ]
+                    .contains(&name.as_ref())
+                {
+                    cargo.env_remove(name.as_ref());
+                }
+            }
+            let output = cargo
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--example", "mcp-load"])
+                .arg("--target-dir")
+                .arg(target_root())
+                .arg("--message-format=json-render-diagnostics")
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot run cargo to build the mcp-load example");
+            if !output.status.success() {
+                panic!(
+                    "building the mcp-load example failed ({}):\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "mcp-load")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo built mcp-load but reported no executable")
+        })
+        .clone()
+}
+
 /// Builds (or reuses) the `FROM scratch` image holding only the fixture
 /// binary as `/mcp-fixture`, and returns its tag, [`FIXTURE_IMAGE`].
 pub fn fixture_image() -> String {
