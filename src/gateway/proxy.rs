@@ -361,7 +361,10 @@ impl Gateway {
             return rpc_error(refused.status, &refused.message);
         }
         if req.method() != Method::GET {
-            return rpc_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET");
+            return rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET",
+            );
         }
         let table = self.table.borrow().clone();
         let text = self.metrics.scrape(&table, &self.outstanding, &self.pins);
