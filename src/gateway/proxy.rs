@@ -3,9 +3,9 @@
 //! ([`super::table`], [`super::balance`]) and forwarded to one instance,
 //! whose answer (a JSON body or an SSE stream) is streamed back as it
 //! comes, never buffered; `GET /metrics` answers with what
-//! [`super::metrics`] counted. Nothing is ever retried: a request in flight to an
-//! instance that is then demoted finishes or fails on its own, because a
-//! tool call may not be safe to repeat.
+//! [`super::metrics`] counted. Nothing is ever retried: a request in flight
+//! to an instance that is then demoted finishes or fails on its own,
+//! because a tool call may not be safe to repeat.
 //!
 //! The listener is open to whoever can reach it, so it keeps the limits of
 //! `watch`'s listener: a request's head must arrive in time, connections
