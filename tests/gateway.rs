@@ -92,6 +92,12 @@ impl Gateway {
         .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
     }
 
+    /// `GET /metrics`.
+    fn metrics(&self, headers: &[(&str, &str)]) -> HttpReply {
+        fixture::http_request(self.addr, "GET", "/metrics", headers, None, WAIT)
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log()))
+    }
+
     fn request(&self, headers: &[(&str, &str)]) -> HttpReply {
         let mut all = vec![("Accept", "application/json, text/event-stream")];
         all.extend_from_slice(headers);
@@ -206,6 +212,34 @@ fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
     assert_eq!(served.len(), 13, "{}", g.log());
     let pinned = served[0].clone();
     assert!(served.iter().all(|i| *i == pinned), "{served:?}");
+    // Every access line says whether a session came with it: all but the
+    // `initialize` did.
+    let with_session = g
+        .log()
+        .lines()
+        .filter(|l| l.contains("gateway request") && l.contains("session=true"))
+        .count();
+    assert_eq!(with_session, 12, "{}", g.log());
+    let metrics = g.metrics(&[]);
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    for series in [
+        format!(
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="-",code="200"}} 12"#
+        ),
+        format!(
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="-",code="202"}} 1"#
+        ),
+        format!(
+            r#"mcpctl_gateway_request_duration_seconds_count{{server="web",instance="{pinned}"}} 13"#
+        ),
+        format!(r#"mcpctl_gateway_sessions{{server="web",instance="{pinned}"}} 1"#),
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == series),
+            "{series} missing:\n{}",
+            metrics.body
+        );
+    }
 
     // The pinned instance dies, and apply records it (and replaces it).
     let (container, _) = f.containers().remove(&pinned).expect("its container");
@@ -281,6 +315,37 @@ fn a_missing_token_and_a_wrong_origin_are_refused() {
         error_message(&routed).contains("no server named"),
         "{routed:?}"
     );
+    // /metrics is behind the same checks; the four refusals above are the
+    // gateway's, under the one label set for names the state does not know.
+    assert_eq!(g.metrics(&[]).status, 401);
+    assert_eq!(g.metrics(&[("Authorization", "Bearer wrong")]).status, 401);
+    let metrics = g.metrics(&[good]);
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == r#"mcpctl_gateway_errors_total{server="-",instance="-",by="gateway"} 4"#),
+        "{}",
+        metrics.body
+    );
+    // Access lines carry what was asked and how it ended, never the token.
+    let log = g.log();
+    assert!(!log.contains("gw-token-5d1f"), "{log}");
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("gateway request"))
+        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    for field in [
+        "server=\"web\"",
+        "instance=\"-\"",
+        "method=POST",
+        "status=404",
+        "session=false",
+        "ms=",
+    ] {
+        assert!(last.contains(field), "{field} missing from {last}");
+    }
 
     // Refused before it binds; were it not, it would serve until killed.
     let mut open = f.spawn(&["gateway", "--listen", "0.0.0.0:0"]);

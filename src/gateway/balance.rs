@@ -66,6 +66,14 @@ impl Outstanding {
         }
     }
 
+    /// Requests in flight per instance that has any.
+    pub fn all(&self) -> HashMap<InstanceId, usize> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn of(&self, instance: &InstanceId) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.get(instance).copied().unwrap_or(0)
@@ -144,6 +152,17 @@ impl Pins {
         if let Some((_, used)) = inner.sessions.remove(session) {
             inner.by_use.remove(&used);
         }
+    }
+
+    /// Pinned sessions per (server, instance) that has any.
+    pub fn per_instance(&self) -> HashMap<(String, InstanceId), usize> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = HashMap::new();
+        for (pin, _) in inner.sessions.values() {
+            *out.entry((pin.server.clone(), pin.instance.clone()))
+                .or_default() += 1;
+        }
+        out
     }
 
     pub fn len(&self) -> usize {

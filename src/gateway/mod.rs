@@ -3,8 +3,9 @@
 //! This module owns the routing table built from the state's snapshot
 //! ([`table`]), the choice of instance per request and the pinning of
 //! 2025-era sessions ([`balance`]), the token and `Origin` checks
-//! ([`access`]), the proxy and its listener ([`proxy`]), and following the
-//! state file as the fleet changes ([`follow`]).
+//! ([`access`]), the proxy and its listener ([`proxy`]), what it counts for
+//! `/metrics` ([`metrics`]), and following the state file as the fleet
+//! changes ([`follow`]).
 //!
 //! It sits beside `apply` in the layers: it reads the snapshot and talks to
 //! instances, and never imports `reconcile` or `cli`. In this first slice it
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod balance;
 mod follow;
+pub mod metrics;
 pub mod proxy;
 pub mod table;
 

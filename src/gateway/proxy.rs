@@ -2,9 +2,10 @@
 //! `/servers/<name>/mcp` is checked ([`super::access`]), routed
 //! ([`super::table`], [`super::balance`]) and forwarded to one instance,
 //! whose answer (a JSON body or an SSE stream) is streamed back as it
-//! comes, never buffered. Nothing is ever retried: a request in flight to an
-//! instance that is then demoted finishes or fails on its own, because a
-//! tool call may not be safe to repeat.
+//! comes, never buffered; `GET /metrics` answers with what
+//! [`super::metrics`] counted. Nothing is ever retried: a request in flight
+//! to an instance that is then demoted finishes or fails on its own,
+//! because a tool call may not be safe to repeat.
 //!
 //! The listener is open to whoever can reach it, so it keeps the limits of
 //! `watch`'s listener: a request's head must arrive in time, connections
@@ -12,6 +13,7 @@
 
 use super::access::{Access, Denial};
 use super::balance::{InFlight, Outstanding, Pin, Pins};
+use super::metrics::{self, Metrics, Served};
 use super::table::{Backend, Refusal, Table};
 use crate::model::{Doubling, HttpHeader};
 use http_body_util::combinators::BoxBody;
@@ -38,6 +40,9 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 const SESSION_HEADER: &str = "mcp-session-id";
+/// The 2026-era header that names a request's MCP method.
+const METHOD_HEADER: &str = "mcp-method";
+const METRICS_PATH: &str = "/metrics";
 /// hyper refuses a smaller read buffer.
 const MIN_HEAD_BYTES: usize = 8192;
 const ACCEPT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -111,6 +116,7 @@ struct Gateway {
     outstanding: Arc<Outstanding>,
     pins: Pins,
     client: HttpClient,
+    metrics: Metrics,
 }
 
 /// Serves until `shutdown` resolves; then stops accepting, gives requests in
@@ -138,6 +144,7 @@ pub async fn serve(
         access,
         limits,
         outstanding: Arc::default(),
+        metrics: Metrics::default(),
     });
     let slots = Arc::new(Semaphore::new(cap));
     let (stop, stopped) = watch::channel(());
@@ -299,28 +306,78 @@ impl From<Denial> for Refused {
 
 impl Gateway {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if req.uri().path() == METRICS_PATH {
+            return self.metrics_page(&req);
+        }
         let started = Instant::now();
         let method = req.method().clone();
+        let session = req.headers().contains_key(SESSION_HEADER);
+        let rpc = req
+            .headers()
+            .get(METHOD_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|m| metrics::method_label(Some(m)));
         let server = server_of(req.uri().path()).unwrap_or("-").to_owned();
         let (instance, response) = match self.route(&req, &server) {
-            Err(refused) => ("-".to_owned(), rpc_error(refused.status, &refused.message)),
+            Err(refused) => (None, rpc_error(refused.status, &refused.message)),
             Ok((backend, in_flight)) => {
-                let instance = backend.instance.to_string();
+                let instance = backend.instance.clone();
                 (
-                    instance,
+                    Some(instance),
                     self.forward(req, &server, backend, in_flight).await,
                 )
             }
         };
+        let took = started.elapsed();
+        let table = self.table.borrow().clone();
+        self.metrics.record(
+            &table,
+            &Served {
+                server: &server,
+                instance: instance.as_ref(),
+                method: rpc,
+                status: response.status(),
+                took,
+            },
+        );
+        // Names and numbers only: never a header's value or a body.
         tracing::info!(
             server,
-            instance,
+            instance = instance.as_ref().map_or("-", |i| i.0.as_str()),
             method = %method,
+            rpc = rpc.unwrap_or("-"),
+            session,
             status = response.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
+            ms = took.as_secs_f64() * 1e3,
             "gateway request"
         );
         response
+    }
+
+    /// `GET /metrics`, behind the same checks as the servers' paths.
+    fn metrics_page(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if let Err(denied) = self.access.check(req.headers()) {
+            let refused = Refused::from(denied);
+            return rpc_error(refused.status, &refused.message);
+        }
+        if req.method() != Method::GET {
+            return rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET",
+            );
+        }
+        let table = self.table.borrow().clone();
+        let text = self.metrics.scrape(&table, &self.outstanding, &self.pins);
+        let mut r = Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        r
     }
 
     /// The instance that takes `req`, counted as taking it.

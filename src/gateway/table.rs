@@ -83,6 +83,22 @@ impl Table {
             .find(|b| &b.instance == instance)
     }
 
+    /// Whether the state knows `server`, routable or not.
+    pub fn has(&self, server: &str) -> bool {
+        self.routes.contains_key(server)
+    }
+
+    /// Every routable instance, with its server.
+    pub fn ready(&self) -> impl Iterator<Item = (&str, &Backend)> {
+        self.routes.iter().flat_map(|(server, route)| {
+            let backends = match route {
+                Route::Ready(b) => b.as_slice(),
+                Route::Down(_) => &[],
+            };
+            backends.iter().map(move |b| (server.as_str(), b))
+        })
+    }
+
     pub fn servers(&self) -> usize {
         self.routes.len()
     }

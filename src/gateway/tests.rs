@@ -251,3 +251,485 @@ fn servers_are_served_at_their_mcp_path_only() {
     assert_eq!(server_of("/servers/github"), None);
     assert_eq!(server_of("/mcp"), None);
 }
+
+// In-process: the gateway served on a loopback port, in front of hyper
+// backends that answer as an instance would.
+
+mod served {
+    use super::{instance, snapshot};
+    use crate::gateway::balance::{Outstanding, Pins};
+    use crate::gateway::metrics::{Metrics, Served};
+    use crate::gateway::{Access, Limits, ServerHeaders, Table, serve};
+    use crate::model::{Endpoint, InstanceId, Status};
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::{oneshot, watch};
+
+    /// How an instance answers every request.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// 200 with a JSON body, opening a session when asked for none.
+        Json,
+        /// 200 with an SSE stream that never ends.
+        Stream,
+    }
+
+    /// A backend on a loopback port, answering until the test ends.
+    async fn backend(answer: Answer) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a backend");
+        let addr = listener.local_addr().expect("backend address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(move |req: Request<_>| {
+                    let opened = !req.headers().contains_key("mcp-session-id");
+                    async move {
+                        let r = match answer {
+                            Answer::Json => {
+                                let mut r =
+                                    Response::builder().header("content-type", "application/json");
+                                if opened {
+                                    r = r.header("mcp-session-id", "session-1");
+                                }
+                                r.body(
+                                    Full::new(Bytes::from_static(
+                                        br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+                                    ))
+                                    .boxed(),
+                                )
+                            }
+                            Answer::Stream => Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .body(
+                                    StreamBody::new(futures_util::stream::pending::<
+                                        Result<Frame<Bytes>, Infallible>,
+                                    >())
+                                    .boxed(),
+                                ),
+                        };
+                        Ok::<_, Infallible>(r.expect("a response"))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    /// A loopback port with nothing listening on it.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    fn http(addr: SocketAddr) -> Option<Endpoint> {
+        Some(Endpoint::Http(format!("http://{addr}/mcp")))
+    }
+
+    /// A running gateway; stops when dropped.
+    struct Gateway {
+        addr: SocketAddr,
+        tables: watch::Sender<Arc<Table>>,
+        _stop: oneshot::Sender<()>,
+    }
+
+    async fn gateway(table: Table, token: Option<&str>) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gateway");
+        let addr = listener.local_addr().expect("gateway address");
+        let (tables, receiver) = watch::channel(Arc::new(table));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let access = Access::new(token, addr);
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve(
+                listener,
+                receiver,
+                &ServerHeaders::new(),
+                access,
+                Limits::default(),
+                shutdown,
+            )
+            .await
+            .expect("the gateway serves");
+        });
+        Gateway {
+            addr,
+            tables,
+            _stop: stop,
+        }
+    }
+
+    struct Reply {
+        status: StatusCode,
+        content_type: String,
+        body: String,
+    }
+
+    impl Gateway {
+        /// One request; the body is read only when `read` (an SSE stream
+        /// never ends). Its head must come within a few seconds.
+        async fn send(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            read: bool,
+        ) -> Reply {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", self.addr));
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            let req = req.body(Empty::new()).expect("a request");
+            let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                .await
+                .expect("an answer in time")
+                .expect("an answer");
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = if read {
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("the body")
+                    .to_bytes();
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                // Held open: the stream stays outstanding.
+                tokio::spawn(async move {
+                    let _held = response;
+                    std::future::pending::<()>().await;
+                });
+                String::new()
+            };
+            Reply {
+                status,
+                content_type,
+                body,
+            }
+        }
+
+        async fn post(&self, server: &str, headers: &[(&str, &str)]) -> StatusCode {
+            self.send("POST", &format!("/servers/{server}/mcp"), headers, true)
+                .await
+                .status
+        }
+
+        async fn metrics(&self) -> String {
+            let reply = self.send("GET", "/metrics", &[], true).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply.body
+        }
+    }
+
+    /// The value of the series `series` (name and labels as written), if
+    /// the text has it.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_proxied_a_refused_and_a_failed_request_are_counted_and_timed() {
+        let web = backend(Answer::Json).await;
+        let slow = backend(Answer::Stream).await;
+        let dead: SocketAddr = format!("127.0.0.1:{}", closed_port())
+            .parse()
+            .expect("addr");
+        let g = gateway(
+            Table::from_snapshot(&snapshot(vec![
+                instance("a", "web", Status::Running, http(web), "", 1),
+                instance("s", "slow", Status::Running, http(slow), "", 1),
+                instance("d", "dead", Status::Running, http(dead), "", 1),
+                instance("b", "booting", Status::Starting, http(web), "probing", 1),
+            ])),
+            None,
+        )
+        .await;
+
+        assert_eq!(
+            g.post("web", &[("mcp-method", "tools/call")]).await,
+            StatusCode::OK
+        );
+        assert_eq!(g.post("dead", &[]).await, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            g.post("booting", &[]).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(g.post("nope", &[]).await, StatusCode::NOT_FOUND);
+        let stream = g.send("POST", "/servers/slow/mcp", &[], false).await;
+        assert_eq!(stream.status, StatusCode::OK);
+
+        let reply = g.send("GET", "/metrics", &[], true).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let m = reply.body;
+        let at = |series: &str| value(&m, series);
+        // Proxied: counted by method and code, timed, no error; its session
+        // pinned to its instance.
+        assert_eq!(
+            at(
+                r#"mcpctl_gateway_requests_total{server="web",instance="a",method="tools/call",code="200"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            at(r#"mcpctl_gateway_request_duration_seconds_count{server="web",instance="a"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            at(
+                r#"mcpctl_gateway_request_duration_seconds_bucket{le="+Inf",server="web",instance="a"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert!(!m.contains(r#"errors_total{server="web""#), "{m}");
+        assert_eq!(
+            at(r#"mcpctl_gateway_sessions{server="web",instance="a"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        // The instance did not answer: its failure.
+        assert_eq!(
+            at(
+                r#"mcpctl_gateway_requests_total{server="dead",instance="d",method="-",code="502"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            at(r#"mcpctl_gateway_errors_total{server="dead",instance="d",by="instance"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        // Refused before any instance was chosen: the gateway's.
+        assert_eq!(
+            at(
+                r#"mcpctl_gateway_requests_total{server="booting",instance="-",method="-",code="503"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            at(r#"mcpctl_gateway_errors_total{server="booting",instance="-",by="gateway"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        // A name the state does not know gets no label set of its own.
+        assert!(!m.contains("nope"), "{m}");
+        assert_eq!(
+            at(r#"mcpctl_gateway_errors_total{server="-",instance="-",by="gateway"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        // The stream is still open: outstanding on its instance.
+        assert_eq!(
+            at(r#"mcpctl_gateway_outstanding_requests{server="slow",instance="s"}"#),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            at(r#"mcpctl_gateway_outstanding_requests{server="web",instance="a"}"#),
+            Some(0.0),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_behind_the_token_and_the_origin_check() {
+        let g = gateway(Table::default(), Some("s3cret")).await;
+        // Something to count, and to keep from whoever has no token.
+        assert_eq!(g.post("web", &[]).await, StatusCode::UNAUTHORIZED);
+        let get = |headers: &'static [(&'static str, &'static str)]| {
+            g.send("GET", "/metrics", headers, true)
+        };
+        let denied = get(&[]).await;
+        assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+        assert!(!denied.body.contains("mcpctl_gateway"), "{}", denied.body);
+        assert_eq!(
+            get(&[("authorization", "Bearer wrong")]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&[
+                ("authorization", "Bearer s3cret"),
+                ("origin", "http://evil.example")
+            ])
+            .await
+            .status,
+            StatusCode::FORBIDDEN
+        );
+        let allowed = get(&[("authorization", "Bearer s3cret")]).await;
+        assert_eq!(allowed.status, StatusCode::OK);
+        assert_eq!(
+            value(
+                &allowed.body,
+                r#"mcpctl_gateway_requests_total{server="-",instance="-",method="-",code="401"}"#
+            ),
+            Some(1.0),
+            "{}",
+            allowed.body
+        );
+        assert_eq!(
+            g.send(
+                "POST",
+                "/metrics",
+                &[("authorization", "Bearer s3cret")],
+                true
+            )
+            .await
+            .status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_leaves_the_table_takes_its_label_sets_with_it() {
+        let slow = backend(Answer::Stream).await;
+        let two = || {
+            snapshot(vec![
+                instance("a", "web", Status::Running, http(slow), "", 1),
+                instance("b", "web", Status::Running, http(slow), "", 1),
+            ])
+        };
+        let g = gateway(Table::from_snapshot(&two()), None).await;
+        // Each stream stays open, so the second goes to the other instance.
+        for _ in 0..2 {
+            let reply = g.send("POST", "/servers/web/mcp", &[], false).await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let before = g.metrics().await;
+        for i in ["a", "b"] {
+            let series =
+                format!(r#"mcpctl_gateway_outstanding_requests{{server="web",instance="{i}"}}"#);
+            assert_eq!(value(&before, &series), Some(1.0), "{before}");
+        }
+
+        let mut one = two();
+        one.instances.remove(&InstanceId("b".into()));
+        g.tables.send_replace(Arc::new(Table::from_snapshot(&one)));
+        let after = g.metrics().await;
+        assert!(after.contains(r#"instance="a""#), "{after}");
+        assert!(!after.contains(r#"instance="b""#), "{after}");
+    }
+
+    fn served<'a>(
+        server: &'a str,
+        instance: Option<&'a InstanceId>,
+        status: StatusCode,
+    ) -> Served<'a> {
+        Served {
+            server,
+            instance,
+            method: Some("tools/call"),
+            status,
+            took: Duration::from_millis(3),
+        }
+    }
+
+    fn scrape(metrics: &Metrics, table: &Arc<Table>) -> String {
+        metrics.scrape(table, &Outstanding::default(), &Pins::new(1))
+    }
+
+    #[test]
+    fn label_sets_are_bounded_by_the_fleet_not_by_what_clients_ask_for() {
+        let metrics = Metrics::default();
+        let fleet = snapshot(vec![
+            instance("a", "web", Status::Running, super::http(1), "", 1),
+            instance("b", "web", Status::Running, super::http(2), "", 1),
+            instance("c", "api", Status::Running, super::http(3), "", 1),
+        ]);
+        let table = Arc::new(Table::from_snapshot(&fleet));
+        let [a, b, c] = ["a", "b", "c"].map(|i| InstanceId(i.into()));
+        metrics.record(&table, &served("web", Some(&a), StatusCode::OK));
+        metrics.record(&table, &served("web", Some(&b), StatusCode::BAD_GATEWAY));
+        metrics.record(&table, &served("web", None, StatusCode::UNAUTHORIZED));
+        metrics.record(&table, &served("api", Some(&c), StatusCode::OK));
+        metrics.record(&table, &served("zzz", None, StatusCode::NOT_FOUND));
+        // 5 request counters, 5 histograms, 3 error counters.
+        assert_eq!(metrics.label_sets(), 13);
+        // A client asking for ever new names and methods adds one label
+        // set, the `other` method's, and no more.
+        for n in 0..1000 {
+            let name = format!("name-{n}");
+            let method = format!("method-{n}");
+            metrics.record(
+                &table,
+                &Served {
+                    method: Some(&method),
+                    ..served(&name, None, StatusCode::NOT_FOUND)
+                },
+            );
+        }
+        assert_eq!(metrics.label_sets(), 14);
+        let text = scrape(&metrics, &table);
+        assert!(!text.contains("name-"), "{text}");
+        assert!(!text.contains("method-"), "{text}");
+        assert!(
+            text.contains(r#"{server="-",instance="-",method="other",code="404"} 1000"#),
+            "{text}"
+        );
+        // Two gauges for each of a, b and c.
+        assert_eq!(metrics.label_sets(), 14 + 6);
+
+        // b leaves the table: its label sets go, at the next request.
+        let mut without_b = fleet.clone();
+        without_b.instances.remove(&b);
+        let table = Arc::new(Table::from_snapshot(&without_b));
+        metrics.record(&table, &served("web", Some(&a), StatusCode::OK));
+        // b's counter, histogram, error counter and gauges.
+        assert_eq!(metrics.label_sets(), 20 - 5);
+        let text = scrape(&metrics, &table);
+        assert!(!text.contains(r#"instance="b""#), "{text}");
+        assert!(text.contains(r#"server="web",instance="-""#), "{text}");
+
+        // A request that outlived b is counted, and goes at the next scrape.
+        metrics.record(&table, &served("web", Some(&b), StatusCode::OK));
+        let text = scrape(&metrics, &table);
+        assert!(!text.contains(r#"instance="b""#), "{text}");
+
+        // web leaves the state: all of its label sets go, refusals too.
+        let mut only_api = fleet;
+        only_api.instances.retain(|_, i| i.server == "api");
+        only_api.servers.remove("web");
+        let text = scrape(&metrics, &Arc::new(Table::from_snapshot(&only_api)));
+        assert!(!text.contains(r#"server="web""#), "{text}");
+        assert!(text.contains(r#"server="api",instance="c""#), "{text}");
+        assert!(text.contains(r#"server="-",instance="-""#), "{text}");
+    }
+}
