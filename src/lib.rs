@@ -15,6 +15,7 @@
 //! - [`state`]: the redb store of the snapshot; the applier lock.
 //! - [`runtime`]: the runtime trait, Docker, and an in-memory fake.
 //! - [`probe`]: the MCP handshake that decides readiness.
+//! - [`listen`]: the accept loop and limits of mcpctl's HTTP listeners.
 //! - [`apply`]: the reconcile pass and the loop that runs it.
 //! - [`gateway`]: one streamable HTTP endpoint per server, routed to its RUNNING instances.
 //! - [`reconcile`]: `watch`, the pass driven by triggers; health, metrics, webhook.
@@ -23,6 +24,7 @@
 pub mod apply;
 pub mod cli;
 pub mod gateway;
+pub mod listen;
 pub mod model;
 pub mod plan;
 pub mod probe;

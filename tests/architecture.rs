@@ -22,23 +22,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("state", &["model"]),
     ("runtime", &["model"]),
     ("probe", &["model"]),
+    ("listen", &["model"]),
     (
         "apply",
         &[
-            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
         ],
     ),
     (
         "gateway",
         &[
-            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
         ],
     ),
     (
         "reconcile",
         &[
-            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "apply",
-            "gateway",
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
+            "apply", "gateway",
         ],
     ),
     (
@@ -52,6 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "state",
             "runtime",
             "probe",
+            "listen",
             "apply",
             "gateway",
             "reconcile",

@@ -495,6 +495,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         &self.last
     }
 
+    /// The state as the last pass that planned read it: the records of
+    /// all the work that had finished before it.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.seen.as_ref().map(|(snapshot, _, _)| &**snapshot)
+    }
+
     /// Holds the runtime's events open, so that a change wakes
     /// `next_trigger`. Call it before the first pass, so that nothing the
     /// pass causes is missed.

@@ -71,10 +71,12 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     );
     let (tables, receiver) = tokio::sync::watch::channel(Arc::new(table));
     let follower = tokio::spawn(gateway::follow(store, args.refresh, tables));
+    // Read once: the standalone gateway follows the state, not the source.
+    let (_, headers) = tokio::sync::watch::channel(Arc::new(headers));
     let served = gateway::serve(
         listener,
         receiver,
-        &headers,
+        headers,
         Access::new(token.as_deref(), bound),
         Limits::default(),
         signals.first(),
@@ -85,7 +87,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn read_token(path: &std::path::Path) -> miette::Result<String> {
+pub(super) fn read_token(path: &std::path::Path) -> miette::Result<String> {
     let text = fs_err::read_to_string(path).map_err(|e| {
         miette::miette!(
             help = "give a readable file holding the token",

@@ -3,7 +3,8 @@
 //! passes on every revision, runtime event and timer, until SIGTERM or
 //! SIGINT, when it lets the actions in flight finish (for at most
 //! `--shutdown-timeout`; a second signal stops it at once). It serves
-//! `/healthz`, `/livez`, `/metrics` and `/hooks/sync` on `--listen`.
+//! `/healthz`, `/livez`, `/metrics` and `/hooks/sync` on `--listen`, and
+//! with `--gateway` the gateway too, fed from its own passes and revisions.
 //!
 //! Only bad flags or configuration end it at start. An engine that is down,
 //! a state file that is busy or held by another applier are waited out,
@@ -11,6 +12,7 @@
 
 use super::{GitArgs, Global, Outcome};
 use crate::apply::lease::{Claim, Keeper};
+use crate::gateway;
 use crate::model::SecretValue;
 use crate::reconcile::{self, Resolver, Shared, SourceEvent};
 use crate::source::{Update, Watch};
@@ -48,6 +50,16 @@ pub struct Args {
     /// Accept a revision with no servers even when some are running (removes them all).
     #[arg(long)]
     pub allow_empty: bool,
+    /// Also serve the gateway (as `mcpctl gateway` does) on this address,
+    /// routed from this watch's own view of the fleet, with external
+    /// servers' headers from the revision in force. Anything but a loopback
+    /// address needs --gateway-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<SocketAddr>,
+    /// With --gateway: a file holding the token every gateway request must
+    /// carry as `Authorization: Bearer <token>`.
+    #[arg(long, env = "MCPCTL_GATEWAY_TOKEN_FILE", value_name = "PATH")]
+    pub gateway_token_file: Option<PathBuf>,
     /// On SIGTERM or SIGINT, how long the actions in flight may take to
     /// finish before mcpctl exits anyway (like a pod's grace period). A
     /// second signal exits at once. Either way the next run finishes what
@@ -58,11 +70,24 @@ pub struct Args {
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let store = Store::new(global.state_path());
+    // What the gateway needs is checked before anything listens: a bad
+    // flag ends `watch` at start.
+    let token = match (&args.gateway, &args.gateway_token_file) {
+        (Some(_), Some(path)) => Some(super::gateway::read_token(path)?),
+        _ => None,
+    };
+    if let Some(addr) = args.gateway {
+        gateway::check_listen(addr, token.is_some())?;
+    }
     let signals = Signals::install();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot listen on {}", args.listen))?;
+    let gateway = match args.gateway {
+        None => None,
+        Some(addr) => Some(Gateway::bind(addr, token.as_deref(), args.dry_run, &store).await?),
+    };
     let shared = Arc::new(Shared::default());
     let secret = std::env::var("MCPCTL_WEBHOOK_SECRET")
         .ok()
@@ -83,11 +108,89 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
             let _ = server_stopped.await;
         },
     ));
-    let outcome = watch(global, args, &store, &shared, &signals).await;
+    let (feed, gateway) = match gateway {
+        Some(g) => (Some(g.feed), Some((g.proxy, g.listener))),
+        None => (None, None),
+    };
+    // The gateway stops on the first signal, as `watch` does (its requests
+    // in progress get their grace while the actions in flight drain), or
+    // when `watch` ends on its own.
+    let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = async {
+        if let Some((proxy, listener)) = gateway {
+            proxy
+                .serve(listener, async {
+                    tokio::select! {
+                        () = signals.first() => {}
+                        _ = gateway_stopped => {}
+                    }
+                })
+                .await;
+        }
+    };
+    let watching = async {
+        let outcome = watch(global, args, &store, &shared, &signals, feed).await;
+        let _ = stop_gateway.send(());
+        outcome
+    };
+    let (outcome, ()) = tokio::join!(watching, serving);
     let _ = stop_server.send(());
     let _ = server.await;
     outcome
 }
+
+/// The gateway served beside `watch` (`--gateway`), bound and ready, and
+/// the feed `watch` keeps it up to date through.
+struct Gateway {
+    proxy: gateway::Proxy,
+    listener: tokio::net::TcpListener,
+    feed: reconcile::GatewayFeed,
+}
+
+impl Gateway {
+    async fn bind(
+        addr: SocketAddr,
+        token: Option<&str>,
+        dry_run: bool,
+        store: &Store,
+    ) -> miette::Result<Gateway> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot serve the gateway on {addr}"))?;
+        let bound = listener.local_addr().into_diagnostic()?;
+        // Empty until the first pass: nothing routes before `watch` has
+        // read the state (its fleet checked, its lock taken).
+        let (tables, table) = tokio::sync::watch::channel(Arc::new(gateway::Table::default()));
+        let (headers, headers_rx) =
+            tokio::sync::watch::channel(Arc::new(gateway::ServerHeaders::new()));
+        let tables = if dry_run {
+            // A dry run writes nothing, and passes only on its own
+            // triggers: another applier writes the state, which the
+            // gateway then follows as `mcpctl gateway` does.
+            tokio::spawn(gateway::follow(store.clone(), FOLLOW_EVERY, tables));
+            None
+        } else {
+            Some(tables)
+        };
+        let proxy = gateway::Proxy::new(
+            table,
+            headers_rx,
+            gateway::Access::new(token, bound),
+            gateway::Limits::default(),
+        )?;
+        tracing::info!(gateway = %bound, "gateway serving /servers/<name>/mcp");
+        Ok(Gateway {
+            proxy,
+            listener,
+            feed: reconcile::GatewayFeed { tables, headers },
+        })
+    }
+}
+
+/// How often a dry run's gateway reads the state file again, as `mcpctl
+/// gateway`'s default `--refresh`.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 async fn watch(
     global: &Global,
@@ -95,6 +198,7 @@ async fn watch(
     store: &Store,
     shared: &Arc<Shared>,
     signals: &Signals,
+    gateway: Option<reconcile::GatewayFeed>,
 ) -> miette::Result<Outcome> {
     // One applier per state file; a dry run writes nothing and needs no lock.
     let _lock = if args.dry_run {
@@ -214,6 +318,7 @@ async fn watch(
         parallelism: args.parallelism,
         shutdown_timeout: args.shutdown_timeout,
         lease: keeper.as_ref().map(Keeper::subscribe),
+        gateway,
     };
     let sync_now = || watch.sync_now();
     let watching = reconcile::watch(

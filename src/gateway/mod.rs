@@ -25,7 +25,7 @@ mod tests;
 
 pub use access::{Access, Denial, check_listen};
 pub use follow::follow;
-pub use proxy::{Limits, ServerHeaders, serve};
+pub use proxy::{Limits, Proxy, ServerHeaders, serve};
 pub use table::{Backend, Refusal, Route, Table};
 
 use std::net::SocketAddr;

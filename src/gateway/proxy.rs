@@ -7,33 +7,36 @@
 //! to an instance that is then demoted finishes or fails on its own,
 //! because a tool call may not be safe to repeat.
 //!
-//! The listener is open to whoever can reach it, so it keeps the limits of
-//! `watch`'s listener: a request's head must arrive in time, connections
-//! are capped and live a bounded time, and request bodies are bounded.
+//! The listener is open to whoever can reach it, so it runs on the accept
+//! loop `watch`'s listener runs on ([`crate::listen`]), with the same
+//! limits: a request's head must arrive in time, connections are capped and
+//! live a bounded time; and request bodies are bounded here. Both the
+//! routing table and the headers added to external servers' requests come
+//! in over `watch` channels, so the fleet and its secrets can change under
+//! a running gateway.
 
 use super::access::{Access, Denial};
 use super::balance::{InFlight, Outstanding, Pin, Pins};
 use super::metrics::{self, Metrics, Served};
 use super::table::{Backend, Refusal, Table};
-use crate::model::{Doubling, HttpHeader};
+use crate::model::HttpHeader;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -43,9 +46,6 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// The 2026-era header that names a request's MCP method.
 const METHOD_HEADER: &str = "mcp-method";
 const METRICS_PATH: &str = "/metrics";
-/// hyper refuses a smaller read buffer.
-const MIN_HEAD_BYTES: usize = 8192;
-const ACCEPT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(10), Duration::from_secs(1));
 /// Headers that belong to one connection, not to the message (RFC 9110
 /// §7.6.1), and are never forwarded; nor is `Host`, which names the gateway.
 const HOP_BY_HOP: &[&str] = &[
@@ -102,6 +102,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits the accept loop keeps.
+    fn listen(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            header_read: self.header_read,
+            head_bytes: self.head_bytes,
+            connection: self.connection,
+            max_connections: self.max_connections,
+            grace: self.grace,
+        }
+    }
+}
+
 /// Headers the gateway adds to every request for a server, by server name:
 /// external servers' `headers`, secrets filled in, so that clients never
 /// hold them.
@@ -109,8 +122,8 @@ pub type ServerHeaders = BTreeMap<String, Vec<HttpHeader>>;
 
 struct Gateway {
     table: watch::Receiver<Arc<Table>>,
-    /// [`ServerHeaders`] as hyper's, built once.
-    headers: BTreeMap<String, HeaderMap>,
+    /// [`ServerHeaders`] as hyper's, built again whenever they change.
+    headers: watch::Receiver<Arc<HeaderMaps>>,
     access: Access,
     limits: Limits,
     outstanding: Arc<Outstanding>,
@@ -119,66 +132,108 @@ struct Gateway {
     metrics: Metrics,
 }
 
+/// [`ServerHeaders`] as hyper's, by server name.
+type HeaderMaps = BTreeMap<String, HeaderMap>;
+
+/// A gateway ready to serve: its headers checked and its client built, so
+/// that what can fail has failed before anything listens.
+pub struct Proxy {
+    gateway: Arc<Gateway>,
+    /// The caller's headers, followed into [`Gateway::headers`] while serving.
+    given: watch::Receiver<Arc<ServerHeaders>>,
+    maps: watch::Sender<Arc<HeaderMaps>>,
+}
+
+impl Proxy {
+    /// Routes by `table` and adds `headers`, each as it is now and as it
+    /// changes later. Refused when a header of the current `headers` cannot
+    /// be sent; one that a later change brings is left out, with a warning.
+    pub fn new(
+        table: watch::Receiver<Arc<Table>>,
+        mut headers: watch::Receiver<Arc<ServerHeaders>>,
+        access: Access,
+        limits: Limits,
+    ) -> Result<Proxy, super::GatewayError> {
+        let first = headers
+            .borrow_and_update()
+            .iter()
+            .map(|(server, h)| Ok((server.clone(), header_map(server, h)?)))
+            .collect::<Result<_, super::GatewayError>>()?;
+        let (maps, receiver) = watch::channel(Arc::new(first));
+        Ok(Proxy {
+            gateway: Arc::new(Gateway {
+                client: client(limits.connect)?,
+                pins: Pins::new(limits.pins),
+                table,
+                headers: receiver,
+                access,
+                limits,
+                outstanding: Arc::default(),
+                metrics: Metrics::default(),
+            }),
+            given: headers,
+            maps,
+        })
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, gives
+    /// requests in progress [`Limits::grace`] to finish, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Proxy {
+            gateway,
+            mut given,
+            maps,
+        } = self;
+        let limits = gateway.limits.listen();
+        let service = move |req| {
+            let gateway = gateway.clone();
+            async move { gateway.handle(req).await }
+        };
+        let follow = async {
+            // Until the caller's sender goes; the last maps stay.
+            while given.changed().await.is_ok() {
+                let headers = given.borrow_and_update().clone();
+                maps.send_replace(Arc::new(lenient_header_maps(&headers)));
+            }
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            () = crate::listen::serve("gateway", listener, limits, service, shutdown) => {}
+            never = follow => match never {},
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves; then stops accepting, gives requests in
-/// progress [`Limits::grace`] to finish, and returns.
+/// progress [`Limits::grace`] to finish, and returns. See [`Proxy::new`].
 pub async fn serve(
     listener: TcpListener,
     table: watch::Receiver<Arc<Table>>,
-    headers: &ServerHeaders,
+    headers: watch::Receiver<Arc<ServerHeaders>>,
     access: Access,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), super::GatewayError> {
-    let headers = headers
-        .iter()
-        .map(|(server, h)| Ok((server.clone(), header_map(server, h)?)))
-        .collect::<Result<_, super::GatewayError>>()?;
-    let cap = limits
-        .max_connections
-        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let gateway = Arc::new(Gateway {
-        client: client(limits.connect)?,
-        pins: Pins::new(limits.pins),
-        table,
-        headers,
-        access,
-        limits,
-        outstanding: Arc::default(),
-        metrics: Metrics::default(),
-    });
-    let slots = Arc::new(Semaphore::new(cap));
-    let (stop, stopped) = watch::channel(());
-    let mut failures = 0;
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF.after(failures)) => continue,
-                    }
-                }
-            },
-        };
-        failures = 0;
-        tokio::spawn(connection(gateway.clone(), stream, stopped.clone(), slot));
-    }
-    drop(listener);
-    stop.send_replace(());
-    let _ = slots.acquire_many(cap as u32).await;
+    Proxy::new(table, headers, access, limits)?
+        .serve(listener, shutdown)
+        .await;
     Ok(())
+}
+
+/// `headers` as hyper's, leaving out (with a warning naming it, never its
+/// value) any header that cannot be sent: a changed secret must not stop
+/// the other servers' headers from changing.
+fn lenient_header_maps(headers: &ServerHeaders) -> HeaderMaps {
+    headers
+        .iter()
+        .filter_map(|(server, h)| match header_map(server, h) {
+            Ok(map) => Some((server.clone(), map)),
+            Err(e) => {
+                tracing::warn!(server, error = %e, "leaving out the server's headers");
+                None
+            }
+        })
+        .collect()
 }
 
 fn client(connect: Duration) -> Result<HttpClient, super::GatewayError> {
@@ -200,41 +255,6 @@ fn client(connect: Duration) -> Result<HttpClient, super::GatewayError> {
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(connector))
-}
-
-async fn connection(
-    gateway: Arc<Gateway>,
-    stream: TcpStream,
-    mut stopped: watch::Receiver<()>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let limits = gateway.limits.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let gateway = gateway.clone();
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        .max_buf_size(limits.head_bytes.max(MIN_HEAD_BYTES))
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let why = tokio::select! {
-        ended = conn.as_mut() => return log_end(ended),
-        () = tokio::time::sleep(limits.connection) => "held for too long",
-        _ = stopped.changed() => "shutting down",
-    };
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(limits.grace, conn).await {
-        Ok(ended) => log_end(ended),
-        Err(_) => tracing::debug!(why, "dropped a gateway connection after the grace"),
-    }
-}
-
-fn log_end(ended: Result<(), hyper::Error>) {
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "gateway connection ended with an error");
-    }
 }
 
 /// The server named by `/servers/<name>/mcp`.
@@ -466,7 +486,7 @@ impl Gateway {
         if self.access.has_token() {
             upstream.headers_mut().remove(header::AUTHORIZATION);
         }
-        if let Some(added) = self.headers.get(server) {
+        if let Some(added) = self.headers.borrow().get(server) {
             // The server's own headers win over the client's of the same name.
             for name in added.keys() {
                 upstream.headers_mut().remove(name);

@@ -1,5 +1,6 @@
 //! The gateway's pure parts: the routing table from snapshots, the choice
-//! of instance, the pin table's cap, and the access checks.
+//! of instance, the pin table's cap, and the access checks; and, over real
+//! loopback sockets, headers that change while the gateway serves.
 
 use super::access::{Access, Denial, check_listen};
 use super::balance::{Outstanding, Pin, Pins};
@@ -358,10 +359,11 @@ mod served {
             let shutdown = async {
                 let _ = stopped.await;
             };
+            let (_headers, headers) = watch::channel(Arc::new(ServerHeaders::new()));
             serve(
                 listener,
                 receiver,
-                &ServerHeaders::new(),
+                headers,
                 access,
                 Limits::default(),
                 shutdown,
@@ -731,5 +733,93 @@ mod served {
         assert!(!text.contains(r#"server="web""#), "{text}");
         assert!(text.contains(r#"server="api",instance="c""#), "{text}");
         assert!(text.contains(r#"server="-",instance="-""#), "{text}");
+    }
+}
+
+/// An `X-Team` header, as an external server's `headers` give it.
+fn team(value: &str) -> Arc<super::ServerHeaders> {
+    let header = crate::model::HttpHeader {
+        name: "X-Team".into(),
+        value: crate::model::HttpHeaderValue::Plain(value.into()),
+    };
+    Arc::new([("ext".to_owned(), vec![header])].into())
+}
+
+/// One POST to `ext` through the gateway at `addr`: the body of the answer.
+async fn post_ext(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /servers/ext/mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    raw.split_once("\r\n\r\n").expect("head").1.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_sent_while_serving_reach_the_next_request() {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+    let limits = super::Limits::default();
+    // An upstream that answers with the `X-Team` it was sent.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    let echo = |req: hyper::Request<Incoming>| async move {
+        let team = req.headers().get("x-team").cloned();
+        hyper::Response::new(Full::new(Bytes::from(
+            team.map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+        )))
+    };
+    let up_limits = crate::listen::Limits {
+        header_read: limits.header_read,
+        head_bytes: limits.head_bytes,
+        connection: limits.connection,
+        max_connections: 16,
+        grace: limits.grace,
+    };
+    tokio::spawn(crate::listen::serve(
+        "upstream",
+        upstream,
+        up_limits,
+        echo,
+        std::future::pending(),
+    ));
+    let table = Table::from_snapshot(&snapshot(vec![instance(
+        "a",
+        "ext",
+        Status::Running,
+        http(port),
+        "ready",
+        1,
+    )]));
+    let (_tables, table) = watch::channel(Arc::new(table));
+    let (headers, given) = watch::channel(team("platform"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let proxy =
+        super::Proxy::new(table, given, Access::new(None, addr), limits).expect("a gateway");
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    assert_eq!(post_ext(addr).await, "platform");
+
+    // Rotated while serving: the next requests carry the new value.
+    headers.send_replace(team("data"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while post_ext(addr).await != "data" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still the old header"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A value that cannot be sent is left out, rather than the old one kept.
+    headers.send_replace(team("two\nlines"));
+    while !post_ext(addr).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "still a header");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

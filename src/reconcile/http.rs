@@ -15,31 +15,24 @@
 //! The listener is open to anyone who can reach it, so nobody may hold it:
 //! every wait has a deadline and every buffer a bound ([`Limits`]). A
 //! request's head must arrive in time, a connection lives a bounded time, the
-//! number of connections is capped, and the webhook's signature header is
-//! checked before any of its body is read, which then streams into the HMAC
-//! under a size and a time limit.
+//! number of connections is capped (the accept loop that keeps those is
+//! [`crate::listen`], shared with the gateway), and the webhook's signature
+//! header is checked before any of its body is read, which then streams into
+//! the HMAC under a size and a time limit.
 
 use super::status::Shared;
-use crate::model::{Doubling, SecretValue};
+use crate::model::SecretValue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
 
 /// Accepted syncs at most this often: each one is a fetch.
 const SYNC_GAP: Duration = Duration::from_secs(1);
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";
-/// hyper refuses a smaller read buffer.
-const MIN_HEAD_BYTES: usize = 8192;
-/// Pauses after failed accepts (out of file descriptors, say), so a failing
-/// `accept` does not spin.
-const ACCEPT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(10), Duration::from_secs(1));
 
 /// How much a client may take of the listener, and for how long.
 #[derive(Debug, Clone)]
@@ -92,6 +85,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits the accept loop keeps.
+    fn listen(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            header_read: self.header_read,
+            head_bytes: self.head_bytes,
+            connection: self.connection,
+            max_connections: self.max_connections,
+            grace: self.grace,
+        }
+    }
+}
+
 struct Server {
     shared: Arc<Shared>,
     secret: Option<SecretValue>,
@@ -109,88 +115,18 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let cap = limits
-        .max_connections
-        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let listen = limits.listen();
     let server = Arc::new(Server {
         shared,
         secret,
         limits,
         last_sync: Mutex::new(None),
     });
-    let slots = Arc::new(Semaphore::new(cap));
-    let (stop, stopped) = watch::channel(());
-    let mut failures = 0;
-    tokio::pin!(shutdown);
-    loop {
-        // A slot first, then a connection: beyond the cap, connections stay
-        // in the kernel's queue (see `Limits::max_connections`).
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF.after(failures)) => continue,
-                    }
-                }
-            },
-        };
-        failures = 0;
-        tokio::spawn(connection(server.clone(), stream, stopped.clone(), slot));
-    }
-    drop(listener);
-    stop.send_replace(());
-    // Each connection ends itself within the grace; all slots back means the
-    // last one has.
-    let _ = slots.acquire_many(cap as u32).await;
-}
-
-/// Serves one connection until it ends, its time is up, or the server stops;
-/// then gives what is in progress the grace to finish.
-async fn connection(
-    server: Arc<Server>,
-    stream: TcpStream,
-    mut stopped: watch::Receiver<()>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let limits = server.limits.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = move |req| {
         let server = server.clone();
-        async move { Ok::<_, std::convert::Infallible>(server.handle(req).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        .max_buf_size(limits.head_bytes.max(MIN_HEAD_BYTES))
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let why = tokio::select! {
-        ended = conn.as_mut() => return log_end(ended),
-        () = tokio::time::sleep(limits.connection) => "held for too long",
-        _ = stopped.changed() => "shutting down",
+        async move { server.handle(req).await }
     };
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(limits.grace, conn).await {
-        Ok(ended) => log_end(ended),
-        Err(_) => tracing::debug!(why, "dropped an HTTP connection after the grace"),
-    }
-}
-
-fn log_end(ended: Result<(), hyper::Error>) {
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "HTTP connection ended with an error");
-    }
+    crate::listen::serve("watch", listener, listen, service, shutdown).await;
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -373,9 +309,11 @@ mod tests {
     use http_body_util::{Empty, StreamBody};
     use hyper::body::Frame;
     use hyper::client::conn::http1::SendRequest;
+    use hyper_util::rt::TokioIo;
     use std::convert::Infallible;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::sync::{mpsc, oneshot};
     use tokio::task::JoinHandle;
 

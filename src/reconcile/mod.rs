@@ -22,7 +22,8 @@ pub use status::{Health, Metrics, Shared};
 
 use crate::apply::lease::Standing;
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
-use crate::model::{HistoryEntry, Runners, Timestamp};
+use crate::gateway::{ServerHeaders, Table};
+use crate::model::{HistoryEntry, Runners, Snapshot, Timestamp};
 use crate::plan::Desired;
 use crate::runtime::Runtime;
 use crate::secrets::Resolver as SecretResolver;
@@ -118,6 +119,56 @@ pub struct Options {
     /// it is not ours. `None` acts without one (a dry run, which changes
     /// nothing).
     pub lease: Option<tokio::sync::watch::Receiver<Standing>>,
+    /// Where the gateway served beside `watch` (`--gateway`) learns of
+    /// the fleet and the secrets; `None` without one.
+    pub gateway: Option<GatewayFeed>,
+}
+
+/// What `watch` tells the gateway it serves: the routing table, from the
+/// state each pass read (the records of all the work that had finished
+/// before it, so every change `watch` makes reaches the gateway by the
+/// pass its finishing triggers), and external servers' headers, from each
+/// revision taken up (so a rotated secret reaches the gateway with the
+/// revision that brings it). Each is sent only when it differs.
+#[derive(Debug, Clone)]
+pub struct GatewayFeed {
+    /// `None` when the table comes from elsewhere: a dry run writes nothing,
+    /// so its gateway follows the state file that another applier writes.
+    pub tables: Option<tokio::sync::watch::Sender<Arc<Table>>>,
+    pub headers: tokio::sync::watch::Sender<Arc<ServerHeaders>>,
+}
+
+impl GatewayFeed {
+    fn snapshot(&self, snapshot: &Snapshot) {
+        let Some(tables) = &self.tables else {
+            return;
+        };
+        let table = Table::from_snapshot(snapshot);
+        tables.send_if_modified(|current| {
+            if **current == table {
+                return false;
+            }
+            tracing::info!(
+                servers = table.servers(),
+                ready = table.ready_servers(),
+                "routing table changed"
+            );
+            *current = Arc::new(table);
+            true
+        });
+    }
+
+    fn target(&self, target: &Target) {
+        let headers = crate::apply::probe_headers(&target.servers, &target.secrets);
+        self.headers.send_if_modified(|current| {
+            if **current == headers {
+                return false;
+            }
+            tracing::info!(servers = headers.len(), "external servers' headers changed");
+            *current = Arc::new(headers);
+            true
+        });
+    }
 }
 
 /// How `watch` ended.
@@ -495,6 +546,9 @@ async fn turn<'a, R: Runtime + Sync>(
                     h.revision = Some(revision.clone());
                     h.source = None;
                 });
+                if let Some(feed) = &opts.gateway {
+                    feed.target(&target);
+                }
                 let target = Arc::new(target);
                 match t.applier.as_mut() {
                     Some(a) => a.set_target(target),
@@ -542,6 +596,9 @@ async fn turn<'a, R: Runtime + Sync>(
             return Ok(());
         }
         Err(e) => return Err(e),
+    }
+    if let (Some(feed), Some(snapshot)) = (&opts.gateway, a.snapshot()) {
+        feed.snapshot(snapshot);
     }
     let last = a.last_pass().clone();
     shared.metrics.pass(last.plan_time, last.actions.len());

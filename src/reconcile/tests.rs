@@ -81,6 +81,7 @@ fn start(rt: &FakeRuntime, store: &Store, dry_run: bool) -> Running {
         dry_run,
         Duration::from_secs(30),
         None,
+        None,
     )
 }
 
@@ -90,6 +91,7 @@ fn start_with<R: Runtime + Send + Sync + 'static>(
     dry_run: bool,
     shutdown_timeout: Duration,
     lease: Option<tokio::sync::watch::Receiver<Standing>>,
+    gateway: Option<GatewayFeed>,
 ) -> Running {
     let (events, rx) = mpsc::channel(8);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -113,6 +115,7 @@ fn start_with<R: Runtime + Send + Sync + 'static>(
                 parallelism: 4,
                 shutdown_timeout,
                 lease,
+                gateway,
             };
             let sync_now = move || {
                 syncs.fetch_add(1, Ordering::SeqCst);
@@ -507,7 +510,7 @@ async fn a_hung_engine_fails_passes_at_the_deadline_and_degrades_health() {
         "fake",
         crate::runtime::Deadlines::from_call(Duration::from_millis(200)),
     ));
-    let w = start_with(rt, &store, false, Duration::from_secs(30), None);
+    let w = start_with(rt, &store, false, Duration::from_secs(30), None, None);
     w.events
         .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
         .await
@@ -547,6 +550,7 @@ async fn shutdown_waits_for_actions_in_flight_at_most_the_timeout() {
             &store,
             false,
             Duration::from_secs(5),
+            None,
             None,
         );
         w.events
@@ -593,6 +597,7 @@ async fn no_pass_acts_while_the_lease_is_not_ours() {
         false,
         Duration::from_secs(30),
         Some(lease),
+        None,
     );
     w.events
         .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
@@ -622,5 +627,96 @@ async fn no_pass_acts_while_the_lease_is_not_ours() {
     rt.delete(&victim);
     more_turns(&w.shared, 3).await;
     assert!(rt.units().is_empty(), "repaired without the lease");
+    w.stop().await;
+}
+
+fn external(name: &str, team: &str) -> String {
+    format!(
+        "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {{name: {name}}}\nspec:\n  external:\n    url: http://127.0.0.1:9/mcp\n    headers: {{X-Team: {team}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_gets_the_table_of_each_pass_and_the_headers_of_each_revision() {
+    use crate::gateway::Refusal;
+    use crate::model::{HttpHeader, HttpHeaderValue};
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    let (tables, table) = tokio::sync::watch::channel(Arc::new(Table::default()));
+    let (headers, added) = tokio::sync::watch::channel(Arc::new(ServerHeaders::new()));
+    let feed = GatewayFeed {
+        tables: Some(tables),
+        headers,
+    };
+    let w = start_with(
+        Arc::new(rt.clone()),
+        &store,
+        false,
+        Duration::from_secs(30),
+        None,
+        Some(feed),
+    );
+    let team = |t: &str| {
+        vec![HttpHeader {
+            name: "X-Team".into(),
+            value: HttpHeaderValue::Plain(t.into()),
+        }]
+    };
+    // What the table says once the state has `n` RUNNING instances of alpha.
+    let follows_the_state = |n: usize| {
+        running(&store, "alpha") == n
+            && **table.borrow() == Table::from_snapshot(&store.load().expect("load"))
+    };
+
+    w.events
+        .send(revision(
+            "r1",
+            &[
+                ("fleet/a.yaml", spec("alpha", 1)),
+                ("fleet/ext.yaml", external("ext", "platform")),
+            ],
+        ))
+        .await
+        .expect("send");
+    until("the table to follow alpha to RUNNING", || {
+        follows_the_state(1)
+    })
+    .await;
+    // The fake's instances speak stdio: routed once the bridge exists;
+    // what matters here is that the table knows alpha RUNNING.
+    assert!(
+        matches!(table.borrow().backends("alpha"), Err(Refusal::Unavailable(why)) if why.contains("stdio")),
+        "{:?}",
+        table.borrow().backends("alpha")
+    );
+    assert_eq!(added.borrow().get("ext"), Some(&team("platform")));
+    assert_eq!(
+        added.borrow().len(),
+        1,
+        "only external servers have headers"
+    );
+
+    // A new revision: alpha scaled to none, and the external server's
+    // header changed.
+    w.events
+        .send(revision(
+            "r2",
+            &[
+                ("fleet/a.yaml", spec("alpha", 0)),
+                ("fleet/ext.yaml", external("ext", "data")),
+            ],
+        ))
+        .await
+        .expect("send");
+    until("the new header", || {
+        added.borrow().get("ext") == Some(&team("data"))
+    })
+    .await;
+    until("the table to follow alpha to none", || follows_the_state(0)).await;
+    assert!(
+        matches!(table.borrow().backends("alpha"), Err(Refusal::Unavailable(why)) if why.ends_with("no instances")),
+        "{:?}",
+        table.borrow().backends("alpha")
+    );
     w.stop().await;
 }
