@@ -22,16 +22,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("state", &["model"]),
     ("runtime", &["model"]),
     ("probe", &["model"]),
+    ("bridge", &["model", "runtime", "probe"]),
     (
         "apply",
         &[
-            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "bridge",
         ],
     ),
     (
         "gateway",
         &[
-            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe",
+            "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "bridge",
         ],
     ),
     (

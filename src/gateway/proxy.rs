@@ -12,8 +12,10 @@
 
 use super::access::{Access, Denial};
 use super::balance::{InFlight, Outstanding, Pin, Pins};
-use super::table::{Backend, Refusal, Table};
-use crate::model::{Doubling, HttpHeader};
+use super::message;
+use super::stdio::{self, Bridging};
+use super::table::{Backend, Refusal, Table, Upstream};
+use crate::model::{Doubling, HttpHeader, InstanceId};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -33,11 +35,11 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type ProxyBody = BoxBody<Bytes, BoxError>;
 type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-const SESSION_HEADER: &str = "mcp-session-id";
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 /// hyper refuses a smaller read buffer.
 const MIN_HEAD_BYTES: usize = 8192;
 const ACCEPT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(10), Duration::from_secs(1));
@@ -72,6 +74,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// The largest request body forwarded; larger gets 413.
     pub body: usize,
+    /// A request body must arrive whole within this.
+    pub body_read: Duration,
+    /// A bridged (stdio) request's answer must come within this; then the
+    /// client gets 504 and the instance a cancellation.
+    pub answer: Duration,
     /// Connecting to an instance must succeed within this.
     pub connect: Duration,
     /// On shutdown, requests in progress get this long to finish.
@@ -88,6 +95,8 @@ impl Default for Limits {
             connection: Duration::from_secs(3600),
             max_connections: 512,
             body: 4 << 20,
+            body_read: Duration::from_secs(30),
+            answer: Duration::from_secs(300),
             connect: Duration::from_secs(5),
             grace: Duration::from_secs(5),
             // About a megabyte of session ids: far more sessions than a
@@ -111,16 +120,19 @@ struct Gateway {
     outstanding: Arc<Outstanding>,
     pins: Pins,
     client: HttpClient,
+    bridging: Option<Bridging>,
 }
 
 /// Serves until `shutdown` resolves; then stops accepting, gives requests in
-/// progress [`Limits::grace`] to finish, and returns.
+/// progress [`Limits::grace`] to finish, and returns. Without `bridging`,
+/// stdio servers answer 503.
 pub async fn serve(
     listener: TcpListener,
     table: watch::Receiver<Arc<Table>>,
     headers: &ServerHeaders,
     access: Access,
     limits: Limits,
+    bridging: Option<Bridging>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), super::GatewayError> {
     let headers = headers
@@ -130,6 +142,9 @@ pub async fn serve(
     let cap = limits
         .max_connections
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    if let Some(b) = &bridging {
+        tokio::spawn(close_bridges(table.clone(), b.bridges.clone()));
+    }
     let gateway = Arc::new(Gateway {
         client: client(limits.connect)?,
         pins: Pins::new(limits.pins),
@@ -138,6 +153,7 @@ pub async fn serve(
         access,
         limits,
         outstanding: Arc::default(),
+        bridging,
     });
     let slots = Arc::new(Semaphore::new(cap));
     let (stop, stopped) = watch::channel(());
@@ -172,6 +188,20 @@ pub async fn serve(
     stop.send_replace(());
     let _ = slots.acquire_many(cap as u32).await;
     Ok(())
+}
+
+/// Closes the bridges of instances that leave the fleet, for as long as
+/// tables come.
+async fn close_bridges(mut tables: watch::Receiver<Arc<Table>>, bridges: crate::bridge::Bridges) {
+    loop {
+        {
+            let table = tables.borrow_and_update().clone();
+            bridges.retain(|id| table.knows(id));
+        }
+        if tables.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn client(connect: Duration) -> Result<HttpClient, super::GatewayError> {
@@ -236,14 +266,25 @@ pub fn server_of(path: &str) -> Option<&str> {
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
+/// The JSON-RPC error code of the gateway's own refusals and failures.
+const GATEWAY_ERROR: i64 = -32000;
+
 /// A JSON-RPC error in a response of `status`: clients of both eras read
-/// the message from it. The id is null: the request's own is in a body the
-/// gateway does not read.
+/// the message from it. The id is null where the gateway has not read it.
 pub fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    rpc_error_with(status, GATEWAY_ERROR, None, message)
+}
+
+fn rpc_error_with(
+    status: StatusCode,
+    code: i64,
+    id: Option<serde_json::Value>,
+    message: &str,
+) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
-        "error": {"code": -32000, "message": message},
+        "id": id.unwrap_or(serde_json::Value::Null),
+        "error": {"code": code, "message": message},
     });
     let mut r = Response::new(
         Full::new(Bytes::from(format!("{body}\n")))
@@ -265,15 +306,25 @@ pub fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
 /// A routing decision that ends the request at the gateway.
 struct Refused {
     status: StatusCode,
+    /// The JSON-RPC error code.
+    code: i64,
     message: String,
+    /// The request's id, where the gateway read it.
+    id: Option<serde_json::Value>,
 }
 
 impl Refused {
     fn new(status: StatusCode, message: impl Into<String>) -> Refused {
         Refused {
             status,
+            code: GATEWAY_ERROR,
             message: message.into(),
+            id: None,
         }
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        rpc_error_with(self.status, self.code, self.id.clone(), &self.message)
     }
 }
 
@@ -302,15 +353,15 @@ impl Gateway {
         let started = Instant::now();
         let method = req.method().clone();
         let server = server_of(req.uri().path()).unwrap_or("-").to_owned();
-        let (instance, response) = match self.route(&req, &server) {
-            Err(refused) => ("-".to_owned(), rpc_error(refused.status, &refused.message)),
-            Ok((backend, in_flight)) => {
-                let instance = backend.instance.to_string();
-                (
-                    instance,
-                    self.forward(req, &server, backend, in_flight).await,
-                )
-            }
+        let (instance, response) = match self.admit(req, &server).await {
+            Err(refused) => ("-".to_owned(), refused.response()),
+            Ok(admitted) => match self.route(&admitted.parts.headers, &server) {
+                Err(refused) => ("-".to_owned(), refused.response()),
+                Ok((backend, in_flight)) => (
+                    backend.instance.to_string(),
+                    self.forward(admitted, &server, backend, in_flight).await,
+                ),
+            },
         };
         tracing::info!(
             server,
@@ -323,8 +374,9 @@ impl Gateway {
         response
     }
 
-    /// The instance that takes `req`, counted as taking it.
-    fn route(&self, req: &Request<Incoming>, server: &str) -> Result<(Backend, InFlight), Refused> {
+    /// The checks every request passes before it is routed, and its body
+    /// read whole (bounded in size and time) and parsed.
+    async fn admit(&self, req: Request<Incoming>, server: &str) -> Result<Admitted, Refused> {
         self.access.check(req.headers())?;
         if server_of(req.uri().path()).is_none() {
             return Err(Refused::new(
@@ -338,15 +390,63 @@ impl Gateway {
                 "method not allowed: use POST, GET or DELETE",
             ));
         }
-        if req.body().size_hint().lower() > self.limits.body as u64 {
-            return Err(Refused::new(
+        let too_large = || {
+            Refused::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {} bytes", self.limits.body),
-            ));
+            )
+        };
+        if req.body().size_hint().lower() > self.limits.body as u64 {
+            return Err(too_large());
         }
+        let (parts, body) = req.into_parts();
+        let read = tokio::time::timeout(
+            self.limits.body_read,
+            Limited::new(body, self.limits.body).collect(),
+        )
+        .await;
+        let body = match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(Err(e)) => {
+                return Err(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(Refused::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {}",
+                        crate::model::short_duration(self.limits.body_read)
+                    ),
+                ));
+            }
+        };
+        let message = (parts.method == Method::POST)
+            .then(|| message::parse(&body))
+            .flatten();
+        if let Err(why) = message::check_mirrors(&parts.headers, message.as_ref()) {
+            tracing::debug!(server, why, "refused mirror headers");
+            return Err(Refused {
+                status: StatusCode::BAD_REQUEST,
+                code: message::HEADER_MISMATCH,
+                message: why,
+                id: message.as_ref().and_then(|m| m.get("id")).cloned(),
+            });
+        }
+        Ok(Admitted {
+            parts,
+            body,
+            message,
+        })
+    }
+
+    /// The instance that takes a request with `headers`, counted as taking it.
+    fn route(&self, headers: &HeaderMap, server: &str) -> Result<(Backend, InFlight), Refused> {
         let table = self.table.borrow().clone();
-        let session = req
-            .headers()
+        let session = headers
             .get(SESSION_HEADER)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let Some(session) = session else {
@@ -386,23 +486,54 @@ impl Gateway {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        admitted: Admitted,
         server: &str,
         backend: Backend,
         in_flight: InFlight,
     ) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
-        let uri = match upstream_uri(&backend.url, parts.uri.query()) {
+        match &backend.upstream {
+            Upstream::Http(url) => {
+                self.forward_http(admitted, server, &backend.instance, url, in_flight)
+                    .await
+            }
+            Upstream::Stdio { handle } => {
+                let waits = stdio::Waits {
+                    attach: self.limits.connect,
+                    answer: self.limits.answer,
+                };
+                let call = stdio::Call {
+                    method: &admitted.parts.method,
+                    headers: &admitted.parts.headers,
+                    message: admitted.message,
+                    server,
+                    instance: &backend.instance,
+                    handle,
+                };
+                stdio::forward(self.bridging.as_ref(), &self.pins, waits, call, in_flight).await
+            }
+        }
+    }
+
+    async fn forward_http(
+        &self,
+        admitted: Admitted,
+        server: &str,
+        instance: &InstanceId,
+        url: &str,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        let Admitted { parts, body, .. } = admitted;
+        let uri = match upstream_uri(url, parts.uri.query()) {
             Some(u) => u,
             None => {
                 return rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    &format!("instance {} has an unusable endpoint URL", backend.instance),
+                    &format!("instance {instance} has an unusable endpoint URL"),
                 );
             }
         };
         let session = parts.headers.get(SESSION_HEADER).cloned();
-        let mut upstream = Request::new(Limited::new(body, self.limits.body).boxed());
+        let mut upstream = Request::new(Full::new(body).map_err(|never| match never {}).boxed());
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = end_to_end(&parts.headers);
@@ -425,10 +556,7 @@ impl Gateway {
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
                 return rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "instance {} of {server} did not answer: {cause}",
-                        backend.instance
-                    ),
+                    &format!("instance {instance} of {server} did not answer: {cause}"),
                 );
             }
         };
@@ -447,7 +575,7 @@ impl Gateway {
                 &String::from_utf8_lossy(new.as_bytes()),
                 Pin {
                     server: server.to_owned(),
-                    instance: backend.instance.clone(),
+                    instance: instance.clone(),
                 },
             );
         }
@@ -459,6 +587,14 @@ impl Gateway {
         };
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
+}
+
+/// A request that passed the gateway's checks, its body read.
+struct Admitted {
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    /// The body as one JSON-RPC message, when it is one.
+    message: Option<serde_json::Value>,
 }
 
 /// A server's headers as hyper's, a secret one marked sensitive so that
