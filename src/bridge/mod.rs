@@ -253,9 +253,12 @@ impl Bridge {
         lock(&self.inner.table).pending.len()
     }
 
-    /// The era and identity the last successful handshake found.
-    pub fn era(&self) -> Option<Era> {
-        lock(&self.inner.known).as_ref().map(|k| k.info.era)
+    /// The era the last successful handshake found, and the protocol
+    /// version it settled on.
+    pub fn era(&self) -> Option<(Era, String)> {
+        lock(&self.inner.known)
+            .as_ref()
+            .map(|k| (k.info.era, k.info.protocol_version.clone()))
     }
 
     /// Sends `request` (a JSON-RPC request with an id) under an id of the

@@ -182,6 +182,9 @@ pub async fn serve(
             },
         };
         failures = 0;
+        // SSE answers come in small writes; Nagle would hold each until the
+        // client's delayed ACK, some 40 ms.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(connection(gateway.clone(), stream, stopped.clone(), slot));
     }
     drop(listener);
@@ -357,10 +360,11 @@ impl Gateway {
             Err(refused) => ("-".to_owned(), refused.response()),
             Ok(admitted) => match self.route(&admitted.parts.headers, &server) {
                 Err(refused) => ("-".to_owned(), refused.response()),
-                Ok((backend, in_flight)) => (
-                    backend.instance.to_string(),
-                    self.forward(admitted, &server, backend, in_flight).await,
-                ),
+                Ok((backend, in_flight)) => {
+                    let (instance, answer) =
+                        self.forward(admitted, &server, backend, in_flight).await;
+                    (instance.to_string(), answer)
+                }
             },
         };
         tracing::info!(
@@ -484,56 +488,105 @@ impl Gateway {
         }
     }
 
+    /// Sends the request to `backend`; the instance that took it, and the
+    /// answer. A request that could not even connect never reached its
+    /// instance, so it goes to another one (each at most once); a pinned
+    /// session's instance that refuses connections is gone for the session.
     async fn forward(
         &self,
         admitted: Admitted,
         server: &str,
-        backend: Backend,
-        in_flight: InFlight,
-    ) -> Response<ProxyBody> {
-        match &backend.upstream {
-            Upstream::Http(url) => {
-                self.forward_http(admitted, server, &backend.instance, url, in_flight)
-                    .await
+        mut backend: Backend,
+        mut in_flight: InFlight,
+    ) -> (InstanceId, Response<ProxyBody>) {
+        let session = admitted
+            .parts
+            .headers
+            .get(SESSION_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut refused: Vec<InstanceId> = Vec::new();
+        loop {
+            let url = match &backend.upstream {
+                Upstream::Http(url) => url.clone(),
+                Upstream::Stdio { handle } => {
+                    let waits = stdio::Waits {
+                        attach: self.limits.connect,
+                        answer: self.limits.answer,
+                    };
+                    let call = stdio::Call {
+                        method: &admitted.parts.method,
+                        headers: &admitted.parts.headers,
+                        message: admitted.message,
+                        server,
+                        instance: &backend.instance,
+                        handle,
+                    };
+                    let answer =
+                        stdio::forward(self.bridging.as_ref(), &self.pins, waits, call, in_flight)
+                            .await;
+                    return (backend.instance, answer);
+                }
+            };
+            let failed = match self
+                .forward_http(&admitted, server, &backend.instance, &url, in_flight)
+                .await
+            {
+                Sent::Answered(answer) => return (backend.instance, answer),
+                Sent::Unreachable(failed) => failed,
+            };
+            self.outstanding.refused(&backend.instance);
+            if let Some(session) = &session {
+                self.pins.forget(session);
+                let gone = Refused::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "session not found: its instance {} refuses connections; start a new session",
+                        backend.instance
+                    ),
+                );
+                return (backend.instance, gone.response());
             }
-            Upstream::Stdio { handle } => {
-                let waits = stdio::Waits {
-                    attach: self.limits.connect,
-                    answer: self.limits.answer,
-                };
-                let call = stdio::Call {
-                    method: &admitted.parts.method,
-                    headers: &admitted.parts.headers,
-                    message: admitted.message,
-                    server,
-                    instance: &backend.instance,
-                    handle,
-                };
-                stdio::forward(self.bridging.as_ref(), &self.pins, waits, call, in_flight).await
+            refused.push(backend.instance.clone());
+            let table = self.table.borrow().clone();
+            let next = table
+                .backends(server)
+                .ok()
+                .and_then(|b| self.outstanding.choose_except(b, &refused));
+            match next {
+                Some((b, f)) => {
+                    tracing::debug!(server, refused = %backend.instance, next = %b.instance, "an instance refused the connection; sending the request to another");
+                    backend = b;
+                    in_flight = f;
+                }
+                None => return (backend.instance, failed),
             }
         }
     }
 
     async fn forward_http(
         &self,
-        admitted: Admitted,
+        admitted: &Admitted,
         server: &str,
         instance: &InstanceId,
         url: &str,
         in_flight: InFlight,
-    ) -> Response<ProxyBody> {
+    ) -> Sent {
         let Admitted { parts, body, .. } = admitted;
         let uri = match upstream_uri(url, parts.uri.query()) {
             Some(u) => u,
             None => {
-                return rpc_error(
+                return Sent::Answered(rpc_error(
                     StatusCode::BAD_GATEWAY,
                     &format!("instance {instance} has an unusable endpoint URL"),
-                );
+                ));
             }
         };
         let session = parts.headers.get(SESSION_HEADER).cloned();
-        let mut upstream = Request::new(Full::new(body).map_err(|never| match never {}).boxed());
+        let mut upstream = Request::new(
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = end_to_end(&parts.headers);
@@ -554,10 +607,15 @@ impl Gateway {
             Err(e) => {
                 let cause =
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-                return rpc_error(
+                let failed = rpc_error(
                     StatusCode::BAD_GATEWAY,
                     &format!("instance {instance} of {server} did not answer: {cause}"),
                 );
+                return if e.is_connect() {
+                    Sent::Unreachable(failed)
+                } else {
+                    Sent::Answered(failed)
+                };
             }
         };
         if let Some(session) = session
@@ -585,8 +643,19 @@ impl Gateway {
             inner: body,
             _in_flight: in_flight,
         };
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        Sent::Answered(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
+}
+
+/// What became of a request sent to an HTTP instance.
+enum Sent {
+    /// The instance answered, or failed after the request may have reached it.
+    Answered(Response<ProxyBody>),
+    /// The connection was refused or timed out: the request never left.
+    Unreachable(Response<ProxyBody>),
 }
 
 /// A request that passed the gateway's checks, its body read.

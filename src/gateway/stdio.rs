@@ -142,6 +142,25 @@ pub(super) async fn forward(
             );
         }
     };
+    // A stdio server settles its era with the first message it ever reads
+    // (the reconciler's probe's, most often), so the bridge must know it
+    // before it can carry an older client's requests.
+    let era = match bridge.era() {
+        Some(era) => era,
+        None => match bridge.check(waits.attach).await {
+            Ok(info) => (info.era, info.protocol_version),
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("instance {instance} of {server} failed its handshake: {e}"),
+                );
+            }
+        },
+    };
+    let mut message = message;
+    if era.0 == crate::probe::Era::Discover2026 {
+        modernize(&mut message, &era.1);
+    }
     let rpc_method = message.get("method").and_then(Value::as_str);
     let has_id = message.get("id").is_some_and(|id| !id.is_null());
     match (rpc_method, has_id) {
@@ -232,6 +251,34 @@ async fn initialize(
         response.headers_mut().insert(SESSION_HEADER, v);
     }
     response
+}
+
+/// Gives a 2025-era client's message what a 2026-07-28 server needs of
+/// every request: the protocol version, and the client's capabilities and
+/// identity, in `_meta`. The shared session's: no capabilities, and the
+/// gateway as the client. A message that has them keeps its own.
+fn modernize(message: &mut Value, version: &str) {
+    let Some(object) = message.as_object_mut() else {
+        return;
+    };
+    let params = object
+        .entry("params")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(params) = params.as_object_mut() else {
+        return;
+    };
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    meta.entry("io.modelcontextprotocol/protocolVersion")
+        .or_insert_with(|| Value::String(version.to_owned()));
+    meta.entry("io.modelcontextprotocol/clientCapabilities")
+        .or_insert_with(|| json!({}));
+    meta.entry("io.modelcontextprotocol/clientInfo")
+        .or_insert_with(|| json!({"name": "mcpctl-gateway", "version": env!("CARGO_PKG_VERSION")}));
 }
 
 /// The `initialize` result as the shared session's clients see it: without
@@ -384,6 +431,37 @@ mod tests {
                 "capabilities": {"tools": {}, "resources": {}, "prompts": {}},
                 "serverInfo": {"name": "s", "version": "1"},
             })
+        );
+    }
+
+    #[test]
+    fn an_older_clients_request_gets_the_meta_a_2026_server_needs() {
+        let mut call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "echo", "_meta": {"progressToken": 7}}});
+        modernize(&mut call, "2026-07-28");
+        assert_eq!(
+            call["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert_eq!(
+            call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+            json!({})
+        );
+        assert_eq!(call["params"]["_meta"]["progressToken"], 7);
+        let mut bare = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"});
+        modernize(&mut bare, "2026-07-28");
+        assert_eq!(
+            bare["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+            "mcpctl-gateway"
+        );
+        // A 2026 client's own fields are kept.
+        let mut own = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}}});
+        modernize(&mut own, "2026-07-28");
+        assert_eq!(
+            own["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+            json!({"sampling": {}})
         );
     }
 
