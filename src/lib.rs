@@ -22,6 +22,7 @@
 //! - [`cli`]: clap types and one module per subcommand.
 
 pub mod apply;
+pub mod bridge;
 pub mod cli;
 pub mod gateway;
 pub mod listen;

@@ -23,23 +23,26 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("runtime", &["model"]),
     ("probe", &["model"]),
     ("listen", &["model"]),
+    ("bridge", &["model", "runtime", "probe"]),
     (
         "apply",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
+            "bridge",
         ],
     ),
     (
         "gateway",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
+            "bridge",
         ],
     ),
     (
         "reconcile",
         &[
             "model", "source", "spec", "secrets", "plan", "state", "runtime", "probe", "listen",
-            "apply", "gateway",
+            "bridge", "apply", "gateway",
         ],
     ),
     (
@@ -54,6 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "probe",
             "listen",
+            "bridge",
             "apply",
             "gateway",
             "reconcile",

@@ -791,3 +791,133 @@ fn rmcp_clients_of_both_eras_call_through_the_gateway_and_a_session_outlives_its
         let _ = legacy.cancel().await;
     });
 }
+
+/// `tools/call echo` with `text`, through the gateway: in the 2026-07-28
+/// era (stateless, its mirror headers set) without a session, else in the
+/// given 2025-era session. Returns the echoed text, or the failure.
+fn echo(
+    g: &Gateway,
+    server: &str,
+    session: Option<&str>,
+    id: u64,
+    text: &str,
+) -> Result<String, String> {
+    let mut message = serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": text}},
+    });
+    let mut headers = vec![("Accept", "application/json, text/event-stream")];
+    match session {
+        Some(s) => {
+            headers.push(("Mcp-Session-Id", s));
+            headers.push(("MCP-Protocol-Version", PROTOCOL_VERSION));
+        }
+        None => {
+            message["params"]["_meta"] = serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "mcpctl-tests", "version": "0"},
+            });
+            headers.push(("MCP-Protocol-Version", "2026-07-28"));
+            headers.push(("Mcp-Method", "tools/call"));
+            headers.push(("Mcp-Name", "echo"));
+        }
+    }
+    let reply = fixture::http_request(
+        g.addr,
+        "POST",
+        &format!("/servers/{server}/mcp"),
+        &headers,
+        Some(&message),
+        WAIT,
+    )?;
+    if reply.status != 200 {
+        return Err(format!("HTTP {}: {}", reply.status, reply.body));
+    }
+    let answer = reply
+        .messages()
+        .into_iter()
+        .find(|m| m.get("result").is_some() || m.get("error").is_some())
+        .ok_or_else(|| format!("no answer in {reply:?}"))?;
+    if answer["id"] != id {
+        return Err(format!("answer for id {} to request {id}", answer["id"]));
+    }
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no text in {answer}"))
+}
+
+#[test]
+fn the_stdio_bridge_carries_concurrent_clients_of_both_eras_without_crossing_answers() {
+    let f = Fleet::new("gw-stdio");
+    f.write("files.yaml", &fleet::stdio("files", 2, images().0, ""));
+    f.apply();
+    f.assert_exact(&[("files", 2)]);
+    let g = std::sync::Arc::new(Gateway::start(&f, &[]));
+
+    // Every client uses the same request ids: only the bridge's rewriting
+    // keeps their answers apart on the instances' shared stdout.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let session = (c % 2 == 1).then(|| initialize(&g, "files"));
+                for id in 1..=10 {
+                    let text = format!("client {c} call {id}");
+                    let echoed = echo(&g, "files", session.as_deref(), id, &text)
+                        .unwrap_or_else(|e| panic!("client {c} call {id}: {e}\n{}", g.log()));
+                    assert_eq!(echoed, text, "client {c} got another's answer");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a client failed");
+    }
+    let served = g.instances_served();
+    // 80 calls, and 4 initialize and 4 initialized.
+    assert_eq!(served.len(), 88, "{}", g.log());
+    let mut instances: Vec<&String> = served.iter().collect();
+    instances.sort();
+    instances.dedup();
+    assert_eq!(instances.len(), 2, "both replicas take work: {served:?}");
+
+    // A session stays with its instance; once that instance is gone, the
+    // session gets 404 and a new one lands on a live instance.
+    let before = g.instances_served().len();
+    let session = initialize(&g, "files");
+    let pinned = g.instances_served()[before].clone();
+    for id in 20..25 {
+        assert_eq!(
+            echo(&g, "files", Some(&session), id, "pinned").expect("in session"),
+            "pinned"
+        );
+    }
+    assert!(
+        g.instances_served()[before..].iter().all(|i| *i == pinned),
+        "{:?}",
+        &g.instances_served()[before..]
+    );
+    let (container, _) = f.containers().remove(&pinned).expect("its container");
+    fleet::docker_lines(&["rm", "-f", &container]);
+    f.apply();
+    let gone = eventually("the session to get 404", WAIT, || {
+        match echo(&g, "files", Some(&session), 30, "after") {
+            Err(e) if e.starts_with("HTTP 404") => Some(e),
+            Err(e) => {
+                // Until the gateway reads the state, the dead instance's
+                // bridge fails: never another replica.
+                assert!(e.starts_with("HTTP 502"), "{e}");
+                None
+            }
+            Ok(text) => panic!("a dead instance's session answered {text:?}"),
+        }
+    });
+    assert!(gone.contains("start a new session"), "{gone}");
+    let fresh = initialize(&g, "files");
+    assert_eq!(
+        echo(&g, "files", Some(&fresh), 31, "fresh").expect("a new session works"),
+        "fresh"
+    );
+}

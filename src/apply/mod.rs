@@ -389,6 +389,9 @@ pub struct Applier<'a, R> {
     /// Why the events stream is broken, until it says it is back.
     events_broken: Option<String>,
     prober: Prober,
+    /// One attach per stdio instance, for its checks (and, in `watch
+    /// --gateway`, the gateway's clients).
+    bridges: crate::bridge::Bridges,
     /// Handshakes in flight at once: a cold start of a hundred instances
     /// must not attach to all of them at the same moment.
     probe_sem: Arc<Semaphore>,
@@ -445,6 +448,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             wants_events: false,
             events_broken: None,
             prober: Prober::default(),
+            bridges: crate::bridge::Bridges::default(),
             probe_sem: Arc::new(Semaphore::new(observe::PROBES_IN_FLIGHT)),
             seen: None,
             busy: BTreeSet::new(),
@@ -461,6 +465,12 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             held_back: Vec::new(),
             last: PassSummary::default(),
         }
+    }
+
+    /// Checks stdio instances over `bridges`, shared with whoever else
+    /// holds a clone (the gateway), instead of bridges of its own.
+    pub fn share_bridges(&mut self, bridges: crate::bridge::Bridges) {
+        self.bridges = bridges;
     }
 
     /// Drives toward `target` from the next pass on: a new source revision.
@@ -799,17 +809,21 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         let Some((snapshot, obs, liveness)) = self.seen.clone() else {
             return;
         };
+        // A removed instance's attach goes with it.
+        self.bridges
+            .retain(|id| snapshot.instances.contains_key(id) || obs.units.contains_key(id));
         let targets = self
             .prober
             .schedule(&snapshot, &obs, &self.target.desired, liveness, now);
         for t in targets {
             let rt = self.rt;
+            let bridges = self.bridges.clone();
             let headers = self.target.headers_for(&t.server);
             let sem = self.probe_sem.clone();
             let dry_run = self.opts.dry_run;
             self.work.push(Box::pin(async move {
                 let _permit = sem.acquire_owned().await;
-                let result = probes::run(rt, &t, &headers).await;
+                let result = probes::run(rt, &t, &headers, &bridges).await;
                 // A runtime that routes traffic by readiness (a Kubernetes
                 // readiness gate) learns the handshake's outcome; a dry run
                 // changes nothing, and external servers have no unit.

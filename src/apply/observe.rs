@@ -119,10 +119,13 @@ pub async fn refresh<R: Runtime + Sync>(
 ) -> Result<Observation, RuntimeError> {
     let mut obs = observe(rt, snapshot, &BTreeSet::new(), |_| false).await?;
     let targets = probes::due(snapshot, &obs, desired, liveness, obs.at);
+    // Bridges for this look only: a one-shot command detaches when done.
+    let bridges = crate::bridge::Bridges::default();
+    let bridges = &bridges;
     let results: Vec<(InstanceId, probes::Result)> = futures_util::stream::iter(targets)
         .map(|t: ProbeTarget| async move {
             let sent = headers.get(&t.server).map_or(&[][..], Vec::as_slice);
-            (t.instance.clone(), probes::run(rt, &t, sent).await)
+            (t.instance.clone(), probes::run(rt, &t, sent, bridges).await)
         })
         .buffer_unordered(PROBES_IN_FLIGHT)
         .collect()

@@ -12,6 +12,7 @@
 //! probe's memory only, never in a [`ProbeTarget`], the plan or the state.
 
 use super::Target;
+use crate::bridge::Bridges;
 use crate::model::{
     Endpoint, HttpHeader, HttpHeaderValue, InstanceId, Observation, Snapshot, Status, Timestamp,
     UnitState,
@@ -88,12 +89,13 @@ impl Target {
     }
 }
 
-/// One handshake with `target`: over its URL (with `headers`), or over a
-/// runtime attach.
+/// One handshake with `target`: over its URL (with `headers`), or over its
+/// stdio bridge in `bridges`, attaching first if it has none.
 pub async fn run<R: Runtime + Sync>(
     rt: &R,
     target: &ProbeTarget,
     headers: &[HttpHeader],
+    bridges: &Bridges,
 ) -> Readiness {
     match &target.endpoint {
         Endpoint::Http(url) => {
@@ -105,14 +107,15 @@ pub async fn run<R: Runtime + Sync>(
             let Some(handle) = target.handle.as_deref() else {
                 return Readiness::not_ready("a stdio server with no unit to attach to");
             };
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, rt.attach(handle)).await {
-                Ok(Ok(a)) => {
-                    let conn = Connection::Stdio {
-                        reader: a.reader,
-                        writer: a.writer,
-                    };
-                    probe::readiness(conn, ATTEMPT_TIMEOUT).await
-                }
+            let opened = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                bridges.open(&target.instance, || rt.attach(handle)),
+            )
+            .await;
+            match opened {
+                // The same attach carries the gateway's clients: a check is
+                // one more request on it, never a new attach.
+                Ok(Ok(bridge)) => probe::readiness_of(bridge.check(ATTEMPT_TIMEOUT).await),
                 Ok(Err(e)) => Readiness::not_ready(format!("cannot attach to stdio: {e}")),
                 Err(_) => Readiness::not_ready(format!(
                     "cannot attach to stdio: no answer within {}",

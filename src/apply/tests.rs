@@ -352,6 +352,48 @@ async fn three_failed_liveness_checks_demote_a_running_instance() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn liveness_checks_of_a_stdio_instance_ride_one_attach() {
+    let bed = Bed::new();
+    let readiness = "{timeout: 20s, period: 200ms}";
+    bed.apply(
+        &fleet(&[("alpha", 1, "img:1")], readiness),
+        Duration::from_secs(10),
+    )
+    .await;
+    // beta never gets ready, so the apply runs long enough for alpha's
+    // liveness to be checked many times.
+    bed.rt.behave(
+        "beta",
+        Behaviour {
+            ready_after: Duration::from_secs(30),
+            ..Behaviour::default()
+        },
+    );
+    let (attaches, handshakes) = bed.rt.attaches();
+    let report = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1"), ("beta", 1, "img:1")], readiness),
+            Duration::from_secs(6),
+        )
+        .await;
+    assert!(!report.converged);
+    let (attaches, handshakes) = (
+        bed.rt.attaches().0 - attaches,
+        bed.rt.attaches().1 - handshakes,
+    );
+    assert!(
+        handshakes >= 20,
+        "alpha answered {handshakes} checks in 6 s at a 200 ms period"
+    );
+    // One attach per instance for the run, and one for each in the first
+    // look (a one-shot refresh with bridges of its own).
+    assert!(
+        attaches <= 4,
+        "{attaches} attaches for {handshakes} checks: a check must reuse the attach"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_fails_the_instance_with_its_last_line_and_backs_off() {
     let bed = Bed::new();
     let yaml = fleet(&[("alpha", 1, "img:1")], QUICK);

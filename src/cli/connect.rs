@@ -10,6 +10,35 @@ use crate::runtime::{AnyRuntime, Bounded, Deadlines, RuntimeError};
 pub type Connected = Bounded<AnyRuntime>;
 
 pub async fn runtime(global: &Global) -> Result<Connected, RuntimeError> {
+    Settings::of(global).connect().await
+}
+
+/// What connecting takes, apart from the flags: for a long-running command
+/// that connects (again) later.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    runtime: RuntimeKind,
+    scope: String,
+    namespace: Option<String>,
+    runtime_timeout: std::time::Duration,
+}
+
+impl Settings {
+    pub fn of(global: &Global) -> Settings {
+        Settings {
+            runtime: global.runtime,
+            scope: global.scope.clone(),
+            namespace: global.namespace.clone(),
+            runtime_timeout: global.runtime_timeout,
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Connected, RuntimeError> {
+        connect(self).await
+    }
+}
+
+async fn connect(global: &Settings) -> Result<Connected, RuntimeError> {
     crate::runtime::validate_scope(&global.scope)?;
     let deadlines = Deadlines::from_call(global.runtime_timeout);
     let connect = async {

@@ -5,7 +5,7 @@
 
 use super::watch::Signals;
 use super::{Global, Outcome};
-use crate::gateway::{self, Access, Limits, ServerHeaders, Table};
+use crate::gateway::{self, Access, Bridging, Limits, ServerHeaders, Table};
 use crate::source::Location;
 use crate::state::Store;
 use miette::{IntoDiagnostic, WrapErr};
@@ -73,18 +73,56 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let follower = tokio::spawn(gateway::follow(store, args.refresh, tables));
     // Read once: the standalone gateway follows the state, not the source.
     let (_, headers) = tokio::sync::watch::channel(Arc::new(headers));
+    // Connected on the first stdio request, so an engine that is down at
+    // start only affects stdio servers, and only until it is back.
+    let bridging = Bridging {
+        bridges: crate::bridge::Bridges::default(),
+        attach: Arc::new(LazyRuntime::new(global)),
+    };
     let served = gateway::serve(
         listener,
         receiver,
         headers,
         Access::new(token.as_deref(), bound),
         Limits::default(),
+        Some(bridging),
         signals.first(),
     )
     .await;
     follower.abort();
     served?;
     Ok(Outcome::Success)
+}
+
+/// The runtime, connected when first needed and kept; a failed connect is
+/// tried again on the next attach.
+pub(super) struct LazyRuntime {
+    settings: super::connect::Settings,
+    rt: tokio::sync::OnceCell<super::connect::Connected>,
+}
+
+impl LazyRuntime {
+    pub(super) fn new(global: &Global) -> LazyRuntime {
+        LazyRuntime {
+            settings: super::connect::Settings::of(global),
+            rt: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl gateway::Attach for LazyRuntime {
+    fn attach<'a>(
+        &'a self,
+        handle: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<crate::runtime::Attached, crate::runtime::RuntimeError>,
+    > {
+        Box::pin(async move {
+            let rt = self.rt.get_or_try_init(|| self.settings.connect()).await?;
+            crate::runtime::Runtime::attach(rt, handle).await
+        })
+    }
 }
 
 pub(super) fn read_token(path: &std::path::Path) -> miette::Result<String> {

@@ -86,7 +86,9 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         .wrap_err_with(|| format!("cannot listen on {}", args.listen))?;
     let gateway = match args.gateway {
         None => None,
-        Some(addr) => Some(Gateway::bind(addr, token.as_deref(), args.dry_run, &store).await?),
+        Some(addr) => {
+            Some(Gateway::bind(global, addr, token.as_deref(), args.dry_run, &store).await?)
+        }
     };
     let shared = Arc::new(Shared::default());
     let secret = std::env::var("MCPCTL_WEBHOOK_SECRET")
@@ -149,6 +151,7 @@ struct Gateway {
 
 impl Gateway {
     async fn bind(
+        global: &Global,
         addr: SocketAddr,
         token: Option<&str>,
         dry_run: bool,
@@ -173,17 +176,29 @@ impl Gateway {
         } else {
             Some(tables)
         };
+        // One attach per stdio instance, for the reconciler's checks and the
+        // gateway's clients alike.
+        let bridges = crate::bridge::Bridges::default();
+        let bridging = gateway::Bridging {
+            bridges: bridges.clone(),
+            attach: Arc::new(super::gateway::LazyRuntime::new(global)),
+        };
         let proxy = gateway::Proxy::new(
             table,
             headers_rx,
             gateway::Access::new(token, bound),
             gateway::Limits::default(),
+            Some(bridging),
         )?;
         tracing::info!(gateway = %bound, "gateway serving /servers/<name>/mcp");
         Ok(Gateway {
             proxy,
             listener,
-            feed: reconcile::GatewayFeed { tables, headers },
+            feed: reconcile::GatewayFeed {
+                tables,
+                headers,
+                bridges,
+            },
         })
     }
 }

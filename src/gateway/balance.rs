@@ -9,11 +9,22 @@ use crate::model::InstanceId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Requests in flight per instance.
+/// Requests in flight per instance, and instances that lately refused a
+/// connection.
 #[derive(Debug, Default)]
 pub struct Outstanding {
     counts: Mutex<HashMap<InstanceId, usize>>,
+    /// When each instance last refused a connection. An instance that is
+    /// going away refuses at once, so by outstanding requests alone it
+    /// would look the least busy and draw every request until the table
+    /// drops it. Entries older than [`SHUNNED_FOR`] are dropped on the next
+    /// choice, so the map holds at most the instances that refused lately.
+    refused: Mutex<HashMap<InstanceId, std::time::Instant>>,
 }
+
+/// How long an instance that refused a connection is passed over while
+/// another can take the request.
+pub const SHUNNED_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One request counted against its instance until dropped (when its
 /// response body has ended, or been abandoned).
@@ -41,12 +52,33 @@ impl Drop for InFlight {
 
 impl Outstanding {
     /// The backend with the fewest requests in flight (the first of them on
-    /// a tie), counted as taking one more. `None` when there is none.
+    /// a tie), counted as taking one more; one that refused a connection in
+    /// the last [`SHUNNED_FOR`] only if no other can. `None` when there is none.
     pub fn choose(self: &Arc<Self>, backends: &[Backend]) -> Option<(Backend, InFlight)> {
+        self.choose_except(backends, &[])
+    }
+
+    /// [`Outstanding::choose`] among the backends not in `except`.
+    pub fn choose_except(
+        self: &Arc<Self>,
+        backends: &[Backend],
+        except: &[InstanceId],
+    ) -> Option<(Backend, InFlight)> {
+        let shunned: Vec<InstanceId> = {
+            let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            refused.retain(|_, at| at.elapsed() < SHUNNED_FOR);
+            refused.keys().cloned().collect()
+        };
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let chosen = backends
             .iter()
-            .min_by_key(|b| counts.get(&b.instance).copied().unwrap_or(0))?
+            .filter(|b| !except.contains(&b.instance))
+            .min_by_key(|b| {
+                (
+                    shunned.contains(&b.instance),
+                    counts.get(&b.instance).copied().unwrap_or(0),
+                )
+            })?
             .clone();
         *counts.entry(chosen.instance.clone()).or_default() += 1;
         let guard = InFlight {
@@ -72,6 +104,14 @@ impl Outstanding {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Records that `instance` refused a connection just now.
+    pub fn refused(&self, instance: &InstanceId) {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(instance.clone(), std::time::Instant::now());
     }
 
     pub fn of(&self, instance: &InstanceId) -> usize {

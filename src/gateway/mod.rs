@@ -8,16 +8,19 @@
 //! changes ([`follow`]).
 //!
 //! It sits beside `apply` in the layers: it reads the snapshot and talks to
-//! instances, and never imports `reconcile` or `cli`. In this first slice it
-//! serves HTTP instances only (streamable HTTP, and external servers, with
-//! the headers the caller resolved for them); stdio servers answer 503
-//! saying so.
+//! instances, and never imports `reconcile` or `cli`. HTTP instances and
+//! external servers (with the headers the caller resolved for them) are
+//! proxied; stdio instances are reached over their stdio bridge
+//! ([`stdio`], [`crate::bridge`]). [`message`] reads each POSTed message
+//! and checks the 2026-07-28 mirror headers against it.
 
 pub mod access;
 pub mod balance;
 mod follow;
+pub mod message;
 pub mod metrics;
 pub mod proxy;
+pub mod stdio;
 pub mod table;
 
 #[cfg(test)]
@@ -26,7 +29,8 @@ mod tests;
 pub use access::{Access, Denial, check_listen};
 pub use follow::follow;
 pub use proxy::{Limits, Proxy, ServerHeaders, serve};
-pub use table::{Backend, Refusal, Route, Table};
+pub use stdio::{Attach, Bridging};
+pub use table::{Backend, Refusal, Route, Table, Upstream};
 
 use std::net::SocketAddr;
 

@@ -17,9 +17,11 @@
 
 use super::access::{Access, Denial};
 use super::balance::{InFlight, Outstanding, Pin, Pins};
+use super::message;
 use super::metrics::{self, Metrics, Served};
-use super::table::{Backend, Refusal, Table};
-use crate::model::HttpHeader;
+use super::stdio::{self, Bridging};
+use super::table::{Backend, Refusal, Table, Upstream};
+use crate::model::{HttpHeader, InstanceId};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -38,11 +40,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type ProxyBody = BoxBody<Bytes, BoxError>;
 type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-const SESSION_HEADER: &str = "mcp-session-id";
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 /// The 2026-era header that names a request's MCP method.
 const METHOD_HEADER: &str = "mcp-method";
 const METRICS_PATH: &str = "/metrics";
@@ -77,6 +79,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// The largest request body forwarded; larger gets 413.
     pub body: usize,
+    /// A request body must arrive whole within this.
+    pub body_read: Duration,
+    /// A bridged (stdio) request's answer must come within this; then the
+    /// client gets 504 and the instance a cancellation.
+    pub answer: Duration,
     /// Connecting to an instance must succeed within this.
     pub connect: Duration,
     /// On shutdown, requests in progress get this long to finish.
@@ -93,6 +100,8 @@ impl Default for Limits {
             connection: Duration::from_secs(3600),
             max_connections: 512,
             body: 4 << 20,
+            body_read: Duration::from_secs(30),
+            answer: Duration::from_secs(300),
             connect: Duration::from_secs(5),
             grace: Duration::from_secs(5),
             // About a megabyte of session ids: far more sessions than a
@@ -130,6 +139,8 @@ struct Gateway {
     pins: Pins,
     client: HttpClient,
     metrics: Metrics,
+    /// How stdio instances are reached; without it they answer 503.
+    bridging: Option<Bridging>,
 }
 
 /// [`ServerHeaders`] as hyper's, by server name.
@@ -153,6 +164,7 @@ impl Proxy {
         mut headers: watch::Receiver<Arc<ServerHeaders>>,
         access: Access,
         limits: Limits,
+        bridging: Option<Bridging>,
     ) -> Result<Proxy, super::GatewayError> {
         let first = headers
             .borrow_and_update()
@@ -170,6 +182,7 @@ impl Proxy {
                 limits,
                 outstanding: Arc::default(),
                 metrics: Metrics::default(),
+                bridging,
             }),
             given: headers,
             maps,
@@ -185,6 +198,9 @@ impl Proxy {
             maps,
         } = self;
         let limits = gateway.limits.listen();
+        if let Some(b) = &gateway.bridging {
+            tokio::spawn(close_bridges(gateway.table.clone(), b.bridges.clone()));
+        }
         let service = move |req| {
             let gateway = gateway.clone();
             async move { gateway.handle(req).await }
@@ -212,9 +228,10 @@ pub async fn serve(
     headers: watch::Receiver<Arc<ServerHeaders>>,
     access: Access,
     limits: Limits,
+    bridging: Option<Bridging>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), super::GatewayError> {
-    Proxy::new(table, headers, access, limits)?
+    Proxy::new(table, headers, access, limits, bridging)?
         .serve(listener, shutdown)
         .await;
     Ok(())
@@ -234,6 +251,20 @@ fn lenient_header_maps(headers: &ServerHeaders) -> HeaderMaps {
             }
         })
         .collect()
+}
+
+/// Closes the bridges of instances that leave the fleet, for as long as
+/// tables come.
+async fn close_bridges(mut tables: watch::Receiver<Arc<Table>>, bridges: crate::bridge::Bridges) {
+    loop {
+        {
+            let table = tables.borrow_and_update().clone();
+            bridges.retain(|id| table.knows(id));
+        }
+        if tables.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn client(connect: Duration) -> Result<HttpClient, super::GatewayError> {
@@ -263,14 +294,25 @@ pub fn server_of(path: &str) -> Option<&str> {
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
+/// The JSON-RPC error code of the gateway's own refusals and failures.
+const GATEWAY_ERROR: i64 = -32000;
+
 /// A JSON-RPC error in a response of `status`: clients of both eras read
-/// the message from it. The id is null: the request's own is in a body the
-/// gateway does not read.
+/// the message from it. The id is null where the gateway has not read it.
 pub fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    rpc_error_with(status, GATEWAY_ERROR, None, message)
+}
+
+fn rpc_error_with(
+    status: StatusCode,
+    code: i64,
+    id: Option<serde_json::Value>,
+    message: &str,
+) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
-        "error": {"code": -32000, "message": message},
+        "id": id.unwrap_or(serde_json::Value::Null),
+        "error": {"code": code, "message": message},
     });
     let mut r = Response::new(
         Full::new(Bytes::from(format!("{body}\n")))
@@ -292,15 +334,25 @@ pub fn rpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
 /// A routing decision that ends the request at the gateway.
 struct Refused {
     status: StatusCode,
+    /// The JSON-RPC error code.
+    code: i64,
     message: String,
+    /// The request's id, where the gateway read it.
+    id: Option<serde_json::Value>,
 }
 
 impl Refused {
     fn new(status: StatusCode, message: impl Into<String>) -> Refused {
         Refused {
             status,
+            code: GATEWAY_ERROR,
             message: message.into(),
+            id: None,
         }
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        rpc_error_with(self.status, self.code, self.id.clone(), &self.message)
     }
 }
 
@@ -332,20 +384,27 @@ impl Gateway {
         let started = Instant::now();
         let method = req.method().clone();
         let session = req.headers().contains_key(SESSION_HEADER);
-        let rpc = req
+        let named = req
             .headers()
             .get(METHOD_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(|m| metrics::method_label(Some(m)));
         let server = server_of(req.uri().path()).unwrap_or("-").to_owned();
-        let (instance, response) = match self.route(&req, &server) {
-            Err(refused) => (None, rpc_error(refused.status, &refused.message)),
-            Ok((backend, in_flight)) => {
-                let instance = backend.instance.clone();
-                (
-                    Some(instance),
-                    self.forward(req, &server, backend, in_flight).await,
-                )
+        let (instance, rpc, response) = match self.admit(req, &server).await {
+            Err(refused) => (None, named, refused.response()),
+            Ok(admitted) => {
+                // The body names the method whatever the era.
+                let rpc = message::method_of(admitted.message.as_ref())
+                    .map(|m| metrics::method_label(Some(m)))
+                    .or(named);
+                match self.route(&admitted.parts.headers, &server) {
+                    Err(refused) => (None, rpc, refused.response()),
+                    Ok((backend, in_flight)) => {
+                        let (instance, answer) =
+                            self.forward(admitted, &server, backend, in_flight).await;
+                        (Some(instance), rpc, answer)
+                    }
+                }
             }
         };
         let took = started.elapsed();
@@ -377,8 +436,7 @@ impl Gateway {
     /// `GET /metrics`, behind the same checks as the servers' paths.
     fn metrics_page(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         if let Err(denied) = self.access.check(req.headers()) {
-            let refused = Refused::from(denied);
-            return rpc_error(refused.status, &refused.message);
+            return Refused::from(denied).response();
         }
         if req.method() != Method::GET {
             return rpc_error(
@@ -400,8 +458,9 @@ impl Gateway {
         r
     }
 
-    /// The instance that takes `req`, counted as taking it.
-    fn route(&self, req: &Request<Incoming>, server: &str) -> Result<(Backend, InFlight), Refused> {
+    /// The checks every request passes before it is routed, and its body
+    /// read whole (bounded in size and time) and parsed.
+    async fn admit(&self, req: Request<Incoming>, server: &str) -> Result<Admitted, Refused> {
         self.access.check(req.headers())?;
         if server_of(req.uri().path()).is_none() {
             return Err(Refused::new(
@@ -415,15 +474,63 @@ impl Gateway {
                 "method not allowed: use POST, GET or DELETE",
             ));
         }
-        if req.body().size_hint().lower() > self.limits.body as u64 {
-            return Err(Refused::new(
+        let too_large = || {
+            Refused::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {} bytes", self.limits.body),
-            ));
+            )
+        };
+        if req.body().size_hint().lower() > self.limits.body as u64 {
+            return Err(too_large());
         }
+        let (parts, body) = req.into_parts();
+        let read = tokio::time::timeout(
+            self.limits.body_read,
+            Limited::new(body, self.limits.body).collect(),
+        )
+        .await;
+        let body = match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(Err(e)) => {
+                return Err(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(Refused::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {}",
+                        crate::model::short_duration(self.limits.body_read)
+                    ),
+                ));
+            }
+        };
+        let message = (parts.method == Method::POST)
+            .then(|| message::parse(&body))
+            .flatten();
+        if let Err(why) = message::check_mirrors(&parts.headers, message.as_ref()) {
+            tracing::debug!(server, why, "refused mirror headers");
+            return Err(Refused {
+                status: StatusCode::BAD_REQUEST,
+                code: message::HEADER_MISMATCH,
+                message: why,
+                id: message.as_ref().and_then(|m| m.get("id")).cloned(),
+            });
+        }
+        Ok(Admitted {
+            parts,
+            body,
+            message,
+        })
+    }
+
+    /// The instance that takes a request with `headers`, counted as taking it.
+    fn route(&self, headers: &HeaderMap, server: &str) -> Result<(Backend, InFlight), Refused> {
         let table = self.table.borrow().clone();
-        let session = req
-            .headers()
+        let session = headers
             .get(SESSION_HEADER)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let Some(session) = session else {
@@ -461,25 +568,105 @@ impl Gateway {
         }
     }
 
+    /// Sends the request to `backend`; the instance that took it, and the
+    /// answer. A request that could not even connect never reached its
+    /// instance, so it goes to another one (each at most once); a pinned
+    /// session's instance that refuses connections is gone for the session.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        admitted: Admitted,
         server: &str,
-        backend: Backend,
+        mut backend: Backend,
+        mut in_flight: InFlight,
+    ) -> (InstanceId, Response<ProxyBody>) {
+        let session = admitted
+            .parts
+            .headers
+            .get(SESSION_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut refused: Vec<InstanceId> = Vec::new();
+        loop {
+            let url = match &backend.upstream {
+                Upstream::Http(url) => url.clone(),
+                Upstream::Stdio { handle } => {
+                    let waits = stdio::Waits {
+                        attach: self.limits.connect,
+                        answer: self.limits.answer,
+                    };
+                    let call = stdio::Call {
+                        method: &admitted.parts.method,
+                        headers: &admitted.parts.headers,
+                        message: admitted.message,
+                        server,
+                        instance: &backend.instance,
+                        handle,
+                    };
+                    let answer =
+                        stdio::forward(self.bridging.as_ref(), &self.pins, waits, call, in_flight)
+                            .await;
+                    return (backend.instance, answer);
+                }
+            };
+            let failed = match self
+                .forward_http(&admitted, server, &backend.instance, &url, in_flight)
+                .await
+            {
+                Sent::Answered(answer) => return (backend.instance, answer),
+                Sent::Unreachable(failed) => failed,
+            };
+            self.outstanding.refused(&backend.instance);
+            if let Some(session) = &session {
+                self.pins.forget(session);
+                let gone = Refused::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "session not found: its instance {} refuses connections; start a new session",
+                        backend.instance
+                    ),
+                );
+                return (backend.instance, gone.response());
+            }
+            refused.push(backend.instance.clone());
+            let table = self.table.borrow().clone();
+            let next = table
+                .backends(server)
+                .ok()
+                .and_then(|b| self.outstanding.choose_except(b, &refused));
+            match next {
+                Some((b, f)) => {
+                    tracing::debug!(server, refused = %backend.instance, next = %b.instance, "an instance refused the connection; sending the request to another");
+                    backend = b;
+                    in_flight = f;
+                }
+                None => return (backend.instance, failed),
+            }
+        }
+    }
+
+    async fn forward_http(
+        &self,
+        admitted: &Admitted,
+        server: &str,
+        instance: &InstanceId,
+        url: &str,
         in_flight: InFlight,
-    ) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
-        let uri = match upstream_uri(&backend.url, parts.uri.query()) {
+    ) -> Sent {
+        let Admitted { parts, body, .. } = admitted;
+        let uri = match upstream_uri(url, parts.uri.query()) {
             Some(u) => u,
             None => {
-                return rpc_error(
+                return Sent::Answered(rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    &format!("instance {} has an unusable endpoint URL", backend.instance),
-                );
+                    &format!("instance {instance} has an unusable endpoint URL"),
+                ));
             }
         };
         let session = parts.headers.get(SESSION_HEADER).cloned();
-        let mut upstream = Request::new(Limited::new(body, self.limits.body).boxed());
+        let mut upstream = Request::new(
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = end_to_end(&parts.headers);
@@ -500,13 +687,15 @@ impl Gateway {
             Err(e) => {
                 let cause =
                     std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-                return rpc_error(
+                let failed = rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "instance {} of {server} did not answer: {cause}",
-                        backend.instance
-                    ),
+                    &format!("instance {instance} of {server} did not answer: {cause}"),
                 );
+                return if e.is_connect() {
+                    Sent::Unreachable(failed)
+                } else {
+                    Sent::Answered(failed)
+                };
             }
         };
         if let Some(session) = session
@@ -524,7 +713,7 @@ impl Gateway {
                 &String::from_utf8_lossy(new.as_bytes()),
                 Pin {
                     server: server.to_owned(),
-                    instance: backend.instance.clone(),
+                    instance: instance.clone(),
                 },
             );
         }
@@ -534,8 +723,27 @@ impl Gateway {
             inner: body,
             _in_flight: in_flight,
         };
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        Sent::Answered(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
+}
+
+/// What became of a request sent to an HTTP instance.
+enum Sent {
+    /// The instance answered, or failed after the request may have reached it.
+    Answered(Response<ProxyBody>),
+    /// The connection was refused or timed out: the request never left.
+    Unreachable(Response<ProxyBody>),
+}
+
+/// A request that passed the gateway's checks, its body read.
+struct Admitted {
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    /// The body as one JSON-RPC message, when it is one.
+    message: Option<serde_json::Value>,
 }
 
 /// A server's headers as hyper's, a secret one marked sensitive so that

@@ -1,17 +1,27 @@
 //! The routing table: which instances of each server may take a request,
-//! decided from the snapshot alone. Only RUNNING instances with an HTTP
-//! endpoint are routes; a server without one keeps the words that explain
-//! why, so a client sees the status and the reason mcpctl recorded.
+//! decided from the snapshot alone. Only RUNNING instances are routes: over
+//! their HTTP endpoint, or for a stdio server over the stdio bridge to their
+//! unit. A server without one keeps the words that explain why, so a client
+//! sees the status and the reason mcpctl recorded.
 
 use crate::model::{Endpoint, Instance, InstanceId, Snapshot, Status};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One instance that may take requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub instance: InstanceId,
-    /// The instance's MCP endpoint URL.
-    pub url: String,
+    pub upstream: Upstream,
+}
+
+/// How the gateway reaches an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Its MCP endpoint URL.
+    Http(String),
+    /// Its unit's stdin and stdout, through the stdio bridge; the handle is
+    /// what the runtime attaches to.
+    Stdio { handle: String },
 }
 
 /// What the gateway does with a request for one server.
@@ -29,6 +39,9 @@ pub enum Route {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
     routes: BTreeMap<String, Route>,
+    /// Every instance of the snapshot, whatever its status: a stdio bridge
+    /// is kept open for these, and closed for any other.
+    instances: BTreeSet<InstanceId>,
 }
 
 /// Why a request found no instance.
@@ -56,7 +69,15 @@ impl Table {
             .into_iter()
             .map(|(name, instances)| (name.to_owned(), route(snapshot, name, &instances)))
             .collect();
-        Table { routes }
+        Table {
+            routes,
+            instances: snapshot.instances.keys().cloned().collect(),
+        }
+    }
+
+    /// Whether the snapshot has `instance`, in any status.
+    pub fn knows(&self, instance: &InstanceId) -> bool {
+        self.instances.contains(instance)
     }
 
     /// The instances that may take a request for `server`.
@@ -115,12 +136,18 @@ fn route(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> Route {
     let ready: Vec<Backend> = instances
         .iter()
         .filter(|i| i.status == Status::Running)
-        .filter_map(|i| match &i.endpoint {
-            Some(Endpoint::Http(url)) => Some(Backend {
+        .filter_map(|i| {
+            let upstream = match (&i.endpoint, &i.handle) {
+                (Some(Endpoint::Http(url)), _) => Upstream::Http(url.clone()),
+                (Some(Endpoint::Stdio), Some(handle)) => Upstream::Stdio {
+                    handle: handle.clone(),
+                },
+                _ => return None,
+            };
+            Some(Backend {
                 instance: i.id.clone(),
-                url: url.clone(),
-            }),
-            _ => None,
+                upstream,
+            })
         })
         .collect();
     if !ready.is_empty() {
@@ -133,14 +160,6 @@ fn route(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> Route {
 /// how many instances are in each status, each with the reason of the one
 /// that changed status last.
 fn down_reason(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> String {
-    let stdio = instances
-        .iter()
-        .any(|i| i.status == Status::Running && i.endpoint == Some(Endpoint::Stdio));
-    if stdio {
-        return format!(
-            "{server} is a stdio server: the gateway does not bridge stdio servers yet"
-        );
-    }
     let mut parts = Vec::new();
     for status in [Status::Running, Status::Starting, Status::Error] {
         let of: Vec<&&Instance> = instances.iter().filter(|i| i.status == status).collect();
@@ -149,8 +168,8 @@ fn down_reason(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> St
         };
         let mut part = format!("{} {}", of.len(), status.as_str());
         if status == Status::Running {
-            // RUNNING but unroutable: its endpoint is not known yet.
-            part.push_str(" (no HTTP endpoint recorded)");
+            // RUNNING but unroutable: its endpoint or unit is not known yet.
+            part.push_str(" (no endpoint or unit recorded)");
         } else if !latest.reason.is_empty() {
             part.push_str(&format!(" ({})", latest.reason));
         }

@@ -5,7 +5,7 @@
 use super::access::{Access, Denial, check_listen};
 use super::balance::{Outstanding, Pin, Pins};
 use super::proxy::server_of;
-use super::table::{Backend, Refusal, Table};
+use super::table::{Backend, Refusal, Table, Upstream};
 use crate::model::{
     AppliedSpec, Endpoint, Instance, InstanceId, Snapshot, SpecHash, Status, Timestamp,
 };
@@ -66,7 +66,10 @@ fn only_running_instances_with_an_http_endpoint_are_routes() {
     ]));
     let backends = table.backends("web").expect("web is routable");
     assert_eq!(ids(backends), ["a", "d"]);
-    assert_eq!(backends[1].url, "http://127.0.0.1:4/mcp");
+    assert_eq!(
+        backends[1].upstream,
+        Upstream::Http("http://127.0.0.1:4/mcp".into())
+    );
     assert!(table.is_routable("web", &InstanceId("a".into())));
     assert!(!table.is_routable("web", &InstanceId("b".into())));
 }
@@ -102,27 +105,47 @@ fn a_server_without_a_running_instance_names_its_statuses_and_reasons() {
 }
 
 #[test]
-fn a_server_with_no_instances_or_only_stdio_ones_is_unavailable_and_an_unknown_one_is_unknown() {
-    let mut s = snapshot(vec![instance(
+fn a_running_stdio_instance_is_a_route_through_its_unit_and_an_unknown_server_is_unknown() {
+    let mut with_unit = instance(
         "a",
         "files",
         Status::Running,
         Some(Endpoint::Stdio),
         "ready",
         1,
-    )]);
+    );
+    with_unit.handle = Some("c0ffee".into());
+    // RUNNING, but no unit recorded to attach to.
+    let without = instance(
+        "b",
+        "notes",
+        Status::Running,
+        Some(Endpoint::Stdio),
+        "ready",
+        1,
+    );
+    let mut s = snapshot(vec![with_unit, without]);
     s.servers.insert("empty".into(), s.servers["files"].clone());
     let table = Table::from_snapshot(&s);
+    let files = table.backends("files").expect("files is routable");
+    assert_eq!(
+        files[0].upstream,
+        Upstream::Stdio {
+            handle: "c0ffee".into()
+        }
+    );
+    assert_eq!(
+        table.backends("notes"),
+        Err(Refusal::Unavailable(
+            "notes has no RUNNING instance: 1 RUNNING (no endpoint or unit recorded)".into()
+        ))
+    );
     assert_eq!(
         table.backends("empty"),
         Err(Refusal::Unavailable(
             "empty has no RUNNING instance: no instances".into()
         ))
     );
-    assert!(matches!(
-        table.backends("files"),
-        Err(Refusal::Unavailable(why)) if why.contains("stdio")
-    ));
     assert_eq!(table.backends("nope"), Err(Refusal::Unknown("nope".into())));
 }
 
@@ -366,6 +389,7 @@ mod served {
                 headers,
                 access,
                 Limits::default(),
+                None,
                 shutdown,
             )
             .await
@@ -802,7 +826,7 @@ async fn headers_sent_while_serving_reach_the_next_request() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let proxy =
-        super::Proxy::new(table, given, Access::new(None, addr), limits).expect("a gateway");
+        super::Proxy::new(table, given, Access::new(None, addr), limits, None).expect("a gateway");
     tokio::spawn(proxy.serve(listener, std::future::pending()));
     assert_eq!(post_ext(addr).await, "platform");
 

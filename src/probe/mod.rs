@@ -22,6 +22,7 @@ mod mcp;
 mod stdio;
 
 pub use http::HttpTransport;
+pub(crate) use mcp::{Channel, Reply};
 pub use mcp::{DISCOVER_VERSION, Era, INITIALIZE_VERSION, ProbeError, ProbeInfo};
 
 use crate::model::{HttpHeader, McpIdentity, Probe};
@@ -68,6 +69,12 @@ pub async fn readiness(conn: Connection<'_>, attempt_timeout: Duration) -> Readi
         }
         Connection::Stdio { reader, writer } => probe_stdio(reader, writer, attempt_timeout).await,
     };
+    readiness_of(result)
+}
+
+/// A handshake's outcome as readiness: the reason says who answered, in
+/// which era, over what, and how fast.
+pub fn readiness_of(result: Result<ProbeInfo, ProbeError>) -> Readiness {
     match result {
         Ok(info) => {
             let identity = McpIdentity {
@@ -137,6 +144,19 @@ where
     )
     .await?;
     Ok(info(identity, "stdio", started.elapsed()))
+}
+
+/// One handshake attempt over a channel that already multiplexes its
+/// messages (the stdio bridge), reported as over `transport`.
+pub(crate) async fn probe_channel<C: Channel>(
+    channel: &mut C,
+    transport: &'static str,
+    attempt_timeout: Duration,
+) -> Result<ProbeInfo, ProbeError> {
+    let started = tokio::time::Instant::now();
+    let identity =
+        mcp::handshake(channel, started + attempt_timeout, attempt_timeout, true).await?;
+    Ok(info(identity, transport, started.elapsed()))
 }
 
 fn info(identity: mcp::Identity, transport: &'static str, latency: Duration) -> ProbeInfo {

@@ -136,6 +136,8 @@ pub struct GatewayFeed {
     /// so its gateway follows the state file that another applier writes.
     pub tables: Option<tokio::sync::watch::Sender<Arc<Table>>>,
     pub headers: tokio::sync::watch::Sender<Arc<ServerHeaders>>,
+    /// The gateway's stdio bridges, which the applier's checks ride too.
+    pub bridges: crate::bridge::Bridges,
 }
 
 impl GatewayFeed {
@@ -554,6 +556,9 @@ async fn turn<'a, R: Runtime + Sync>(
                     Some(a) => a.set_target(target),
                     None => {
                         let mut a = Applier::new(rt, store, target, apply_opts.clone(), on_event);
+                        if let Some(feed) = &opts.gateway {
+                            a.share_bridges(feed.bridges.clone());
+                        }
                         a.subscribe();
                         *t.applier = Some(a);
                     }

@@ -647,6 +647,7 @@ async fn the_gateway_gets_the_table_of_each_pass_and_the_headers_of_each_revisio
     let feed = GatewayFeed {
         tables: Some(tables),
         headers,
+        bridges: crate::bridge::Bridges::default(),
     };
     let w = start_with(
         Arc::new(rt.clone()),
@@ -682,10 +683,9 @@ async fn the_gateway_gets_the_table_of_each_pass_and_the_headers_of_each_revisio
         follows_the_state(1)
     })
     .await;
-    // The fake's instances speak stdio: routed once the bridge exists;
-    // what matters here is that the table knows alpha RUNNING.
+    // The fake's instances speak stdio: routed over their unit.
     assert!(
-        matches!(table.borrow().backends("alpha"), Err(Refusal::Unavailable(why)) if why.contains("stdio")),
+        matches!(table.borrow().backends("alpha"), Ok([b]) if matches!(b.upstream, crate::gateway::Upstream::Stdio { .. })),
         "{:?}",
         table.borrow().backends("alpha")
     );

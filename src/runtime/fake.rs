@@ -44,6 +44,10 @@ struct World {
     creates: usize,
     removes: usize,
     inspects: usize,
+    attaches: usize,
+    /// Handshake requests (`server/discover`, `initialize`, `ping`) the
+    /// units were sent.
+    handshakes: usize,
     /// How long every `observe` takes: an engine slow to list.
     look_takes: Duration,
     /// The engine is down: every call fails at once, as with a stopped daemon.
@@ -107,6 +111,12 @@ impl FakeRuntime {
     }
 
     /// `inspect` calls so far.
+    /// Attaches made, and handshake requests the units received.
+    pub fn attaches(&self) -> (usize, usize) {
+        let w = self.world();
+        (w.attaches, w.handshakes)
+    }
+
     pub fn inspects(&self) -> usize {
         self.world().inspects
     }
@@ -299,7 +309,8 @@ impl Runtime for FakeRuntime {
 
     async fn attach(&self, handle: &str) -> Result<Attached, RuntimeError> {
         let (unit, behaviour) = {
-            let w = self.world();
+            let mut w = self.world();
+            w.attaches += 1;
             let Some(unit) = w.units.values().find(|u| u.handle == handle).cloned() else {
                 return Err(operation("attach", handle, "no such container"));
             };
@@ -315,7 +326,7 @@ impl Runtime for FakeRuntime {
         let started = unit.started_at.unwrap_or_else(Timestamp::now);
         let ready_in = started.plus(behaviour.ready_after).since(Timestamp::now());
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(respond(theirs, ready_in, behaviour.silent, unit.server));
+        tokio::spawn(respond(theirs, ready_in, self.world.clone(), unit));
         let (reader, writer) = tokio::io::split(ours);
         Ok(Attached {
             reader: Box::pin(reader),
@@ -379,13 +390,34 @@ impl Runtime for FakeRuntime {
 }
 
 /// The server side of an attach: a minimal MCP server over newline-delimited
-/// JSON-RPC that answers `server/discover` and `initialize` once it is
-/// "up", the way a slow starter reads its stdin only once it has booted.
-async fn respond(stream: tokio::io::DuplexStream, ready_in: Duration, silent: bool, name: String) {
+/// JSON-RPC that answers `server/discover`, `initialize` and `ping` once it
+/// is "up", the way a slow starter reads its stdin only once it has booted.
+/// It reads its behaviour at each line, and ends the attach (as an engine
+/// does) once its unit is no longer the one that was attached to.
+async fn respond(
+    stream: tokio::io::DuplexStream,
+    ready_in: Duration,
+    world: Arc<Mutex<World>>,
+    unit: Unit,
+) {
     tokio::time::sleep(ready_in).await;
     let (reader, mut writer) = tokio::io::split(stream);
     let mut lines = BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        let silent = {
+            let mut w = world
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let same = w
+                .units
+                .get(&unit.instance)
+                .is_some_and(|u| u.state == UnitState::Running && u.started_at == unit.started_at);
+            if !same {
+                return;
+            }
+            w.handshakes += 1;
+            w.behaviour.get(&unit.server).is_some_and(|b| b.silent)
+        };
         if silent {
             continue;
         }
@@ -397,13 +429,14 @@ async fn respond(stream: tokio::io::DuplexStream, ready_in: Duration, silent: bo
             Some("server/discover") => serde_json::json!({
                 "supportedVersions": ["2026-07-28"],
                 "capabilities": {},
-                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": name, "version": "0.0.0-fake"}},
+                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": unit.server, "version": "0.0.0-fake"}},
             }),
             Some("initialize") => serde_json::json!({
                 "protocolVersion": "2025-11-25",
                 "capabilities": {},
-                "serverInfo": {"name": name, "version": "0.0.0-fake"},
+                "serverInfo": {"name": unit.server, "version": "0.0.0-fake"},
             }),
+            Some("ping") => serde_json::json!({}),
             _ => continue,
         };
         let Some(id) = id else { continue };
