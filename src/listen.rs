@@ -100,6 +100,9 @@ pub async fn serve<S, F, B>(
             },
         };
         failures = 0;
+        // Answers and SSE events go out in small writes; Nagle would hold
+        // each until the client's delayed ACK, some 40 ms.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             name,
             limits.clone(),

@@ -671,11 +671,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// One instance's bridge, or none yet; locked while an attach is made, so
+/// that concurrent callers wait for one attach.
+type Slot = Arc<tokio::sync::Mutex<Option<Bridge>>>;
+
 /// The open bridges, by instance: at most one attach per instance, opened
 /// on first use and replaced once it ends. Cheap to clone; clones share.
 #[derive(Clone, Default)]
 pub struct Bridges {
-    slots: Arc<Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<Option<Bridge>>>>>>,
+    slots: Arc<Mutex<HashMap<InstanceId, Slot>>>,
     limits: Limits,
 }
 

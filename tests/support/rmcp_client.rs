@@ -62,6 +62,9 @@ pub enum HyperHttpError {
 type Failed = StreamableHttpError<HyperHttpError>;
 
 impl HyperHttp {
+    // The parts of one request as rmcp's client trait hands them over, one
+    // argument each, as its own methods take them.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         method: Method,
