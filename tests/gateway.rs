@@ -223,11 +223,18 @@ fn a_session_stays_on_its_instance_and_gets_404_once_that_instance_is_gone() {
     let metrics = g.metrics(&[]);
     assert_eq!(metrics.status, 200, "{metrics:?}");
     for series in [
+        // The method comes from the body; the stream's GET has none.
         format!(
-            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="-",code="200"}} 12"#
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="initialize",code="200"}} 1"#
         ),
         format!(
-            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="-",code="202"}} 1"#
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="tools/list",code="200"}} 10"#
+        ),
+        format!(
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="-",code="200"}} 1"#
+        ),
+        format!(
+            r#"mcpctl_gateway_requests_total{{server="web",instance="{pinned}",method="notifications/initialized",code="202"}} 1"#
         ),
         format!(
             r#"mcpctl_gateway_request_duration_seconds_count{{server="web",instance="{pinned}"}} 13"#

@@ -461,19 +461,6 @@ impl Gateway {
     /// The checks every request passes before it is routed, and its body
     /// read whole (bounded in size and time) and parsed.
     async fn admit(&self, req: Request<Incoming>, server: &str) -> Result<Admitted, Refused> {
-        self.access.check(req.headers())?;
-        if server_of(req.uri().path()).is_none() {
-            return Err(Refused::new(
-                StatusCode::NOT_FOUND,
-                "not found: servers are at /servers/<name>/mcp",
-            ));
-        }
-        if !matches!(*req.method(), Method::POST | Method::GET | Method::DELETE) {
-            return Err(Refused::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: use POST, GET or DELETE",
-            ));
-        }
         let too_large = || {
             Refused::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -508,6 +495,21 @@ impl Gateway {
                 ));
             }
         };
+        // Checked once the body is read (it is bounded): a refusal sent
+        // over an unread body ends in a reset that can lose the refusal.
+        self.access.check(&parts.headers)?;
+        if server_of(parts.uri.path()).is_none() {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "not found: servers are at /servers/<name>/mcp",
+            ));
+        }
+        if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+            return Err(Refused::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use POST, GET or DELETE",
+            ));
+        }
         let message = (parts.method == Method::POST)
             .then(|| message::parse(&body))
             .flatten();
