@@ -721,9 +721,34 @@ impl Gateway {
         }
         let (mut parts, body) = answer.into_parts();
         parts.headers = end_to_end(&parts.headers);
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        // A request's SSE answer that breaks off (its instance removed or
+        // crashed mid-answer) ends with a JSON-RPC error for the request
+        // that names the instance, rather than a torn stream.
+        let on_break = admitted
+            .message
+            .as_ref()
+            .and_then(|m| m.get("id"))
+            .filter(|id| is_sse && !id.is_null())
+            .map(|id| {
+                let error = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": GATEWAY_ERROR, "message": format!(
+                        "instance {instance} of {server} went away before it finished answering; the request may have run in part"
+                    )},
+                });
+                Bytes::from(format!("event: message\ndata: {error}\n\n"))
+            });
         let body = Tracked {
             inner: body,
             _in_flight: in_flight,
+            on_break,
+            ended: false,
         };
         Sent::Answered(Response::from_parts(
             parts,
@@ -800,6 +825,9 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 struct Tracked {
     inner: Incoming,
     _in_flight: InFlight,
+    /// The last event of an SSE answer whose instance breaks it off.
+    on_break: Option<Bytes>,
+    ended: bool,
 }
 
 impl Body for Tracked {
@@ -810,11 +838,24 @@ impl Body for Tracked {
         mut self: StdPin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        StdPin::new(&mut self.inner).poll_frame(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match StdPin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => match self.on_break.take() {
+                Some(event) => {
+                    tracing::debug!(error = %e, "an instance broke off its answer");
+                    self.ended = true;
+                    Poll::Ready(Some(Ok(Frame::data(event))))
+                }
+                None => Poll::Ready(Some(Err(e))),
+            },
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -484,6 +484,80 @@ mod served {
         })
     }
 
+    /// An instance that starts an SSE answer and dies in the middle of it:
+    /// a chunked head, one event, then the connection closes.
+    async fn breaking_backend() -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a backend");
+        let addr = listener.local_addr().expect("backend address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 64 << 10];
+                let _ = stream.read(&mut request).await;
+                let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                    event.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                // Dropped without the last chunk: the answer is torn.
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_its_instance_breaks_off_ends_with_an_error_naming_it() {
+        let broken = breaking_backend().await;
+        let g = gateway(
+            Table::from_snapshot(&snapshot(vec![instance(
+                "a",
+                "web",
+                Status::Running,
+                http(broken),
+                "",
+                1,
+            )])),
+            None,
+        )
+        .await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("http://{}/servers/web/mcp", g.addr))
+            .header("accept", "application/json, text/event-stream")
+            .body(Full::new(Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#,
+            )))
+            .expect("a request");
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await
+            .expect("the body in time")
+            .expect("the body ends cleanly, not torn")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        let events: Vec<serde_json::Value> = text
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).expect("JSON data"))
+            .collect();
+        assert_eq!(events.len(), 2, "{text}");
+        assert_eq!(events[0]["method"], "notifications/progress");
+        assert_eq!(events[1]["id"], 7, "{text}");
+        let message = events[1]["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("instance a of web went away before it finished answering"),
+            "{message}"
+        );
+    }
+
     #[tokio::test]
     async fn a_proxied_a_refused_and_a_failed_request_are_counted_and_timed() {
         let web = backend(Answer::Json).await;
