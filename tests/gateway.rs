@@ -66,19 +66,7 @@ impl Gateway {
 
     /// The instance of every access line in the log, in order.
     fn instances_served(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("gateway request"))
-            .filter_map(|l| {
-                let rest = l.split("instance=").nth(1)?;
-                let id: String = rest
-                    .trim_start_matches('"')
-                    .chars()
-                    .take_while(char::is_ascii_alphanumeric)
-                    .collect();
-                Some(id).filter(|id| !id.is_empty())
-            })
-            .collect()
+        fixture::gateway_instances_served(&self.log())
     }
 
     fn post(&self, server: &str, session: Option<&str>, message: &Value) -> HttpReply {
@@ -150,36 +138,11 @@ fn initialize(g: &Gateway, server: &str) -> String {
     session
 }
 
-/// Opens the session's SSE stream (a GET) and reads its head: the stream
-/// itself never ends, so this only returns if the gateway passes the head
-/// through without waiting for the body. The stream stays open until the
-/// returned connection is dropped.
+/// Opens the session's SSE stream (a GET) and reads its head; see
+/// [`fixture::open_event_stream`].
 fn open_stream(g: &Gateway, server: &str, session: &str) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(g.addr).expect("connect");
-    write!(
-        stream,
-        "GET /servers/{server}/mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {PROTOCOL_VERSION}\r\n\r\n",
-        g.addr
-    )
-    .expect("send GET");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!(
-                "the stream's head did not arrive ({other:?}): {:?}\n{}",
-                String::from_utf8_lossy(&head),
-                g.log()
-            ),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(head.contains("content-type: text/event-stream"), "{head}");
-    stream
+    fixture::open_event_stream(g.addr, &format!("/servers/{server}/mcp"), session, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.log()))
 }
 
 #[test]

@@ -16,7 +16,6 @@ mod watching;
 use fixture::{PROTOCOL_VERSION, initialize_request, initialized_notification, mcp_post};
 use fleet::{Fleet, eventually, http, images};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -29,41 +28,14 @@ const PATH: &str = "/servers/web/mcp";
 
 /// The instance of every gateway access line in `watch`'s log, in order.
 fn instances_served(w: &Watching) -> Vec<String> {
-    w.log()
-        .lines()
-        .filter(|l| l.contains("gateway request"))
-        .filter_map(|l| {
-            let rest = l.split("instance=").nth(1)?;
-            let id: String = rest
-                .trim_start_matches('"')
-                .chars()
-                .take_while(char::is_ascii_alphanumeric)
-                .collect();
-            Some(id).filter(|id| !id.is_empty())
-        })
-        .collect()
+    fixture::gateway_instances_served(&w.log())
 }
 
-/// Opens the session's event stream (a GET) and reads its head; the stream
-/// stays open, counting as a request in flight on its instance, until the
+/// Opens the session's event stream and reads its head; the stream stays
+/// open, counting as a request in flight on its instance, until the
 /// connection is dropped. `None` if the gateway did not answer 200.
 fn open_stream(gateway: SocketAddr, session: &str) -> Option<TcpStream> {
-    let mut stream = TcpStream::connect(gateway).ok()?;
-    write!(
-        stream,
-        "GET {PATH} HTTP/1.1\r\nHost: {gateway}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {PROTOCOL_VERSION}\r\n\r\n"
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(WAIT)).ok()?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    head.starts_with(b"HTTP/1.1 200").then_some(stream)
+    fixture::open_event_stream(gateway, PATH, session, WAIT).ok()
 }
 
 /// Opens `n` sessions with `web` through the gateway, each holding its event

@@ -685,3 +685,61 @@ pub fn eventually<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T, S
         }
     }
 }
+
+/// The instance of every gateway access line (`gateway request ...
+/// instance="ID"`) in a log, in order; refusals (`instance="-"`) are left out.
+pub fn gateway_instances_served(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("gateway request"))
+        .filter_map(|l| {
+            let rest = l.split("instance=").nth(1)?;
+            let id: String = rest
+                .trim_start_matches('"')
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            Some(id).filter(|id| !id.is_empty())
+        })
+        .collect()
+}
+
+/// Opens a 2025-era session's event stream (a GET on `path`) and reads its
+/// head. The stream never ends, so this returns only if the head is passed
+/// through without waiting for the body; it stays open until the returned
+/// connection is dropped. The error says what arrived instead of a 200
+/// event stream.
+pub fn open_event_stream(
+    addr: SocketAddr,
+    path: &str,
+    session: &str,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {PROTOCOL_VERSION}\r\n\r\n"
+    )
+    .map_err(|e| format!("send GET: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("timeout: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => {
+                return Err(format!(
+                    "the stream's head did not arrive ({other:?}): {:?}",
+                    String::from_utf8_lossy(&head)
+                ));
+            }
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") || !head.contains("content-type: text/event-stream") {
+        return Err(format!("not a 200 event stream: {head}"));
+    }
+    Ok(stream)
+}
