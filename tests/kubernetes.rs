@@ -3,8 +3,10 @@
 //! out-of-band delete, crash loop, image-pull failure, scale down
 //! oldest-first, rolling replace, prune), the other rows of the status
 //! mapping (terminated, unschedulable), the readiness gate, secrets as
-//! `secretKeyRef`s, `get`/`describe`/`logs`, and the examples planning
-//! cleanly. No cluster and no `kubectl`.
+//! `secretKeyRef`s, `get`/`describe`/`logs`, the examples planning
+//! cleanly, and the gateway (standalone and in `watch`) reaching pods from
+//! outside the cluster through its own relay and `pods/attach`. No cluster
+//! and no `kubectl`.
 //!
 //! Every test drives the built binary, pointed at the fake by a kubeconfig
 //! file. HTTP servers are real MCP servers (rmcp) behind the fake's pod
@@ -1564,4 +1566,202 @@ fn a_refused_watch_is_retried_with_doubling_pauses_and_errors_as_items() {
         || (c.fake.count_requests("GET", "watch=true") > before).then_some(()),
     );
     driver.abort();
+}
+
+/// A running `mcpctl gateway` against the fake cluster, its log in a file,
+/// killed when dropped.
+struct Gateway {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Gateway {
+    /// `mcpctl gateway`.
+    fn start(c: &Cluster) -> Gateway {
+        Gateway::spawn(c, |listen| {
+            ["gateway", "--listen", listen, "--refresh", "200ms"]
+                .map(str::to_owned)
+                .to_vec()
+        })
+    }
+
+    /// `mcpctl watch --gateway`, on its source.
+    fn watch(c: &Cluster) -> Gateway {
+        let health = format!("127.0.0.1:{}", free_port());
+        Gateway::spawn(c, |listen| {
+            ["watch", "fleet", "--listen", &health, "--gateway", listen]
+                .map(str::to_owned)
+                .to_vec()
+        })
+    }
+
+    fn spawn(c: &Cluster, args: impl FnOnce(&str) -> Vec<String>) -> Gateway {
+        let addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = c.dir.path().join(format!("gateway-{}.log", addr.port()));
+        let args = args(&addr.to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = c
+            .command(&args)
+            .env("MCPCTL_LOG", "mcpctl=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn gateway");
+        let mut g = Gateway { child, addr, log };
+        eventually("the gateway to listen", Duration::from_secs(30), || {
+            if let Some(status) = g.child.try_wait().expect("try_wait") {
+                panic!("gateway exited ({status}):\n{}", g.log());
+            }
+            std::net::TcpStream::connect(g.addr).ok().map(|_| ())
+        });
+        g
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `initialize` to `server` through the gateway.
+    fn initialize(&self, server: &str) -> fixture::HttpReply {
+        fixture::mcp_post(
+            self.addr,
+            &format!("/servers/{server}/mcp"),
+            None,
+            &fixture::initialize_request(1, fixture::PROTOCOL_VERSION),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The `serverInfo.name` of an `initialize` answer: the fake's servers
+/// answer with their pod's name.
+fn answered_by(reply: &fixture::HttpReply) -> Option<String> {
+    reply.messages().iter().find_map(|m| {
+        m["result"]["serverInfo"]["name"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+#[test]
+fn a_gateway_outside_the_cluster_reaches_pods_through_its_own_proxy_and_attach() {
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 2, "fixture:v1", "20s"));
+    c.write("b.yaml", &http("beta", 0, "fixture:v1", "20s"));
+    c.write("s.yaml", &stdio("sigma", 1, "fixture:v1", "20s"));
+    c.apply();
+    // The endpoints `apply` recorded are on its own relay, gone with it.
+    let recorded: Vec<String> = c
+        .instances()
+        .iter()
+        .filter(|i| i["server"] == "alpha")
+        .map(|i| i["endpoint"].as_str().expect("endpoint").to_owned())
+        .collect();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let g = Gateway::start(&c);
+    let proxied_before = c
+        .fake
+        .journal()
+        .iter()
+        .filter(|j| matches!(j, Journal::Proxied { .. }))
+        .count();
+
+    // HTTP: through the API server's pod proxy, on the gateway's relay.
+    let reply = g.initialize("alpha");
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", g.log());
+    let pod = answered_by(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+    let alpha: Vec<String> = c
+        .pods_of("alpha")
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(alpha.contains(&pod), "{pod} is not one of {alpha:?}");
+    let proxied: Vec<String> = c
+        .fake
+        .journal()
+        .into_iter()
+        .filter_map(|j| match j {
+            Journal::Proxied { pod, status } => Some(format!("{pod} {status}")),
+            _ => None,
+        })
+        .skip(proxied_before)
+        .collect();
+    assert!(
+        proxied.iter().any(|p| p == &format!("{pod} 200")),
+        "the gateway's request did not go through the pod proxy: {proxied:?}"
+    );
+
+    // stdio: through `pods/attach`, with the bridge's shared session.
+    let reply = g.initialize("sigma");
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", g.log());
+    let sigma: Vec<String> = c
+        .pods_of("sigma")
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(answered_by(&reply), sigma.first().cloned(), "{reply:?}");
+
+    // A server that gains an instance while the gateway runs: the gateway
+    // asks its own runtime where the new pod is, without a restart.
+    let reply = g.initialize("beta");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    c.write("b.yaml", &http("beta", 1, "fixture:v1", "20s"));
+    c.apply();
+    let beta = c.pods_of("beta");
+    let beta = beta
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .expect("a beta pod");
+    let reply = eventually(
+        "the gateway to route to beta",
+        Duration::from_secs(20),
+        || Some(g.initialize("beta")).filter(|r| r.status == 200),
+    );
+    assert_eq!(
+        answered_by(&reply).as_deref(),
+        Some(beta.as_str()),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn watch_gateway_routes_on_its_own_endpoints_not_those_an_earlier_process_recorded() {
+    let c = Cluster::new();
+    c.write("a.yaml", &http("alpha", 1, "fixture:v1", "20s"));
+    c.apply();
+    let pod = c
+        .pods_of("alpha")
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .expect("an alpha pod");
+    // `apply`'s relay went with it; `watch` has one of its own.
+    let g = Gateway::watch(&c);
+    let reply = eventually(
+        "watch's gateway to route to alpha",
+        Duration::from_secs(30),
+        || Some(g.initialize("alpha")).filter(|r| r.status != 503),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", g.log());
+    assert_eq!(
+        answered_by(&reply).as_deref(),
+        Some(pod.as_str()),
+        "{reply:?}"
+    );
 }

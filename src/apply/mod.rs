@@ -511,6 +511,11 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.seen.as_ref().map(|(snapshot, _, _)| &**snapshot)
     }
 
+    /// What the runtime showed the last pass that planned.
+    pub fn observation(&self) -> Option<&Observation> {
+        self.seen.as_ref().map(|(_, obs, _)| &**obs)
+    }
+
     /// Holds the runtime's events open, so that a change wakes
     /// `next_trigger`. Call it before the first pass, so that nothing the
     /// pass causes is missed.
@@ -845,8 +850,10 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
     /// Whether a probe result can change what a pass decides or records. A
     /// STARTING instance that still fails the way its reason already says
     /// changes nothing until its readiness deadline (a timer of its own),
-    /// so its result only sets when to try again; anything else, a new
-    /// failure message included, is worth a pass.
+    /// so its result only sets when to try again; nor does a RUNNING
+    /// instance passing its liveness check with no failures to reset (the
+    /// next pass records when it was checked). Anything else, a new failure
+    /// message included, is worth a pass.
     fn worth_a_pass(&self, work: &Work) -> bool {
         let Work::Probed { id, result, .. } = work else {
             return true;
@@ -862,7 +869,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             crate::model::Probe::NotReady(why) => {
                 inst.status != Status::Starting || inst.reason != *why
             }
-            crate::model::Probe::Ready(_) => true,
+            crate::model::Probe::Ready(_) => !probes::passed_unchanged(inst, result),
         }
     }
 

@@ -352,7 +352,7 @@ async fn three_failed_liveness_checks_demote_a_running_instance() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn liveness_checks_of_a_stdio_instance_ride_one_attach() {
+async fn liveness_checks_of_a_stdio_instance_ride_one_attach_and_bring_no_pass() {
     let bed = Bed::new();
     let readiness = "{timeout: 20s, period: 200ms}";
     bed.apply(
@@ -390,6 +390,13 @@ async fn liveness_checks_of_a_stdio_instance_ride_one_attach() {
     assert!(
         attaches <= 4,
         "{attaches} attaches for {handshakes} checks: a check must reuse the attach"
+    );
+    // A check that passes changes nothing a pass decides: the passes are
+    // beta's (its create, and its first failed check), not one per check.
+    assert!(
+        report.passes <= 6,
+        "{} passes for {handshakes} passing checks",
+        report.passes
     );
 }
 

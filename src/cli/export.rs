@@ -207,7 +207,7 @@ impl Args {
         token_file_set: bool,
     ) -> Result<TokenRef, ExportError> {
         if let Some(name) = &self.token_env
-            && !is_env_name(name)
+            && !crate::spec::is_env_name(name)
         {
             return Err(ExportError::TokenEnv(name.clone()));
         }
@@ -223,14 +223,6 @@ impl Args {
             (true, _, None) => TokenRef::Env(DEFAULT_TOKEN_ENV.to_owned()),
         })
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The servers of `known` that `wanted` names (all when it names none),

@@ -5,7 +5,7 @@
 
 use super::watch::Signals;
 use super::{Global, Outcome};
-use crate::gateway::{self, Access, Bridging, Limits, ServerHeaders, Table};
+use crate::gateway::{self, Access, Bridging, Limits, ServerHeaders};
 use crate::source::Location;
 use crate::state::Store;
 use miette::{IntoDiagnostic, WrapErr};
@@ -62,7 +62,15 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot listen on {}", args.listen))?;
     let bound = listener.local_addr().into_diagnostic()?;
-    let table = Table::from_snapshot(&snapshot);
+    // Connected on the first stdio request (or, on Kubernetes, the first
+    // look at where pods are), so an engine that is down at start only
+    // affects what needs it, and only until it is back.
+    let runtime = Arc::new(LazyRuntime::new(global));
+    let mut observe = own_endpoints(global, &runtime);
+    if let Some((o, seen)) = observe.as_mut() {
+        *seen = gateway::observe_once(o.as_ref()).await.unwrap_or_default();
+    }
+    let table = gateway::table_of(&snapshot, observe.as_ref().map(|(_, seen)| seen));
     tracing::info!(
         listen = %bound,
         servers = table.servers(),
@@ -70,14 +78,12 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         "gateway serving /servers/<name>/mcp"
     );
     let (tables, receiver) = tokio::sync::watch::channel(Arc::new(table));
-    let follower = tokio::spawn(gateway::follow(store, args.refresh, tables));
+    let follower = tokio::spawn(gateway::follow(store, args.refresh, tables, observe));
     // Read once: the standalone gateway follows the state, not the source.
     let (_, headers) = tokio::sync::watch::channel(Arc::new(headers));
-    // Connected on the first stdio request, so an engine that is down at
-    // start only affects stdio servers, and only until it is back.
     let bridging = Bridging {
         bridges: crate::bridge::Bridges::default(),
-        attach: Arc::new(LazyRuntime::new(global)),
+        attach: runtime,
     };
     let served = gateway::serve(
         listener,
@@ -92,6 +98,22 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     follower.abort();
     served?;
     Ok(Outcome::Success)
+}
+
+/// What a gateway that follows the state file asks its own runtime, with
+/// nothing seen yet. Outside the cluster, a pod is reached through a relay
+/// that lives only as long as the process that handed out its endpoint: the
+/// endpoints `apply` or `watch` recorded lead nowhere from here (in the
+/// cluster, the answer is the pod IPs the state holds anyway). Docker's
+/// loopback ports are the same from any process.
+pub(super) fn own_endpoints(
+    global: &Global,
+    runtime: &Arc<LazyRuntime>,
+) -> Option<(Arc<dyn gateway::Observe>, gateway::Seen)> {
+    match global.runtime {
+        super::RuntimeKind::Kubernetes => Some((runtime.clone(), gateway::Seen::new())),
+        super::RuntimeKind::Docker => None,
+    }
 }
 
 /// The runtime, connected when first needed and kept; a failed connect is
@@ -121,6 +143,25 @@ impl gateway::Attach for LazyRuntime {
         Box::pin(async move {
             let rt = self.rt.get_or_try_init(|| self.settings.connect()).await?;
             crate::runtime::Runtime::attach(rt, handle).await
+        })
+    }
+}
+
+impl gateway::Observe for LazyRuntime {
+    fn endpoints(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<gateway::Seen, crate::runtime::RuntimeError>>
+    {
+        Box::pin(async move {
+            let rt = self.rt.get_or_try_init(|| self.settings.connect()).await?;
+            let units = crate::runtime::Runtime::observe(rt).await?;
+            Ok(units
+                .into_iter()
+                .filter_map(|u| match u.endpoint {
+                    Some(crate::model::Endpoint::Http(url)) => Some((u.instance, url)),
+                    _ => None,
+                })
+                .collect())
         })
     }
 }

@@ -167,11 +167,18 @@ impl Gateway {
         let (tables, table) = tokio::sync::watch::channel(Arc::new(gateway::Table::default()));
         let (headers, headers_rx) =
             tokio::sync::watch::channel(Arc::new(gateway::ServerHeaders::new()));
+        let runtime = Arc::new(super::gateway::LazyRuntime::new(global));
         let tables = if dry_run {
             // A dry run writes nothing, and passes only on its own
             // triggers: another applier writes the state, which the
             // gateway then follows as `mcpctl gateway` does.
-            tokio::spawn(gateway::follow(store.clone(), FOLLOW_EVERY, tables));
+            let observe = super::gateway::own_endpoints(global, &runtime);
+            tokio::spawn(gateway::follow(
+                store.clone(),
+                FOLLOW_EVERY,
+                tables,
+                observe,
+            ));
             None
         } else {
             Some(tables)
@@ -181,7 +188,7 @@ impl Gateway {
         let bridges = crate::bridge::Bridges::default();
         let bridging = gateway::Bridging {
             bridges: bridges.clone(),
-            attach: Arc::new(super::gateway::LazyRuntime::new(global)),
+            attach: runtime,
         };
         let proxy = gateway::Proxy::new(
             table,

@@ -1,11 +1,21 @@
 //! The routing table: which instances of each server may take a request,
-//! decided from the snapshot alone. Only RUNNING instances are routes: over
+//! decided from the snapshot. Only RUNNING instances are routes: over
 //! their HTTP endpoint, or for a stdio server over the stdio bridge to their
 //! unit. A server without one keeps the words that explain why, so a client
 //! sees the status and the reason mcpctl recorded.
+//!
+//! Where a unit's HTTP endpoint is, the gateway's own runtime may say
+//! instead of the record ([`Seen`]): the Kubernetes runtime outside the
+//! cluster hands out endpoints on a loopback relay that lives only as long
+//! as the process that observed them, so an endpoint another process
+//! recorded leads nowhere.
 
 use crate::model::{Endpoint, Instance, InstanceId, Snapshot, Status};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Each unit's HTTP endpoint as the gateway's own runtime sees it, by
+/// instance.
+pub type Seen = BTreeMap<InstanceId, String>;
 
 /// One instance that may take requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +66,19 @@ pub enum Refusal {
 }
 
 impl Table {
+    /// From the snapshot alone: every endpoint as recorded.
     pub fn from_snapshot(snapshot: &Snapshot) -> Table {
+        Table::build(snapshot, None)
+    }
+
+    /// From the snapshot, with each unit's HTTP endpoint taken from `seen`
+    /// rather than the record; a unit `seen` lacks is not routed to yet.
+    /// External servers have no unit and keep their recorded URL.
+    pub fn from_snapshot_seen(snapshot: &Snapshot, seen: &Seen) -> Table {
+        Table::build(snapshot, Some(seen))
+    }
+
+    fn build(snapshot: &Snapshot, seen: Option<&Seen>) -> Table {
         let mut by_server: BTreeMap<&str, Vec<&Instance>> = snapshot
             .servers
             .keys()
@@ -67,7 +89,7 @@ impl Table {
         }
         let routes = by_server
             .into_iter()
-            .map(|(name, instances)| (name.to_owned(), route(snapshot, name, &instances)))
+            .map(|(name, instances)| (name.to_owned(), route(snapshot, seen, name, &instances)))
             .collect();
         Table {
             routes,
@@ -132,14 +154,17 @@ impl Table {
     }
 }
 
-fn route(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> Route {
+fn route(snapshot: &Snapshot, seen: Option<&Seen>, server: &str, instances: &[&Instance]) -> Route {
     let ready: Vec<Backend> = instances
         .iter()
         .filter(|i| i.status == Status::Running)
         .filter_map(|i| {
-            let upstream = match (&i.endpoint, &i.handle) {
-                (Some(Endpoint::Http(url)), _) => Upstream::Http(url.clone()),
-                (Some(Endpoint::Stdio), Some(handle)) => Upstream::Stdio {
+            let upstream = match (&i.endpoint, &i.handle, seen) {
+                (Some(Endpoint::Http(_)), Some(_), Some(seen)) => {
+                    Upstream::Http(seen.get(&i.id)?.clone())
+                }
+                (Some(Endpoint::Http(url)), _, _) => Upstream::Http(url.clone()),
+                (Some(Endpoint::Stdio), Some(handle), _) => Upstream::Stdio {
                     handle: handle.clone(),
                 },
                 _ => return None,
@@ -168,8 +193,9 @@ fn down_reason(snapshot: &Snapshot, server: &str, instances: &[&Instance]) -> St
         };
         let mut part = format!("{} {}", of.len(), status.as_str());
         if status == Status::Running {
-            // RUNNING but unroutable: its endpoint or unit is not known yet.
-            part.push_str(" (no endpoint or unit recorded)");
+            // RUNNING but unroutable: its endpoint or unit is not known
+            // yet, or the gateway's runtime has not seen its unit.
+            part.push_str(" (no endpoint or unit known yet)");
         } else if !latest.reason.is_empty() {
             part.push_str(&format!(" ({})", latest.reason));
         }

@@ -75,6 +75,52 @@ fn only_running_instances_with_an_http_endpoint_are_routes() {
 }
 
 #[test]
+fn a_units_endpoint_as_the_gateway_sees_it_replaces_the_record_and_external_urls_stay() {
+    let pod = |id: &str, port: u16| {
+        let mut i = instance(id, "web", Status::Running, http(port), "ready", 1);
+        i.handle = Some(format!("mcpctl-web-{id}"));
+        i
+    };
+    let (a, b) = (pod("a", 1), pod("b", 2));
+    // External: a URL and no unit.
+    let ext = instance(
+        "x",
+        "linear",
+        Status::Running,
+        Some(Endpoint::Http("https://mcp.example/mcp".into())),
+        "ready",
+        1,
+    );
+    let s = snapshot(vec![a, b, ext]);
+    let seen: super::Seen = [(
+        InstanceId("a".into()),
+        "http://127.0.0.1:9/tok/mcpctl-web-a/8080/mcp".to_owned(),
+    )]
+    .into();
+    let table = Table::from_snapshot_seen(&s, &seen);
+    let web = table.backends("web").expect("web is routable");
+    // `b` is not seen yet: not routed to on an endpoint another process left.
+    assert_eq!(ids(web), ["a"]);
+    assert_eq!(
+        web[0].upstream,
+        Upstream::Http("http://127.0.0.1:9/tok/mcpctl-web-a/8080/mcp".into())
+    );
+    let linear = table.backends("linear").expect("external is routable");
+    assert_eq!(
+        linear[0].upstream,
+        Upstream::Http("https://mcp.example/mcp".into())
+    );
+    // Seen nothing: every unit waits, with the words that say so.
+    let table = Table::from_snapshot_seen(&s, &super::Seen::new());
+    assert_eq!(
+        table.backends("web"),
+        Err(Refusal::Unavailable(
+            "web has no RUNNING instance: 2 RUNNING (no endpoint or unit known yet)".into()
+        ))
+    );
+}
+
+#[test]
 fn a_server_without_a_running_instance_names_its_statuses_and_reasons() {
     let table = Table::from_snapshot(&snapshot(vec![
         instance(
@@ -137,7 +183,7 @@ fn a_running_stdio_instance_is_a_route_through_its_unit_and_an_unknown_server_is
     assert_eq!(
         table.backends("notes"),
         Err(Refusal::Unavailable(
-            "notes has no RUNNING instance: 1 RUNNING (no endpoint or unit recorded)".into()
+            "notes has no RUNNING instance: 1 RUNNING (no endpoint or unit known yet)".into()
         ))
     );
     assert_eq!(

@@ -151,8 +151,10 @@ pub struct Plan {
     pub unchanged: usize,
     /// The earliest moment at which planning again could give another
     /// answer with nothing else changed: a back-off expiring, a STARTING
-    /// instance's readiness deadline, a RUNNING instance's liveness check.
-    /// A reconciler sleeps until then, or until a runtime event.
+    /// instance's readiness deadline or stability window. Not a RUNNING
+    /// instance's liveness check: the prober keeps that timer, and only a
+    /// result that changes something brings a pass. A reconciler sleeps
+    /// until then, or until a runtime event.
     pub requeue_at: Option<Timestamp>,
     /// Servers left exactly as they are because they are suspended, with or
     /// without drift.
@@ -223,8 +225,6 @@ struct Live<'a> {
     hash: &'a SpecHash,
     /// The outdated instance this one was started to replace.
     replaces: Option<&'a InstanceId>,
-    /// When liveness was last checked (RUNNING instances).
-    checked_at: Timestamp,
     /// For a STARTING instance that answered: when its stability window ends.
     stable_at: Option<Timestamp>,
 }
@@ -325,7 +325,6 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             since,
             hash: &inst.spec_hash,
             replaces: inst.replaces.as_ref(),
-            checked_at: inst.liveness.checked_at,
             stable_at,
         });
     }
@@ -368,7 +367,6 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
                         since: now,
                         hash: &unit.spec_hash,
                         replaces: intent.and_then(|i| i.replaces.as_ref()),
-                        checked_at: now,
                         stable_at: None,
                     });
                 }
@@ -426,14 +424,12 @@ pub fn plan(input: Inputs<'_>) -> Result<Plan, PlanError> {
             if let Some(at) = l.stable_at {
                 due(at);
             }
-            match l.status {
-                // Just past the deadline, where `transition` sees the timeout.
-                Status::Starting => due(l
+            // Just past the deadline, where `transition` sees the timeout.
+            if l.status == Status::Starting {
+                due(l
                     .since
                     .plus(d.readiness_timeout)
-                    .plus(Duration::from_millis(1))),
-                Status::Running => due(l.checked_at.plus(d.liveness_period)),
-                Status::Error => {}
+                    .plus(Duration::from_millis(1)));
             }
         }
     }

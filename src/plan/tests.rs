@@ -682,11 +682,7 @@ fn changed_spec_replaces_one_instance_at_a_time_with_a_diff() {
 /// A world mid-way through a rolling replace of `gh` (v1 -> v2, 2 replicas):
 /// `n` was started to replace `a` and is in `n_status`; `b` waits its turn.
 fn rolling(n_status: Status) -> World {
-    // Liveness checks far off, so the requeue shows the replace's own deadlines.
-    let d = Desired {
-        liveness_period: Duration::from_secs(600),
-        ..desired("gh", 2, "v2")
-    };
+    let d = desired("gh", 2, "v2");
     let mut w = World::default()
         .want(d)
         .applied("gh", "v2", 2)
@@ -818,7 +814,7 @@ fn an_adopted_replacement_keeps_its_place_in_the_replace() {
 }
 
 #[test]
-fn requeue_is_the_earliest_deadline_backoff_or_liveness_check() {
+fn requeue_is_the_earliest_deadline_or_backoff_never_a_liveness_check() {
     for shape in [Shape::Docker, Shape::Kubernetes] {
         requeue_is_the_earliest_deadline(shape);
     }
@@ -829,10 +825,11 @@ fn requeue_is_the_earliest_deadline(shape: Shape) {
         .want(desired("gh", 1, "v1"))
         .applied("gh", "v1", 1)
         .running("a", "gh", "v1", 100);
-    // Liveness was checked at NOW; the next check is a period later.
+    // Converged: nothing to look at again. Its liveness checks are the
+    // prober's timers, and one that passes needs no pass.
     assert_eq!(
         shape.observe(converged.clone()).run().unwrap().requeue_at,
-        Some(NOW.plus(Duration::from_secs(15)))
+        None
     );
     let starting = converged
         .clone()

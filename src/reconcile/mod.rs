@@ -23,7 +23,7 @@ pub use status::{Health, Metrics, Shared};
 use crate::apply::lease::Standing;
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
 use crate::gateway::{ServerHeaders, Table};
-use crate::model::{HistoryEntry, Runners, Snapshot, Timestamp};
+use crate::model::{HistoryEntry, Observation, Runners, Snapshot, Timestamp};
 use crate::plan::Desired;
 use crate::runtime::Runtime;
 use crate::secrets::Resolver as SecretResolver;
@@ -141,11 +141,22 @@ pub struct GatewayFeed {
 }
 
 impl GatewayFeed {
-    fn snapshot(&self, snapshot: &Snapshot) {
+    /// The table of `snapshot`, each unit's endpoint as `obs` saw it: the
+    /// record may be another process's (a Kubernetes relay endpoint left
+    /// by an earlier `watch` leads nowhere from this one).
+    fn snapshot(&self, snapshot: &Snapshot, obs: &Observation) {
         let Some(tables) = &self.tables else {
             return;
         };
-        let table = Table::from_snapshot(snapshot);
+        let seen: crate::gateway::Seen = obs
+            .units
+            .iter()
+            .filter_map(|(id, u)| match &u.endpoint {
+                Some(crate::model::Endpoint::Http(url)) => Some((id.clone(), url.clone())),
+                _ => None,
+            })
+            .collect();
+        let table = Table::from_snapshot_seen(snapshot, &seen);
         tables.send_if_modified(|current| {
             if **current == table {
                 return false;
@@ -602,8 +613,9 @@ async fn turn<'a, R: Runtime + Sync>(
         }
         Err(e) => return Err(e),
     }
-    if let (Some(feed), Some(snapshot)) = (&opts.gateway, a.snapshot()) {
-        feed.snapshot(snapshot);
+    if let (Some(feed), Some(snapshot), Some(obs)) = (&opts.gateway, a.snapshot(), a.observation())
+    {
+        feed.snapshot(snapshot, obs);
     }
     let last = a.last_pass().clone();
     shared.metrics.pass(last.plan_time, last.actions.len());

@@ -16,6 +16,8 @@ mod raw;
 mod units;
 mod validate;
 
+pub use validate::is_env_name;
+
 pub use diag::{SpecError, SpecErrors};
 
 use super::model::Server;

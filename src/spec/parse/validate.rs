@@ -1485,7 +1485,9 @@ fn suggest_dns_label(name: &str) -> Option<String> {
     (!fixed.is_empty() && dns_label(&fixed).is_ok()).then_some(fixed)
 }
 
-fn is_env_name(name: &str) -> bool {
+/// Whether `name` is a portable environment variable name: a letter or
+/// `_`, then letters, digits and `_`.
+pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
