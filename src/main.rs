@@ -1,14 +1,28 @@
 //! The `mcpctl` binary: parse flags, set up tracing and diagnostics, run,
 //! report the error once, and exit with the code of design §3.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
+
+/// `0.1.0 (commit 1a2b3c4d5e6f)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MCPCTL_GIT_COMMIT"),
+    ")"
+);
 
 fn main() -> ExitCode {
     // kube's rustls client takes the process-wide crypto provider and
     // panics without one; ring is the only provider built in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = mcpctl::cli::Cli::parse();
+    // Set here, not in the derive: only the binary is rebuilt when the
+    // commit changes.
+    let matches = mcpctl::cli::Cli::command().version(VERSION).get_matches();
+    let cli = match mcpctl::cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let color = mcpctl::cli::use_color(&std::io::stderr());
     // Wrapped lines help on a terminal; in logs and CI they split paths in two.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -1299,3 +1299,43 @@ fn a_bad_gateway_url_is_refused_naming_the_flag() {
     );
     assert_eq!(r.code, 0, "{r}");
 }
+
+#[test]
+fn completion_scripts_name_every_command_for_each_shell() {
+    let env = Env::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef mcpctl"),
+        ("fish", "complete -c mcpctl"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let r = env.run(&["completion", shell]);
+        assert_eq!(r.code, 0, "{shell}: {r}");
+        assert!(r.stdout.contains(marker), "{shell}: no {marker:?}\n{r}");
+        for command in ["validate", "plan", "apply", "watch", "gateway", "export"] {
+            assert!(r.stdout.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let r = env.run(&["completion", "tcsh"]);
+    assert_eq!(r.code, 2, "an unknown shell is a usage error: {r}");
+    assert!(
+        r.stderr.contains("bash, elvish, fish, powershell, zsh"),
+        "{r}"
+    );
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let r = Env::new().run(&["--version"]);
+    assert_eq!(r.code, 0, "{r}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert_eq!(
+        r.stdout,
+        format!("mcpctl {} (commit {head})\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -3,6 +3,7 @@
 //! library needs, so no clap type leaks below this module.
 
 mod apply;
+mod completion;
 mod connect;
 mod describe;
 mod export;
@@ -171,6 +172,11 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
     )]
     Schema,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  mcpctl completion bash > ~/.local/share/bash-completion/completions/mcpctl\n  mcpctl completion zsh > \"${fpath[1]}/_mcpctl\"\n  mcpctl completion fish > ~/.config/fish/completions/mcpctl.fish\n  mcpctl completion powershell >> $PROFILE"
+    )]
+    Completion(completion::Args),
 }
 
 impl Command {
@@ -240,6 +246,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Gateway(args) => gateway::run(&cli.global, args).await,
         Command::Export(args) => export::run(&cli.global, args).await,
         Command::Schema => schema::run(),
+        Command::Completion(args) => completion::run(args),
     }
 }
 
