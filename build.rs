@@ -20,14 +20,22 @@ fn main() {
         .filter(|c| !c.is_empty())
         .or_else(|| {
             // Rebuild when HEAD moves: a checkout changes HEAD, a commit
-            // the branch's ref (loose, or packed by `git gc`).
+            // the branch's ref (loose, or packed by `git gc`). Only files
+            // that exist: cargo counts a missing one as changed, and would
+            // run this script on every build.
+            let mut watch = Vec::new();
             if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-                println!("cargo:rerun-if-changed={dir}/HEAD");
+                watch.push(format!("{dir}/HEAD"));
             }
             if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-                println!("cargo:rerun-if-changed={common}/packed-refs");
+                watch.push(format!("{common}/packed-refs"));
                 if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                    println!("cargo:rerun-if-changed={common}/{head_ref}");
+                    watch.push(format!("{common}/{head_ref}"));
+                }
+            }
+            for path in watch {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
                 }
             }
             git(&["rev-parse", "--short=12", "HEAD"])
