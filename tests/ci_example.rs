@@ -44,7 +44,11 @@ fn the_ci_example_plans_into_one_comment_and_applies_main() {
 
     let script = plan
         .iter()
-        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/github-script@")))
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/github-script@"))
+        })
         .and_then(|s| s["with"]["script"].as_str())
         .expect("a github-script step posts the comment");
     assert!(
@@ -58,7 +62,10 @@ fn the_ci_example_plans_into_one_comment_and_applies_main() {
 
     for step in plan.iter().chain(apply) {
         if let Some(uses) = step["uses"].as_str() {
-            assert!(uses.starts_with("actions/"), "only GitHub's own actions: {uses}");
+            assert!(
+                uses.starts_with("actions/"),
+                "only GitHub's own actions: {uses}"
+            );
         }
     }
 }

@@ -332,7 +332,10 @@ fn a_markdown_plan_masks_secrets_and_keeps_the_detailed_exit_code() {
     converge_state(&env);
     let r = md("md");
     assert_eq!(r.code, 0, "no changes: {r}");
-    assert!(r.stdout.contains("**No changes. 2 servers unchanged.**"), "{r}");
+    assert!(
+        r.stdout.contains("**No changes. 2 servers unchanged.**"),
+        "{r}"
+    );
     env.file("secrets/github/token", "rotated-value\n");
     let r = md("markdown");
     assert_eq!(r.code, 2, "{r}");

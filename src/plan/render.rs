@@ -199,8 +199,7 @@ pub(super) fn markdown_within(plan: &Plan, source: &SourceInfo, budget: usize) -
         ),
     };
     let diffs = diff_blocks(plan);
-    let table_len =
-        table_top.len() + rows.iter().map(|r| r.len()).sum::<usize>() + unchanged.len();
+    let table_len = table_top.len() + rows.iter().map(|r| r.len()).sum::<usize>() + unchanged.len();
     let full = head.len() + 1 + table_len + diffs.iter().map(|(_, d)| d.len()).sum::<usize>();
     if full <= budget {
         let kept: Vec<bool> = vec![true; diffs.len()];
@@ -352,7 +351,8 @@ fn table_rows(plan: &Plan) -> Vec<String> {
     plan_servers(plan)
         .into_iter()
         .map(|server| {
-            let actions: Vec<&Action> = plan.actions.iter().filter(|a| a.server == server).collect();
+            let actions: Vec<&Action> =
+                plan.actions.iter().filter(|a| a.server == server).collect();
             let mut row = format!("| {} |", md_text(server));
             for k in &cols {
                 match actions.iter().filter(|a| a.kind == *k).count() {
@@ -548,7 +548,7 @@ mod tests {
             new.push_str(&format!("  VAR_{i:04}: value number {i} of a long list\n"));
         }
         Action {
-            diff: Some(super::super::unified_diff(server, &old, &new)),
+            diff: Some(crate::plan::unified_diff(server, &old, &new)),
             ..action(ActionKind::Replace, server, "spec changed")
         }
     }
@@ -570,7 +570,10 @@ mod tests {
                     let closes = line.len() - body.len() <= 3
                         && body.trim_end().len() >= f.len()
                         && body.trim_end().chars().all(|c| c == '`');
-                    assert!(!closes, "the diff's own line {line:?} ends the fence:\n{md}");
+                    assert!(
+                        !closes,
+                        "the diff's own line {line:?} ends the fence:\n{md}"
+                    );
                 }
                 None if line.starts_with("```") => {
                     let f = line.trim_end_matches(|c: char| c != '`');
@@ -618,7 +621,7 @@ mod tests {
         let mut replace = replace_with_diff("gh", 1);
         // A value holding a fence and a closing tag, as a spec may: the
         // context line `   ```` would close a three-backtick fence.
-        replace.diff = Some(super::super::unified_diff(
+        replace.diff = Some(crate::plan::unified_diff(
             "gh",
             "image: v1\nnote: |\n  ```\n",
             "image: v2\nnote: |\n  ```\n  </details>\n",
@@ -636,7 +639,11 @@ mod tests {
             .expect("a row for notes");
         // The header's cells and no more: no `|` of the reason split the row.
         let header = md.lines().find(|l| l.starts_with("| server")).unwrap();
-        assert_eq!(row.matches('|').count(), header.matches('|').count(), "{row}");
+        assert_eq!(
+            row.matches('|').count(),
+            header.matches('|').count(),
+            "{row}"
+        );
         for raw in ["</details>", "<script>", "`tick`", "@octocat"] {
             assert!(!row.contains(raw), "{raw} passed through: {row}");
         }
@@ -653,8 +660,15 @@ mod tests {
             actions,
             ..Plan::default()
         };
-        let full: usize = plan.actions.iter().map(|a| a.diff.as_ref().unwrap().len()).sum();
-        assert!(full > 4 * MARKDOWN_BUDGET, "the diffs alone are {full} bytes");
+        let full: usize = plan
+            .actions
+            .iter()
+            .map(|a| a.diff.as_ref().unwrap().len())
+            .sum();
+        assert!(
+            full > 4 * MARKDOWN_BUDGET,
+            "the diffs alone are {full} bytes"
+        );
         let md = render_markdown(&plan, &dir_source());
         assert_well_formed(&md, MARKDOWN_BUDGET);
         for i in 0..60 {
@@ -721,7 +735,10 @@ mod tests {
         assert!(!md.contains("\n| s1999 |"), "the last rows go");
         assert!(!md.contains("<details>"), "no diff once rows are cut");
         assert!(md.contains("servers with changes left out of the table, and every spec diff,"));
-        assert!(md.contains("| *7 servers unchanged* |"), "the table still ends");
+        assert!(
+            md.contains("| *7 servers unchanged* |"),
+            "the table still ends"
+        );
         assert!(md.contains("**Plan: 2000 to replace, 2000 to remove. 7 servers unchanged.**"));
     }
 }
