@@ -314,6 +314,40 @@ fn a_rotated_secret_replaces_with_a_sensitive_diff() {
 }
 
 #[test]
+fn a_markdown_plan_masks_secrets_and_keeps_the_detailed_exit_code() {
+    let env = fleet();
+    let md = |alias: &str| {
+        env.run(&[
+            "plan",
+            "fleet",
+            "--refresh=false",
+            "-o",
+            alias,
+            "--detailed-exitcode",
+        ])
+    };
+    let r = md("markdown");
+    assert_eq!(r.code, 2, "changes: {r}");
+    assert!(r.stdout.starts_with("<!-- mcpctl-plan -->\n"), "{r}");
+    converge_state(&env);
+    let r = md("md");
+    assert_eq!(r.code, 0, "no changes: {r}");
+    assert!(
+        r.stdout.contains("**No changes. 2 servers unchanged.**"),
+        "{r}"
+    );
+    env.file("secrets/github/token", "rotated-value\n");
+    let r = md("markdown");
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        !r.stdout.contains("rotated-value") && !r.stdout.contains("s3cr3t"),
+        "secret leaked: {r}"
+    );
+    assert!(r.stdout.contains("+    value: (sensitive "), "{r}");
+    insta::assert_snapshot!(regex_lite_mask(&r.to_string()));
+}
+
+#[test]
 fn a_changed_runner_image_replaces_package_servers_with_a_diff() {
     let env = fleet();
     converge_state(&env);

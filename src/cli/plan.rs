@@ -1,7 +1,7 @@
 //! `mcpctl plan`: read the source, resolve secrets, refresh the observation,
 //! and print (or save) the plan.
 
-use super::{Format, GitArgs, Global, Outcome};
+use super::{GitArgs, Global, Outcome};
 use crate::model::{Observation, Timestamp};
 use crate::plan::{self, Desired, Inputs, SavedPlan};
 use crate::source::Location;
@@ -16,9 +16,9 @@ pub struct Args {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub git: GitArgs,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
-    pub output: Format,
+    /// Output format; `markdown` is for a pull-request comment.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -31,6 +31,15 @@ pub struct Args {
     /// Plan even when the source has no servers and some are known or running (removes them all).
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+/// `plan -o`: the report formats, and Markdown, which only a plan has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    #[value(alias = "md")]
+    Markdown,
 }
 
 /// Everything a plan was made from, for `plan` and `apply` alike.
@@ -114,8 +123,9 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let p = make(global, &location, args.refresh, args.allow_empty, None).await?;
     let json = plan::render_json(&p.plan, &p.source.info);
     let shown = match args.output {
-        Format::Text => plan::render_text(&p.plan, super::use_color(&std::io::stdout())),
-        Format::Json => serde_json::to_string_pretty(&json).into_diagnostic()? + "\n",
+        PlanFormat::Text => plan::render_text(&p.plan, super::use_color(&std::io::stdout())),
+        PlanFormat::Json => serde_json::to_string_pretty(&json).into_diagnostic()? + "\n",
+        PlanFormat::Markdown => plan::render_markdown(&p.plan, &p.source.info),
     };
     // A reader that has gone (`plan --out p.json | head`) must neither stop
     // the plan from being saved nor hide the exit code that says it has changes.
@@ -144,7 +154,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         fs_err::write(out, text + "\n")
             .into_diagnostic()
             .wrap_err("cannot save the plan")?;
-        if args.output == Format::Text && printed.is_ok() {
+        if args.output == PlanFormat::Text && printed.is_ok() {
             printed = super::write_stdout(&format!(
                 "Saved the plan to {}; run `mcpctl apply {}` to carry it out.\n",
                 out.display(),

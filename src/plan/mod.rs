@@ -10,7 +10,10 @@ mod saved;
 #[cfg(test)]
 mod tests;
 
-pub use render::{PlanJson, render_json, render_text, summary_line};
+pub use render::{
+    MARKDOWN_BUDGET, MARKDOWN_MARKER, PlanJson, render_json, render_markdown, render_text,
+    summary_line,
+};
 pub use saved::{Allowed, SavedPlan, differences};
 
 use crate::model::{

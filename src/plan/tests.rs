@@ -1244,6 +1244,7 @@ fn mixed_plan_renders_as_text_and_json() {
         revision: "sha256:0123456789abcdef".into(),
     };
     insta::assert_json_snapshot!("mixed_plan_json", render_json(&plan, &source));
+    insta::assert_snapshot!("mixed_plan_markdown", render_markdown(&plan, &source));
 }
 
 #[test]
