@@ -190,6 +190,16 @@ fn a_new_fleet_converges_with_services_and_then_plans_no_changes() {
     c.write("s.yaml", &stdio("sigma", 2, "fixture:v1", "20s"));
     let r = c.apply();
     assert!(r.stdout.contains("converged"), "{r}");
+    // The passes that acted are numbered 1, 2, ... however many passes
+    // (a probe answering, a wait) came between them.
+    let passes: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("pass ")?.split(':').next())
+        .collect();
+    let counted: Vec<String> = (1..=passes.len()).map(|n| n.to_string()).collect();
+    assert!(!passes.is_empty(), "{r}");
+    assert_eq!(passes, counted, "{r}");
     c.assert_exact(&[("alpha", 2), ("beta", 1), ("sigma", 2)]);
     for i in c.instances() {
         let endpoint = i["endpoint"].as_str().expect("endpoint");

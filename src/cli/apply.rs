@@ -344,6 +344,8 @@ fn not_converged(
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     enabled: bool,
+    /// Passes that acted so far.
+    acting: std::sync::atomic::AtomicU32,
 }
 
 impl Progress {
@@ -354,7 +356,11 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Progress { bar, enabled }
+        Progress {
+            bar,
+            enabled,
+            acting: std::sync::atomic::AtomicU32::new(0),
+        }
     }
 
     fn line(&self, s: String) {
@@ -369,8 +375,12 @@ impl Progress {
             return;
         }
         match e {
-            Event::Planned { pass, actions } if actions > 0 && pass > 1 => {
-                self.line(format!("pass {pass}: {actions} action(s)"));
+            // Numbered among the passes that act, from 1: the passes in
+            // between (a probe answering, a wait) would make the numbers
+            // jump, and a first line of "pass 5" reads like lost output.
+            Event::Planned { actions, .. } if actions > 0 => {
+                let n = self.acting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                self.line(format!("pass {n}: {actions} action(s)"));
             }
             Event::Planned { .. } => {}
             Event::Started { action } => {
