@@ -19,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("spec", &["model", "source"]),
     ("secrets", &["model", "spec"]),
     ("plan", &["model", "spec", "source"]),
-    ("import", &["model", "spec"]),
+    ("import", &["model", "source", "spec"]),
     ("state", &["model"]),
     ("runtime", &["model"]),
     ("probe", &["model"]),

@@ -175,7 +175,7 @@ fn report(imported: &Imported, file: &str) {
     }
     for (draft, s) in imported.secrets() {
         text.push_str(&format!(
-            "{}: mcpctl expects the secret {} for {}: put it in $MCPCTL_SECRETS_DIR/{}/{} or {} (the value: {})\n",
+            "{}: mcpctl expects the secret {} for {}: put it in $MCPCTL_SECRETS_DIR/{}/{} or {} ({})\n",
             draft.name,
             s.secret,
             s.used_by,

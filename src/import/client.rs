@@ -496,11 +496,19 @@ fn classify(
         [] => DraftValue::Plain(String::new()),
         [Piece::Text(t)] => {
             if named_secret || !prefix.is_empty() {
-                secret(d, "the value in the imported file".into(), prefix)
+                let from = if prefix.is_empty() {
+                    "copy its value from the imported file".to_owned()
+                } else {
+                    format!(
+                        "copy what follows `{}` from the imported file",
+                        prefix.trim_end()
+                    )
+                };
+                secret(d, from, prefix)
             } else if looks_like_credential(t) {
                 secret(
                     d,
-                    "the whole value in the imported file, which holds a credential".into(),
+                    "copy the whole value from the imported file: it holds a credential".into(),
                     prefix,
                 )
             } else {
@@ -510,7 +518,7 @@ fn classify(
         [Piece::Input(id)] => match inputs.get(id) {
             Some(input) if input.password || named_secret => secret(
                 d,
-                format!("what you enter for the VS Code input `{}`", short(id)),
+                format!("the value VS Code prompts for as the input `{}`", short(id)),
                 prefix,
             ),
             Some(Input {
@@ -533,7 +541,10 @@ fn classify(
             if named_secret || !prefix.is_empty() {
                 secret(
                     d,
-                    format!("the client's environment variable `{}`", short(var)),
+                    format!(
+                        "the value of the client's environment variable `{}`",
+                        short(var)
+                    ),
                     prefix,
                 )
             } else if let Some(v) = default {
@@ -564,7 +575,7 @@ fn classify(
                 secret(
                     d,
                     format!(
-                        "the whole value `{}`, filled in",
+                        "the whole of `{}`, with its references filled in",
                         short(&hide_text(&pieces))
                     ),
                     prefix,

@@ -225,7 +225,8 @@ pub struct NeededSecret {
     pub secret: SecretRef,
     /// What takes it: `env GITHUB_TOKEN`, `header Authorization`.
     pub used_by: String,
-    /// Where the user will find the value, in words.
+    /// Where the user will find the value, as a clause that can stand in
+    /// parentheses.
     pub from: String,
 }
 
