@@ -8,24 +8,29 @@ use super::Format;
 use super::map;
 use miette::{NamedSource, SourceSpan};
 
+/// The file is not JSON: where, and what was found there.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{file}:{line}:{column}: {message}")]
+#[diagnostic(code(mcpctl::import::syntax), help("{help}"))]
+pub struct SyntaxError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// serde_json's message without its own position, plus the text found.
+    pub message: String,
+    help: String,
+    #[source_code]
+    text: NamedSource<String>,
+    #[label("here")]
+    span: SourceSpan,
+}
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ImportError {
     /// The file is not JSON.
-    #[error("{file}:{line}:{column}: {message}")]
-    #[diagnostic(code(mcpctl::import::syntax), help("{help}"))]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        /// serde_json's message without its own position, plus the text found.
-        message: String,
-        help: String,
-        #[source_code]
-        text: NamedSource<String>,
-        #[label("{label}")]
-        span: SourceSpan,
-        label: String,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Syntax(Box<SyntaxError>),
     /// JSON, but not an object at the top.
     #[error("{file}: the file holds {found}, not a JSON object")]
     #[diagnostic(
@@ -109,7 +114,7 @@ impl ImportError {
         let len = found
             .as_deref()
             .map_or(0, |t| t.chars().next().map_or(0, char::len_utf8));
-        ImportError::Syntax {
+        ImportError::Syntax(Box::new(SyntaxError {
             file: file.to_owned(),
             line,
             column,
@@ -117,8 +122,7 @@ impl ImportError {
             help,
             text: NamedSource::new(file, map::mask_credentials(text)),
             span: SourceSpan::new(offset.into(), len),
-            label: "here".into(),
-        }
+        }))
     }
 }
 

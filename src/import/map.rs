@@ -116,12 +116,11 @@ pub(crate) fn looks_like_credential(value: &str) -> bool {
     {
         return true;
     }
-    let mut words = v
+    let words = v
         .split(|c: char| c.is_whitespace() || "\"'`,;={}[]()<>:".contains(c))
-        .filter(|w| !w.is_empty())
-        .peekable();
+        .filter(|w| !w.is_empty());
     let mut previous = "";
-    while let Some(word) = words.next() {
+    for word in words {
         let after_scheme = matches!(
             previous.to_ascii_lowercase().as_str(),
             "bearer" | "basic" | "token"
@@ -196,8 +195,7 @@ pub(crate) fn mask_credentials(text: &str) -> String {
                 }
                 let end = j.min(bytes.len());
                 let body = String::from_utf8_lossy(&bytes[start..end]).into_owned();
-                let after = text[end.min(text.len())..]
-                    .trim_start_matches(|c: char| c == '"' || c == ' ' || c == '\t');
+                let after = text[end.min(text.len())..].trim_start_matches(['"', ' ', '\t']);
                 if after.starts_with(':') {
                     key = Some(body);
                     previous = None;

@@ -23,7 +23,7 @@ mod map;
 mod render;
 mod server_json;
 
-pub use error::ImportError;
+pub use error::{ImportError, SyntaxError};
 pub use render::{document, documents};
 
 use crate::spec::{PackageRuntime, SecretRef, Transport};

@@ -361,30 +361,30 @@ fn package(
     for a in runtime_args {
         let flag_name = str_of(a, "name").unwrap_or_default();
         // `docker run -e NAME=VALUE` is an env var mcpctl can carry.
-        if kind == "oci" && matches!(flag_name, "-e" | "--env") {
-            if let Some((text, missing)) = preset(a)
-                && let Some((var, value)) = text.split_once('=')
-                && map::is_env_name(var)
-            {
-                let v = if flag(a, "isSecret") || is_credential_name(var) || !missing.is_empty() {
-                    let mut input = a.clone();
-                    let described = one_description(a);
-                    if let Some(m) = input.as_object_mut() {
-                        m.remove("value");
-                        m.remove("default");
-                        if !m.contains_key("description")
-                            && let Some(text) = described
-                        {
-                            m.insert("description".into(), text.into());
-                        }
+        if kind == "oci"
+            && matches!(flag_name, "-e" | "--env")
+            && let Some((text, missing)) = preset(a)
+            && let Some((var, value)) = text.split_once('=')
+            && map::is_env_name(var)
+        {
+            let v = if flag(a, "isSecret") || is_credential_name(var) || !missing.is_empty() {
+                let mut input = a.clone();
+                let described = one_description(a);
+                if let Some(m) = input.as_object_mut() {
+                    m.remove("value");
+                    m.remove("default");
+                    if !m.contains_key("description")
+                        && let Some(text) = described
+                    {
+                        m.insert("description".into(), text.into());
                     }
-                    input_value(&mut d, var, &input, false)
-                } else {
-                    DraftValue::Plain(value.to_owned())
-                };
-                d.env.push((var.to_owned(), v));
-                continue;
-            }
+                }
+                input_value(&mut d, var, &input, false)
+            } else {
+                DraftValue::Plain(value.to_owned())
+            };
+            d.env.push((var.to_owned(), v));
+            continue;
         }
         not_carried.push(argument_label(a));
     }
