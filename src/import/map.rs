@@ -116,6 +116,12 @@ pub(crate) fn looks_like_credential(value: &str) -> bool {
     {
         return true;
     }
+    holds_credential_word(v)
+}
+
+/// [`looks_like_credential`] without its URL rule, for text whose URLs are
+/// already redacted.
+fn holds_credential_word(v: &str) -> bool {
     let words = v
         .split(|c: char| c.is_whitespace() || "\"'`,;={}[]()<>:".contains(c))
         .filter(|w| !w.is_empty());
@@ -470,6 +476,17 @@ fn credential_argument(what: &str) -> String {
     )
 }
 
+/// An argument or option value quoted in a warning: a URL with its
+/// credential hidden, anything that looks like one not at all.
+pub(crate) fn shown_arg(arg: &str) -> String {
+    let redacted = crate::model::urls::redact(arg);
+    if flag_value_is_credential(arg) || holds_credential_word(&redacted) {
+        "(credential, not shown)".into()
+    } else {
+        short(&redacted)
+    }
+}
+
 /// The original command line for a comment, with credentials hidden.
 pub(crate) fn shown_command(command: &str, args: &[String]) -> String {
     let mut hide_next = false;
@@ -522,7 +539,7 @@ fn npx(args: &[String]) -> Option<Launch> {
             a if a.starts_with("--package=") => from_flag = Some(a["--package=".len()..].into()),
             a if a.starts_with('-') => out.warnings.push(format!(
                 "the npx option `{}` was not carried over",
-                short(a)
+                shown_arg(a)
             )),
             _ => break,
         }
@@ -599,13 +616,13 @@ fn uvx(args: &[String]) -> Option<Launch> {
                 let value = args.get(i + 1).map(String::as_str).unwrap_or_default();
                 out.warnings.push(format!(
                     "the uvx option `{arg} {}` was not carried over: the python runner image decides it",
-                    short(value)
+                    shown_arg(value)
                 ));
                 i += 1;
             }
             a if a.starts_with('-') => out.warnings.push(format!(
                 "the uvx option `{}` was not carried over",
-                short(a)
+                shown_arg(a)
             )),
             _ => break,
         }
@@ -781,7 +798,7 @@ fn docker(args: &[String]) -> Option<Launch> {
                 Some(v) if looks_like_credential(&v) || is_credential_name(flag) => {
                     format!("`{flag}` (its value looks like a credential, not shown)")
                 }
-                Some(v) => format!("`{flag} {}`", short(&v)),
+                Some(v) => format!("`{flag} {}`", shown_arg(&v)),
                 None => format!("`{flag}`"),
             }),
         }
@@ -911,6 +928,34 @@ mod tests {
         assert!(!masked.contains("ghp_"), "{masked}");
         let bare = mask_credentials("{\"API_KEY\": hunter2xyz\n}");
         assert!(!bare.contains("hunter2"), "{bare}");
+    }
+
+    #[test]
+    fn arguments_quoted_in_warnings_hide_credentials() {
+        assert_eq!(
+            shown_arg("https://me:pw1@pypi.example.com/simple"),
+            "https://(sensitive)@pypi.example.com/simple"
+        );
+        assert_eq!(shown_arg("--registry-token=abc"), "(credential, not shown)");
+        assert_eq!(
+            shown_arg("ghp_FAKE0123456789abc"),
+            "(credential, not shown)"
+        );
+        assert_eq!(shown_arg("/a:/b"), "/a:/b");
+        let l = launch(
+            "x",
+            "uvx",
+            &[
+                "--index-url".into(),
+                "https://u:tok123@idx.example.com/simple".into(),
+                "p==1".into(),
+            ],
+        );
+        assert!(
+            !format!("{:?}", l.warnings).contains("tok123"),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

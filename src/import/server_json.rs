@@ -470,7 +470,7 @@ fn argument_label(a: &Value) -> String {
         .or_else(|| str_of(a, "valueHint"))
         .unwrap_or("?");
     match str_of(a, "value") {
-        Some(v) if !flag(a, "isSecret") => format!("`{} {}`", short(n), short(v)),
+        Some(v) if !flag(a, "isSecret") => format!("`{} {}`", short(n), map::shown_arg(v)),
         _ => format!("`{}`", short(n)),
     }
 }
