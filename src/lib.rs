@@ -19,12 +19,14 @@
 //! - [`apply`]: the reconcile pass and the loop that runs it.
 //! - [`gateway`]: one streamable HTTP endpoint per server, routed to its RUNNING instances.
 //! - [`reconcile`]: `watch`, the pass driven by triggers; health, metrics, webhook.
+//! - [`import`]: other tools' server definitions (registry server.json, Claude, Cursor, VS Code) as McpServer drafts.
 //! - [`cli`]: clap types and one module per subcommand.
 
 pub mod apply;
 pub mod bridge;
 pub mod cli;
 pub mod gateway;
+pub mod import;
 pub mod listen;
 pub mod model;
 pub mod plan;

@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("spec", &["model", "source"]),
     ("secrets", &["model", "spec"]),
     ("plan", &["model", "spec", "source"]),
+    ("import", &["model", "source", "spec"]),
     ("state", &["model"]),
     ("runtime", &["model"]),
     ("probe", &["model"]),
@@ -61,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "apply",
             "gateway",
             "reconcile",
+            "import",
         ],
     ),
 ];

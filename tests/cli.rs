@@ -705,6 +705,7 @@ fn every_help_has_an_example() {
         &["describe", "--help"],
         &["logs", "--help"],
         &["export", "--help"],
+        &["import", "--help"],
     ] {
         let r = env.run(cmd);
         assert_eq!(r.code, 0, "{cmd:?}: {r}");

@@ -10,6 +10,7 @@ mod export;
 mod gateway;
 mod get;
 mod history;
+mod import;
 mod lease;
 mod logs;
 mod plan;
@@ -167,6 +168,12 @@ pub enum Command {
         after_help = "Examples:\n  mcpctl export claude > .mcp.json\n  mcpctl export vscode github fetch > .vscode/mcp.json\n  mcpctl export cursor --gateway-url https://mcp.example.com > .cursor/mcp.json\n\nThe token is never written: Claude Code and Cursor read it from $MCPCTL_GATEWAY_TOKEN (--token-env), VS Code prompts for it once and keeps it in its secret storage."
     )]
     Export(export::Args),
+    /// Turn a registry server.json, or Claude's, Cursor's or VS Code's MCP
+    /// config, into McpServer YAML; credentials become secret references.
+    #[command(
+        after_help = "Examples:\n  mcpctl import server.json\n  mcpctl import claude ~/.config/Claude/claude_desktop_config.json -o fleet/\n  mcpctl import .vscode/mcp.json -o fleet/ --force\n\nFORMAT is detected when left out (Claude's and Cursor's files read the same). Warnings, TODOs and the secrets to create are printed on stderr; no credential is ever written."
+    )]
+    Import(import::Args),
     /// Print the JSON Schema of McpServer documents.
     #[command(
         after_help = "Examples:\n  mcpctl schema > schemas/mcpserver.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=schemas/mcpserver.schema.json"
@@ -245,6 +252,7 @@ pub async fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::History(args) => history::run(&cli.global, args).await,
         Command::Gateway(args) => gateway::run(&cli.global, args).await,
         Command::Export(args) => export::run(&cli.global, args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Schema => schema::run(),
         Command::Completion(args) => completion::run(args),
     }
