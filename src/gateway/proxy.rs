@@ -141,6 +141,8 @@ struct Gateway {
     metrics: Metrics,
     /// How stdio instances are reached; without it they answer 503.
     bridging: Option<Bridging>,
+    /// The event streams of legacy HTTP+SSE instances, one each.
+    legacy: crate::bridge::Bridges,
 }
 
 /// [`ServerHeaders`] as hyper's, by server name.
@@ -183,6 +185,7 @@ impl Proxy {
                 outstanding: Arc::default(),
                 metrics: Metrics::default(),
                 bridging,
+                legacy: crate::bridge::Bridges::default(),
             }),
             given: headers,
             maps,
@@ -201,6 +204,7 @@ impl Proxy {
         if let Some(b) = &gateway.bridging {
             tokio::spawn(close_bridges(gateway.table.clone(), b.bridges.clone()));
         }
+        tokio::spawn(close_bridges(gateway.table.clone(), gateway.legacy.clone()));
         let service = move |req| {
             let gateway = gateway.clone();
             async move { gateway.handle(req).await }
@@ -570,6 +574,31 @@ impl Gateway {
         }
     }
 
+    /// A request for an instance reached over a bridge (stdio, or legacy
+    /// HTTP+SSE).
+    async fn bridged(
+        &self,
+        admitted: Admitted,
+        server: &str,
+        instance: &InstanceId,
+        open: stdio::Open<'_>,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        let waits = stdio::Waits {
+            attach: self.limits.connect,
+            answer: self.limits.answer,
+        };
+        let call = stdio::Call {
+            method: &admitted.parts.method,
+            headers: &admitted.parts.headers,
+            message: admitted.message,
+            server,
+            instance,
+            open,
+        };
+        stdio::forward(&self.pins, waits, call, in_flight).await
+    }
+
     /// Sends the request to `backend`; the instance that took it, and the
     /// answer. A request that could not even connect never reached its
     /// instance, so it goes to another one (each at most once); a pinned
@@ -591,21 +620,29 @@ impl Gateway {
             let url = match &backend.upstream {
                 Upstream::Http(url) => url.clone(),
                 Upstream::Stdio { handle } => {
-                    let waits = stdio::Waits {
-                        attach: self.limits.connect,
-                        answer: self.limits.answer,
-                    };
-                    let call = stdio::Call {
-                        method: &admitted.parts.method,
-                        headers: &admitted.parts.headers,
-                        message: admitted.message,
-                        server,
-                        instance: &backend.instance,
+                    let open = stdio::Open::Unit {
                         handle,
+                        bridging: self.bridging.as_ref(),
                     };
-                    let answer =
-                        stdio::forward(self.bridging.as_ref(), &self.pins, waits, call, in_flight)
-                            .await;
+                    let answer = self
+                        .bridged(admitted, server, &backend.instance, open, in_flight)
+                        .await;
+                    return (backend.instance, answer);
+                }
+                Upstream::Legacy(url) => {
+                    let open = stdio::Open::Legacy {
+                        url,
+                        headers: self
+                            .headers
+                            .borrow()
+                            .get(server)
+                            .cloned()
+                            .unwrap_or_default(),
+                        bridges: &self.legacy,
+                    };
+                    let answer = self
+                        .bridged(admitted, server, &backend.instance, open, in_flight)
+                        .await;
                     return (backend.instance, answer);
                 }
             };

@@ -58,17 +58,42 @@ pub(super) struct Waits {
     pub answer: Duration,
 }
 
+/// How to reach a bridged instance, when it has no bridge yet.
+pub(super) enum Open<'a> {
+    /// Attach to the stdio unit `handle` through the runtime.
+    Unit {
+        handle: &'a str,
+        bridging: Option<&'a Bridging>,
+    },
+    /// Open the event stream of a legacy HTTP+SSE server at `url`, with the
+    /// headers the gateway adds for its server.
+    Legacy {
+        url: &'a str,
+        headers: HeaderMap,
+        bridges: &'a Bridges,
+    },
+}
+
+impl Open<'_> {
+    /// What the server is, for messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Open::Unit { .. } => "a stdio server",
+            Open::Legacy { .. } => "a legacy HTTP+SSE server",
+        }
+    }
+}
+
 pub(super) struct Call<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
     pub message: Option<Value>,
     pub server: &'a str,
     pub instance: &'a InstanceId,
-    pub handle: &'a str,
+    pub open: Open<'a>,
 }
 
 pub(super) async fn forward(
-    bridging: Option<&Bridging>,
     pins: &Pins,
     waits: Waits,
     call: Call<'_>,
@@ -80,8 +105,9 @@ pub(super) async fn forward(
         message,
         server,
         instance,
-        handle,
+        open,
     } = call;
+    let kind = open.kind();
     let session = headers
         .get(SESSION_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -90,7 +116,7 @@ pub(super) async fn forward(
             return rpc_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!(
-                    "{server} is a stdio server: the gateway offers no standing stream for it; send requests with POST"
+                    "{server} is {kind}: the gateway offers no standing stream for it; send requests with POST"
                 ),
             );
         }
@@ -108,22 +134,46 @@ pub(super) async fn forward(
     let Some(message) = message else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
-            "the body is not one JSON-RPC message (batches are not bridged to stdio servers)",
+            &format!("the body is not one JSON-RPC message (batches are not bridged to {kind})"),
         );
     };
-    let Some(bridging) = bridging else {
-        return rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("{server} is a stdio server and this gateway cannot attach to units"),
-        );
+    let opened = match open {
+        Open::Unit { handle, bridging } => {
+            let Some(bridging) = bridging else {
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{server} is a stdio server and this gateway cannot attach to units"),
+                );
+            };
+            tokio::time::timeout(
+                waits.attach,
+                bridging
+                    .bridges
+                    .open(instance, || bridging.attach.attach(handle)),
+            )
+            .await
+        }
+        Open::Legacy {
+            url,
+            headers,
+            bridges,
+        } => {
+            let attach = || async move {
+                crate::probe::legacy_pipe(url, headers, waits.attach)
+                    .await
+                    .map(|p| Attached {
+                        reader: p.reader,
+                        writer: p.writer,
+                    })
+                    .map_err(|e| RuntimeError::Operation {
+                        op: "open the event stream",
+                        instance: crate::model::urls::redact(url),
+                        message: e.to_string(),
+                    })
+            };
+            tokio::time::timeout(waits.attach, bridges.open(instance, attach)).await
+        }
     };
-    let opened = tokio::time::timeout(
-        waits.attach,
-        bridging
-            .bridges
-            .open(instance, || bridging.attach.attach(handle)),
-    )
-    .await;
     let bridge = match opened {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
@@ -174,7 +224,7 @@ pub(super) async fn forward(
                     error_for(
                         &message,
                         -32601,
-                        "subscriptions/listen is not bridged to stdio servers",
+                        "subscriptions/listen is not bridged to stdio or legacy SSE servers",
                     ),
                 );
             }

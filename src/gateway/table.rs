@@ -32,6 +32,9 @@ pub enum Upstream {
     /// Its unit's stdin and stdout, through the stdio bridge; the handle is
     /// what the runtime attaches to.
     Stdio { handle: String },
+    /// A legacy HTTP+SSE server (the 2024-11-05 transport) at its event
+    /// stream's URL: bridged like a stdio server, over one event stream.
+    Legacy(String),
 }
 
 /// What the gateway does with a request for one server.
@@ -159,11 +162,18 @@ fn route(snapshot: &Snapshot, seen: Option<&Seen>, server: &str, instances: &[&I
         .iter()
         .filter(|i| i.status == Status::Running)
         .filter_map(|i| {
-            let upstream = match (&i.endpoint, &i.handle, seen) {
-                (Some(Endpoint::Http(_)), Some(_), Some(seen)) => {
-                    Upstream::Http(seen.get(&i.id)?.clone())
+            // The transport its handshake was made over, when it passed one.
+            let legacy = i.mcp.as_ref().is_some_and(|m| m.transport == "sse");
+            let http = |url: &String| {
+                if legacy {
+                    Upstream::Legacy(url.clone())
+                } else {
+                    Upstream::Http(url.clone())
                 }
-                (Some(Endpoint::Http(url)), _, _) => Upstream::Http(url.clone()),
+            };
+            let upstream = match (&i.endpoint, &i.handle, seen) {
+                (Some(Endpoint::Http(_)), Some(_), Some(seen)) => http(seen.get(&i.id)?),
+                (Some(Endpoint::Http(url)), _, _) => http(url),
                 (Some(Endpoint::Stdio), Some(handle), _) => Upstream::Stdio {
                     handle: handle.clone(),
                 },

@@ -880,6 +880,241 @@ mod served {
     }
 }
 
+/// The gateway in front of a legacy HTTP+SSE server (the 2024-11-05
+/// transport): one event stream carries every client's answers, each back
+/// to the client that asked.
+mod legacy {
+    use super::super::table::Table;
+    use super::super::{Access, Limits, ServerHeaders, serve};
+    use super::{instance, snapshot};
+    use crate::model::{Endpoint, McpIdentity, Status};
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Bytes, Frame, Incoming};
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use serde_json::{Value, json};
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot, watch};
+
+    type Events = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+
+    /// A legacy server: `GET /sse` opens the stream (its first event names
+    /// `/messages`), a POST there is answered 202 and its answer sent on
+    /// the stream. It knows `initialize`, `ping` and `tools/call` (echoing
+    /// `text`); anything else is -32601, `server/discover` included.
+    async fn legacy_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let streams = Arc::new(AtomicUsize::new(0));
+        let events: Arc<Mutex<Option<Events>>> = Arc::default();
+        let opened = streams.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let events = events.clone();
+                let opened = opened.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let events = events.clone();
+                    let opened = opened.clone();
+                    async move {
+                        if req.method() == hyper::Method::GET {
+                            opened.fetch_add(1, Ordering::SeqCst);
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(
+                                b"event: endpoint\ndata: /messages?sessionId=1\n\n",
+                            ))));
+                            *events.lock().expect("lock") = Some(tx);
+                            let body = StreamBody::new(stream_of(rx)).boxed();
+                            return Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(body)
+                                    .expect("response"),
+                            );
+                        }
+                        let bytes = req.into_body().collect().await.expect("body").to_bytes();
+                        let message: Value = serde_json::from_slice(&bytes).expect("json");
+                        if let Some(id) = message.get("id").filter(|id| !id.is_null()) {
+                            let answer = match message["method"].as_str() {
+                                Some("initialize") => {
+                                    json!({"jsonrpc": "2.0", "id": id, "result": {
+                                    "protocolVersion": "2024-11-05",
+                                    "capabilities": {"tools": {}},
+                                    "serverInfo": {"name": "legacy", "version": "1.0"}}})
+                                }
+                                Some("ping") => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+                                Some("tools/call") => {
+                                    json!({"jsonrpc": "2.0", "id": id, "result": {
+                                    "content": [{"type": "text",
+                                        "text": message["params"]["arguments"]["text"]}]}})
+                                }
+                                _ => json!({"jsonrpc": "2.0", "id": id,
+                                    "error": {"code": -32601, "message": "method not found"}}),
+                            };
+                            let event = format!("event: message\ndata: {answer}\n\n");
+                            if let Some(tx) = events.lock().expect("lock").as_ref() {
+                                let _ = tx.send(Ok(Frame::data(Bytes::from(event))));
+                            }
+                        }
+                        let body = Full::new(Bytes::from_static(b"Accepted"))
+                            .map_err(|never| match never {})
+                            .boxed();
+                        Ok(Response::builder()
+                            .status(StatusCode::ACCEPTED)
+                            .body(body)
+                            .expect("response"))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, streams)
+    }
+
+    fn stream_of(
+        mut rx: mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>,
+    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    async fn post(
+        gateway: SocketAddr,
+        session: Option<&str>,
+        message: &Value,
+    ) -> (StatusCode, Option<String>, Value) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut req = Request::post(format!("http://{gateway}/servers/old/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(message.to_string())))
+            .expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        let status = response.status();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, session, body)
+    }
+
+    #[tokio::test]
+    async fn clients_share_one_event_stream_and_each_gets_its_own_answers() {
+        let (server, streams) = legacy_server().await;
+        let mut old = instance(
+            "l1",
+            "old",
+            Status::Running,
+            Some(Endpoint::Http(format!("http://{server}/sse"))),
+            "ready",
+            1,
+        );
+        old.mcp = Some(McpIdentity {
+            handshake: "2024-11-05 (initialize)".into(),
+            protocol_version: "2024-11-05".into(),
+            server_name: "legacy".into(),
+            server_version: "1.0".into(),
+            transport: "sse".into(),
+            latency_ms: 1.0,
+        });
+        let table = Table::from_snapshot(&snapshot(vec![old]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (_tables, receiver) = watch::channel(Arc::new(table));
+        let (_stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (_headers, headers) = watch::channel(Arc::new(ServerHeaders::new()));
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve(
+                listener,
+                receiver,
+                headers,
+                Access::new(None, addr),
+                Limits::default(),
+                None,
+                shutdown,
+            )
+            .await
+            .expect("serves");
+        });
+
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}});
+        let (status, session, body) = post(addr, None, &init).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["result"]["serverInfo"]["name"], "legacy", "{body}");
+        let session = session.expect("a session id");
+
+        // Concurrent clients, every one with the same JSON-RPC id.
+        let calls = (0..8).map(|n| {
+            let session = session.clone();
+            async move {
+                let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": format!("client {n}")}}});
+                (n, post(addr, Some(&session), &call).await)
+            }
+        });
+        for (n, (status, _, body)) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["id"], 7, "{body}");
+            assert_eq!(
+                body["result"]["content"][0]["text"],
+                format!("client {n}"),
+                "client {n} got another's answer: {body}"
+            );
+        }
+        assert_eq!(
+            streams.load(Ordering::SeqCst),
+            1,
+            "one event stream for all"
+        );
+
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let get = Request::get(format!("http://{addr}/servers/old/mcp"))
+            .header("accept", "text/event-stream")
+            .body(Full::default())
+            .expect("request");
+        let response = client.request(get).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("a legacy HTTP+SSE server"), "{text}");
+    }
+}
+
 /// An `X-Team` header, as an external server's `headers` give it.
 fn team(value: &str) -> Arc<super::ServerHeaders> {
     let header = crate::model::HttpHeader {

@@ -582,6 +582,108 @@ fn innermost(error: &(dyn StdError + 'static)) -> String {
     current.to_string()
 }
 
+/// A legacy HTTP+SSE server as a pair of byte streams, the shape of a stdio
+/// server, for a bridge that holds one event stream per instance and
+/// shares it among clients: what it reads are the stream's `message`
+/// events, one JSON-RPC message per line; each line it writes is POSTed, in
+/// order, to the endpoint the stream named (on the stream's origin only).
+/// `extra` goes with every request. Opening (the GET and the `endpoint`
+/// event) is bounded by `timeout`, and so is each POST; a POST that fails
+/// ends the stream too, so requests waiting on it fail at once instead of
+/// at their own deadline.
+pub(crate) async fn legacy_pipe(
+    url: &str,
+    extra: HeaderMap,
+    timeout: Duration,
+) -> Result<super::Pipe, ProbeError> {
+    use tokio::io::AsyncBufReadExt;
+    let parsed = Url::parse(url).map_err(|e| ProbeError::InvalidUrl {
+        url: crate::model::urls::redact(url),
+        reason: e.to_string(),
+    })?;
+    let client = client()?;
+    let request = builder(Method::GET, to_uri(&parsed)?, &extra)
+        .header(ACCEPT, "text/event-stream")
+        .body(Full::default())
+        .map_err(|e| ProbeError::Http(e.to_string()))?;
+    let opened = async {
+        let response = client.request(request).await.map_err(client_error)?;
+        if !response.status().is_success() {
+            return Err(ProbeError::status(
+                response.status().as_u16(),
+                parsed.path(),
+            ));
+        }
+        if !is_event_stream(&response) {
+            return Err(ProbeError::NotMcp(
+                "GET did not return an event stream".into(),
+            ));
+        }
+        let mut events = SseStream::new(response.into_body());
+        let endpoint = endpoint_event(&mut events).await?;
+        Ok((events, same_origin_endpoint(&parsed, &endpoint)?))
+    };
+    let (events, endpoint) = tokio::time::timeout(timeout, opened)
+        .await
+        .map_err(|_elapsed| ProbeError::Timeout(timeout))??;
+    let uri = to_uri(&endpoint)?;
+    let path = endpoint.path().to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let lines = events.take_until(stopped).filter_map(|event| async move {
+        match event {
+            Ok(e) if matches!(e.event.as_deref(), None | Some("message")) => {
+                e.data.map(|d| Ok(Bytes::from(d + "\n")))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(std::io::Error::other(sse_error(e).to_string()))),
+        }
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(lines));
+    let (writer, written) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        // Held until the writer side ends: dropping it ends the reader.
+        let _stop = stop;
+        let mut lines = tokio::io::BufReader::new(written).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let sent = async {
+                let response = client
+                    .request(post(&uri, &extra, &message, &[])?)
+                    .await
+                    .map_err(client_error)?;
+                let status = response.status();
+                // The answer comes on the event stream; the body is drained
+                // so the connection can be used again.
+                let _ = read_body(response.into_body()).await;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(ProbeError::status(status.as_u16(), &path))
+                }
+            };
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a legacy SSE server refused a message; closing its stream");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "a legacy SSE server did not take a message in time; closing its stream"
+                    );
+                    return;
+                }
+            }
+        }
+    });
+    Ok(super::Pipe {
+        reader: Box::pin(reader),
+        writer: Box::pin(writer),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ mod mcp;
 mod stdio;
 
 pub use http::HttpTransport;
+pub(crate) use http::legacy_pipe;
 pub(crate) use mcp::{Channel, Reply};
 pub use mcp::{DISCOVER_VERSION, Era, INITIALIZE_VERSION, ProbeError, ProbeInfo};
 
@@ -43,6 +44,14 @@ pub enum Connection<'a> {
         reader: Pin<Box<dyn AsyncRead + Send>>,
         writer: Pin<Box<dyn AsyncWrite + Send>>,
     },
+}
+
+/// A server's output to read and its input to write, as byte streams of
+/// one JSON-RPC message per line: a stdio server's, or a legacy HTTP+SSE
+/// server's made to look like one ([`legacy_pipe`]).
+pub struct Pipe {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
 /// The outcome of a readiness check, with the identity behind a pass.
