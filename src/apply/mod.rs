@@ -760,9 +760,11 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
             actions: handed_out,
         });
 
-        // Liveness waits for the second pass, so that a fleet found converged
-        // costs one list call and no handshakes.
-        let liveness = self.opts.wait && pass > 1;
+        // A waiting run checks liveness from its first pass on: no pass
+        // comes of a check that passes, so a later pass cannot be counted
+        // on to start them. A fleet found converged still costs one list
+        // call and no handshake: the run ends before the checks are polled.
+        let liveness = self.opts.wait;
         self.seen = Some((snapshot.clone(), obs.clone(), liveness));
         self.start_probes(obs.at);
 

@@ -360,6 +360,20 @@ async fn liveness_checks_of_a_stdio_instance_ride_one_attach_and_bring_no_pass()
         Duration::from_secs(10),
     )
     .await;
+    // Found converged: one look, no handshake.
+    let handshakes = bed.rt.attaches().1;
+    let again = bed
+        .apply(
+            &fleet(&[("alpha", 1, "img:1")], readiness),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(again.converged && again.passes == 1, "{again:?}");
+    assert_eq!(
+        bed.rt.attaches().1,
+        handshakes,
+        "a converged fleet was probed"
+    );
     // beta never gets ready, so the apply runs long enough for alpha's
     // liveness to be checked many times.
     bed.rt.behave(

@@ -884,9 +884,8 @@ mod served {
 /// transport): one event stream carries every client's answers, each back
 /// to the client that asked.
 mod legacy {
-    use super::super::table::Table;
-    use super::super::{Access, Limits, ServerHeaders, serve};
     use super::{instance, snapshot};
+    use crate::gateway::{Access, Limits, ServerHeaders, Table, serve};
     use crate::model::{Endpoint, McpIdentity, Status};
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::{Bytes, Frame, Incoming};
