@@ -408,6 +408,37 @@ fn a_missing_image_errors_with_the_daemons_message() {
         reason.contains("pull mcpctl-missing-image:nope"),
         "{reason}"
     );
+    assert!(
+        reason.contains("not present locally and cannot be pulled")
+            && reason.contains("`docker images`"),
+        "{reason}"
+    );
+    assert!(f.containers().is_empty());
+}
+
+/// A typo in the image: the reason (and `apply`'s verdict) names the local
+/// image it was probably meant to be, beside the engine's own words.
+#[test]
+fn a_misspelled_image_suggests_the_nearest_local_one() {
+    let (v1, _) = images();
+    assert_eq!(v1, "mcpctl-fixture:test");
+    let f = Fleet::new("typo");
+    f.write("a.yaml", &stdio("alpha", 1, "mcpctl-fixtur:test", ""));
+    let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let hint = "did you mean mcpctl-fixture:test? check the name and tag with `docker images`";
+    assert!(r.stderr.contains(hint), "the verdict lacks the hint: {r}");
+    let instances = f.instances();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["status"], "ERROR");
+    let reason = instances[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains(hint), "{reason}");
+    // The engine's own message is kept after the hint, never dropped.
+    let engine = reason
+        .split_once("the engine said: ")
+        .map(|(_, e)| e.trim())
+        .unwrap_or("");
+    assert!(!engine.is_empty(), "{reason}");
     assert!(f.containers().is_empty());
 }
 
