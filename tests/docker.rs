@@ -1002,6 +1002,35 @@ fn a_server_that_refuses_mcp_never_becomes_running() {
     );
 }
 
+/// A wrong `port`: the server listens on 3000, the spec says 8080. The
+/// readiness failure names the port tried and where it was reached, quotes
+/// the server's own line about where it listens, and says what to set.
+#[test]
+fn a_wrong_port_is_named_beside_the_one_the_servers_log_gives() {
+    let (v1, _) = images();
+    let f = Fleet::new("port");
+    f.write(
+        "a.yaml",
+        &http("alpha", 1, v1)
+            .replace(
+                "[\"--transport\", \"http\"]",
+                "[\"--transport\", \"http\", \"--listen\", \"0.0.0.0:3000\"]",
+            )
+            .replace("timeout: 20s", "timeout: 3s"),
+    );
+    let r = f.run(&["apply", "fleet", "--timeout", "8s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let i = &f.instances()[0];
+    assert_eq!(i["status"], "ERROR", "{i}");
+    let reason = i["reason"].as_str().unwrap_or("");
+    let tried = "on port 8080 (the spec's `port`, reached at 127.0.0.1:";
+    let hint = "its log says \"mcp-fixture: listening on 0.0.0.0:3000/mcp\": set `port: 3000`";
+    assert!(reason.contains("not ready after 3s: "), "{reason}");
+    assert!(reason.contains(tried), "{reason}");
+    assert!(reason.ends_with(hint), "{reason}");
+    assert!(r.stderr.contains(hint), "the verdict lacks the hint: {r}");
+}
+
 #[test]
 fn three_failed_liveness_probes_demote_a_running_server() {
     let (v1, _) = images();
