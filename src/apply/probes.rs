@@ -274,7 +274,9 @@ fn listening_port(line: &str) -> Option<(u16, &str)> {
                     found = Some((n, host));
                 }
             } else {
-                let word = before.trim_end_matches([' ', ':', '=', '#']).to_ascii_lowercase();
+                let word = before
+                    .trim_end_matches([' ', ':', '=', '#'])
+                    .to_ascii_lowercase();
                 if word.ends_with("port") || word.ends_with(" on") {
                     found = Some((n, ""));
                 }
@@ -476,16 +478,28 @@ mod tests {
     #[test]
     fn log_lines_that_say_where_a_server_listens_give_the_port() {
         let cases: &[(&str, Option<(u16, &str)>)] = &[
-            ("mcp-fixture: listening on 0.0.0.0:3000/mcp", Some((3000, "0.0.0.0"))),
-            ("Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)", Some((8000, "0.0.0.0"))),
+            (
+                "mcp-fixture: listening on 0.0.0.0:3000/mcp",
+                Some((3000, "0.0.0.0")),
+            ),
+            (
+                "Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)",
+                Some((8000, "0.0.0.0")),
+            ),
             ("Server started on port 9000.", Some((9000, ""))),
             ("listening on :8000", Some((8000, ""))),
             ("Listening on [::]:7070", Some((7070, "[::]"))),
             ("Example app listening on 3000", Some((3000, ""))),
-            ("serving MCP at http://localhost:4000/mcp", Some((4000, "localhost"))),
+            (
+                "serving MCP at http://localhost:4000/mcp",
+                Some((4000, "localhost")),
+            ),
             ("INFO listening PORT=5050", Some((5050, ""))),
             // The clock before the address is not a port; the address is.
-            ("2026-12-06T08:15:30.123Z INFO listening on 127.0.0.1:8080", Some((8080, "127.0.0.1"))),
+            (
+                "2026-12-06T08:15:30.123Z INFO listening on 127.0.0.1:8080",
+                Some((8080, "127.0.0.1")),
+            ),
             ("2026-12-06 08:15:30 listening", None),
             // No word of listening: a client's address is not where it serves.
             ("connecting to db:5432", None),
@@ -513,7 +527,10 @@ mod tests {
                 closed,
                 Some(8080),
                 url,
-                &lines(&["mcp-fixture: starting", "mcp-fixture: listening on 0.0.0.0:3000/mcp"]),
+                &lines(&[
+                    "mcp-fixture: starting",
+                    "mcp-fixture: listening on 0.0.0.0:3000/mcp",
+                ]),
             ),
             // Right port, but bound to loopback inside the container.
             port_reason(
@@ -524,7 +541,12 @@ mod tests {
             ),
             // The log says nothing of ports, or names the right one.
             port_reason(closed, Some(8080), url, &lines(&["warming up"])),
-            port_reason(closed, Some(8080), url, &lines(&["listening on 0.0.0.0:8080"])),
+            port_reason(
+                closed,
+                Some(8080),
+                url,
+                &lines(&["listening on 0.0.0.0:8080"]),
+            ),
             // An instance of an older spec: its port is not known.
             port_reason(closed, None, url, &lines(&["listening on 0.0.0.0:3000"])),
         ];
@@ -533,10 +555,16 @@ mod tests {
 
     #[test]
     fn a_quoted_log_line_is_cleaned_and_cut() {
-        let long = format!("\x1b[31mlistening\x1b[0m on 0.0.0.0:3000 {}", "x".repeat(400));
+        let long = format!(
+            "\x1b[31mlistening\x1b[0m on 0.0.0.0:3000 {}",
+            "x".repeat(400)
+        );
         let reason = port_reason("connection refused", Some(8080), "http://h:1/mcp", &[long]);
         assert!(!reason.contains('\x1b'), "{reason}");
-        assert!(reason.contains("\"listening on 0.0.0.0:3000 xxx"), "{reason}");
+        assert!(
+            reason.contains("\"listening on 0.0.0.0:3000 xxx"),
+            "{reason}"
+        );
         assert!(reason.ends_with("…\": set `port: 3000`"), "{reason}");
         assert!(reason.chars().count() < crate::model::text::CAP, "{reason}");
     }
@@ -564,17 +592,24 @@ mod tests {
             panic!("a closed port passed: {result:?}");
         };
         assert!(
-            why.starts_with("connection refused on port 8080 (the spec's `port`, reached at 127.0.0.1:"),
+            why.starts_with(
+                "connection refused on port 8080 (the spec's `port`, reached at 127.0.0.1:"
+            ),
             "{why}"
         );
         assert!(
-            why.ends_with("its log says \"mcp-fixture: listening on 0.0.0.0:3000/mcp\": set `port: 3000`"),
+            why.ends_with(
+                "its log says \"mcp-fixture: listening on 0.0.0.0:3000/mcp\": set `port: 3000`"
+            ),
             "{why}"
         );
         // An external server is not ours to read logs of, nor to advise on.
         target.handle = None;
         let result = run(&rt, &target, &[], &bridges).await;
-        assert_eq!(result.probe, crate::model::Probe::NotReady("connection refused".into()));
+        assert_eq!(
+            result.probe,
+            crate::model::Probe::NotReady("connection refused".into())
+        );
     }
 
     #[test]

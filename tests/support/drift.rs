@@ -32,7 +32,12 @@ pub fn assert_live_drift(run: impl Fn(&[&str]) -> (i32, String), alpha: &str, be
         assert_eq!(code, 0, "{out}");
         let rows: Vec<Value> = serde_json::from_str(&out).expect("servers json");
         rows.iter()
-            .map(|s| (s["name"].as_str().unwrap_or("").to_owned(), s["ready"].as_u64()))
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_owned(),
+                    s["ready"].as_u64(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let both = |n: u64| vec![("alpha".to_owned(), Some(n)), ("beta".to_owned(), Some(n))];
