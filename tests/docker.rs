@@ -408,6 +408,37 @@ fn a_missing_image_errors_with_the_daemons_message() {
         reason.contains("pull mcpctl-missing-image:nope"),
         "{reason}"
     );
+    assert!(
+        reason.contains("not present locally and cannot be pulled")
+            && reason.contains("`docker images`"),
+        "{reason}"
+    );
+    assert!(f.containers().is_empty());
+}
+
+/// A typo in the image: the reason (and `apply`'s verdict) names the local
+/// image it was probably meant to be, beside the engine's own words.
+#[test]
+fn a_misspelled_image_suggests_the_nearest_local_one() {
+    let (v1, _) = images();
+    assert_eq!(v1, "mcpctl-fixture:test");
+    let f = Fleet::new("typo");
+    f.write("a.yaml", &stdio("alpha", 1, "mcpctl-fixtur:test", ""));
+    let r = f.run(&["apply", "fleet", "--timeout", "5s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let hint = "did you mean mcpctl-fixture:test? check the name and tag with `docker images`";
+    assert!(r.stderr.contains(hint), "the verdict lacks the hint: {r}");
+    let instances = f.instances();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["status"], "ERROR");
+    let reason = instances[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains(hint), "{reason}");
+    // The engine's own message is kept after the hint, never dropped.
+    let engine = reason
+        .split_once("the engine said: ")
+        .map(|(_, e)| e.trim())
+        .unwrap_or("");
+    assert!(!engine.is_empty(), "{reason}");
     assert!(f.containers().is_empty());
 }
 
@@ -969,6 +1000,35 @@ fn a_server_that_refuses_mcp_never_becomes_running() {
         reason.contains("not ready after 3s: HTTP 503 from /mcp"),
         "{reason}"
     );
+}
+
+/// A wrong `port`: the server listens on 3000, the spec says 8080. The
+/// readiness failure names the port tried and where it was reached, quotes
+/// the server's own line about where it listens, and says what to set.
+#[test]
+fn a_wrong_port_is_named_beside_the_one_the_servers_log_gives() {
+    let (v1, _) = images();
+    let f = Fleet::new("port");
+    f.write(
+        "a.yaml",
+        &http("alpha", 1, v1)
+            .replace(
+                "[\"--transport\", \"http\"]",
+                "[\"--transport\", \"http\", \"--listen\", \"0.0.0.0:3000\"]",
+            )
+            .replace("timeout: 20s", "timeout: 3s"),
+    );
+    let r = f.run(&["apply", "fleet", "--timeout", "8s"]);
+    assert_eq!(r.code, 1, "{r}");
+    let i = &f.instances()[0];
+    assert_eq!(i["status"], "ERROR", "{i}");
+    let reason = i["reason"].as_str().unwrap_or("");
+    let tried = "on port 8080 (the spec's `port`, reached at 127.0.0.1:";
+    let hint = "its log says \"mcp-fixture: listening on 0.0.0.0:3000/mcp\": set `port: 3000`";
+    assert!(reason.contains("not ready after 3s: "), "{reason}");
+    assert!(reason.contains(tried), "{reason}");
+    assert!(reason.ends_with(hint), "{reason}");
+    assert!(r.stderr.contains(hint), "the verdict lacks the hint: {r}");
 }
 
 #[test]

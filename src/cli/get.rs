@@ -111,10 +111,13 @@ pub fn live(i: &Instance, unit: Option<&Unit>) -> Live {
 pub struct ServerRow {
     pub name: String,
     pub desired: u32,
+    /// RUNNING instances of the applied spec whose unit the runtime agrees
+    /// about (see [`live`]); with `--refresh=false`, as recorded.
     pub ready: usize,
     /// Where clients reach it through `mcpctl gateway`.
     pub gateway_url: String,
-    /// Back-off, when the server is in one; or that it is suspended.
+    /// Back-off, when the server is in one; or that it is suspended; then
+    /// any live drift of its instances.
     pub status: Option<String>,
     /// Reconciling leaves it exactly as it is until `mcpctl resume`.
     pub suspended: bool,
@@ -166,28 +169,51 @@ pub fn instance_rows(
         .collect()
 }
 
-pub fn server_rows(snapshot: &Snapshot, gateway: &GatewayUrl, now: Timestamp) -> Vec<ServerRow> {
+/// One row per applied server. With `units` (what the runtime listed),
+/// an instance counts as ready only if `get instances` shows no drift for
+/// it: a RUNNING record whose container is gone or restarting is not
+/// serving, whatever the state file says.
+pub fn server_rows(
+    snapshot: &Snapshot,
+    units: Option<&BTreeMap<InstanceId, Unit>>,
+    gateway: &GatewayUrl,
+    now: Timestamp,
+) -> Vec<ServerRow> {
     snapshot
         .servers
         .iter()
-        .map(|(name, applied)| ServerRow {
-            name: name.clone(),
-            desired: applied.replicas,
-            ready: snapshot
-                .instances
-                .values()
-                .filter(|i| {
-                    &i.server == name && i.status == Status::Running && i.spec_hash == applied.hash
-                })
-                .count(),
-            gateway_url: gateway.server(name),
-            status: match snapshot.suspended.get(name) {
+        .map(|(name, applied)| {
+            let mut ready = 0;
+            let mut drifts = Vec::new();
+            for i in snapshot.instances.values().filter(|i| &i.server == name) {
+                // The same rule as `instance_rows`: external servers have no unit.
+                let drift = units
+                    .filter(|_| i.handle.is_some())
+                    .and_then(|u| live(i, u.get(&i.id)).drift);
+                if i.status == Status::Running && i.spec_hash == applied.hash && drift.is_none() {
+                    ready += 1;
+                }
+                drifts.extend(drift);
+            }
+            let held = match snapshot.suspended.get(name) {
                 Some(s) => Some(format!("suspended {} ago", short_duration(now.since(s.at)))),
                 None => snapshot
                     .backoff_left(name, now)
                     .map(|left| format!("{left}: {}", snapshot.backoff[name].reason)),
-            },
-            suspended: snapshot.suspended.contains_key(name),
+            };
+            let drift = (!drifts.is_empty()).then(|| format!("drift: {}", drifts.join("; ")));
+            let status = match (held, drift) {
+                (Some(h), Some(d)) => Some(format!("{h}; {d}")),
+                (h, d) => h.or(d),
+            };
+            ServerRow {
+                name: name.clone(),
+                desired: applied.replicas,
+                ready,
+                gateway_url: gateway.server(name),
+                status,
+                suspended: snapshot.suspended.contains_key(name),
+            }
         })
         .collect()
 }
@@ -223,9 +249,12 @@ pub async fn observe_units(global: &Global) -> Option<BTreeMap<InstanceId, Unit>
 
 pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let snapshot = super::load_own_state(global).await?;
-    let units = match (args.refresh, args.what) {
-        (true, What::Instances) => observe_units(global).await,
-        _ => None,
+    // Both views count from the same one look, so `get servers` never
+    // calls ready what `get instances` shows as drifted.
+    let units = if args.refresh {
+        observe_units(global).await
+    } else {
+        None
     };
     let now = Timestamp::now();
     let text = match args.what {
@@ -240,7 +269,7 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
         What::Servers => {
             // Checked here only: a bad MCPCTL_GATEWAY_URL does not stop `get instances`.
             let gateway = args.gateway.resolve()?;
-            let rows = server_rows(&snapshot, &gateway, now);
+            let rows = server_rows(&snapshot, units.as_ref(), &gateway, now);
             match args.output {
                 Format::Table => servers_table(&rows),
                 Format::Json => serde_json::to_string_pretty(&rows).into_diagnostic()? + "\n",
@@ -359,6 +388,105 @@ mod tests {
             endpoint: None,
             started_at: None,
         }
+    }
+
+    /// A fleet of three servers, each with one RUNNING instance of its
+    /// applied spec: alpha suspended, beta in a back-off, gamma external.
+    fn fleet() -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (id, server) in [("a1", "alpha"), ("b1", "beta"), ("g1", "gamma")] {
+            let mut i = instance(Status::Running, 0);
+            i.id = InstanceId(id.into());
+            i.server = server.into();
+            if server == "gamma" {
+                i.handle = None;
+            }
+            snapshot.instances.insert(i.id.clone(), i);
+            snapshot.servers.insert(
+                server.into(),
+                crate::model::AppliedSpec {
+                    hash: SpecHash("h".into()),
+                    canonical: String::new(),
+                    replicas: 1,
+                    applied_at: Timestamp(0),
+                    previous: None,
+                },
+            );
+        }
+        snapshot.suspended.insert(
+            "alpha".into(),
+            crate::model::Suspension {
+                at: Timestamp(0),
+                by: "mcpctl suspend alpha".into(),
+            },
+        );
+        snapshot.backoff.insert(
+            "beta".into(),
+            crate::model::Backoff {
+                spec_hash: None,
+                failures: 1,
+                until: Timestamp(40_000),
+                reason: "crash loop: exit 3, 3 restarts".into(),
+            },
+        );
+        snapshot
+    }
+
+    fn listed(units: &[(&str, UnitState, Option<u32>)]) -> BTreeMap<InstanceId, Unit> {
+        units
+            .iter()
+            .map(|(id, state, restarts)| {
+                let mut u = unit(*state, *restarts);
+                u.instance = InstanceId((*id).into());
+                (u.instance.clone(), u)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn get_servers_counts_ready_from_the_same_live_view_as_get_instances() {
+        let snapshot = fleet();
+        let gateway = GatewayUrl::parse("http://127.0.0.1:8765").expect("url");
+        let now = Timestamp(10_000);
+        let ready = |units: Option<&BTreeMap<InstanceId, Unit>>| -> Vec<(String, usize)> {
+            server_rows(&snapshot, units, &gateway, now)
+                .into_iter()
+                .map(|r| (r.name, r.ready))
+                .collect()
+        };
+        let all = |n: usize| -> Vec<(String, usize)> {
+            vec![("alpha".into(), n), ("beta".into(), n), ("gamma".into(), 1)]
+        };
+        // The record alone, and a runtime that agrees with it.
+        assert_eq!(ready(None), all(1));
+        let agrees = listed(&[
+            ("a1", UnitState::Running, None),
+            ("b1", UnitState::Running, Some(0)),
+        ]);
+        assert_eq!(ready(Some(&agrees)), all(1));
+        // alpha's container is gone and beta's restarting: not ready, as
+        // `get instances` says; the external gamma has no container to lose.
+        let drifted = listed(&[("b1", UnitState::Restarting, Some(4))]);
+        assert_eq!(ready(Some(&drifted)), all(0));
+        let rows = instance_rows(&snapshot, Some(&drifted), now);
+        let drift: Vec<Option<&str>> = rows
+            .iter()
+            .map(|r| r.live.as_ref().and_then(|l| l.drift.as_deref()))
+            .collect();
+        assert_eq!(
+            drift,
+            [
+                Some("container gone"),
+                Some("container restarting, 4 restarts"),
+                None
+            ]
+        );
+        insta::assert_snapshot!(servers_table(&server_rows(
+            &snapshot,
+            Some(&drifted),
+            &gateway,
+            now
+        )));
     }
 
     #[test]

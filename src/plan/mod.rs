@@ -40,6 +40,10 @@ pub struct Desired {
     pub min_ready: Duration,
     /// Restarts while STARTING that make a crash loop.
     pub max_restarts: u32,
+    /// The container port an HTTP server was told to listen on; `None` for
+    /// stdio and external servers. Only probes use it, to say which port
+    /// they tried.
+    pub port: Option<u16>,
 }
 
 impl Desired {
@@ -61,6 +65,10 @@ impl Desired {
                 liveness_period: s.spec.readiness.period,
                 min_ready: s.spec.readiness.min_ready,
                 max_restarts: s.spec.readiness.max_restarts,
+                port: s
+                    .spec
+                    .port
+                    .filter(|_| s.spec.transport.is_http() && !s.spec.workload.is_external()),
             })
             .collect()
     }

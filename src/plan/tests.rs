@@ -22,6 +22,7 @@ fn desired(name: &str, replicas: u32, image: &str) -> Desired {
         liveness_period: Duration::from_secs(15),
         min_ready: Duration::from_secs(2),
         max_restarts: 3,
+        port: None,
     }
 }
 

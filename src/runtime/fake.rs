@@ -188,6 +188,12 @@ impl FakeRuntime {
         self.announce(&unit, EventKind::Started);
     }
 
+    /// The unit `handle` writes `line` to its log, as a server says where
+    /// it listens.
+    pub fn log(&self, handle: &str, line: &str) {
+        push_log(&mut self.world(), handle, line);
+    }
+
     /// Removes a unit behind mcpctl's back, like `docker rm -f`.
     pub fn delete(&self, id: &InstanceId) {
         let unit = self.world().units.remove(id);

@@ -25,6 +25,35 @@ pub fn assert_live_drift(run: impl Fn(&[&str]) -> (i32, String), alpha: &str, be
     assert_eq!(a["live"]["drift"], "container restarted, 1 restarts");
     assert_eq!(row(beta)["live"]["state"], "gone");
 
+    // `get servers` counts from the same look: neither instance is ready,
+    // and the record alone still says both are.
+    let ready = |args: &[&str]| {
+        let (code, out) = run(args);
+        assert_eq!(code, 0, "{out}");
+        let rows: Vec<Value> = serde_json::from_str(&out).expect("servers json");
+        rows.iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_owned(),
+                    s["ready"].as_u64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let both = |n: u64| vec![("alpha".to_owned(), Some(n)), ("beta".to_owned(), Some(n))];
+    assert_eq!(ready(&["get", "servers", "-o", "json"]), both(0));
+    assert_eq!(
+        ready(&["get", "servers", "-o", "json", "--refresh=false"]),
+        both(1)
+    );
+    let (_, out) = run(&["get", "servers"]);
+    assert!(out.contains("0/1") && !out.contains("1/1"), "{out}");
+    assert!(out.contains("drift: container gone"), "{out}");
+    assert!(
+        out.contains("drift: container restarted, 1 restarts"),
+        "{out}"
+    );
+
     let (_, out) = run(&["describe", "instance", alpha]);
     assert!(
         out.contains("(container restarted, 1 restarts)") && out.contains("running, restarts 1"),

@@ -31,7 +31,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -192,26 +192,40 @@ impl DockerRuntime {
         }
         let mut pull = self.docker.create_image(Some(opts.build()), None, None);
         while let Some(progress) = pull.next().await {
-            match progress {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::Operation {
-                            op: "pull",
-                            instance: image.to_owned(),
-                            message: detail,
-                        });
-                    }
-                }
-                Err(e) => {
-                    return Err(RuntimeError::Operation {
-                        op: "pull",
-                        instance: image.to_owned(),
-                        message: engine_message(&e),
-                    });
-                }
+            let failure = match progress {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(e) => Some(engine_message(&e)),
+            };
+            if let Some(engine) = failure {
+                let local = self.local_images().await;
+                return Err(RuntimeError::Operation {
+                    op: "pull",
+                    instance: image.to_owned(),
+                    message: missing_image(closest_image(image, &local), &engine),
+                });
             }
         }
         Ok(())
+    }
+
+    /// Every `repository:tag` the engine holds, as `docker images` shows
+    /// them; empty when it cannot say, since this only feeds a suggestion.
+    async fn local_images(&self) -> Vec<String> {
+        match self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().build()))
+            .await
+        {
+            Ok(images) => images
+                .into_iter()
+                .flat_map(|i| i.repo_tags)
+                .filter(|t| t != "<none>:<none>")
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list local images for a suggestion");
+                Vec::new()
+            }
+        }
     }
 
     /// One container in full: labels, state, restart count, start time,
@@ -418,6 +432,61 @@ fn split_image(image: &str) -> (&str, Option<&str>) {
         Some(i) => (&image[..last_slash + i], Some(&image[last_slash + i + 1..])),
         None => (image, Some("latest")),
     }
+}
+
+/// The longest part of the engine's own pull error kept in a reason: enough
+/// for "no such host" or "repository does not exist", while the hint before
+/// it must survive the reason's cap.
+const ENGINE_WORDS: usize = 200;
+
+/// Why an image could not be had, and how to fix it: most pull failures of
+/// a first try are a typo in the name or tag, or a local build under
+/// another tag, and a registry's answer ("lookup registry-1.docker.io: no
+/// such host", "pull access denied") says neither. The engine's words come
+/// last, shortened, so nothing is hidden.
+fn missing_image(closest: Option<&str>, engine: &str) -> String {
+    let guess = closest
+        .map(|c| format!("did you mean {c}? "))
+        .unwrap_or_default();
+    let engine = engine.trim();
+    let engine = if engine.chars().count() > ENGINE_WORDS {
+        let mut cut: String = engine.chars().take(ENGINE_WORDS - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        engine.to_owned()
+    };
+    format!(
+        "image not present locally and cannot be pulled; {guess}check the name and tag \
+         with `docker images`; the engine said: {engine}"
+    )
+}
+
+/// The local `repository:tag` nearest to `image` by edit distance, when it
+/// is near enough to be a typo of it: at most a quarter of its length (and
+/// at least 2) edits. Docker Hub's implicit `docker.io/library/` and
+/// `:latest` are ignored on both sides, as `docker images` leaves them out.
+fn closest_image<'a>(image: &str, local: &'a [String]) -> Option<&'a str> {
+    fn norm(reference: &str) -> String {
+        let (repo, tag) = split_image(reference);
+        let repo = repo
+            .strip_prefix("docker.io/library/")
+            .or_else(|| repo.strip_prefix("docker.io/"))
+            .unwrap_or(repo);
+        match tag {
+            Some(tag) => format!("{repo}:{tag}"),
+            None => repo.to_owned(),
+        }
+    }
+    let wanted = norm(image);
+    let limit = (wanted.chars().count() / 4).max(2);
+    local
+        .iter()
+        .map(|l| (strsim::damerau_levenshtein(&wanted, &norm(l)), l))
+        .filter(|(d, _)| (1..=limit).contains(d))
+        // Ties go by name, so the same engine always gives the same hint.
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, l)| l.as_str())
 }
 
 /// Container name: `mcpctl-<server>-<instance>`.
@@ -923,5 +992,57 @@ mod tests {
         );
         assert_eq!(split_image("busybox"), ("busybox", Some("latest")));
         assert_eq!(split_image("a/b@sha256:abc"), ("a/b@sha256:abc", None));
+    }
+
+    fn tags(tags: &[&str]) -> Vec<String> {
+        tags.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn a_missing_image_is_matched_to_the_nearest_local_tag() {
+        let local = tags(&[
+            "mcpctl-fixture:test",
+            "mcpctl-fixture:v2",
+            "busybox:latest",
+            "ghcr.io/github/github-mcp-server:v0.20.1",
+        ]);
+        // A letter left out of the name; a wrong tag; Docker Hub spelled out.
+        assert_eq!(
+            closest_image("mcpctl-fixtur:test", &local),
+            Some("mcpctl-fixture:test")
+        );
+        assert_eq!(
+            closest_image("mcpctl-fixture:v3", &local),
+            Some("mcpctl-fixture:v2")
+        );
+        assert_eq!(
+            closest_image("docker.io/library/busybx", &local),
+            Some("busybox:latest")
+        );
+        assert_eq!(
+            closest_image("ghcr.io/github/github-mcp-server:v0.20.2", &local),
+            Some("ghcr.io/github/github-mcp-server:v0.20.1")
+        );
+        // Nothing near: no guess rather than a wild one.
+        assert_eq!(closest_image("postgres:16", &local), None);
+        assert_eq!(closest_image("mcpctl-fixtur:test", &[]), None);
+        // Equally near: the same answer every time.
+        let tied = tags(&["app:v2", "app:v1"]);
+        assert_eq!(closest_image("app:v3", &tied), Some("app:v1"));
+    }
+
+    #[test]
+    fn a_missing_image_reason_names_docker_images_the_typo_and_the_engine() {
+        let engine = "pull access denied for mcpctl-fixtur, repository does not exist or may \
+                      require 'docker login': denied: requested access to the resource is denied";
+        let with_guess = missing_image(Some("mcpctl-fixture:test"), engine);
+        let offline = missing_image(
+            None,
+            "Get \"https://ghcr.io/v2/\": dial tcp: lookup ghcr.io on 127.0.0.53:53: no such host",
+        );
+        let long = missing_image(None, &"x".repeat(500));
+        assert!(long.chars().count() < 400, "{long}");
+        assert!(long.ends_with('…'), "{long}");
+        insta::assert_snapshot!(format!("{with_guess}\n{offline}"));
     }
 }
