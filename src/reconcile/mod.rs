@@ -23,6 +23,7 @@ pub use status::{Health, Metrics, Shared};
 use crate::apply::lease::Standing;
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
 use crate::gateway::{ServerHeaders, Table};
+use crate::model::text::diagnostic_line;
 use crate::model::{HistoryEntry, Observation, Runners, Snapshot, Timestamp};
 use crate::plan::Desired;
 use crate::runtime::Runtime;
@@ -65,21 +66,19 @@ pub struct Resolver {
 
 impl Resolver {
     /// The revision's servers, validated, secrets resolved. Refused, with
-    /// one reason per line (each naming its file and line), when any
-    /// document is invalid or a secret is missing, or when the revision has
-    /// no servers while `known` are running.
+    /// one reason per line, when any document is invalid or a secret is
+    /// missing, or when the revision has no servers while `known` are
+    /// running. Each line is one diagnostic as [`diagnostic_line`] puts it:
+    /// its file and line, what is wrong and, as `validate` shows it, how to
+    /// fix it.
     pub fn target(
         &self,
         snapshot: source::Snapshot,
         digest_key: &[u8; 32],
         known: usize,
     ) -> Result<Target, String> {
-        let servers = crate::spec::load_with(&snapshot.files, self.limits).map_err(|e| {
-            e.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+        let servers = crate::spec::load_with(&snapshot.files, self.limits)
+            .map_err(|e| e.iter().map(|e| diagnostic_line(e)).collect::<Vec<_>>().join("\n"))?;
         if servers.is_empty() && known > 0 && !self.allow_empty {
             return Err(format!(
                 "the revision has no servers, but {known} are known; refusing to remove them all (check the path or ref, or pass --allow-empty)"
@@ -91,7 +90,7 @@ impl Resolver {
             .map_err(|e| {
                 e.missing
                     .iter()
-                    .map(|m| m.to_string())
+                    .map(|m| diagnostic_line(m))
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
@@ -403,9 +402,10 @@ pub async fn watch<R: Runtime + Sync>(
             Wake::Source(Some(SourceEvent::Failed(error))) => {
                 let kept = shared.health().revision;
                 tracing::error!(%error, keeping = kept.as_deref().unwrap_or("(none)"), "source failed");
+                // One line each: `/healthz` lists them apart.
                 shared.update(|h| {
                     h.source = Some(match &kept {
-                        Some(r) => format!("{error}; keeping revision {r}"),
+                        Some(r) => format!("{error}\nkeeping revision {r}"),
                         None => error.clone(),
                     })
                 });
@@ -577,7 +577,11 @@ async fn turn<'a, R: Runtime + Sync>(
                 *t.fresh = Some(forced_from);
             }
             Err(why) => {
-                tracing::error!(%revision, reasons = %why, "revision refused; nothing changes");
+                // A line per problem, so that each log line has its place,
+                // message and help, as `validate` would show them.
+                for reason in why.lines() {
+                    tracing::error!(%revision, %reason, "revision refused; nothing changes");
+                }
                 shared.update(|h| h.source = Some(format!("revision {revision} refused:\n{why}")));
                 if !opts.dry_run {
                     let first = why.lines().next().unwrap_or_default().to_owned();
@@ -608,7 +612,7 @@ async fn turn<'a, R: Runtime + Sync>(
         Ok(()) => {}
         // The safety rules refused the plan: keep the fleet as it is.
         Err(ApplyError::Plan(e)) => {
-            shared.update(|h| h.source = Some(e.to_string()));
+            shared.update(|h| h.source = Some(diagnostic_line(&e)));
             return Ok(());
         }
         Err(e) => return Err(e),

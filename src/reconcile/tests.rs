@@ -245,6 +245,97 @@ async fn revisions_are_applied_and_a_bad_one_changes_nothing() {
     );
 }
 
+/// `watch`'s log, `/healthz` and the history say what `validate` says: for
+/// each problem its place, its message and its help, one line each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_revision_keeps_every_hint_that_validate_gives() {
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("alpha to run", || running(&store, "alpha") == 1).await;
+    until("healthy on r1", || w.shared.health().ok()).await;
+
+    // A typo, and a spec whose fields lost their indentation.
+    let typo = format!("{}  replica: 2\n", spec("alpha", 1));
+    let flat = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: beta}\nspec:\nimage: img:1\nreplicas: 2\n";
+    w.events
+        .send(revision(
+            "r2",
+            &[("fleet/a.yaml", typo), ("fleet/b.yaml", flat.to_owned())],
+        ))
+        .await
+        .expect("send");
+    until("r2 refused", || {
+        w.shared
+            .health()
+            .source
+            .is_some_and(|s| s.contains("revision r2 refused"))
+    })
+    .await;
+    let health = w.shared.health();
+    let reasons = health.reasons();
+    for problem in ["fleet/a.yaml:8:3", "fleet/b.yaml:5:1"] {
+        let line = reasons
+            .iter()
+            .find(|r| r.contains(problem))
+            .unwrap_or_else(|| panic!("no reason names {problem}: {reasons:#?}"));
+        assert!(line.contains("; help: "), "{line}");
+    }
+    assert!(
+        reasons.iter().all(|r| !r.contains('\n')),
+        "one line each: {reasons:#?}"
+    );
+    let mut body = super::http::healthz_body(&health);
+    body["drift"] = serde_json::json!("[drift]");
+    insta::assert_json_snapshot!("healthz_of_a_refused_revision", body);
+
+    // A missing secret: its help says where to put it.
+    let secret = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: gamma}\nspec:\n  image: img:1\n  env:\n    TOKEN: {secretRef: {name: nope-nowhere, key: token}}\n";
+    w.events
+        .send(revision(
+            "r3",
+            &[
+                ("fleet/a.yaml", spec("alpha", 1)),
+                ("fleet/c.yaml", secret.to_owned()),
+            ],
+        ))
+        .await
+        .expect("send");
+    until("r3 refused", || {
+        w.shared
+            .health()
+            .source
+            .is_some_and(|s| s.contains("revision r3 refused"))
+    })
+    .await;
+    let reasons = w.shared.health().reasons();
+    insta::assert_debug_snapshot!("reasons_of_a_missing_secret", reasons);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("; help: create the file or set the environment variable")),
+        "{reasons:#?}"
+    );
+    w.stop().await;
+
+    let refused: Vec<String> = store
+        .history()
+        .expect("history")
+        .into_iter()
+        .map(|e| e.outcome)
+        .filter(|o| o.starts_with("watch: refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused[0].contains("; help: did you mean `replicas`?"),
+        "{refused:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_reports_drift_and_touches_nothing() {
     let (_dir, store) = state_file();
