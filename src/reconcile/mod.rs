@@ -332,6 +332,7 @@ pub async fn watch<R: Runtime + Sync>(
     // After a new revision, its first pass is recorded in the history.
     let mut fresh: Option<Option<String>> = None;
     let mut converged = false;
+    let mut acted = std::collections::BTreeSet::new();
     let mut lease = opts.lease.clone();
     tokio::pin!(shutdown);
     loop {
@@ -464,6 +465,7 @@ pub async fn watch<R: Runtime + Sync>(
                 pending: &mut pending,
                 fresh: &mut fresh,
                 converged: &mut converged,
+                acted: &mut acted,
             },
         );
         let step = tokio::select! {
@@ -520,6 +522,9 @@ struct Turn<'t, 'a, R> {
     pending: &'t mut Option<(source::Snapshot, Option<String>)>,
     fresh: &'t mut Option<Option<String>>,
     converged: &'t mut bool,
+    /// The kinds of action, per server, recorded since that server last
+    /// had all its replicas RUNNING: a retry of one is not recorded again.
+    acted: &'t mut std::collections::BTreeSet<(crate::plan::ActionKind, String)>,
 }
 
 /// One turn after a wake: take in a pending revision, make the applier's
@@ -591,6 +596,7 @@ async fn turn<'a, R: Runtime + Sync>(
                         source: snapshot.info.location.clone(),
                         actions: 0,
                         outcome: format!("watch: refused: {first}"),
+                        changes: Vec::new(),
                     };
                     record(store, entry).await;
                 }
@@ -640,13 +646,25 @@ async fn turn<'a, R: Runtime + Sync>(
         return Ok(());
     }
     let target = a.target().clone();
-    let entry = |outcome: String, actions: usize| HistoryEntry {
+    let entry = |outcome: String, actions: &[crate::plan::Action]| HistoryEntry {
         at: Timestamp::now(),
         revision: target.source.revision.clone(),
         source: target.source.location.clone(),
-        actions,
+        actions: actions.len(),
         outcome,
+        changes: actions
+            .iter()
+            .take(crate::model::CHANGES_CAP)
+            .map(crate::apply::change)
+            .collect(),
     };
+    // Promotions alone are the work of an earlier entry coming good, and
+    // "converged" says so; any other action (a repair, a rollout's next
+    // step, a crash's retry) is recorded with what it was.
+    let acted = last
+        .handed_out
+        .iter()
+        .any(|x| x.kind != crate::plan::ActionKind::Promote);
     let entry = if let Some(forced_from) = t.fresh.take() {
         let forced = forced_from
             .map(|f| format!(" (force-push from {f})"))
@@ -654,13 +672,31 @@ async fn turn<'a, R: Runtime + Sync>(
         let summary = actions_summary(&last.actions);
         Some(entry(
             format!("watch: applying{forced}: {summary}"),
-            last.actions.len(),
+            &last.actions,
         ))
+    } else if acted {
+        // Retries of what was recorded since the server last had all its
+        // replicas RUNNING (a crash loop's fail, then remove and start,
+        // after every back-off; a failing action every 30 s) would fill the
+        // capped history with copies and push the rest out: a pass is
+        // recorded when it does a kind of work on a server not recorded
+        // since.
+        let mut new = false;
+        for x in &last.handed_out {
+            new |= t.acted.insert((x.kind, x.server.clone()));
+        }
+        new.then(|| {
+            let summary = actions_summary(&last.handed_out);
+            entry(format!("watch: reconciling: {summary}"), &last.handed_out)
+        })
     } else if last.converged && !*t.converged {
-        Some(entry("watch: converged".into(), 0))
+        Some(entry("watch: converged".into(), &[]))
     } else {
         None
     };
+    // A server that has come good may need the same repair again later.
+    t.acted
+        .retain(|(_, server)| last.servers.get(server).is_some_and(|(r, w)| r != w));
     *t.converged = last.converged;
     if let Some(e) = entry {
         record(store, e).await;
