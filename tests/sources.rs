@@ -542,7 +542,10 @@ async fn git_watch_failures_keep_their_help() {
     )
     .expect("watch");
     let wrong_ref = failure(next(&mut rx).await);
-    assert!(wrong_ref.contains("`git ls-remote [URL]` lists them"), "{wrong_ref}");
+    assert!(
+        wrong_ref.contains("`git ls-remote [URL]` lists them"),
+        "{wrong_ref}"
+    );
     insta::assert_snapshot!("git_watch_failure_wrong_ref", wrong_ref);
     drop(watch);
 }

@@ -324,8 +324,14 @@ const HELP: &[(&str, &str)] = &[
     ("bad_memory", "`512Mi`"),
     ("third_document", "did you mean `streamable-http`?"),
     ("spec_fields_at_top_level", "by two spaces"),
-    ("spec_fields_at_top_level", "empty: nothing is indented under it"),
-    ("spec_missing_fields_at_top_level", "add a line `spec:` above it"),
+    (
+        "spec_fields_at_top_level",
+        "empty: nothing is indented under it",
+    ),
+    (
+        "spec_missing_fields_at_top_level",
+        "add a line `spec:` above it",
+    ),
     ("wrong_api_version", "`apiVersion: mcpctl.io/v1`"),
     ("env_not_string", "`DEBUG: \"true\"`"),
     ("command_string", "`command: [\"server\", \"--http\"]`"),

@@ -3,8 +3,8 @@
 //! applier lock across threads and processes, and readers beside a writer.
 
 use mcpctl::model::{
-    AppliedSpec, Backoff, Change, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
-    SpecHash, Status, Suspension, Timestamp,
+    AppliedSpec, Backoff, Change, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp,
+    Snapshot, SpecHash, Status, Suspension, Timestamp,
 };
 use mcpctl::state::{HISTORY_KEPT, StateError, Store};
 use miette::Diagnostic;

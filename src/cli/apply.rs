@@ -379,7 +379,10 @@ impl Progress {
             // between (a probe answering, a wait) would make the numbers
             // jump, and a first line of "pass 5" reads like lost output.
             Event::Planned { actions, .. } if actions > 0 => {
-                let n = self.acting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let n = self
+                    .acting
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 self.line(format!("pass {n}: {actions} action(s)"));
             }
             Event::Planned { .. } => {}

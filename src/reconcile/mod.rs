@@ -77,8 +77,12 @@ impl Resolver {
         digest_key: &[u8; 32],
         known: usize,
     ) -> Result<Target, String> {
-        let servers = crate::spec::load_with(&snapshot.files, self.limits)
-            .map_err(|e| e.iter().map(|e| diagnostic_line(e)).collect::<Vec<_>>().join("\n"))?;
+        let servers = crate::spec::load_with(&snapshot.files, self.limits).map_err(|e| {
+            e.iter()
+                .map(|e| diagnostic_line(e))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
         if servers.is_empty() && known > 0 && !self.allow_empty {
             return Err(format!(
                 "the revision has no servers, but {known} are known; refusing to remove them all (check the path or ref, or pass --allow-empty)"

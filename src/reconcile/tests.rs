@@ -361,7 +361,12 @@ fn shown(e: &HistoryEntry) -> String {
             format!("  {} {} {instance}: {}", c.action, c.server, c.reason)
         })
         .collect();
-    format!("{} ({} actions)\n{}", e.outcome, e.actions, changes.join("\n"))
+    format!(
+        "{} ({} actions)\n{}",
+        e.outcome,
+        e.actions,
+        changes.join("\n")
+    )
 }
 
 /// A repair by `watch` is recorded with its actions, then the return to

@@ -141,10 +141,10 @@ impl<'a> Checker<'a> {
             Some(e) if matches!(e.value, MapOf::Not(Leaf::Null)) => Some(Some(e.key)),
             Some(_) => None,
         };
-        let (misplaced, unknown): (Vec<&At<String>>, Vec<&At<String>>) =
-            raw.unknown.iter().partition(|k| {
-                spec_empty.is_some() && RawSpec::FIELDS.contains(&k.value.as_str())
-            });
+        let (misplaced, unknown): (Vec<&At<String>>, Vec<&At<String>>) = raw
+            .unknown
+            .iter()
+            .partition(|k| spec_empty.is_some() && RawSpec::FIELDS.contains(&k.value.as_str()));
         let suggested = self.unknown_fields(unknown, RawServer::FIELDS, RawServer::CONTEXT);
         let missing = |field: &str| !suggested.contains(&field);
         let misplaced_spec = match (spec_empty, misplaced.as_slice()) {
