@@ -418,6 +418,12 @@ async fn the_history_records_what_a_repair_did() {
         history.last().map(|e| e.outcome.as_str()),
         Some("watch: converged")
     );
+    assert!(
+        !history
+            .iter()
+            .any(|e| !e.changes.is_empty() && e.changes.iter().all(|c| c.action == "promote")),
+        "promotions alone are left to \"converged\": {history:#?}"
+    );
     insta::assert_snapshot!("history_of_a_repair", shown(entry));
 }
 
