@@ -739,6 +739,71 @@ fn state_file_is_private() {
     // after one (secrets_reach_the_container_but_not_the_state).
 }
 
+/// The wall-clock times in `history`'s table or JSON, masked.
+fn mask_times(s: &str) -> String {
+    // `2026-12-06T07:48:37Z`: 20 ASCII characters of this shape.
+    let is_time = |b: &[u8]| {
+        b.len() >= 20
+            && b[..20].iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b'T',
+                13 | 16 => *c == b':',
+                19 => *c == b'Z',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    let (mut i, mut from) = (0, 0);
+    while i < bytes.len() {
+        if is_time(&bytes[i..]) {
+            out.push_str(&s[from..i]);
+            out.push_str("YYYY-MM-DDThh:mm:ssZ");
+            i += 20;
+            from = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
+}
+
+#[test]
+fn suspend_and_resume_are_recorded_in_the_history_naming_the_server() {
+    let env = fleet();
+    converge_state(&env);
+    for args in [
+        &["suspend", "github"][..],
+        &["resume", "github"],
+        // Not suspended: nothing happens, and nothing is recorded.
+        &["resume", "github"],
+    ] {
+        let r = env.run(args);
+        assert_eq!(r.code, 0, "{r}");
+    }
+    let r = env.run(&["history", "-o", "json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let outcomes: Vec<&str> = v
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "suspend: github (left as it is until resumed)",
+            "resume: github (reconciled again from the next pass)",
+        ]
+    );
+    insta::assert_snapshot!("history_json_of_suspend_and_resume", mask_times(&r.stdout));
+    let r = env.run(&["history"]);
+    assert_eq!(r.code, 0, "{r}");
+    insta::assert_snapshot!("history_of_suspend_and_resume", mask_times(&r.to_string()));
+}
+
 const BIG_REPLICAS: &str = "apiVersion: mcpctl.io/v1
 kind: McpServer
 metadata: {name: big}

@@ -510,6 +510,46 @@ async fn git_watch_reports_a_failed_fetch_and_recovers() {
     drop(watch);
 }
 
+/// A failure a watch reports keeps the help that a one-shot read shows
+/// under miette: it is what `watch` logs and `/healthz` says.
+#[tokio::test]
+async fn git_watch_failures_keep_their_help() {
+    let mut up = Upstream::new();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let url = up.url();
+    let failure = |update: Update| match update {
+        Update::Failed { error } => error.replace(&url, "[URL]"),
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    // Nothing pushed yet: no default branch to follow.
+    let (watch, mut rx) = Watch::start(
+        Location::Git(git(&up, None, None)),
+        cache.path().to_owned(),
+        NEVER,
+    )
+    .expect("watch");
+    let empty = failure(next(&mut rx).await);
+    assert!(empty.contains("; help: "), "{empty}");
+    assert!(empty.contains("give the branch with --ref"), "{empty}");
+    insta::assert_snapshot!("git_watch_failure_no_default_branch", empty);
+    drop(watch);
+
+    up.commit(&[("fleet/github.yaml", Some(GITHUB_V1))]);
+    let (watch, mut rx) = Watch::start(
+        Location::Git(git(&up, Some("nope"), None)),
+        cache.path().to_owned(),
+        NEVER,
+    )
+    .expect("watch");
+    let wrong_ref = failure(next(&mut rx).await);
+    assert!(
+        wrong_ref.contains("`git ls-remote [URL]` lists them"),
+        "{wrong_ref}"
+    );
+    insta::assert_snapshot!("git_watch_failure_wrong_ref", wrong_ref);
+    drop(watch);
+}
+
 /// What a watch reports for a URL with a token is what `watch` hands its
 /// loop (`SourceEvent::Failed`) and shows on /healthz.
 #[tokio::test]

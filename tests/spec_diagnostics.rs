@@ -207,6 +207,18 @@ const CASES: &[(&str, usize, &str, &str)] = &[
         "`spec.env.GITHUB_TOKEN.secretRef` needs a `key`",
     ),
     (
+        "spec_fields_at_top_level",
+        1,
+        "6:1",
+        "`image`, `replicas`, `transport` and `port` are at the top level: indent them under `spec:`",
+    ),
+    (
+        "spec_missing_fields_at_top_level",
+        1,
+        "4:1",
+        "`package` is at the top level: put it under a `spec:` key",
+    ),
+    (
         "third_document",
         1,
         "20:14",
@@ -311,6 +323,15 @@ const HELP: &[(&str, &str)] = &[
     ("version_number", "`version: \"1.10\"`"),
     ("bad_memory", "`512Mi`"),
     ("third_document", "did you mean `streamable-http`?"),
+    ("spec_fields_at_top_level", "by two spaces"),
+    (
+        "spec_fields_at_top_level",
+        "empty: nothing is indented under it",
+    ),
+    (
+        "spec_missing_fields_at_top_level",
+        "add a line `spec:` above it",
+    ),
     ("wrong_api_version", "`apiVersion: mcpctl.io/v1`"),
     ("env_not_string", "`DEBUG: \"true\"`"),
     ("command_string", "`command: [\"server\", \"--http\"]`"),

@@ -3,10 +3,10 @@
 //! applier lock across threads and processes, and readers beside a writer.
 
 use mcpctl::model::{
-    AppliedSpec, Backoff, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp, Snapshot,
-    SpecHash, Status, Suspension, Timestamp,
+    AppliedSpec, Backoff, Change, Endpoint, HistoryEntry, Instance, InstanceId, Intent, IntentOp,
+    Snapshot, SpecHash, Status, Suspension, Timestamp,
 };
-use mcpctl::state::{StateError, Store};
+use mcpctl::state::{HISTORY_KEPT, StateError, Store};
 use miette::Diagnostic;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -97,6 +97,12 @@ fn history(n: usize) -> HistoryEntry {
         source: "git+https://example.test/fleet.git".into(),
         actions: n,
         outcome: "ok".into(),
+        changes: vec![Change {
+            action: "start".into(),
+            server: format!("server-{n}"),
+            instance: None,
+            reason: "scale up 0 -> 1".into(),
+        }],
     }
 }
 
@@ -248,6 +254,34 @@ fn a_failed_update_writes_nothing() {
     assert!(matches!(result, Err(StateError::Other { .. })));
     assert_eq!(store.load().unwrap(), before);
     assert_eq!(store.history().unwrap(), vec![history(1)]);
+}
+
+/// `watch` writes an entry per pass that acts: the file keeps the newest
+/// ones only, numbered on from the last.
+#[test]
+fn the_history_keeps_only_its_newest_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(state_in(&dir));
+    let kept = HISTORY_KEPT as usize;
+    store
+        .update(|t| {
+            for n in 1..=kept + 3 {
+                t.push_history(&history(n))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let entries = store.history().unwrap();
+    assert_eq!(entries.len(), kept);
+    assert_eq!(entries[0], history(4), "the three oldest are gone");
+    assert_eq!(entries[kept - 1], history(kept + 3));
+    store.update(|t| t.push_history(&history(0))).unwrap();
+    let entries = store.history().unwrap();
+    assert_eq!(entries.len(), kept);
+    assert_eq!(
+        (entries[0].clone(), entries[kept - 1].clone()),
+        (history(5), history(0))
+    );
 }
 
 #[test]

@@ -204,6 +204,13 @@ pub struct PassSummary {
     pub pass: usize,
     /// The plan's actions, runnable or waiting: the drift from the source.
     pub actions: Vec<Action>,
+    /// The actions this pass handed out: what it did, as against what it
+    /// found (a server's actions wait while its earlier ones are in flight
+    /// or its retry rests, and are handed out by a later pass).
+    pub handed_out: Vec<Action>,
+    /// Per server: (RUNNING with the wanted spec, wanted), suspended ones
+    /// left out, at the start of the pass.
+    pub servers: BTreeMap<String, (usize, usize)>,
     /// Instances per status, at the start of the pass.
     pub statuses: BTreeMap<Status, usize>,
     pub plan_time: Duration,
@@ -724,14 +731,14 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         }
         let snapshot = Arc::new(snapshot);
         let obs = Arc::new(obs);
-        let mut handed_out = 0;
+        let mut handed_out = Vec::new();
         for (server, (updates, actions)) in per_server {
             let resting = self.retry.get(&server).is_some_and(|r| r.resting(now));
             if self.busy.contains(&server) || resting {
                 // Its next turn comes when its work finishes or its retry is due.
                 continue;
             }
-            handed_out += actions.len();
+            handed_out.extend(actions.iter().cloned());
             self.busy.insert(server.clone());
             if !actions.is_empty() {
                 self.acting.insert(server.clone());
@@ -757,7 +764,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         // counted, by the pass that hands them out.
         (self.on_event)(Event::Planned {
             pass,
-            actions: handed_out,
+            actions: handed_out.len(),
         });
 
         // A waiting run checks liveness from its first pass on: no pass
@@ -802,6 +809,8 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         self.last = PassSummary {
             pass,
             actions: plan.actions,
+            handed_out,
+            servers,
             statuses,
             plan_time,
             converged: self.converged,
@@ -1135,6 +1144,7 @@ impl<'a, R: Runtime + Sync> Applier<'a, R> {
         });
         self.converged = false;
         self.last.pass = self.passes;
+        self.last.handed_out.clear();
         self.last.error = Some(error.clone());
         (self.on_event)(Event::Retrying {
             what: REFRESH.into(),
@@ -1287,14 +1297,37 @@ async fn record_history(
     if failed > 0 {
         outcome.push_str(&format!(", {failed} failed"));
     }
+    let changes = report
+        .actions
+        .iter()
+        .take(crate::model::CHANGES_CAP)
+        .map(|d| {
+            let mut c = change(&d.action);
+            if c.instance.is_none() {
+                c.instance = d.created.as_ref().map(|i| i.to_string());
+            }
+            c
+        })
+        .collect();
     let entry = HistoryEntry {
         at: Timestamp::now(),
         revision: target.source.revision.clone(),
         source: target.source.location.clone(),
         actions: report.actions.len(),
         outcome,
+        changes,
     };
     store.update_async(move |tx| tx.push_history(&entry)).await
+}
+
+/// An action as the history keeps it.
+pub fn change(a: &Action) -> crate::model::Change {
+    crate::model::Change {
+        action: a.kind.as_str().to_owned(),
+        server: a.server.clone(),
+        instance: a.instance.as_ref().map(|i| i.to_string()),
+        reason: a.reason.clone(),
+    }
 }
 
 /// RUNNING instances with the wanted hash, per server, against replicas.

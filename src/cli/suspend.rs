@@ -2,10 +2,11 @@
 //! incidents. A suspended server is left exactly as it is by every pass
 //! (`apply` and `watch` alike) until it is resumed; `get servers` shows it.
 //! Neither takes the applier lock: a suspension must land while `watch`
-//! runs, and the next pass reads it.
+//! runs, and the next pass reads it. Each is recorded in the history, in
+//! the same transaction, naming the server.
 
 use super::{Global, Outcome};
-use crate::model::{Suspension, Timestamp};
+use crate::model::{HistoryEntry, Snapshot, Suspension, Timestamp};
 use crate::state::Store;
 use miette::miette;
 
@@ -32,8 +33,15 @@ pub async fn suspend(global: &Global, args: Args) -> miette::Result<Outcome> {
         by: super::apply::command_line(),
     };
     let name = args.server.clone();
+    let record = history(
+        &snapshot,
+        format!("suspend: {name} (left as it is until resumed)"),
+    );
     store
-        .update_async(move |tx| tx.suspend(&name, &entry))
+        .update_async(move |tx| {
+            tx.suspend(&name, &entry)?;
+            tx.push_history(&record)
+        })
         .await?;
     super::write_stdout(&format!(
         "{} suspended: mcpctl leaves it as it is until `mcpctl resume {}`\n",
@@ -50,10 +58,32 @@ pub async fn resume(global: &Global, args: Args) -> miette::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     let name = args.server.clone();
-    store.update_async(move |tx| tx.resume(&name)).await?;
+    let record = history(
+        &snapshot,
+        format!("resume: {name} (reconciled again from the next pass)"),
+    );
+    store
+        .update_async(move |tx| {
+            tx.resume(&name)?;
+            tx.push_history(&record)
+        })
+        .await?;
     super::write_stdout(&format!(
         "{} resumed: the next pass reconciles it\n",
         args.server
     ))?;
     Ok(Outcome::Success)
+}
+
+/// A history entry for a suspension or resumption: no source was read, so
+/// it carries the revision in force.
+fn history(snapshot: &Snapshot, outcome: String) -> HistoryEntry {
+    HistoryEntry {
+        at: Timestamp::now(),
+        revision: snapshot.revision.clone().unwrap_or_default(),
+        source: String::new(),
+        actions: 0,
+        outcome,
+        changes: Vec::new(),
+    }
 }

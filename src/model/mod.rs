@@ -19,8 +19,8 @@ mod workload;
 pub use ids::{InstanceId, SpecHash};
 pub use lease::{FleetId, Holder, Lease, Process};
 pub use snapshot::{
-    AppliedSpec, Backoff, HISTORY_CAP, HistoryEntry, Instance, Intent, IntentOp, Liveness,
-    PreviousSpec, Snapshot, Status, Suspension, Transition,
+    AppliedSpec, Backoff, CHANGES_CAP, Change, HISTORY_CAP, HistoryEntry, Instance, Intent,
+    IntentOp, Liveness, PreviousSpec, Snapshot, Status, Suspension, Transition,
 };
 pub use time::{Doubling, Timestamp, short_duration};
 pub use unit::{

@@ -220,15 +220,38 @@ pub struct Suspension {
     pub by: String,
 }
 
-/// One apply, for the history.
+/// One entry of the history: an apply, a change of course of `watch` (a
+/// revision taken up or refused, a pass that acted, convergence), or a
+/// suspension or resumption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: Timestamp,
     pub revision: String,
     pub source: String,
+    /// How many actions the run handed out, all of them, even past
+    /// [`CHANGES_CAP`].
     pub actions: usize,
     pub outcome: String,
+    /// The first [`CHANGES_CAP`] of those actions.
+    #[serde(default)]
+    pub changes: Vec<Change>,
 }
+
+/// One action a history entry's run handed out, as the plan named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// `start`, `remove`, `replace`, ... (the plan's action kinds).
+    pub action: String,
+    pub server: String,
+    /// The instance acted on; for a start, the one it made, when known.
+    #[serde(default)]
+    pub instance: Option<String>,
+    pub reason: String,
+}
+
+/// Changes kept per history entry: a cold start of a big fleet is one
+/// entry of bounded size, its count still whole in `actions`.
+pub const CHANGES_CAP: usize = 20;
 
 /// Everything in the state file, loaded at once. Fleets are small enough
 /// (10,000 servers is a few MB) that reading it whole is simpler and faster

@@ -3,6 +3,9 @@
 //! given, terminal escape sequences, or megabytes of noise. [`untrusted`]
 //! makes it safe to store and print; every such text passes through it
 //! before it reaches the state or the terminal.
+//!
+//! Our own errors have a plain form too: [`diagnostic_line`] puts a
+//! diagnostic, help included, on one line for a log or a status page.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -133,6 +136,28 @@ fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
     }
 }
 
+/// A diagnostic on one line of plain text, for a log line, `/healthz` or
+/// the history, where miette's report (colour, snippets, several lines)
+/// cannot go: what it says (a spec error starts with `file:line:col`), its
+/// causes, then `; help: ` and how to fix it. Without the help, `watch`
+/// would say less than `validate` about the same file. Escapes and control
+/// characters are removed (a remote's words can end up in a fetch error),
+/// and line breaks become spaces, so one diagnostic is one line.
+pub fn diagnostic_line(d: &(dyn miette::Diagnostic + '_)) -> String {
+    let mut text = d.to_string();
+    let mut cause = d.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if let Some(help) = d.help() {
+        text.push_str("; help: ");
+        text.push_str(&help.to_string());
+    }
+    strip_controls(&text)
+}
+
 fn push_space(out: &mut String) {
     if !out.ends_with(' ') {
         out.push(' ');
@@ -177,6 +202,22 @@ mod tests {
         // A secret at the cut is redacted before it is cut.
         let text = format!("{}secret-value", "x".repeat(CAP - 5));
         assert!(!untrusted(&text, &["secret-value"]).contains("secr"));
+    }
+
+    #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+    #[error("fetch failed: \u{1b}[31mremote\u{1b}[0m said no")]
+    #[diagnostic(help("give the branch\nwith --ref"))]
+    struct Failed {
+        #[source]
+        cause: std::io::Error,
+    }
+
+    #[test]
+    fn a_diagnostic_line_keeps_causes_and_help_on_one_plain_line() {
+        let d = Failed {
+            cause: std::io::Error::other("connection reset"),
+        };
+        insta::assert_snapshot!(diagnostic_line(&d), @"fetch failed: remote said no: connection reset; help: give the branch with --ref");
     }
 
     #[test]

@@ -236,15 +236,7 @@ impl Server {
 
     fn healthz(&self) -> Response<Full<Bytes>> {
         let h = self.shared.health();
-        let ok = h.ok();
-        let body = serde_json::json!({
-            "status": if ok { "ok" } else { "degraded" },
-            "reasons": h.reasons(),
-            "revision": h.revision,
-            "drift": h.drift,
-            "dry_run": h.dry_run,
-        });
-        json(ok, &body)
+        json(h.ok(), &healthz_body(&h))
     }
 
     fn livez(&self) -> Response<Full<Bytes>> {
@@ -295,6 +287,19 @@ impl Server {
         self.shared.sync.notify_one();
         text(StatusCode::ACCEPTED, "syncing")
     }
+}
+
+/// What `/healthz` answers: the status, and each reason to be degraded as
+/// one string of one line (a refused revision's problems one each, with
+/// their help).
+pub(super) fn healthz_body(h: &super::status::Health) -> serde_json::Value {
+    serde_json::json!({
+        "status": if h.ok() { "ok" } else { "degraded" },
+        "reasons": h.reasons(),
+        "revision": h.revision,
+        "drift": h.drift,
+        "dry_run": h.dry_run,
+    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub use status::{Health, Metrics, Shared};
 use crate::apply::lease::Standing;
 use crate::apply::{Applier, ApplyError, Event, Options as ApplyOptions, Target, Trigger};
 use crate::gateway::{ServerHeaders, Table};
+use crate::model::text::diagnostic_line;
 use crate::model::{HistoryEntry, Observation, Runners, Snapshot, Timestamp};
 use crate::plan::Desired;
 use crate::runtime::Runtime;
@@ -65,9 +66,11 @@ pub struct Resolver {
 
 impl Resolver {
     /// The revision's servers, validated, secrets resolved. Refused, with
-    /// one reason per line (each naming its file and line), when any
-    /// document is invalid or a secret is missing, or when the revision has
-    /// no servers while `known` are running.
+    /// one reason per line, when any document is invalid or a secret is
+    /// missing, or when the revision has no servers while `known` are
+    /// running. Each line is one diagnostic as [`diagnostic_line`] puts it:
+    /// its file and line, what is wrong and, as `validate` shows it, how to
+    /// fix it.
     pub fn target(
         &self,
         snapshot: source::Snapshot,
@@ -76,7 +79,7 @@ impl Resolver {
     ) -> Result<Target, String> {
         let servers = crate::spec::load_with(&snapshot.files, self.limits).map_err(|e| {
             e.iter()
-                .map(|e| e.to_string())
+                .map(|e| diagnostic_line(e))
                 .collect::<Vec<_>>()
                 .join("\n")
         })?;
@@ -91,7 +94,7 @@ impl Resolver {
             .map_err(|e| {
                 e.missing
                     .iter()
-                    .map(|m| m.to_string())
+                    .map(|m| diagnostic_line(m))
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
@@ -333,6 +336,7 @@ pub async fn watch<R: Runtime + Sync>(
     // After a new revision, its first pass is recorded in the history.
     let mut fresh: Option<Option<String>> = None;
     let mut converged = false;
+    let mut acted = std::collections::BTreeSet::new();
     let mut lease = opts.lease.clone();
     tokio::pin!(shutdown);
     loop {
@@ -403,9 +407,10 @@ pub async fn watch<R: Runtime + Sync>(
             Wake::Source(Some(SourceEvent::Failed(error))) => {
                 let kept = shared.health().revision;
                 tracing::error!(%error, keeping = kept.as_deref().unwrap_or("(none)"), "source failed");
+                // One line each: `/healthz` lists them apart.
                 shared.update(|h| {
                     h.source = Some(match &kept {
-                        Some(r) => format!("{error}; keeping revision {r}"),
+                        Some(r) => format!("{error}\nkeeping revision {r}"),
                         None => error.clone(),
                     })
                 });
@@ -464,6 +469,7 @@ pub async fn watch<R: Runtime + Sync>(
                 pending: &mut pending,
                 fresh: &mut fresh,
                 converged: &mut converged,
+                acted: &mut acted,
             },
         );
         let step = tokio::select! {
@@ -520,6 +526,9 @@ struct Turn<'t, 'a, R> {
     pending: &'t mut Option<(source::Snapshot, Option<String>)>,
     fresh: &'t mut Option<Option<String>>,
     converged: &'t mut bool,
+    /// The kinds of action, per server, recorded since that server last
+    /// had all its replicas RUNNING: a retry of one is not recorded again.
+    acted: &'t mut std::collections::BTreeSet<(crate::plan::ActionKind, String)>,
 }
 
 /// One turn after a wake: take in a pending revision, make the applier's
@@ -577,7 +586,11 @@ async fn turn<'a, R: Runtime + Sync>(
                 *t.fresh = Some(forced_from);
             }
             Err(why) => {
-                tracing::error!(%revision, reasons = %why, "revision refused; nothing changes");
+                // A line per problem, so that each log line has its place,
+                // message and help, as `validate` would show them.
+                for reason in why.lines() {
+                    tracing::error!(%revision, %reason, "revision refused; nothing changes");
+                }
                 shared.update(|h| h.source = Some(format!("revision {revision} refused:\n{why}")));
                 if !opts.dry_run {
                     let first = why.lines().next().unwrap_or_default().to_owned();
@@ -587,6 +600,7 @@ async fn turn<'a, R: Runtime + Sync>(
                         source: snapshot.info.location.clone(),
                         actions: 0,
                         outcome: format!("watch: refused: {first}"),
+                        changes: Vec::new(),
                     };
                     record(store, entry).await;
                 }
@@ -608,7 +622,7 @@ async fn turn<'a, R: Runtime + Sync>(
         Ok(()) => {}
         // The safety rules refused the plan: keep the fleet as it is.
         Err(ApplyError::Plan(e)) => {
-            shared.update(|h| h.source = Some(e.to_string()));
+            shared.update(|h| h.source = Some(diagnostic_line(&e)));
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -636,13 +650,25 @@ async fn turn<'a, R: Runtime + Sync>(
         return Ok(());
     }
     let target = a.target().clone();
-    let entry = |outcome: String, actions: usize| HistoryEntry {
+    let entry = |outcome: String, actions: &[crate::plan::Action]| HistoryEntry {
         at: Timestamp::now(),
         revision: target.source.revision.clone(),
         source: target.source.location.clone(),
-        actions,
+        actions: actions.len(),
         outcome,
+        changes: actions
+            .iter()
+            .take(crate::model::CHANGES_CAP)
+            .map(crate::apply::change)
+            .collect(),
     };
+    // Promotions alone are the work of an earlier entry coming good, and
+    // "converged" says so; any other action (a repair, a rollout's next
+    // step, a crash's retry) is recorded with what it was.
+    let acted = last
+        .handed_out
+        .iter()
+        .any(|x| x.kind != crate::plan::ActionKind::Promote);
     let entry = if let Some(forced_from) = t.fresh.take() {
         let forced = forced_from
             .map(|f| format!(" (force-push from {f})"))
@@ -650,13 +676,31 @@ async fn turn<'a, R: Runtime + Sync>(
         let summary = actions_summary(&last.actions);
         Some(entry(
             format!("watch: applying{forced}: {summary}"),
-            last.actions.len(),
+            &last.actions,
         ))
+    } else if acted {
+        // Retries of what was recorded since the server last had all its
+        // replicas RUNNING (a crash loop's fail, then remove and start,
+        // after every back-off; a failing action every 30 s) would fill the
+        // capped history with copies and push the rest out: a pass is
+        // recorded when it does a kind of work on a server not recorded
+        // since.
+        let mut new = false;
+        for x in &last.handed_out {
+            new |= t.acted.insert((x.kind, x.server.clone()));
+        }
+        new.then(|| {
+            let summary = actions_summary(&last.handed_out);
+            entry(format!("watch: reconciling: {summary}"), &last.handed_out)
+        })
     } else if last.converged && !*t.converged {
-        Some(entry("watch: converged".into(), 0))
+        Some(entry("watch: converged".into(), &[]))
     } else {
         None
     };
+    // A server that has come good may need the same repair again later.
+    t.acted
+        .retain(|(_, server)| last.servers.get(server).is_some_and(|(r, w)| r != w));
     *t.converged = last.converged;
     if let Some(e) = entry {
         record(store, e).await;

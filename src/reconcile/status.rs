@@ -142,7 +142,8 @@ pub struct Health {
     /// The revision being applied (the last good one).
     pub revision: Option<String>,
     /// The newest revision was refused (an invalid file, named with its
-    /// line), or the source could not be read or fetched.
+    /// line), or the source could not be read or fetched: one line per
+    /// problem, each with its help.
     pub source: Option<String>,
     /// The runtime did not answer the last pass.
     pub runtime: Option<String>,
@@ -170,13 +171,20 @@ impl Health {
             && self.revision.is_some()
     }
 
-    /// Each reason to be degraded, one line each.
+    /// Each reason to be degraded, one line each: a refused revision gives
+    /// its headline, then one reason per problem, so that a problem's help
+    /// stays beside it and nothing in `/healthz` spans lines.
     pub fn reasons(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.revision.is_none() && self.source.is_none() {
             out.push("no valid revision of the source has been read yet".to_owned());
         }
-        out.extend(self.source.iter().map(|s| format!("source: {s}")));
+        out.extend(
+            self.source
+                .iter()
+                .flat_map(|s| s.lines())
+                .map(|s| format!("source: {s}")),
+        );
         out.extend(self.runtime.iter().map(|r| format!("runtime: {r}")));
         out.extend(self.events.iter().map(|e| format!("runtime events: {e}")));
         out.extend(self.state.iter().map(|s| format!("state: {s}")));

@@ -4,7 +4,7 @@
 //! sync, and a clean shutdown.
 
 use super::*;
-use crate::model::{Snapshot as StateSnapshot, Status, Suspension};
+use crate::model::{HistoryEntry, Snapshot as StateSnapshot, Status, Suspension};
 use crate::runtime::fake::FakeRuntime;
 use crate::source::{SourceFile, SourceInfo};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,8 +40,13 @@ fn state_file() -> (tempfile::TempDir, Store) {
 }
 
 /// Polls `f` until it holds, against a deadline.
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+async fn until(what: &str, f: impl FnMut() -> bool) {
+    until_within(what, Duration::from_secs(10), f).await
+}
+
+/// [`until`], with a deadline of `within` (on a paused clock, of virtual time).
+async fn until_within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
     while !f() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -242,6 +247,220 @@ async fn revisions_are_applied_and_a_bad_one_changes_nothing() {
             && outcomes.iter().any(|o| o.starts_with("watch: refused"))
             && outcomes.contains(&"watch: converged"),
         "{outcomes:#?}"
+    );
+}
+
+/// `watch`'s log, `/healthz` and the history say what `validate` says: for
+/// each problem its place, its message and its help, one line each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_revision_keeps_every_hint_that_validate_gives() {
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("alpha to run", || running(&store, "alpha") == 1).await;
+    until("healthy on r1", || w.shared.health().ok()).await;
+
+    // A typo, and a spec whose fields lost their indentation.
+    let typo = format!("{}  replica: 2\n", spec("alpha", 1));
+    let flat = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: beta}\nspec:\nimage: img:1\nreplicas: 2\n";
+    w.events
+        .send(revision(
+            "r2",
+            &[("fleet/a.yaml", typo), ("fleet/b.yaml", flat.to_owned())],
+        ))
+        .await
+        .expect("send");
+    until("r2 refused", || {
+        w.shared
+            .health()
+            .source
+            .is_some_and(|s| s.contains("revision r2 refused"))
+    })
+    .await;
+    let health = w.shared.health();
+    let reasons = health.reasons();
+    for problem in ["fleet/a.yaml:8:3", "fleet/b.yaml:5:1"] {
+        let line = reasons
+            .iter()
+            .find(|r| r.contains(problem))
+            .unwrap_or_else(|| panic!("no reason names {problem}: {reasons:#?}"));
+        assert!(line.contains("; help: "), "{line}");
+    }
+    assert!(
+        reasons.iter().all(|r| !r.contains('\n')),
+        "one line each: {reasons:#?}"
+    );
+    let mut body = super::http::healthz_body(&health);
+    body["drift"] = serde_json::json!("[drift]");
+    insta::assert_json_snapshot!("healthz_of_a_refused_revision", body);
+
+    // A missing secret: its help says where to put it.
+    let secret = "apiVersion: mcpctl.io/v1\nkind: McpServer\nmetadata: {name: gamma}\nspec:\n  image: img:1\n  env:\n    TOKEN: {secretRef: {name: nope-nowhere, key: token}}\n";
+    w.events
+        .send(revision(
+            "r3",
+            &[
+                ("fleet/a.yaml", spec("alpha", 1)),
+                ("fleet/c.yaml", secret.to_owned()),
+            ],
+        ))
+        .await
+        .expect("send");
+    until("r3 refused", || {
+        w.shared
+            .health()
+            .source
+            .is_some_and(|s| s.contains("revision r3 refused"))
+    })
+    .await;
+    let reasons = w.shared.health().reasons();
+    insta::assert_debug_snapshot!("reasons_of_a_missing_secret", reasons);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("; help: create the file or set the environment variable")),
+        "{reasons:#?}"
+    );
+    w.stop().await;
+
+    let refused: Vec<String> = store
+        .history()
+        .expect("history")
+        .into_iter()
+        .map(|e| e.outcome)
+        .filter(|o| o.starts_with("watch: refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused[0].contains("; help: did you mean `replicas`?"),
+        "{refused:#?}"
+    );
+}
+
+fn outcomes(store: &Store) -> Vec<String> {
+    store
+        .history()
+        .expect("history")
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect()
+}
+
+/// A history entry as a snapshot shows it: instance ids are made fresh
+/// every run.
+fn shown(e: &HistoryEntry) -> String {
+    let changes: Vec<String> = e
+        .changes
+        .iter()
+        .map(|c| {
+            let instance = c.instance.as_ref().map_or("-", |_| "[id]");
+            format!("  {} {} {instance}: {}", c.action, c.server, c.reason)
+        })
+        .collect();
+    format!(
+        "{} ({} actions)\n{}",
+        e.outcome,
+        e.actions,
+        changes.join("\n")
+    )
+}
+
+/// A repair by `watch` is recorded with its actions, then the return to
+/// convergence: it used to show as "converged" alone, with 0 actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_records_what_a_repair_did() {
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/a.yaml", spec("alpha", 1))]))
+        .await
+        .expect("send");
+    until("converged on r1", || {
+        outcomes(&store).contains(&"watch: converged".to_owned())
+    })
+    .await;
+    let victim = rt.units().keys().next().cloned().expect("a unit");
+    rt.delete(&victim);
+    until("converged again after the repair", || {
+        outcomes(&store)
+            .iter()
+            .filter(|o| *o == "watch: converged")
+            .count()
+            == 2
+    })
+    .await;
+    w.stop().await;
+
+    let history = store.history().expect("history");
+    let repair = history
+        .iter()
+        .position(|e| e.outcome.starts_with("watch: reconciling"))
+        .unwrap_or_else(|| panic!("no repair recorded: {history:#?}"));
+    let entry = &history[repair];
+    assert_eq!(entry.actions, entry.changes.len(), "{entry:#?}");
+    assert!(
+        entry
+            .changes
+            .iter()
+            .any(|c| c.server == "alpha" && c.instance.as_deref() == Some(victim.0.as_str())),
+        "the lost instance is named: {entry:#?}"
+    );
+    assert!(
+        entry.changes.iter().any(|c| c.action == "start"),
+        "{entry:#?}"
+    );
+    assert_eq!(
+        history.last().map(|e| e.outcome.as_str()),
+        Some("watch: converged")
+    );
+    assert!(
+        !history
+            .iter()
+            .any(|e| !e.changes.is_empty() && e.changes.iter().all(|c| c.action == "promote")),
+        "promotions alone are left to \"converged\": {history:#?}"
+    );
+    insta::assert_snapshot!("history_of_a_repair", shown(entry));
+}
+
+/// A server that can never start is retried after every back-off, for as
+/// long as `watch` runs; the history records its kinds of work once, not
+/// once per retry, so the capped history keeps what else happened.
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_is_recorded_once_not_once_per_back_off() {
+    let (_dir, store) = state_file();
+    let rt = FakeRuntime::new();
+    rt.behave(
+        "beta",
+        crate::runtime::fake::Behaviour {
+            fail_create: Some("pull access denied for img".into()),
+            ..Default::default()
+        },
+    );
+    let w = start(&rt, &store, false);
+    w.events
+        .send(revision("r1", &[("fleet/b.yaml", spec("beta", 1))]))
+        .await
+        .expect("send");
+    // Three failed creates: the first, and a retry after each of two
+    // back-offs (10 s, then 20 s).
+    until_within("three creates", Duration::from_secs(600), || {
+        rt.calls().0 >= 3
+    })
+    .await;
+    w.stop().await;
+    let reconciling: Vec<String> = outcomes(&store)
+        .into_iter()
+        .filter(|o| o.starts_with("watch: reconciling"))
+        .collect();
+    assert_eq!(
+        reconciling,
+        ["watch: reconciling: 1 to start, 1 to remove"],
+        "one entry for the retries"
     );
 }
 

@@ -333,16 +333,10 @@ fn wait(kicks: &Receiver<Kick>, interval: Duration) -> bool {
     }
 }
 
-/// The error with its causes, on one line, for a log or a status page.
+/// The error with its causes and its help, on one line, for a log or a
+/// status page: `watch` must say as much as a one-shot read would.
 fn error_text(e: &SourceError) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    crate::model::text::diagnostic_line(e)
 }
 
 #[cfg(test)]

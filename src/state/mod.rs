@@ -10,7 +10,7 @@
 
 mod store;
 
-pub use store::{ApplyLock, StateError, Store, Txn};
+pub use store::{ApplyLock, HISTORY_KEPT, StateError, Store, Txn};
 
 use crate::model::{FleetId, HistoryEntry, Snapshot};
 

@@ -13,7 +13,7 @@
 //! | `intents`   | instance id     | [`Intent`]                                     |
 //! | `backoff`   | server name     | [`Backoff`]                                    |
 //! | `suspended` | server name     | [`Suspension`]                                 |
-//! | `history`   | sequence (u64)  | [`HistoryEntry`], numbered from 1              |
+//! | `history`   | sequence (u64)  | [`HistoryEntry`], numbered from 1; the last [`HISTORY_KEPT`] |
 //! | `meta`      | name            | raw bytes, see below                           |
 //!
 //! `meta` holds `schema_version` (u32, little-endian; see [`schema`]),
@@ -76,6 +76,13 @@ const BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("backoff");
 const SUSPENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("suspended");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// History entries kept, newest. `watch` writes one for every pass that
+/// acts, so a server in a crash loop adds one per back-off (up to 288 a
+/// day at its 5-minute cap) for as long as it lasts: unbounded, the file
+/// and `mcpctl history` would grow with uptime. 500 is weeks of ordinary
+/// applies, and a few hundred KB.
+pub const HISTORY_KEPT: u64 = 500;
 
 const SERIAL: &str = "serial";
 const REVISION: &str = "revision";
@@ -334,8 +341,8 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// The apply history, oldest first. Kept out of [`Snapshot`] because
-    /// planning never needs it and it only grows.
+    /// The history, oldest first (the last [`HISTORY_KEPT`] entries). Kept
+    /// out of [`Snapshot`] because planning never needs it.
     pub fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         let entries = self.read(|txn| {
             let mut entries = Vec::new();
@@ -713,7 +720,8 @@ impl<'a> Txn<'a> {
             .map_err(db_err(self.path, "write the revision"))?;
         Ok(())
     }
-    /// Appends `e` to the history, numbered one past the last entry.
+    /// Appends `e` to the history, numbered one past the last entry, and
+    /// drops the oldest beyond [`HISTORY_KEPT`].
     pub fn push_history(&mut self, e: &HistoryEntry) -> Result<(), StateError> {
         let bytes = encode(self.path, "a history entry", e)?;
         let mut table = self.open(HISTORY)?;
@@ -725,6 +733,19 @@ impl<'a> Txn<'a> {
         table
             .insert(seq, bytes.as_slice())
             .map_err(db_err(self.path, "append to the history"))?;
+        // Numbers are consecutive, so the count is `seq - first + 1`.
+        loop {
+            let first = table
+                .first()
+                .map_err(db_err(self.path, "read the history"))?
+                .map(|(k, _)| k.value());
+            let Some(first) = first.filter(|f| seq - f >= HISTORY_KEPT) else {
+                break;
+            };
+            table
+                .remove(first)
+                .map_err(db_err(self.path, "trim the history"))?;
+        }
         Ok(())
     }
 

@@ -198,6 +198,7 @@ pub(crate) mod code {
     pub const LIMIT: &str = "mcpctl::spec::too_complex";
     pub const DUPLICATE_KEY: &str = "mcpctl::spec::duplicate_key";
     pub const UNKNOWN_FIELD: &str = "mcpctl::spec::unknown_field";
+    pub const MISPLACED_FIELD: &str = "mcpctl::spec::misplaced_field";
     pub const MISSING_FIELD: &str = "mcpctl::spec::missing_field";
     pub const WRONG_TYPE: &str = "mcpctl::spec::wrong_type";
     pub const INVALID_VALUE: &str = "mcpctl::spec::invalid_value";

@@ -133,8 +133,27 @@ impl<'a> Checker<'a> {
             }
         };
 
-        let suggested = self.unknown_fields(&raw.unknown, RawServer::FIELDS, RawServer::CONTEXT);
+        // Fields of `spec` at column 0 under an empty `spec:` (or with no
+        // `spec:` at all) are one slip of indentation. Reported as unknown
+        // top-level fields beside "`spec` is empty", the fix was hidden.
+        let spec_empty = match raw.spec.get() {
+            None => Some(None),
+            Some(e) if matches!(e.value, MapOf::Not(Leaf::Null)) => Some(Some(e.key)),
+            Some(_) => None,
+        };
+        let (misplaced, unknown): (Vec<&At<String>>, Vec<&At<String>>) = raw
+            .unknown
+            .iter()
+            .partition(|k| spec_empty.is_some() && RawSpec::FIELDS.contains(&k.value.as_str()));
+        let suggested = self.unknown_fields(unknown, RawServer::FIELDS, RawServer::CONTEXT);
         let missing = |field: &str| !suggested.contains(&field);
+        let misplaced_spec = match (spec_empty, misplaced.as_slice()) {
+            (Some(spec_key), [first, rest @ ..]) => {
+                self.misplaced_spec_fields(first, rest, spec_key);
+                true
+            }
+            _ => false,
+        };
 
         match self.text_of(&raw.api_version, "apiVersion", API_VERSION) {
             Some((v, _)) if v == API_VERSION => {}
@@ -201,10 +220,14 @@ impl<'a> Checker<'a> {
             None => {}
         }
 
-        let spec = match self.mapping(&raw.spec, "spec") {
+        // Misplaced fields already say why `spec` is empty or absent.
+        let spec_map = (!misplaced_spec)
+            .then(|| self.mapping(&raw.spec, "spec"))
+            .flatten();
+        let spec = match spec_map {
             Some((spec, entry)) => self.spec(spec, entry.key),
             None => {
-                if raw.spec.get().is_none() && missing("spec") {
+                if raw.spec.get().is_none() && missing("spec") && !misplaced_spec {
                     self.push(
                         Issue::new(code::MISSING_FIELD, start, "missing `spec`")
                             .label("this document has no `spec`")
@@ -229,6 +252,52 @@ impl<'a> Checker<'a> {
             });
         }
         outcome
+    }
+
+    /// One issue for every field of `spec` written at the top level, at
+    /// the first of them, when `spec` is empty (`spec_key`) or absent.
+    fn misplaced_spec_fields(
+        &mut self,
+        first: &At<String>,
+        rest: &[&At<String>],
+        spec_key: Option<Pos>,
+    ) {
+        let names: Vec<&str> = std::iter::once(first)
+            .chain(rest.iter().copied())
+            .map(|k| k.value.as_str())
+            .collect();
+        let (verb, them) = if names.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        let names = list(&names);
+        let mut issue = match spec_key {
+            Some(_) => Issue::new(
+                code::MISPLACED_FIELD,
+                first.pos,
+                format!("{names} {verb} at the top level: indent {them} under `spec:`"),
+            )
+            .help(format!(
+                "`spec:` is empty because the lines after it are not indented: indent {names} (and each line that belongs to the spec) by two spaces"
+            )),
+            None => Issue::new(
+                code::MISPLACED_FIELD,
+                first.pos,
+                format!("{names} {verb} at the top level: put {them} under a `spec:` key"),
+            )
+            .help(format!(
+                "add a line `spec:` above {them}, and indent {names} (and each line that belongs to the spec) by two spaces"
+            )),
+        }
+        .label("a field of `spec`");
+        for k in rest {
+            issue = issue.also(k.pos, "a field of `spec` too");
+        }
+        if let Some(key) = spec_key {
+            issue = issue.also(key, "empty: nothing is indented under it");
+        }
+        self.push(issue);
     }
 
     fn metadata(
@@ -1266,9 +1335,9 @@ impl<'a> Checker<'a> {
 
     /// Reports unknown keys, and returns the known fields they look like, so
     /// that a misspelt field is not also reported as missing.
-    fn unknown_fields(
+    fn unknown_fields<'k>(
         &mut self,
-        unknown: &[At<String>],
+        unknown: impl IntoIterator<Item = &'k At<String>>,
         fields: &'static [&'static str],
         context: &str,
     ) -> Vec<&'static str> {
