@@ -5,6 +5,7 @@
 
 use super::{DraftWorkload, placeholder_image};
 use crate::spec::PackageRuntime;
+pub(crate) use crate::spec::clip;
 use serde_json::Value;
 
 /// How a JSON value reads in a sentence.
@@ -33,23 +34,6 @@ pub(crate) fn key_list<'a>(keys: impl Iterator<Item = &'a String>) -> String {
 /// long values cut.
 pub(crate) fn short(text: &str) -> String {
     clip(text, 60)
-}
-
-/// [`short`] with a limit of `max` characters.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A server name as a DNS label: lowercase letters, digits and `-`, at

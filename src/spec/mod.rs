@@ -11,4 +11,4 @@ pub mod parse;
 
 pub use canonical::{Canonical, SecretDigests};
 pub use model::*;
-pub use parse::{Limits, SpecError, SpecErrors, is_env_name, json_schema, load, load_with};
+pub use parse::{Limits, SpecError, SpecErrors, clip, is_env_name, json_schema, load, load_with};

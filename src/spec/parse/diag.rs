@@ -389,10 +389,14 @@ fn sanitize_message(text: &str) -> String {
 /// User text quoted in a message: control characters escaped, long values cut,
 /// so a hostile or huge value cannot flood the output.
 pub(crate) fn short(text: &str) -> String {
-    const MAX: usize = 60;
+    clip(text, 60)
+}
+
+/// [`short`] with a limit of `max` characters.
+pub fn clip(text: &str, max: usize) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
-        if i == MAX {
+        if i == max {
             out.push_str("...");
             break;
         }

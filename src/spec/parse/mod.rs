@@ -18,7 +18,7 @@ mod validate;
 
 pub use validate::is_env_name;
 
-pub use diag::{SpecError, SpecErrors};
+pub use diag::{SpecError, SpecErrors, clip};
 
 use super::model::Server;
 use crate::source::SourceFile;
