@@ -68,7 +68,11 @@ pub async fn run(global: &Global, args: Args) -> miette::Result<Outcome> {
     let runtime = Arc::new(LazyRuntime::new(global));
     let mut observe = own_endpoints(global, &runtime);
     if let Some((o, seen)) = observe.as_mut() {
-        *seen = gateway::observe_once(o.as_ref()).await.unwrap_or_default();
+        match o.endpoints().await {
+            Ok(fresh) => *seen = fresh,
+            // The follower asks again; until then, no unit is routed to.
+            Err(e) => tracing::warn!(error = %e, "cannot ask the runtime where instances listen"),
+        }
     }
     let table = gateway::table_of(&snapshot, observe.as_ref().map(|(_, seen)| seen));
     tracing::info!(

@@ -40,17 +40,6 @@ pub fn table_of(snapshot: &Snapshot, seen: Option<&Seen>) -> Table {
     }
 }
 
-/// The endpoints of `observe`, or `None` on failure (logged).
-pub async fn observe_once(observe: &dyn Observe) -> Option<Seen> {
-    match observe.endpoints().await {
-        Ok(seen) => Some(seen),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot ask the runtime where instances listen");
-            None
-        }
-    }
-}
-
 /// Whether a RUNNING unit with an HTTP endpoint is missing from `seen`:
 /// a new instance the gateway's runtime has not been asked about.
 fn missing(snapshot: &Snapshot, seen: &Seen) -> bool {
@@ -72,6 +61,7 @@ pub async fn follow(
     observe: Option<(Arc<dyn Observe>, Seen)>,
 ) {
     let mut last_error: Option<String> = None;
+    let mut last_observe_error: Option<String> = None;
     let mut observed = observe.map(|(o, seen)| (o, seen, tokio::time::Instant::now()));
     loop {
         tokio::select! {
@@ -99,8 +89,22 @@ pub async fn follow(
             && (missing(&snapshot, seen) || at.elapsed() >= OBSERVE_EVERY)
         {
             *at = tokio::time::Instant::now();
-            if let Some(fresh) = observe_once(observe.as_ref()).await {
-                *seen = fresh;
+            match observe.endpoints().await {
+                Ok(fresh) => {
+                    if last_observe_error.take().is_some() {
+                        tracing::info!("the runtime says where instances listen again");
+                    }
+                    *seen = fresh;
+                }
+                // Asked again every tick while a unit is missing: once per
+                // distinct failure, as for the state file.
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_observe_error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(error = %text, "cannot ask the runtime where instances listen; keeping the last endpoints");
+                        last_observe_error = Some(text);
+                    }
+                }
             }
         }
         let table = table_of(&snapshot, observed.as_ref().map(|(_, seen, _)| seen));

@@ -27,7 +27,7 @@ pub mod table;
 mod tests;
 
 pub use access::{Access, Denial, check_listen};
-pub use follow::{OBSERVE_EVERY, Observe, follow, observe_once, table_of};
+pub use follow::{OBSERVE_EVERY, Observe, follow, table_of};
 pub use proxy::{Limits, Proxy, ServerHeaders, serve};
 pub use stdio::{Attach, Bridging};
 pub use table::{Backend, Refusal, Route, Seen, Table, Upstream};
