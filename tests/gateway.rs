@@ -18,7 +18,6 @@ use fixture::{HttpReply, PROTOCOL_VERSION, initialize_request, mcp_post, tools_l
 use fleet::{Fleet, eventually, http, images};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -27,41 +26,23 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A running `mcpctl gateway` on a free loopback port, its log in a file,
 /// killed when dropped.
 struct Gateway {
-    child: Child,
+    served: fixture::Listening,
     addr: SocketAddr,
-    log: PathBuf,
 }
 
 impl Gateway {
     fn start(f: &Fleet, extra: &[&str]) -> Gateway {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let log = f.dir.path().join(format!("gateway-{port}.log"));
+        let addr = fixture::Listening::free_addr();
+        let log = f.dir.path().join(format!("gateway-{}.log", addr.port()));
         let listen = addr.to_string();
         let mut args = vec!["gateway", "--listen", &listen];
         args.extend_from_slice(extra);
-        let child = f
-            .command(&args)
-            .env("MCPCTL_LOG", "mcpctl=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn gateway");
-        let mut g = Gateway { child, addr, log };
-        eventually("the gateway to listen", Duration::from_secs(30), || {
-            if let Some(status) = g.child.try_wait().expect("try_wait") {
-                panic!("gateway exited ({status}):\n{}", g.log());
-            }
-            std::net::TcpStream::connect(g.addr).ok().map(|_| ())
-        });
-        g
+        let served = fixture::Listening::spawn(f.command(&args), addr, log);
+        Gateway { served, addr }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.served.log()
     }
 
     /// The instance of every access line in the log, in order.
@@ -98,13 +79,6 @@ impl Gateway {
             WAIT,
         )
         .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

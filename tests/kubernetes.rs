@@ -1583,12 +1583,11 @@ fn a_refused_watch_is_retried_with_doubling_pauses_and_errors_as_items() {
     driver.abort();
 }
 
-/// A running `mcpctl gateway` against the fake cluster, its log in a file,
-/// killed when dropped.
+/// A running `mcpctl gateway` (or `watch --gateway`) against the fake
+/// cluster, its log in a file, killed when dropped.
 struct Gateway {
-    child: std::process::Child,
+    served: fixture::Listening,
     addr: std::net::SocketAddr,
-    log: std::path::PathBuf,
 }
 
 impl Gateway {
@@ -1603,7 +1602,7 @@ impl Gateway {
 
     /// `mcpctl watch --gateway`, on its source.
     fn watch(c: &Cluster) -> Gateway {
-        let health = format!("127.0.0.1:{}", free_port());
+        let health = fixture::Listening::free_addr().to_string();
         Gateway::spawn(c, |listen| {
             ["watch", "fleet", "--listen", &health, "--gateway", listen]
                 .map(str::to_owned)
@@ -1612,30 +1611,16 @@ impl Gateway {
     }
 
     fn spawn(c: &Cluster, args: impl FnOnce(&str) -> Vec<String>) -> Gateway {
-        let addr: std::net::SocketAddr =
-            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let addr = fixture::Listening::free_addr();
         let log = c.dir.path().join(format!("gateway-{}.log", addr.port()));
         let args = args(&addr.to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = c
-            .command(&args)
-            .env("MCPCTL_LOG", "mcpctl=info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn gateway");
-        let mut g = Gateway { child, addr, log };
-        eventually("the gateway to listen", Duration::from_secs(30), || {
-            if let Some(status) = g.child.try_wait().expect("try_wait") {
-                panic!("gateway exited ({status}):\n{}", g.log());
-            }
-            std::net::TcpStream::connect(g.addr).ok().map(|_| ())
-        });
-        g
+        let served = fixture::Listening::spawn(c.command(&args), addr, log);
+        Gateway { served, addr }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.served.log()
     }
 
     /// `initialize` to `server` through the gateway.
@@ -1649,20 +1634,6 @@ impl Gateway {
         )
         .unwrap_or_else(|e| panic!("POST through the gateway: {e}\n{}", self.log()))
     }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The `serverInfo.name` of an `initialize` answer: the fake's servers

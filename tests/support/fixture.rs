@@ -743,3 +743,59 @@ pub fn open_event_stream(
     }
     Ok(stream)
 }
+
+/// A long-running mcpctl (`gateway`, or `watch --gateway`) serving on
+/// `addr`, its stderr in `log`; killed when dropped.
+pub struct Listening {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Listening {
+    /// A loopback address nothing listens on yet.
+    pub fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    }
+
+    /// Spawns `cmd` (which serves on `addr`) with info logs into `log`, and
+    /// waits until `addr` takes connections; fails the test with the log
+    /// if the process exits first or 30 s pass.
+    pub fn spawn(mut cmd: std::process::Command, addr: SocketAddr, log: PathBuf) -> Listening {
+        let child = cmd
+            .env("MCPCTL_LOG", "mcpctl=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn mcpctl");
+        let mut served = Listening { child, addr, log };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = served.child.try_wait().expect("try_wait") {
+                panic!("mcpctl exited ({status}):\n{}", served.log());
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return served;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mcpctl did not listen on {addr} within 30 s:\n{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
